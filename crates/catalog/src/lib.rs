@@ -1,0 +1,100 @@
+//! The built-in catalog and the built-in element crates.
+//!
+//! Every `elements/*.toml` of the workspace is embedded at build time, so the
+//! `elements` binary works from any directory. This crate also *names* every
+//! built-in element crate: a crate that is a dependency but never named in
+//! code is not linked, and its `inventory::submit!` registration silently
+//! disappears. Binaries and tests depend on this crate and get them all.
+#![deny(missing_docs)]
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use elements_core::{CatalogError, CatalogErrors, OAuthOverride, Registry, RegistryBuilder};
+
+// The built-in element crates. Add one line per element crate.
+use elements_hubspot as _;
+
+/// The embedded catalog files: (`elements/<file>.toml`, contents), by name.
+pub static BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
+
+/// A builder holding the built-in catalog as its first layer.
+pub fn builder() -> RegistryBuilder {
+    let mut builder = RegistryBuilder::new();
+    builder.add_layer(BUILTIN.iter().copied());
+    builder
+}
+
+/// The registry of the built-in catalog alone.
+pub fn builtin() -> Result<Registry, CatalogErrors> {
+    builder().build()
+}
+
+/// Reads every `*.toml` file of a directory, sorted by name, as
+/// (path, contents).
+pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, CatalogError> {
+    let io_err = |e: io::Error| CatalogError {
+        file: dir.display().to_string(),
+        line: None,
+        message: format!("cannot read catalog directory: {e}"),
+    };
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_err)?
+        .into_iter()
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = fs::read_to_string(&path).map_err(|e| CatalogError {
+                file: path.display().to_string(),
+                line: None,
+                message: format!("cannot read file: {e}"),
+            })?;
+            Ok((path.display().to_string(), text))
+        })
+        .collect()
+}
+
+/// The built-in catalog, then each directory as a layer that adds or
+/// overrides elements by key, then the endpoint overrides.
+pub fn load<'a>(
+    dirs: &[PathBuf],
+    overrides: impl IntoIterator<Item = (&'a str, OAuthOverride)>,
+) -> Result<Registry, CatalogErrors> {
+    let mut builder = builder();
+    let mut errors = Vec::new();
+    for dir in dirs {
+        match read_dir(dir) {
+            Ok(files) => {
+                builder.add_layer(files);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    for (key, o) in overrides {
+        builder.override_oauth(key, o);
+    }
+    match builder.build() {
+        Ok(registry) if errors.is_empty() => Ok(registry),
+        Ok(_) => Err(CatalogErrors(errors)),
+        Err(CatalogErrors(more)) => {
+            errors.extend(more);
+            Err(CatalogErrors(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn builtin_catalog_loads_with_hubspot() {
+        let registry = super::builtin().unwrap();
+        assert_eq!(registry.get("hubspot").map(|e| e.id()), Some(43));
+    }
+}

@@ -1,0 +1,88 @@
+//! The core of *elements*: what a connector ("element") is, how the catalog
+//! describes one, and how the registry finds it.
+//!
+//! # Why the design is what it is
+//!
+//! An element is mostly **data**: an id, a key, a name, the provider's OAuth
+//! endpoints and the configuration an instance needs. That data lives in one
+//! TOML file per element (see [`spec`]), so adding a provider with standard
+//! OAuth 2.0 needs no code at all: the default methods of the [`Element`]
+//! trait implement the standard flow from the file's `[oauth]` section.
+//!
+//! Some providers have **quirks** (HubSpot's legacy `portalId` URL, a token
+//! endpoint that wants a different grant). Such an element is a small crate
+//! with one struct implementing [`Element`], overriding only the methods that
+//! differ, and one `inventory::submit!` of an [`ElementFactory`]. The
+//! [`Registry`] joins code and data by key when it is built and refuses to
+//! start on any inconsistency, naming the file and line at fault.
+//!
+//! The crate does no I/O. Talking to a provider's token endpoint is split into
+//! a pure half (build a [`ProviderRequest`], parse a [`ProviderResponse`]) and
+//! an injected [`Transport`] that the caller supplies; reading catalog files
+//! from disk is the caller's business too (it hands us names and text).
+//!
+//! ```
+//! use elements_core::{OAuthUrlRequest, RegistryBuilder};
+//!
+//! let toml = r#"
+//! id = 9001
+//! key = "example"
+//! name = "Example"
+//! description = "An example provider"
+//! image = "elements/provider_example.png"
+//! hub = "general"
+//! authentication = "oauth2"
+//! existing_account_description = "Give your application access to your Example account"
+//! config_description = "Create an Example account first"
+//!
+//! [oauth]
+//! authorization_url = "https://example.com/oauth/authorize"
+//! token_url = "https://example.com/oauth/token"
+//! "#;
+//! let mut builder = RegistryBuilder::new();
+//! builder.add_layer([("example.toml", toml)]);
+//! let registry = builder.build().unwrap();
+//!
+//! let element = registry.get("example").unwrap();
+//! let url = element
+//!     .oauth_url(&OAuthUrlRequest {
+//!         api_key: Some("client".into()),
+//!         callback_url: Some("https://app.test/cb".into()),
+//!         scope: Some("read write".into()),
+//!         ..Default::default()
+//!     })
+//!     .unwrap();
+//! assert_eq!(
+//!     url.url,
+//!     "https://example.com/oauth/authorize?response_type=code&client_id=client\
+//!      &redirect_uri=https%3A%2F%2Fapp.test%2Fcb&scope=read%20write"
+//! );
+//! ```
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod element;
+pub mod encode;
+pub mod oauth;
+pub mod registry;
+pub mod secret;
+pub mod spec;
+
+pub use config::{Configuration, MissingConfiguration};
+pub use element::{Element, ElementFactory};
+pub use encode::{encode_component, QueryBuilder};
+pub use oauth::{
+    CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError, ProviderRequest,
+    ProviderResponse, RefreshRequest, TokenSet, Transport, TransportError,
+};
+pub use registry::{CatalogErrors, GenericElement, OAuthOverride, Registry, RegistryBuilder};
+pub use secret::Secret;
+pub use spec::{
+    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementMetadata, ElementSpec, ElementView,
+    OAuthSpec,
+};
+
+// Re-exported so element crates can register without depending on inventory
+// themselves, and always against the same version as the registry.
+#[doc(hidden)]
+pub use inventory;

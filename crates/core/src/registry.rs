@@ -1,0 +1,381 @@
+//! The registry: catalog files joined with registered element crates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::element::{Element, ElementFactory};
+use crate::spec::{ElementSpec, Source};
+
+pub use crate::spec::CatalogError;
+
+/// The element used for catalog files that no crate claims: everything comes
+/// from the spec, and the [`Element`] defaults implement standard OAuth 2.0.
+#[derive(Debug, Clone)]
+pub struct GenericElement {
+    spec: ElementSpec,
+}
+
+impl GenericElement {
+    /// Wraps a spec.
+    pub fn new(spec: ElementSpec) -> Self {
+        GenericElement { spec }
+    }
+}
+
+impl Element for GenericElement {
+    fn spec(&self) -> &ElementSpec {
+        &self.spec
+    }
+}
+
+/// Every error found while building a registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogErrors(pub Vec<CatalogError>);
+
+impl fmt::Display for CatalogErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CatalogErrors {}
+
+/// Replacement endpoints for one element's `[oauth]` section, for pointing an
+/// element at a staging or fake provider without recompiling.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthOverride {
+    /// Replaces `authorization_url`.
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    /// Replaces `token_url`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// Replaces `refresh_url`.
+    #[serde(default)]
+    pub refresh_url: Option<String>,
+    /// Replaces named entries of `endpoints`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+/// Collects catalog layers and endpoint overrides, then builds a [`Registry`].
+///
+/// Later layers override earlier ones by key (the built-in catalog first, then
+/// each `--elements-dir`). Within a layer, keys and ids must be unique.
+#[derive(Debug, Default)]
+pub struct RegistryBuilder {
+    specs: BTreeMap<String, ElementSpec>,
+    errors: Vec<CatalogError>,
+    overrides: Vec<(String, OAuthOverride)>,
+}
+
+impl RegistryBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one layer of catalog files, given as (file name, TOML text).
+    /// Errors are collected and reported by [`RegistryBuilder::build`].
+    pub fn add_layer<N, T>(&mut self, files: impl IntoIterator<Item = (N, T)>) -> &mut Self
+    where
+        N: AsRef<str>,
+        T: AsRef<str>,
+    {
+        let mut layer_keys: HashMap<String, Source> = HashMap::new();
+        let mut layer_ids: HashMap<u64, Source> = HashMap::new();
+        for (name, text) in files {
+            let spec = match ElementSpec::parse(name.as_ref(), text.as_ref()) {
+                Ok(spec) => spec,
+                Err(errors) => {
+                    self.errors.extend(errors);
+                    continue;
+                }
+            };
+            if let Some(first) = layer_keys.get(&spec.key) {
+                self.errors.push(CatalogError {
+                    file: spec.source.file.clone(),
+                    line: Some(spec.source.key_line),
+                    message: format!(
+                        "field `key`: {:?} is already declared in {}:{}",
+                        spec.key, first.file, first.key_line
+                    ),
+                });
+                continue;
+            }
+            if let Some(first) = layer_ids.get(&spec.id) {
+                self.errors.push(CatalogError {
+                    file: spec.source.file.clone(),
+                    line: Some(spec.source.id_line),
+                    message: format!(
+                        "field `id`: {} is already declared in {}:{}",
+                        spec.id, first.file, first.id_line
+                    ),
+                });
+                continue;
+            }
+            layer_keys.insert(spec.key.clone(), spec.source.clone());
+            layer_ids.insert(spec.id, spec.source.clone());
+            self.specs.insert(spec.key.clone(), spec);
+        }
+        self
+    }
+
+    /// Replaces endpoints of the element `key` (applied by `build`; an unknown
+    /// key is an error).
+    pub fn override_oauth(&mut self, key: &str, endpoints: OAuthOverride) -> &mut Self {
+        self.overrides.push((key.to_owned(), endpoints));
+        self
+    }
+
+    /// Joins the catalog with the registered element crates.
+    ///
+    /// Refuses: any parse error, two files with the same key or id, an element
+    /// crate registered for a key no file declares, two crates for one key,
+    /// an override for an unknown element.
+    pub fn build(self) -> Result<Registry, CatalogErrors> {
+        let RegistryBuilder {
+            mut specs,
+            mut errors,
+            overrides,
+        } = self;
+
+        for (key, o) in overrides {
+            let Some(spec) = specs.get_mut(&key) else {
+                errors.push(CatalogError {
+                    file: "configuration".into(),
+                    line: None,
+                    message: format!("endpoint override for unknown element `{key}`"),
+                });
+                continue;
+            };
+            let Some(oauth) = spec.oauth.as_mut() else {
+                errors.push(CatalogError {
+                    file: spec.source.file.clone(),
+                    line: None,
+                    message: format!("endpoint override for `{key}`, which does not use OAuth"),
+                });
+                continue;
+            };
+            if let Some(url) = o.authorization_url {
+                oauth.authorization_url = url;
+            }
+            if let Some(url) = o.token_url {
+                oauth.token_url = url;
+            }
+            if let Some(url) = o.refresh_url {
+                oauth.refresh_url = Some(url);
+            }
+            oauth.endpoints.extend(o.endpoints);
+        }
+
+        let mut ids: HashMap<u64, &ElementSpec> = HashMap::new();
+        for spec in specs.values() {
+            if let Some(first) = ids.insert(spec.id, spec) {
+                errors.push(CatalogError {
+                    file: spec.source.file.clone(),
+                    line: Some(spec.source.id_line),
+                    message: format!(
+                        "field `id`: {} is already declared in {}:{} (key `{}`)",
+                        spec.id, first.source.file, first.source.id_line, first.key
+                    ),
+                });
+            }
+        }
+
+        let mut factories: HashMap<&'static str, &ElementFactory> = HashMap::new();
+        for factory in inventory::iter::<ElementFactory> {
+            if factories.insert(factory.key, factory).is_some() {
+                errors.push(CatalogError {
+                    file: "<registered elements>".into(),
+                    line: None,
+                    message: format!("two element crates register key `{}`", factory.key),
+                });
+            }
+            if !specs.contains_key(factory.key) {
+                errors.push(CatalogError {
+                    file: "<registered elements>".into(),
+                    line: None,
+                    message: format!(
+                        "element crate registered for key `{}`, but no catalog file declares it",
+                        factory.key
+                    ),
+                });
+            }
+        }
+        if !errors.is_empty() {
+            return Err(CatalogErrors(errors));
+        }
+
+        let mut elements: Vec<Arc<dyn Element>> = specs
+            .into_values()
+            .map(|spec| match factories.get(spec.key.as_str()) {
+                Some(factory) => Arc::from((factory.build)(spec)),
+                None => Arc::new(GenericElement::new(spec)) as Arc<dyn Element>,
+            })
+            .collect();
+        elements.sort_by_key(|e| e.id());
+        let by_key = elements
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.key().to_owned(), i))
+            .collect();
+        let by_id = elements
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.id(), i))
+            .collect();
+        Ok(Registry {
+            elements,
+            by_key,
+            by_id,
+        })
+    }
+}
+
+/// The elements, by key and by id (O(1) each), listed in id order.
+#[derive(Debug)]
+pub struct Registry {
+    elements: Vec<Arc<dyn Element>>,
+    by_key: HashMap<String, usize>,
+    by_id: HashMap<u64, usize>,
+}
+
+impl Registry {
+    /// The element with this key.
+    pub fn by_key(&self, key: &str) -> Option<&Arc<dyn Element>> {
+        self.by_key.get(key).map(|&i| &self.elements[i])
+    }
+
+    /// The element with this id.
+    pub fn by_id(&self, id: u64) -> Option<&Arc<dyn Element>> {
+        self.by_id.get(&id).map(|&i| &self.elements[i])
+    }
+
+    /// The element named by a key or a decimal id (as in `/elements/{keyOrId}`).
+    pub fn get(&self, key_or_id: &str) -> Option<&Arc<dyn Element>> {
+        if !key_or_id.is_empty() && key_or_id.bytes().all(|b| b.is_ascii_digit()) {
+            key_or_id.parse().ok().and_then(|id| self.by_id(id))
+        } else {
+            self.by_key(key_or_id)
+        }
+    }
+
+    /// All elements, sorted by id.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Arc<dyn Element>> {
+        self.elements.iter()
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.elements.len()
+    }
+
+    /// Whether the registry is empty.
+    pub fn is_empty(&self) -> bool {
+        self.elements.is_empty()
+    }
+
+    /// Up to three keys closest to `query`, closest first, for "did you mean".
+    pub fn suggest(&self, query: &str) -> Vec<&str> {
+        let query = query.to_ascii_lowercase();
+        let mut scored: Vec<(usize, &str)> = self
+            .elements
+            .iter()
+            .map(|e| e.key())
+            .filter_map(|key| {
+                let distance = strsim::levenshtein(&query, key);
+                let close = distance <= 2.max(key.len() / 3)
+                    || (query.len() >= 3 && (key.contains(&query) || query.contains(key)));
+                close.then_some((distance, key))
+            })
+            .collect();
+        scored.sort();
+        scored.into_iter().take(3).map(|(_, k)| k).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(id: u64, key: &str) -> String {
+        format!(
+            "id = {id}\nkey = \"{key}\"\nname = \"N\"\ndescription = \"d\"\nimage = \"i\"\nhub = \"h\"\n\
+             authentication = \"oauth2\"\nexisting_account_description = \"e\"\nconfig_description = \"c\"\n\
+             [oauth]\nauthorization_url = \"https://{key}.test/auth\"\ntoken_url = \"https://{key}.test/token\"\n"
+        )
+    }
+
+    fn build(layers: &[&[(&str, String)]]) -> Result<Registry, CatalogErrors> {
+        let mut b = RegistryBuilder::new();
+        for layer in layers {
+            b.add_layer(layer.iter().map(|(n, t)| (*n, t.as_str())));
+        }
+        b.build()
+    }
+
+    #[test]
+    fn lookups_and_order() {
+        let r = build(&[&[("b.toml", file(20, "bee")), ("a.toml", file(10, "ant"))]]).unwrap();
+        assert_eq!(r.iter().map(|e| e.id()).collect::<Vec<_>>(), [10, 20]);
+        assert_eq!(r.get("20").unwrap().key(), "bee");
+        assert_eq!(r.get("ant").unwrap().id(), 10);
+        assert!(r.get("99999999999999999999999").is_none());
+        assert!(r.get("Ant").is_none());
+        assert_eq!(r.suggest("bea"), ["bee"]);
+    }
+
+    #[test]
+    fn duplicates_in_a_layer_are_refused_with_file_and_line() {
+        let err = build(&[&[("a.toml", file(1, "ant")), ("b.toml", file(2, "ant"))]]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.toml:2: field `key`: \"ant\" is already declared in a.toml:2"
+        );
+        let err = build(&[&[("a.toml", file(1, "ant")), ("b.toml", file(1, "bee"))]]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.toml:1: field `id`: 1 is already declared in a.toml:1"
+        );
+    }
+
+    #[test]
+    fn later_layers_override_by_key_but_ids_stay_unique() {
+        let r = build(&[&[("a.toml", file(1, "ant"))], &[("x/a.toml", file(5, "ant"))]]).unwrap();
+        assert_eq!(r.get("ant").unwrap().id(), 5);
+        let err = build(&[&[("a.toml", file(1, "ant"))], &[("x/b.toml", file(1, "bee"))]])
+            .unwrap_err();
+        assert!(err.to_string().starts_with("x/b.toml:1: field `id`: 1"), "{err}");
+    }
+
+    #[test]
+    fn overrides_replace_endpoints() {
+        let mut b = RegistryBuilder::new();
+        b.add_layer([("a.toml", file(1, "ant"))]);
+        b.override_oauth(
+            "ant",
+            OAuthOverride {
+                token_url: Some("http://127.0.0.1:1/token".into()),
+                ..Default::default()
+            },
+        );
+        let r = b.build().unwrap();
+        let oauth = r.get("ant").unwrap().spec().oauth.clone().unwrap();
+        assert_eq!(oauth.token_url, "http://127.0.0.1:1/token");
+        assert_eq!(oauth.refresh_url(), "http://127.0.0.1:1/token");
+        let mut b = RegistryBuilder::new();
+        b.override_oauth("nope", OAuthOverride::default());
+        assert!(b.build().unwrap_err().to_string().contains("unknown element `nope`"));
+    }
+}

@@ -1,0 +1,3 @@
+//! The Cloud Elements-compatible HTTP API.
+
+pub mod pkce;
