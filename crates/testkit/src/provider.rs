@@ -1,0 +1,1 @@
+//! A fake OAuth provider (being written).
