@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use elements_core::{Element, OAuthUrlRequest, Registry};
-use serde::Serialize;
 
 /// Connector registry and OAuth broker, compatible with the Cloud Elements API.
 #[derive(Debug, Parser)]
@@ -47,6 +46,71 @@ enum Command {
     Check {
         /// Directories to check, each a layer over the built-in catalog.
         dirs: Vec<PathBuf>,
+    },
+    /// Run the HTTP API (Cloud Elements compatible, under /elements/api-v2).
+    Serve(ServeArgs),
+    /// Manage accounts (organizations and users).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Database URL: sqlite://PATH or postgres://... (default: a SQLite file
+    /// in --data-dir).
+    #[arg(long, env = "ELEMENTS_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory of the embedded database and its key file [default:
+    /// elements-data].
+    #[arg(long, env = "ELEMENTS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Encryption keys, comma-separated base64 (32 bytes each); the first
+    /// encrypts. Default: the key file in --data-dir, created if missing.
+    #[arg(long = "master-key", env = "ELEMENTS_MASTER_KEY", hide_env_values = true)]
+    master_key: Option<String>,
+    /// A TOML configuration file (see the README).
+    #[arg(long, env = "ELEMENTS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ELEMENTS_LISTEN")]
+    listen: Option<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The organization secret of an account to ensure at start.
+    #[arg(long, env = "ELEMENTS_ORGANIZATION_SECRET", hide_env_values = true)]
+    organization_secret: Option<String>,
+    /// The user secret of an account to ensure at start.
+    #[arg(long, env = "ELEMENTS_USER_SECRET", hide_env_values = true)]
+    user_secret: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "ELEMENTS_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an organization with its first user; prints the secrets as JSON.
+    Create {
+        /// The organization's name.
+        #[arg(long)]
+        organization: String,
+        /// The user's e-mail address.
+        #[arg(long)]
+        email: String,
+        /// The user's first name.
+        #[arg(long, default_value = "")]
+        first_name: String,
+        /// The user's last name.
+        #[arg(long, default_value = "")]
+        last_name: String,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -96,7 +160,88 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Command::OauthUrl(args) => oauth_url(&load(&cli.catalog)?, args),
         Command::Check { dirs } => check(&cli.catalog, dirs),
+        Command::Serve(args) => serve(&cli.catalog, args),
+        Command::Accounts {
+            command:
+                AccountsCommand::Create {
+                    organization,
+                    email,
+                    first_name,
+                    last_name,
+                    store,
+                },
+        } => {
+            init_logging("text");
+            let config = server_config(&cli.catalog, &store, None)?;
+            runtime()?.block_on(async {
+                let store = elements_server::startup::open_store(&config).await?;
+                let account = elements_server::startup::create_account(
+                    store.as_ref(),
+                    &organization,
+                    &email,
+                    &first_name,
+                    &last_name,
+                )
+                .await?;
+                print_json(&serde_json::to_string_pretty(&account)?)
+            })
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn server_config(
+    catalog: &CatalogArgs,
+    store: &StoreArgs,
+    serve: Option<&ServeArgs>,
+) -> anyhow::Result<elements_server::ServerConfig> {
+    // Defaults, then the file, then flags and environment.
+    let mut config = elements_server::ServerConfig::default();
+    if let Some(path) = &store.config {
+        let file = elements_server::config::FileConfig::load(path).map_err(anyhow::Error::msg)?;
+        config = config.with_file(file);
+    }
+    if let Some(url) = &store.database_url {
+        config.database_url = Some(url.clone());
+    }
+    if let Some(dir) = &store.data_dir {
+        config.data_dir = dir.clone();
+    }
+    config.elements_dirs.extend(catalog.elements_dirs.iter().cloned());
+    config.master_key = store.master_key.clone().map(Into::into);
+    if let Some(serve) = serve {
+        if let Some(listen) = &serve.listen {
+            config.listen = listen.clone();
+        }
+        config.organization_secret = serve.organization_secret.clone().map(Into::into);
+        config.user_secret = serve.user_secret.clone().map(Into::into);
+    }
+    Ok(config)
+}
+
+fn serve(catalog: &CatalogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log_format);
+    let config = server_config(catalog, &args.store, Some(&args))?;
+    runtime()?.block_on(elements_server::run(config))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn load(args: &CatalogArgs) -> anyhow::Result<Registry> {
@@ -150,15 +295,6 @@ fn list(registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct OAuthUrlOutput<'a> {
-    element: &'a str,
-    oauth_url: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code_verifier: Option<&'a str>,
-}
-
 fn oauth_url(registry: &Registry, args: OAuthUrlArgs) -> anyhow::Result<ExitCode> {
     let element = find(registry, &args.element)?;
     let code_verifier = match args.code_verifier {
@@ -178,7 +314,7 @@ fn oauth_url(registry: &Registry, args: OAuthUrlArgs) -> anyhow::Result<ExitCode
     let url = element
         .oauth_url(&request)
         .with_context(|| format!("cannot build the OAuth URL of `{}`", element.key()))?;
-    print_json(&serde_json::to_string(&OAuthUrlOutput {
+    print_json(&serde_json::to_string(&elements_server::wire::OAuthUrlResponse {
         element: element.key(),
         oauth_url: &url.url,
         code_verifier: code_verifier.as_deref(),

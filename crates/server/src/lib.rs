@@ -1,3 +1,70 @@
 //! The Cloud Elements-compatible HTTP API.
+//!
+//! [`router`] builds the axum router over an [`AppState`]; [`serve`] runs it
+//! on a listener until a shutdown future completes, so tests bind
+//! `127.0.0.1:0` and talk real HTTP. [`run`] is what `elements serve` does:
+//! configuration, catalog, key, store, accounts, background refresh, serve.
+//!
+//! Only this crate knows the JSON wire shapes of requests and responses
+//! (the element object itself is the core's `ElementMetadata`).
 
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use elements_core::Registry;
+use elements_store::Store;
+use tokio::net::TcpListener;
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
 pub mod pkce;
+pub mod provider;
+pub mod request_id;
+mod routes;
+pub mod startup;
+pub mod tokens;
+pub mod wire;
+
+pub use config::ServerConfig;
+pub use startup::run;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The element catalog.
+    pub registry: Arc<Registry>,
+    /// Accounts and instances.
+    pub store: Arc<dyn Store>,
+    /// Provider tokens: exchange and refresh.
+    pub tokens: Arc<tokens::TokenManager>,
+}
+
+/// The API router, with every route under `/elements/api-v2`.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(routes::elements::router())
+        .merge(routes::instances::router());
+    Router::new()
+        .nest("/elements/api-v2", api)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body::MAX_BODY))
+        .layer(axum::middleware::from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes
+/// the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

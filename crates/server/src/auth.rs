@@ -1,0 +1,167 @@
+//! The `Authorization` header: `User <secret>, Organization <secret>`, in
+//! either order, optionally with `Element <instance token>`.
+//!
+//! Every failure is the same 401 with the same message, whatever was wrong,
+//! so a caller learns nothing about which part failed.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use elements_core::Secret;
+use elements_store::{hash_secret, Principal};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The parts of an `Authorization` header.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// `User <secret>`.
+    pub user: Option<Secret>,
+    /// `Organization <secret>`.
+    pub organization: Option<Secret>,
+    /// `Element <token>`.
+    pub element: Option<Secret>,
+}
+
+/// The longest header we look at.
+const MAX_HEADER: usize = 1024;
+
+/// Parses the header value. `None` for anything malformed: an unknown or
+/// repeated scheme, an empty or oversized value, white space or control
+/// characters inside a secret.
+pub fn parse_authorization(header: &str) -> Option<Credentials> {
+    if header.len() > MAX_HEADER {
+        return None;
+    }
+    let mut creds = Credentials::default();
+    for part in header.split(',') {
+        let (scheme, value) = part.trim().split_once(' ')?;
+        let value = value.trim();
+        if value.is_empty()
+            || value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        {
+            return None;
+        }
+        let slot = match scheme {
+            s if s.eq_ignore_ascii_case("user") => &mut creds.user,
+            s if s.eq_ignore_ascii_case("organization") => &mut creds.organization,
+            s if s.eq_ignore_ascii_case("element") => &mut creds.element,
+            _ => return None,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(Secret::new(value));
+    }
+    Some(creds)
+}
+
+fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
+    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(ApiError::Unauthorized);
+    };
+    let text = value.to_str().map_err(|_| ApiError::Unauthorized)?;
+    parse_authorization(text).ok_or(ApiError::Unauthorized)
+}
+
+/// A caller authenticated as a user of an organization; any `Element` token
+/// in the header is kept for routes that want it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// Who is calling.
+    pub principal: Principal,
+}
+
+/// Authenticates `User` + `Organization`.
+async fn account(state: &AppState, creds: &Credentials) -> Result<Principal, ApiError> {
+    let (Some(user), Some(org)) = (&creds.user, &creds.organization) else {
+        return Err(ApiError::Unauthorized);
+    };
+    state
+        .store
+        .authenticate(&hash_secret(user.expose()), &hash_secret(org.expose()))
+        .await?
+        .ok_or(ApiError::Unauthorized)
+}
+
+impl FromRequestParts<AppState> for Account {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let creds = credentials(parts)?;
+        Ok(Account {
+            principal: account(state, &creds).await?,
+        })
+    }
+}
+
+/// A caller that is either an account (`User`, `Organization`) or holds an
+/// instance token (`Element`), or both (then both must be valid).
+#[derive(Debug, Clone)]
+pub struct AccountOrInstance {
+    /// The account, when `User` and `Organization` were given.
+    pub principal: Option<Principal>,
+    /// The instance token, when `Element` was given.
+    pub element_token: Option<Secret>,
+}
+
+impl FromRequestParts<AppState> for AccountOrInstance {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let creds = credentials(parts)?;
+        let principal = if creds.user.is_some() || creds.organization.is_some() {
+            Some(account(state, &creds).await?)
+        } else {
+            None
+        };
+        if principal.is_none() && creds.element.is_none() {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(AccountOrInstance {
+            principal,
+            element_token: creds.element,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(header: &str, expected: Option<(&str, &str, Option<&str>)>) {
+        let got = parse_authorization(header).map(|c| {
+            (
+                c.user.map(Secret::into_inner).unwrap_or_default(),
+                c.organization.map(Secret::into_inner).unwrap_or_default(),
+                c.element.map(Secret::into_inner),
+            )
+        });
+        let expected = expected.map(|(u, o, e)| (u.to_owned(), o.to_owned(), e.map(str::to_owned)));
+        assert_eq!(got, expected, "{header:?}");
+    }
+
+    #[test]
+    fn parses_either_order_and_element() {
+        check("User u1, Organization o1", Some(("u1", "o1", None)));
+        check("Organization o1, User u1", Some(("u1", "o1", None)));
+        check("User u1,Organization o1, Element e+/=", Some(("u1", "o1", Some("e+/="))));
+        check("Element e", Some(("", "", Some("e"))));
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        check("", None);
+        check("User", None);
+        check("User , Organization o", None);
+        check("User a, User b", None);
+        check("Bearer x", None);
+        check("User a b, Organization o", None);
+        check("User a\u{0}, Organization o", None);
+        check(&format!("User {}, Organization o", "a".repeat(2000)), None);
+    }
+}

@@ -1,0 +1,76 @@
+//! The production [`Transport`]: reqwest, with timeouts, no redirects, a
+//! bounded response size, and nothing of the request in any log line.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use elements_core::{ProviderRequest, ProviderResponse, Transport, TransportError};
+
+/// The largest provider response read.
+pub const MAX_RESPONSE: usize = 256 * 1024;
+
+/// Sends provider requests over HTTPS (or HTTP, for local fakes).
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// A transport whose requests time out after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("elements/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("the TLS backend initializes");
+        HttpTransport { client }
+    }
+}
+
+impl Default for HttpTransport {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10))
+    }
+}
+
+fn classify(e: reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        TransportError::Timeout
+    } else if e.is_connect() {
+        // Without the URL: it is ours, but the error text is enough.
+        TransportError::Connect("connection failed".into())
+    } else {
+        TransportError::Other(e.without_url().to_string())
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn send(&self, request: &ProviderRequest) -> Result<ProviderResponse, TransportError> {
+        let form: Vec<(&str, &str)> = request
+            .form
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect();
+        let mut builder = self
+            .client
+            .post(&request.url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form);
+        if let Some((id, secret)) = &request.basic_auth {
+            builder = builder.basic_auth(id, Some(secret.expose()));
+        }
+        let mut response = builder.send().await.map_err(classify)?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            if body.len() + chunk.len() > MAX_RESPONSE {
+                return Err(TransportError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(ProviderResponse { status, body })
+    }
+}

@@ -1,0 +1,131 @@
+//! The catalog: `/elements...`. No credentials needed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use elements_core::{Element, OAuthUrlRequest};
+
+use super::{PathParam, QueryPairs};
+use crate::error::ApiError;
+use crate::wire::OAuthUrlResponse;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/elements", get(list))
+        .route("/elements/keys", get(keys))
+        .route("/elements/{key_or_id}", get(show))
+        .route("/elements/{key_or_id}/configuration", get(configuration))
+        .route("/elements/{key_or_id}/oauth/url", get(oauth_url))
+}
+
+/// The element named by a key or id, or a 404 that suggests close keys.
+pub fn find<'a>(state: &'a AppState, key_or_id: &str) -> Result<&'a Arc<dyn Element>, ApiError> {
+    state.registry.get(key_or_id).ok_or_else(|| {
+        let shown: String = key_or_id
+            .chars()
+            .take(100)
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        let suggestions = state.registry.suggest(key_or_id);
+        let mut message = format!("no element with key or id `{shown}`");
+        if !suggestions.is_empty() {
+            message.push_str(&format!("; did you mean {}?", suggestions.join(", ")));
+        }
+        ApiError::NotFound(message)
+    })
+}
+
+async fn list(State(state): State<AppState>) -> Response {
+    let all: Vec<_> = state.registry.iter().map(|e| e.spec().view()).collect();
+    Json(all).into_response()
+}
+
+async fn keys(State(state): State<AppState>) -> Response {
+    let all: Vec<&str> = state.registry.iter().map(|e| e.key()).collect();
+    Json(all).into_response()
+}
+
+async fn show(
+    State(state): State<AppState>,
+    PathParam(key_or_id): PathParam<String>,
+) -> Result<Response, ApiError> {
+    let element = find(&state, &key_or_id)?;
+    Ok(Json(element.spec().view()).into_response())
+}
+
+async fn configuration(
+    State(state): State<AppState>,
+    PathParam(key_or_id): PathParam<String>,
+) -> Result<Response, ApiError> {
+    let element = find(&state, &key_or_id)?;
+    Ok(Json(element.configuration()).into_response())
+}
+
+/// The largest query parameter value accepted.
+const MAX_PARAM: usize = 2048;
+
+async fn oauth_url(
+    State(state): State<AppState>,
+    PathParam(key_or_id): PathParam<String>,
+    QueryPairs(pairs): QueryPairs,
+) -> Result<Response, ApiError> {
+    let element = find(&state, &key_or_id)?;
+    let mut request = OAuthUrlRequest::default();
+    let mut seen: BTreeMap<String, ()> = BTreeMap::new();
+    for (name, value) in pairs {
+        if value.len() > MAX_PARAM || name.len() > 256 {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{}` is too long",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+        if value.contains('\0') || name.contains('\0') {
+            return Err(ApiError::BadRequest("query parameters must not contain NUL".into()));
+        }
+        if seen.insert(name.clone(), ()).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{}` is given more than once",
+                name.chars().take(64).collect::<String>()
+            )));
+        }
+        let slot = match name.as_str() {
+            "apiKey" => &mut request.api_key,
+            "apiSecret" => &mut request.api_secret,
+            "scope" => &mut request.scope,
+            "callbackUrl" => &mut request.callback_url,
+            "state" => &mut request.state,
+            "codeVerifier" => &mut request.code_verifier,
+            _ => {
+                request.params.insert(name, value);
+                continue;
+            }
+        };
+        *slot = Some(value);
+    }
+    if element.spec().oauth.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "element `{}` does not use OAuth",
+            element.key()
+        )));
+    }
+    if element.uses_pkce() && request.code_verifier.is_none() {
+        request.code_verifier = Some(crate::pkce::new_code_verifier());
+    }
+    let url = element.oauth_url(&request)?;
+    let verifier = if element.uses_pkce() {
+        request.code_verifier.as_deref()
+    } else {
+        None
+    };
+    Ok(Json(OAuthUrlResponse {
+        element: element.key(),
+        oauth_url: &url.url,
+        code_verifier: verifier,
+    })
+    .into_response())
+}

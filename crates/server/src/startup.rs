@@ -1,0 +1,306 @@
+//! What `elements serve` does, step by step.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow_lite::{Context, Error};
+use elements_core::Registry;
+use elements_store::{hash_secret, Keyring, NewAccount, Principal, Store, StoreError};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::config::ServerConfig;
+use crate::provider::HttpTransport;
+use crate::tokens::TokenManager;
+use crate::AppState;
+
+/// A small error type for start-up: a message with context, no backtrace.
+pub mod anyhow_lite {
+    use std::fmt;
+
+    /// A start-up error.
+    #[derive(Debug)]
+    pub struct Error(pub String);
+
+    impl fmt::Display for Error {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Error {}
+
+    /// Adds context to an error.
+    pub trait Context<T> {
+        /// Prefixes the error with `what`.
+        fn context(self, what: &str) -> Result<T, Error>;
+    }
+
+    impl<T, E: fmt::Display> Context<T> for Result<T, E> {
+        fn context(self, what: &str) -> Result<T, Error> {
+            self.map_err(|e| Error(format!("{what}: {e}")))
+        }
+    }
+}
+
+/// The catalog with the configured directories and overrides.
+pub fn registry(config: &ServerConfig) -> Result<Registry, Error> {
+    elements_catalog::load(
+        &config.elements_dirs,
+        config.overrides.iter().map(|(k, o)| (k.as_str(), o.clone())),
+    )
+    .map_err(|e| Error(format!("the catalog is invalid:\n{e}")))
+}
+
+const KEY_FILE: &str = "master.key";
+
+fn key_file_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(KEY_FILE)
+}
+
+/// The encryption keys: `ELEMENTS_MASTER_KEY`, else the key file in the data
+/// directory, created (owner-only) if missing.
+pub fn keyring(config: &ServerConfig) -> Result<Keyring, Error> {
+    if let Some(keys) = &config.master_key {
+        return Keyring::parse(keys.expose()).context("ELEMENTS_MASTER_KEY");
+    }
+    let path = key_file_path(&config.data_dir);
+    match fs::read_to_string(&path) {
+        Ok(text) => Keyring::parse(text.trim()).context(&format!("key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(&config.data_dir)
+                .context(&format!("creating {}", config.data_dir.display()))?;
+            let key = Keyring::encode_key(&Keyring::generate_key());
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&path)
+                .context(&format!("creating key file {}", path.display()))?;
+            file.write_all(key.as_bytes())
+                .and_then(|_| file.sync_all())
+                .context(&format!("writing key file {}", path.display()))?;
+            tracing::warn!(
+                path = %path.display(),
+                "created a new master key file (owner-only); back it up: without it stored tokens cannot be decrypted"
+            );
+            Keyring::parse(&key).context("new key")
+        }
+        Err(e) => Err(Error(format!("reading key file {}: {e}", path.display()))),
+    }
+}
+
+/// Opens (and migrates) the configured database.
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, Error> {
+    let url = config.database_url();
+    if config.database_url.is_none() {
+        fs::create_dir_all(&config.data_dir)
+            .context(&format!("creating data directory {}", config.data_dir.display()))?;
+    }
+    let keyring = keyring(config)?;
+    elements_store::connect(&url, keyring)
+        .await
+        .context("opening the database")
+}
+
+/// New account secrets, as `elements accounts create` prints them.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedAccount {
+    /// The organization.
+    pub organization: CreatedOrganization,
+    /// The user.
+    pub user: CreatedUser,
+}
+
+/// The organization part of [`CreatedAccount`].
+#[derive(Debug, Serialize)]
+pub struct CreatedOrganization {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The secret, shown once.
+    pub secret: String,
+}
+
+/// The user part of [`CreatedAccount`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedUser {
+    /// Id.
+    pub id: i64,
+    /// E-mail.
+    pub email_address: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// The secret, shown once.
+    pub secret: String,
+}
+
+/// Creates an organization and its first user with fresh random secrets.
+pub async fn create_account(
+    store: &dyn Store,
+    organization: &str,
+    email: &str,
+    first_name: &str,
+    last_name: &str,
+) -> Result<CreatedAccount, StoreError> {
+    let org_secret = crate::pkce::random_token(32);
+    let user_secret = crate::pkce::random_token(32);
+    let principal = store
+        .create_account(NewAccount {
+            organization_name: organization.to_owned(),
+            organization_secret_hash: hash_secret(&org_secret),
+            email: email.to_owned(),
+            first_name: first_name.to_owned(),
+            last_name: last_name.to_owned(),
+            user_secret_hash: hash_secret(&user_secret),
+        })
+        .await?;
+    Ok(created(principal, org_secret, user_secret))
+}
+
+fn created(p: Principal, org_secret: String, user_secret: String) -> CreatedAccount {
+    CreatedAccount {
+        organization: CreatedOrganization {
+            id: p.organization_id,
+            name: p.organization_name,
+            secret: org_secret,
+        },
+        user: CreatedUser {
+            id: p.user.id,
+            email_address: p.user.email,
+            first_name: p.user.first_name,
+            last_name: p.user.last_name,
+            secret: user_secret,
+        },
+    }
+}
+
+/// Makes sure an account exists: the one named by the configured secrets,
+/// or — if the database has none at all — a new one, whose secrets are
+/// printed once on standard output.
+pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<(), Error> {
+    match (&config.organization_secret, &config.user_secret) {
+        (Some(org), Some(user)) => {
+            let (uh, oh) = (hash_secret(user.expose()), hash_secret(org.expose()));
+            if store.authenticate(&uh, &oh).await.context("checking the account")?.is_none() {
+                store
+                    .create_account(NewAccount {
+                        organization_name: "default".into(),
+                        organization_secret_hash: oh,
+                        email: "admin@localhost".into(),
+                        first_name: "Admin".into(),
+                        last_name: "".into(),
+                        user_secret_hash: uh,
+                    })
+                    .await
+                    .context("creating the account of ELEMENTS_ORGANIZATION_SECRET/ELEMENTS_USER_SECRET")?;
+                tracing::info!("created the account given by ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET");
+            }
+        }
+        (None, None) => {
+            if store.organization_count().await.context("counting accounts")? == 0 {
+                let account = create_account(store, "default", "admin@localhost", "Admin", "")
+                    .await
+                    .context("creating the first account")?;
+                println!(
+                    "{}",
+                    serde_json::to_string(&serde_json::json!({ "firstAccount": account }))
+                        .unwrap_or_default()
+                );
+                tracing::warn!("created the first account; its secrets were printed once on standard output");
+            }
+        }
+        _ => {
+            return Err(Error(
+                "set both ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET, or neither".into(),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Builds the application state over an open store.
+pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -> AppState {
+    let registry = Arc::new(registry);
+    let transport = Arc::new(HttpTransport::new(config.provider_timeout));
+    let tokens = Arc::new(TokenManager::new(
+        store.clone(),
+        registry.clone(),
+        transport,
+        config.policy,
+    ));
+    AppState {
+        registry,
+        store,
+        tokens,
+    }
+}
+
+/// `elements serve`: runs until SIGINT or SIGTERM.
+pub async fn run(config: ServerConfig) -> Result<(), Error> {
+    let registry = registry(&config)?;
+    let store = open_store(&config).await?;
+    ensure_account(store.as_ref(), &config).await?;
+    let state = state(&config, registry, store.clone());
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .context(&format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr().context("local address")?;
+    tracing::info!(
+        %addr,
+        engine = store.engine(),
+        elements = state.registry.len(),
+        "elements is serving /elements/api-v2"
+    );
+    println!("listening on http://{addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let background = tokio::spawn(
+        state
+            .tokens
+            .clone()
+            .run_background(config.refresh_interval, stop_rx),
+    );
+    crate::serve(listener, state, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    })
+    .await
+    .context("serving")?;
+    let _ = stop_tx.send(true);
+    let _ = background.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

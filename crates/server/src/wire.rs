@@ -1,0 +1,272 @@
+//! JSON wire shapes of requests and responses.
+
+use std::collections::BTreeMap;
+
+use elements_core::{ElementMetadata, ElementSpec};
+use elements_store::Instance;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::body::UniqueMap;
+
+/// The answer of `GET /elements/{key}/oauth/url` (and `elements oauth-url`).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthUrlResponse<'a> {
+    /// The element key.
+    pub element: &'a str,
+    /// Where to send the user.
+    pub oauth_url: &'a str,
+    /// The PKCE verifier, for elements that use PKCE: keep it and send it
+    /// back as `providerData.code_verifier` with the code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_verifier: Option<&'a str>,
+}
+
+/// `{"key": "hubspot"}` or `{"id": 43}`.
+#[derive(Debug, Deserialize)]
+pub struct ElementRef {
+    /// The element key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The element id.
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+/// `providerData` of `POST /instances`: tokens from the OAuth callback, or
+/// a code to exchange.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProviderData {
+    /// An authorization code to exchange at the provider.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The PKCE verifier returned by `oauth/url`.
+    #[serde(default)]
+    pub code_verifier: Option<String>,
+    /// An access token from the callback.
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// A refresh token from the callback.
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Seconds until expiry: a number or a numeric string.
+    #[serde(default)]
+    pub expires_in: Option<Value>,
+    /// `token_type`.
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// The client id (the seed sends it; configuration is authoritative).
+    #[serde(default)]
+    pub apikey: Option<String>,
+}
+
+/// A configuration value: a string (numbers and booleans are taken as text).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ConfigValue {
+    /// A string.
+    Text(String),
+    /// A number, kept as its JSON text.
+    Number(serde_json::Number),
+    /// A boolean.
+    Bool(bool),
+}
+
+impl ConfigValue {
+    /// The value as text.
+    pub fn into_text(self) -> String {
+        match self {
+            ConfigValue::Text(s) => s,
+            ConfigValue::Number(n) => n.to_string(),
+            ConfigValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+/// The body of `POST /instances`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateInstance {
+    /// Which element.
+    pub element: ElementRef,
+    /// Tokens or a code.
+    #[serde(default)]
+    pub provider_data: Option<ProviderData>,
+    /// Configuration values.
+    #[serde(default)]
+    pub configuration: UniqueMap<ConfigValue>,
+    /// Tags (default: the name).
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// The instance name.
+    pub name: String,
+}
+
+/// The body of `PATCH /instances/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchInstance {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+}
+
+/// The user object inside an instance.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserJson<'a> {
+    /// Id.
+    pub id: i64,
+    /// E-mail.
+    pub email_address: &'a str,
+    /// First name.
+    pub first_name: &'a str,
+    /// Last name.
+    pub last_name: &'a str,
+}
+
+/// An instance as the API returns it: the seed's fields first, in order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceJson<'a> {
+    /// Id.
+    pub id: i64,
+    /// Name.
+    pub name: &'a str,
+    /// The instance token: only in the answer to `POST /instances`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<&'a str>,
+    /// The element object (the seed's eleven fields).
+    pub element: ElementMetadata<'a>,
+    /// Always empty.
+    pub provision_interactions: [(); 0],
+    /// False once the provider refused the grant for good.
+    pub valid: bool,
+    /// Disabled by its owner.
+    pub disabled: bool,
+    /// Always 0.
+    pub max_cache_size: u32,
+    /// Always 0.
+    pub cache_time_to_live: u32,
+    /// Always false.
+    pub caching_enabled: bool,
+    /// Tags.
+    pub tags: &'a [String],
+    /// Creation time, RFC 3339.
+    pub created_date: String,
+    /// The user who created it.
+    pub user: UserJson<'a>,
+    /// Configuration, secret values masked.
+    pub configuration: BTreeMap<&'a str, &'a str>,
+    /// Why the instance is invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<&'a str>,
+}
+
+/// The mask shown in place of secret values.
+pub const MASK: &str = "********";
+
+/// Whether a configuration value is shown masked: the element declares it
+/// secret, or its key looks like one.
+pub fn is_secret_key(spec: Option<&ElementSpec>, key: &str) -> bool {
+    if spec
+        .and_then(|s| s.config_entry(key))
+        .is_some_and(|e| e.secret)
+    {
+        return true;
+    }
+    let lower = key.to_ascii_lowercase();
+    ["secret", "password", "token", "private"]
+        .iter()
+        .any(|w| lower.contains(w))
+}
+
+/// Unix milliseconds as RFC 3339.
+pub fn rfc3339(unix_millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(unix_millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl<'a> InstanceJson<'a> {
+    /// Renders a stored instance; `spec` is its element if still in the catalog.
+    pub fn new(instance: &'a Instance, spec: Option<&'a ElementSpec>, token: Option<&'a str>) -> Self {
+        let element = match spec {
+            Some(spec) => spec.metadata(),
+            None => ElementMetadata {
+                id: instance.element_id,
+                name: &instance.element_key,
+                key: &instance.element_key,
+                description: "",
+                image: "",
+                active: false,
+                deleted: true,
+                type_oauth: instance.tokens.access_token.is_some(),
+                trial_account: false,
+                existing_account_description: "",
+                config_description: "",
+            },
+        };
+        InstanceJson {
+            id: instance.id,
+            name: &instance.name,
+            token,
+            element,
+            provision_interactions: [],
+            valid: instance.valid,
+            disabled: instance.disabled,
+            max_cache_size: 0,
+            cache_time_to_live: 0,
+            caching_enabled: false,
+            tags: &instance.tags,
+            created_date: rfc3339(instance.created_at),
+            user: UserJson {
+                id: instance.user.id,
+                email_address: &instance.user.email,
+                first_name: &instance.user.first_name,
+                last_name: &instance.user.last_name,
+            },
+            configuration: instance
+                .configuration
+                .iter()
+                .map(|(k, v)| (k, if is_secret_key(spec, k) { MASK } else { v }))
+                .collect(),
+            invalid_reason: instance.invalid_reason.as_deref(),
+        }
+    }
+}
+
+/// One entry of `GET /instances/{id}/configuration`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationEntryJson<'a> {
+    /// Position, 1-based, in key order.
+    pub id: usize,
+    /// Key.
+    pub key: &'a str,
+    /// Value, masked when secret.
+    pub property_value: &'a str,
+}
+
+/// The answer of `GET /instances/{id}/credentials`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsJson<'a> {
+    /// The instance id.
+    pub instance_id: i64,
+    /// A fresh access token.
+    pub access_token: &'a str,
+    /// Usually `bearer`.
+    pub token_type: &'a str,
+    /// Expiry, RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Seconds until expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}

@@ -1,0 +1,222 @@
+//! Shared helpers of the end-to-end tests: a real server on 127.0.0.1:0
+//! over a real SQLite file, a real HTTP client, and the real binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use elements_server::startup;
+use elements_server::{AppState, ServerConfig};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const SEED_OAUTH_QUERY: &str = "apiKey=123456789d-1234-12e4-bda9-12345b8bf20&apiSecret=123456&scope=contacts-rw%20offline&callbackUrl=http://demonstrab.ly";
+pub const SEED_OAUTH_ANSWER: &str = r#"{"element":"hubspot","oauthUrl":"https://app.hubspot.com/auth/authenticate?client_id=123456789d-1234-12e4-bda9-12345b8bf20&portalId=123456&redirect_uri=http%3A%2F%2Fdemonstrab.ly&scope=contacts-rw%20offline"}"#;
+
+/// The seed's element object, with the line break of the guide folded.
+pub fn seed_element() -> Value {
+    json!({
+        "id": 43,
+        "name": "HubSpot",
+        "key": "hubspot",
+        "description": "HubSpot is an inbound marketing software platform that helps companies attract visitors, convert leads, and close customers.",
+        "image": "elements/provider_hubspot.png",
+        "active": true,
+        "deleted": false,
+        "typeOauth": true,
+        "trialAccount": false,
+        "existingAccountDescription": "Give your application access to your existing HubSpot accountEnter your credentials and details for your HubSpot Account",
+        "configDescription": "If you do not have a HubSpot account, you can create one at HubSpot Signup"
+    })
+}
+
+/// The seed's instance.json with its placeholders filled in.
+pub fn seed_instance_body(access: &str, refresh: &str) -> Value {
+    json!({
+        "element": { "key": "hubspot" },
+        "providerData": {
+            "apikey": "test-client",
+            "access_token": access,
+            "refresh_token": refresh,
+            "expires_in": "1800"
+        },
+        "configuration": {
+            "oauth.api.key": "test-client",
+            "oauth.api.secret": "123456",
+            "oauth.callback.url": "www.samplecallbackurl.com",
+            "oauth.scope": "contacts-rw+offline"
+        },
+        "tags": ["seed"],
+        "name": "Test"
+    })
+}
+
+/// Runs the real `elements` binary.
+pub fn elements(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_elements"))
+        .args(args)
+        .env_remove("ELEMENTS_ELEMENTS_DIR")
+        .output()
+        .expect("run the elements binary")
+}
+
+/// Account secrets.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub organization_secret: String,
+    pub user_secret: String,
+}
+
+impl Account {
+    pub fn header(&self) -> String {
+        format!(
+            "User {}, Organization {}",
+            self.user_secret, self.organization_secret
+        )
+    }
+}
+
+/// A server running in this process on 127.0.0.1:0.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub config: ServerConfig,
+    pub account: Account,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// A fresh temporary data directory.
+pub fn data_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// A config over a data directory, with a fixed key.
+pub fn config_in(dir: &Path) -> ServerConfig {
+    ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        ..Default::default()
+    }
+}
+
+impl TestServer {
+    /// Starts a server over `config`, creating an account.
+    pub async fn start(config: ServerConfig) -> TestServer {
+        let registry = startup::registry(&config).expect("catalog");
+        let store = startup::open_store(&config).await.expect("store");
+        let created = startup::create_account(store.as_ref(), "acme", "dev@acme.test", "Ada", "Lovelace")
+            .await
+            .expect("account");
+        let account = Account {
+            organization_secret: created.organization.secret,
+            user_secret: created.user.secret,
+        };
+        Self::start_with(config, registry, store, account).await
+    }
+
+    /// Starts a server over an already open store and a known account.
+    pub async fn start_with(
+        config: ServerConfig,
+        registry: elements_core::Registry,
+        store: std::sync::Arc<dyn elements_store::Store>,
+        account: Account,
+    ) -> TestServer {
+        let state = startup::state(&config, registry, store);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let app = state.clone();
+        let handle = tokio::spawn(async move {
+            elements_server::serve(listener, app, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("serve");
+        });
+        TestServer {
+            base,
+            state,
+            config,
+            account,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Another account on the same server.
+    pub async fn other_account(&self, name: &str) -> Account {
+        let created = startup::create_account(self.state.store.as_ref(), name, "x@y.test", "X", "Y")
+            .await
+            .expect("account");
+        Account {
+            organization_secret: created.organization.secret,
+            user_secret: created.user.secret,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/elements/api-v2{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn authed(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("Authorization", self.account.header())
+    }
+
+    /// Creates an instance from the seed body; returns (status, body).
+    pub async fn post_instance(&self, account: &Account, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/instances"))
+            .header("Authorization", account.header())
+            .json(body)
+            .send()
+            .await
+            .expect("POST /instances");
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+/// Every file below `dir`, concatenated (to search for plaintext).
+pub fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.extend(bytes);
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
