@@ -262,7 +262,8 @@ impl TokenManager {
                             _ => "the provider refused the refresh token (invalid_grant)".into(),
                         };
                         tracing::warn!(instance_id = current.id, "refresh refused: invalid_grant; instance marked invalid");
-                        *failure_ref.lock().expect("failure slot") = Some(RefreshFailure::Provider(e));
+                        *failure_ref.lock().expect("failure slot") =
+                            Some(RefreshFailure::Invalid(reason.clone()));
                         RefreshDecision::Invalidate(reason)
                     }
                     Err(e) => {

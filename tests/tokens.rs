@@ -1,0 +1,334 @@
+//! The OAuth token lifecycle against the fake provider (real HTTP on
+//! 127.0.0.1): code exchange, refresh storms, rotation with reuse
+//! detection, provider failures, and logs free of secrets.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use common::*;
+use elements_core::OAuthOverride;
+use elements_store::{RefreshDecision, Tokens};
+use elements_testkit::provider::FakeProvider;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Every log line of this test binary, at debug level.
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || Capture(sink.clone()))
+            .init();
+        buffer
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A server whose HubSpot endpoints point at the fake provider.
+async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
+    captured_logs();
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.overrides.insert(
+        "hubspot".into(),
+        OAuthOverride {
+            authorization_url: Some(fake.legacy_authenticate_url()),
+            token_url: Some(fake.token_url()),
+            refresh_url: Some(fake.legacy_refresh_url()),
+            endpoints: [("current_authorization_url".to_owned(), fake.authorize_url())].into(),
+        },
+    );
+    let server = TestServer::start(config).await;
+    (dir, server)
+}
+
+/// Provisions a HubSpot instance from tokens the fake issued; returns (id, instance token).
+async fn provision(server: &TestServer, fake: &FakeProvider, flow: &str) -> (i64, String, String) {
+    let (access, refresh) = fake.issue_tokens("test-client");
+    let mut body = seed_instance_body(&access, &refresh);
+    body["configuration"]["oauth.api.secret"] = json!("test-secret");
+    body["configuration"]["oauth.flow"] = json!(flow);
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    (
+        created["id"].as_i64().unwrap(),
+        created["token"].as_str().unwrap().to_owned(),
+        access,
+    )
+}
+
+/// Makes the stored access token expired, keeping the tokens themselves.
+async fn expire(server: &TestServer, id: i64) {
+    let job: elements_store::RefreshJob<'_> = Box::new(|current| {
+        Box::pin(async move {
+            RefreshDecision::Update(Tokens {
+                expires_at: Some(elements_server::tokens::now_seconds() - 10),
+                ..current.tokens
+            })
+        })
+    });
+    server
+        .state
+        .store
+        .refresh_locked(id, 60, job)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+async fn credentials(server: &TestServer, id: i64, token: &str) -> (u16, Value) {
+    let response = server
+        .client
+        .get(server.url(&format!("/instances/{id}/credentials")))
+        .header("Authorization", format!("Element {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn storm(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16, Value)> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = server.client.clone();
+        let url = server.url(&format!("/instances/{id}/credentials"));
+        let auth = format!("Element {token}");
+        tasks.push(tokio::spawn(async move {
+            let r = client.get(url).header("Authorization", auth).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn code_exchange_end_to_end() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let callback = "https://app.test/callback";
+    // 1. The authorization URL of the current flow.
+    let answer: Value = server
+        .get(&format!(
+            "/elements/hubspot/oauth/url?apiKey=test-client&scope=contacts%20oauth&callbackUrl={callback}&state=st-1&oauth.flow=current"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = answer["oauthUrl"].as_str().unwrap();
+    assert!(url.starts_with(&fake.authorize_url()), "{url}");
+    // 2. The user authorizes: the provider redirects to the callback with a code.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = no_redirects.get(url).send().await.unwrap();
+    assert_eq!(redirect.status(), 302);
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with(callback) && location.contains("state=st-1"), "{location}");
+    let code = location
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap()
+        .to_owned();
+    // 3. POST /instances with the code.
+    let body = json!({
+        "element": {"key": "hubspot"},
+        "providerData": {"code": code},
+        "configuration": {
+            "oauth.api.key": "test-client",
+            "oauth.api.secret": "test-secret",
+            "oauth.callback.url": callback,
+            "oauth.scope": "contacts oauth",
+            "oauth.flow": "current"
+        },
+        "name": "via code"
+    });
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(fake.code_exchanges(), 1);
+    // 4. The credentials work at the provider.
+    let id = created["id"].as_i64().unwrap();
+    let (status, creds) = credentials(&server, id, created["token"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "{creds}");
+    let access = creds["accessToken"].as_str().unwrap();
+    let me = server
+        .client
+        .get(fake.me_url())
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    // A used code is refused with the provider's sanitized message.
+    let (status, err) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(err["providerMessage"].is_string(), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_of_reads_causes_exactly_one_refresh() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let (id, token, old_access) = provision(&server, &fake, "legacy").await;
+    expire(&server, id).await;
+    let results = storm(&server, id, &token, 200).await;
+    assert_eq!(fake.refresh_calls(), 1, "exactly one provider refresh");
+    let first = results[0].1["accessToken"].as_str().unwrap().to_owned();
+    assert_ne!(first, old_access);
+    for (status, body) in &results {
+        assert_eq!(*status, 200, "{body}");
+        assert_eq!(body["accessToken"], first.as_str(), "every caller gets the same new token");
+    }
+    assert!(fake.is_access_token_valid(&first));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_storms_with_rotation_never_trip_reuse_detection() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let (id, token, _) = provision(&server, &fake, "current").await;
+    for round in 1..=50u64 {
+        expire(&server, id).await;
+        let results = storm(&server, id, &token, 20).await;
+        assert!(results.iter().all(|(s, _)| *s == 200), "round {round}: {results:?}");
+        assert_eq!(fake.refresh_calls(), round, "round {round}");
+    }
+    assert_eq!(fake.revoked_families(), 0);
+    let (status, creds) = credentials(&server, id, &token).await;
+    assert_eq!(status, 200);
+    assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_failures_transient_and_terminal() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let (id, token, _) = provision(&server, &fake, "legacy").await;
+
+    // A 500 keeps the instance valid; a later read succeeds.
+    expire(&server, id).await;
+    fake.fail_next(1, 500);
+    let (status, err) = credentials(&server, id, &token).await;
+    assert_eq!(status, 502, "{err}");
+    let got: Value = server
+        .authed(Method::GET, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["valid"], true);
+    let (status, creds) = credentials(&server, id, &token).await;
+    assert_eq!(status, 200, "{creds}");
+
+    // invalid_grant marks it invalid with a clear error.
+    expire(&server, id).await;
+    fake.invalid_grant_next(1);
+    let (status, err) = credentials(&server, id, &token).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["message"].as_str().unwrap().contains("invalid_grant"), "{err}");
+    let got: Value = server
+        .authed(Method::GET, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["valid"], false);
+    assert!(got["invalidReason"].as_str().unwrap().contains("invalid_grant"));
+    let (status, _) = credentials(&server, id, &token).await;
+    assert_eq!(status, 409, "stays invalid without calling the provider again");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_expires_in_and_missing_refresh_tokens() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let (id, token, _) = provision(&server, &fake, "legacy").await;
+    for hostile in [json!("soon"), json!(-5), json!(0), json!(1e300), json!(null)] {
+        fake.set_expires_in(Some(hostile.clone()));
+        expire(&server, id).await;
+        let (status, creds) = credentials(&server, id, &token).await;
+        assert_eq!(status, 200, "{hostile}: {creds}");
+        let expires_in = creds["expiresIn"].as_i64().unwrap();
+        assert!((300..=365 * 24 * 3600).contains(&expires_in), "{hostile}: {expires_in}");
+    }
+    // No refresh token in the answer: the old one is kept and still works.
+    fake.set_expires_in(None);
+    fake.set_omit_refresh_token(true);
+    for _ in 0..3 {
+        expire(&server, id).await;
+        let (status, creds) = credentials(&server, id, &token).await;
+        assert_eq!(status, 200, "{creds}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logs_carry_no_token_or_secret() {
+    let logs = captured_logs();
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let (id, token, access) = provision(&server, &fake, "current").await;
+    expire(&server, id).await;
+    let (status, creds) = credentials(&server, id, &token).await;
+    assert_eq!(status, 200);
+    let new_access = creds["accessToken"].as_str().unwrap().to_owned();
+    // A refusal too, whose provider message could echo what we sent.
+    expire(&server, id).await;
+    fake.invalid_grant_next(1);
+    credentials(&server, id, &token).await;
+    let status = server
+        .authed(Method::DELETE, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let account = server.account.clone();
+    server.stop().await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(text.contains("request"), "logs were captured");
+    for secret in [
+        token.as_str(),
+        access.as_str(),
+        new_access.as_str(),
+        "test-secret",
+        account.user_secret.as_str(),
+        account.organization_secret.as_str(),
+    ] {
+        assert!(!text.contains(secret), "{secret} appears in the logs");
+    }
+}
