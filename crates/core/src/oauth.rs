@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::config::{Configuration, MissingConfiguration};
 use crate::secret::Secret;
+use crate::spec::TokenResponseSpec;
 
 /// A request for an authorization URL, as `GET /elements/{key}/oauth/url`
 /// receives it. Every field is optional so that the element can name all the
@@ -133,7 +134,11 @@ impl fmt::Debug for ProviderRequest {
             .field("url", &self.url)
             .field(
                 "form",
-                &self.form.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+                &self
+                    .form
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>(),
             )
             .field("basic_auth", &self.basic_auth.as_ref().map(|(id, _)| id))
             .finish()
@@ -214,9 +219,11 @@ impl fmt::Debug for TokenSet {
 /// Parses a lenient `expires_in`: an integer, a float, or a numeric string.
 pub fn lenient_seconds(value: &Value) -> Option<i64> {
     match value {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64)),
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e18)
+                .map(|f| f as i64)
+        }),
         Value::String(s) => s.trim().parse::<i64>().ok(),
         _ => None,
     }
@@ -313,7 +320,59 @@ pub fn parse_token_response(
     response: &ProviderResponse,
     request: &ProviderRequest,
 ) -> Result<TokenSet, ProviderError> {
-    let json: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&response.body).ok();
+    parse_token_response_with(response, request, &TokenResponseSpec::default())
+}
+
+/// The body as a JSON object, or as `application/x-www-form-urlencoded`
+/// pairs (GitHub answers that way without `Accept: application/json`) when
+/// it has an `access_token` or an `error`.
+fn body_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
+    if let Ok(obj) = serde_json::from_slice::<serde_json::Map<String, Value>>(body) {
+        return Some(obj);
+    }
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '<' || c == '{') {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    let mut obj = serde_json::Map::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=')?;
+        obj.insert(decode(name)?, Value::String(decode(value)?));
+    }
+    (obj.contains_key("access_token") || obj.contains_key("error")).then_some(obj)
+}
+
+/// The value at a dotted path (`authed_user.access_token`): the whole path
+/// as one key first, then member by member.
+pub fn value_at<'v>(obj: &'v serde_json::Map<String, Value>, path: &str) -> Option<&'v Value> {
+    if let Some(v) = obj.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut current = obj.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// Parses a token response whose fields are where `fields` says
+/// (`[oauth.token_response]`); a path that is absent falls back to the
+/// standard top-level name. Errors are read from the standard top-level
+/// `error`, `error_description` and `message` members; a 2xx answer with an
+/// `error` (Slack's `{"ok": false, "error": ...}`) is a refusal too.
+pub fn parse_token_response_with(
+    response: &ProviderResponse,
+    request: &ProviderRequest,
+    fields: &TokenResponseSpec,
+) -> Result<TokenSet, ProviderError> {
+    let json = body_object(&response.body);
     let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
     if response.status >= 500 {
         return Err(ProviderError::Unavailable {
@@ -347,17 +406,20 @@ pub fn parse_token_response(
             message: sanitize_message(&message, request),
         });
     }
-    let access_token = text(obj.get("access_token"))
+    // A mapped path that is absent falls back to the standard top-level name:
+    // providers that nest the first answer often answer a refresh flat.
+    let field = |path: &str, standard: &str| value_at(&obj, path).or_else(|| obj.get(standard));
+    let access_token = text(field(&fields.access_token, "access_token"))
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ProviderError::InvalidResponse("no `access_token`".into()))?;
+        .ok_or_else(|| ProviderError::InvalidResponse(format!("no `{}`", fields.access_token)))?;
     Ok(TokenSet {
         access_token: Secret::new(access_token),
-        refresh_token: text(obj.get("refresh_token"))
+        refresh_token: text(field(&fields.refresh_token, "refresh_token"))
             .filter(|t| !t.is_empty())
             .map(Secret::new),
-        token_type: text(obj.get("token_type")),
-        expires_in: obj.get("expires_in").and_then(lenient_seconds),
-        scope: text(obj.get("scope")),
+        token_type: text(field(&fields.token_type, "token_type")),
+        expires_in: field(&fields.expires_in, "expires_in").and_then(lenient_seconds),
+        scope: text(field(&fields.scope, "scope")),
     })
 }
 
@@ -409,6 +471,97 @@ mod tests {
         assert!(parse_token_response(&resp(503, "oops"), &req)
             .unwrap_err()
             .is_transient());
+    }
+
+    #[test]
+    fn nested_fields_by_dotted_path() {
+        let req = ProviderRequest::post("https://x");
+        let fields = TokenResponseSpec {
+            access_token: "authed_user.access_token".into(),
+            refresh_token: "authed_user.refresh_token".into(),
+            expires_in: "authed_user.expires_in".into(),
+            token_type: "authed_user.token_type".into(),
+            scope: "authed_user.scope".into(),
+        };
+        let body = r#"{"ok":true,"app_id":"A1","authed_user":{"id":"U1","scope":"search:read",
+            "access_token":"xoxp-1","token_type":"user","refresh_token":"xoxe-1","expires_in":43200},
+            "team":{"id":"T1"}}"#;
+        let t = parse_token_response_with(&resp(200, body), &req, &fields).unwrap();
+        assert_eq!(t.access_token.expose(), "xoxp-1");
+        assert_eq!(t.refresh_token.unwrap().expose(), "xoxe-1");
+        assert_eq!(t.expires_in, Some(43200));
+        assert_eq!(t.token_type.as_deref(), Some("user"));
+        assert_eq!(t.scope.as_deref(), Some("search:read"));
+        // A refresh answers flat: the standard names are the fallback.
+        let flat = r#"{"ok":true,"access_token":"xoxe.xoxp-2","refresh_token":"xoxe-2","expires_in":43200,"token_type":"user"}"#;
+        let t = parse_token_response_with(&resp(200, flat), &req, &fields).unwrap();
+        assert_eq!(t.access_token.expose(), "xoxe.xoxp-2");
+        assert_eq!(t.refresh_token.unwrap().expose(), "xoxe-2");
+        let err =
+            parse_token_response_with(&resp(200, r#"{"ok":true}"#), &req, &fields).unwrap_err();
+        assert_eq!(
+            err,
+            ProviderError::InvalidResponse("no `authed_user.access_token`".into())
+        );
+        let slack_refusal = r#"{"ok":false,"error":"invalid_code"}"#;
+        let err = parse_token_response_with(&resp(200, slack_refusal), &req, &fields).unwrap_err();
+        assert!(
+            matches!(err, ProviderError::Refused { status: 400, error: Some(ref e), .. } if e == "invalid_code")
+        );
+        let renamed = TokenResponseSpec {
+            scope: "scopes".into(),
+            ..Default::default()
+        };
+        let t = parse_token_response_with(
+            &resp(200, r#"{"access_token":"a","scopes":"repository account"}"#),
+            &req,
+            &renamed,
+        )
+        .unwrap();
+        assert_eq!(t.scope.as_deref(), Some("repository account"));
+        let dotted_key = TokenResponseSpec {
+            access_token: "x.token".into(),
+            ..Default::default()
+        };
+        let t =
+            parse_token_response_with(&resp(200, r#"{"x.token":"k"}"#), &req, &dotted_key).unwrap();
+        assert_eq!(t.access_token.expose(), "k");
+    }
+
+    #[test]
+    fn form_encoded_responses() {
+        let req = ProviderRequest::post("https://x");
+        let t = parse_token_response(
+            &resp(
+                200,
+                "access_token=gho_16C7e42F&scope=repo%2Cgist&token_type=bearer",
+            ),
+            &req,
+        )
+        .unwrap();
+        assert_eq!(t.access_token.expose(), "gho_16C7e42F");
+        assert_eq!(t.scope.as_deref(), Some("repo,gist"));
+        let err = parse_token_response(
+            &resp(
+                200,
+                "error=bad_verification_code&error_description=The+code+is+wrong",
+            ),
+            &req,
+        )
+        .unwrap_err();
+        let ProviderError::Refused { error, message, .. } = err else {
+            panic!("expected a refusal")
+        };
+        assert_eq!(error.as_deref(), Some("bad_verification_code"));
+        assert_eq!(message, "The code is wrong");
+        assert!(matches!(
+            parse_token_response(&resp(200, "<html>a=b</html>"), &req),
+            Err(ProviderError::InvalidResponse(_))
+        ));
+        assert!(matches!(
+            parse_token_response(&resp(200, "a=b"), &req),
+            Err(ProviderError::InvalidResponse(_))
+        ));
     }
 
     #[test]

@@ -50,9 +50,15 @@ pub async fn middleware(request: Request, next: Next) -> Response {
     let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
     let latency_us = start.elapsed().as_micros() as u64;
     let status = response.status().as_u16();
+    let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(id.as_str()) {
-        response.headers_mut().insert("x-request-id", value);
+        headers.insert("x-request-id", value);
     }
+    // Bodies are JSON only; browsers must not sniff them into HTML.
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     tracing::info!(
         target: "elements::http",
         request_id = id.as_str(),

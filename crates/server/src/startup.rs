@@ -110,7 +110,8 @@ pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, Error> 
 }
 
 /// New account secrets, as `elements accounts create` prints them.
-#[derive(Debug, Serialize)]
+/// (No `Debug`: it holds the secrets in clear, for printing once.)
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedAccount {
     /// The organization.
@@ -120,7 +121,7 @@ pub struct CreatedAccount {
 }
 
 /// The organization part of [`CreatedAccount`].
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct CreatedOrganization {
     /// Id.
     pub id: i64,
@@ -131,7 +132,7 @@ pub struct CreatedOrganization {
 }
 
 /// The user part of [`CreatedAccount`].
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedUser {
     /// Id.

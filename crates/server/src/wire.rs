@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use elements_core::{ElementMetadata, ElementSpec};
+use elements_core::{ElementMetadata, ElementSpec, Secret};
 use elements_store::Instance;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,21 +35,21 @@ pub struct ElementRef {
 }
 
 /// `providerData` of `POST /instances`: tokens from the OAuth callback, or
-/// a code to exchange.
+/// a code to exchange. Secrets are [`Secret`]s, so `Debug` never shows them.
 #[derive(Debug, Default, Deserialize)]
 pub struct ProviderData {
     /// An authorization code to exchange at the provider.
     #[serde(default)]
-    pub code: Option<String>,
+    pub code: Option<Secret>,
     /// The PKCE verifier returned by `oauth/url`.
     #[serde(default)]
-    pub code_verifier: Option<String>,
+    pub code_verifier: Option<Secret>,
     /// An access token from the callback.
     #[serde(default)]
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     /// A refresh token from the callback.
     #[serde(default)]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     /// Seconds until expiry: a number or a numeric string.
     #[serde(default)]
     pub expires_in: Option<Value>,
@@ -62,7 +62,8 @@ pub struct ProviderData {
 }
 
 /// A configuration value: a string (numbers and booleans are taken as text).
-#[derive(Debug, Clone, Deserialize)]
+/// `Debug` never shows it: configuration values may be secrets.
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ConfigValue {
     /// A string.
@@ -71,6 +72,12 @@ pub enum ConfigValue {
     Number(serde_json::Number),
     /// A boolean.
     Bool(bool),
+}
+
+impl std::fmt::Debug for ConfigValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(MASK)
+    }
 }
 
 impl ConfigValue {

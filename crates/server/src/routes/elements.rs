@@ -84,8 +84,11 @@ async fn oauth_url(
                 name.chars().take(64).collect::<String>()
             )));
         }
-        if value.contains('\0') || name.contains('\0') {
-            return Err(ApiError::BadRequest("query parameters must not contain NUL".into()));
+        if value.chars().chain(name.chars()).any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{}` must not contain control characters",
+                name.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+            )));
         }
         if seen.insert(name.clone(), ()).is_some() {
             return Err(ApiError::BadRequest(format!(

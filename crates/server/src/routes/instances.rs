@@ -37,6 +37,8 @@ const MAX_TAGS: usize = 50;
 const MAX_CONFIG_KEY: usize = 200;
 const MAX_CONFIG_VALUE: usize = 8192;
 const MAX_CONFIG_ENTRIES: usize = 100;
+/// Ten years: a longer `providerData.expires_in` is refused.
+const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
 fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
     state
@@ -110,7 +112,7 @@ async fn create(
         .map_err(|m| ApiError::MissingConfiguration(m.keys))?;
 
     let provider_data = body.provider_data.unwrap_or_default();
-    let tokens = if let Some(code) = provider_data.code.filter(|c| !c.is_empty()) {
+    let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {
         if element.spec().oauth.is_none() {
             return Err(ApiError::BadRequest(format!(
                 "element `{}` does not use OAuth: `providerData.code` is not accepted",
@@ -121,26 +123,32 @@ async fn create(
             .tokens
             .exchange_code(
                 element,
-                &Secret::new(code),
+                &code,
                 &configuration,
-                provider_data.code_verifier.as_deref(),
+                provider_data.code_verifier.as_ref().map(Secret::expose),
             )
             .await?
-    } else if let Some(access_token) = provider_data.access_token.filter(|t| !t.is_empty()) {
+    } else if let Some(access_token) = provider_data
+        .access_token
+        .filter(|t| !t.expose().is_empty())
+    {
         let expires_in = match &provider_data.expires_in {
             None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(lenient_seconds(v).ok_or_else(|| {
-                ApiError::BadRequest(
-                    "`providerData.expires_in` must be a whole number of seconds".into(),
-                )
-            })?),
+            Some(v) => Some(
+                lenient_seconds(v)
+                    .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
+                        ))
+                    })?,
+            ),
         };
         Tokens {
-            access_token: Some(Secret::new(access_token)),
+            access_token: Some(access_token),
             refresh_token: provider_data
                 .refresh_token
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
+                .filter(|t| !t.expose().is_empty()),
             token_type: provider_data.token_type,
             expires_at: Some(state.tokens.policy().expires_at(now_seconds(), expires_in)),
         }

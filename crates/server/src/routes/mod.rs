@@ -1,7 +1,7 @@
 //! Route modules, each with its own `router()`, and the shared fallbacks.
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
@@ -34,19 +34,38 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
-/// The query string as ordered pairs; invalid encodings are our JSON 400.
+/// The query string as ordered, decoded pairs (`application/x-www-form-urlencoded`:
+/// `+` is a space). A value that is not UTF-8 once decoded is our JSON 400,
+/// never silently replaced.
 pub struct QueryPairs(pub Vec<(String, String)>);
+
+/// Decodes a raw query string strictly.
+pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    let decode = |s: &str| {
+        let spaced = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| {
+                ApiError::BadRequest(
+                    "invalid query string: it must be valid UTF-8 after percent-decoding".into(),
+                )
+            })
+    };
+    raw.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map(|Query(v)| QueryPairs(v))
-            .map_err(|_: QueryRejection| {
-                ApiError::BadRequest("invalid query string: it must be valid UTF-8 after percent-decoding".into())
-            })
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or("")).map(QueryPairs)
     }
 }
 
