@@ -24,7 +24,7 @@ pub mod error;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;
-mod routes;
+pub mod routes;
 pub mod startup;
 pub mod tokens;
 pub mod wire;

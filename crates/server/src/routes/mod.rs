@@ -1,4 +1,5 @@
-//! Route modules, each with its own `router()`, and the shared fallbacks.
+//! Route modules, each with its own `router()`, and the shared fallbacks and
+//! extractors.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path};

@@ -1,0 +1,91 @@
+//! The fuzz targets' properties (see `fuzz/`), run as property tests in the
+//! normal suite: the parsers of untrusted input never panic and never let
+//! raw control characters through.
+
+use std::sync::OnceLock;
+
+use elements_core::{ElementSpec, OAuthUrlRequest, Registry};
+use elements_server::auth::parse_authorization;
+use elements_server::body::parse;
+use elements_server::routes::parse_query;
+use elements_server::wire::{CreateInstance, PatchInstance};
+use proptest::prelude::*;
+
+fn registry() -> &'static Registry {
+    static R: OnceLock<Registry> = OnceLock::new();
+    R.get_or_init(|| elements_catalog::builtin().unwrap())
+}
+
+/// Text skewed towards the characters each grammar cares about.
+fn grammar(alphabet: &'static str) -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        proptest::collection::vec(proptest::sample::select(alphabet.chars().collect::<Vec<_>>()), 0..200)
+            .prop_map(|v| v.into_iter().collect()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn catalog_parser_never_panics(text in grammar("idkeyname=\"[]\n .#{},_oauth0123456789tf")) {
+        if let Err(errors) = ElementSpec::parse("prop.toml", &text) {
+            prop_assert!(errors.iter().all(|e| !e.message.is_empty()));
+        }
+    }
+
+    #[test]
+    fn authorization_parser_accepts_only_clean_secrets(text in grammar("User Organization Element,  \t\r\nab=+/")) {
+        if let Some(creds) = parse_authorization(&text) {
+            for s in [creds.user, creds.organization, creds.element].into_iter().flatten() {
+                prop_assert!(!s.expose().is_empty());
+                prop_assert!(!s.expose().chars().any(|c| c.is_whitespace() || c.is_control()));
+            }
+        }
+    }
+
+    #[test]
+    fn oauth_urls_never_reflect_raw_characters(raw in grammar("apiKeySecretscopecallbackUrlstate=&%0aAdDfF+:/.#@ ")) {
+        if let Ok(pairs) = parse_query(&raw) {
+            let mut request = OAuthUrlRequest::default();
+            for (name, value) in pairs {
+                match name.as_str() {
+                    "apiKey" => request.api_key = Some(value),
+                    "apiSecret" => request.api_secret = Some(value),
+                    "scope" => request.scope = Some(value),
+                    "callbackUrl" => request.callback_url = Some(value),
+                    "state" => request.state = Some(value),
+                    _ => { request.params.insert(name, value); }
+                }
+            }
+            for element in registry().iter() {
+                if let Ok(url) = element.oauth_url(&request) {
+                    prop_assert!(!url.url.chars().any(|c| c.is_control() || c == ' '), "{}", url.url);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn instance_bodies_never_panic(bytes in prop_oneof![
+        any::<Vec<u8>>(),
+        grammar("{}[]\",:namelemtkyhubspotconfigurationproviderDatatags0123456789.-e\\u ").prop_map(String::into_bytes),
+    ]) {
+        let _ = parse::<CreateInstance>(&bytes);
+        let _ = parse::<PatchInstance>(&bytes);
+    }
+}
+
+#[test]
+fn a_seed_callback_url_with_crlf_is_refused() {
+    let pairs = parse_query("apiKey=k&apiSecret=1&scope=s&callbackUrl=http://a.test/%0d%0aX:1").unwrap();
+    let request = OAuthUrlRequest {
+        api_key: Some(pairs[0].1.clone()),
+        api_secret: Some(pairs[1].1.clone()),
+        scope: Some(pairs[2].1.clone()),
+        callback_url: Some(pairs[3].1.clone()),
+        ..Default::default()
+    };
+    assert!(registry().get("hubspot").unwrap().oauth_url(&request).is_err());
+}
