@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,38 +11,11 @@ use common::*;
 use rand::Rng;
 use serde_json::{json, Value};
 
-struct Running {
-    child: Child,
-    base: String,
-}
-
-fn start(dir: &std::path::Path, org: &str, user: &str) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_elements"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("ELEMENTS_ORGANIZATION_SECRET", org)
-        .env("ELEMENTS_USER_SECRET", user)
-        .env("ELEMENTS_LOG", "warn")
-        .env_remove("ELEMENTS_MASTER_KEY")
-        .env_remove("ELEMENTS_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start elements serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server printed its address")
-            .unwrap();
-        if let Some(addr) = line.strip_prefix("listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Running { child, base }
+fn start(dir: &std::path::Path, org: &str, user: &str) -> Binary {
+    Binary::serve(
+        &["--data-dir", dir.to_str().unwrap()],
+        &[("ELEMENTS_ORGANIZATION_SECRET", org), ("ELEMENTS_USER_SECRET", user)],
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -102,8 +73,7 @@ async fn acknowledged_instances_survive_sigkill() {
         }
         let delay = rand::rng().random_range(30..250);
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        server.child.kill().expect("SIGKILL"); // Child::kill is SIGKILL on Unix
-        server.child.wait().unwrap();
+        server.kill(); // Child::kill is SIGKILL on Unix
         for t in tasks {
             t.await.unwrap();
         }
@@ -126,9 +96,7 @@ async fn acknowledged_instances_survive_sigkill() {
             lost.push((a.id, status, body));
         }
     }
-    let mut server = server;
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    drop(server);
     eprintln!("{} instances acknowledged over 20 SIGKILL rounds; {} lost", acked.len(), lost.len());
     assert!(lost.is_empty(), "{} of {} acknowledged instances lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
 }

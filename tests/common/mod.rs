@@ -2,8 +2,9 @@
 //! over a real SQLite file, a real HTTP client, and the real binary.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use elements_server::startup;
 use elements_server::{AppState, ServerConfig};
@@ -219,4 +220,62 @@ pub fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
         .any(|w| w == needle.as_bytes())
+}
+
+/// The real `elements serve` binary, running; killed (SIGKILL) on drop.
+pub struct Binary {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Binary {
+    /// Starts `elements serve --listen 127.0.0.1:0 ARGS` with `envs`, and
+    /// waits until it prints its address.
+    pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Binary {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_elements"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("ELEMENTS_LOG", "warn")
+            .env_remove("ELEMENTS_MASTER_KEY")
+            .env_remove("ELEMENTS_DATABASE_URL")
+            .env_remove("ELEMENTS_ORGANIZATION_SECRET")
+            .env_remove("ELEMENTS_USER_SECRET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start elements serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("the server printed its address before exiting")
+                .unwrap();
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                break addr.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Binary { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/elements/api-v2{}", self.base, path)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -1,1 +1,302 @@
+//! Storage for accounts and instances.
+//!
+//! One [`Store`] trait, one implementation per engine (SQLite, PostgreSQL),
+//! picked once from the database URL by [`connect`]. Queries are built at run
+//! time (no database is needed to compile); each engine embeds its migrations
+//! and runs them on connect.
+//!
+//! **Secrets at rest.** Provider tokens and the instance configuration are
+//! encrypted with AES-256-GCM ([`crypto::Keyring`]): a fresh 96-bit nonce per
+//! value, the row's identity and the column name as associated data (a value
+//! copied to another row or column does not decrypt), and the key id stored
+//! with the ciphertext so keys can rotate. Instance tokens and account secrets
+//! are stored only as SHA-256 hashes ([`hash_secret`]); they are 256-bit
+//! random values, so a fast hash is enough.
+//!
+//! **Durability.** A write that returned `Ok` is on disk: SQLite runs in WAL
+//! mode with `synchronous=FULL`; PostgreSQL commits synchronously.
+#![deny(missing_docs)]
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use elements_core::{Configuration, Secret};
+
+mod common;
+pub mod crypto;
+mod postgres;
+mod sqlite;
+
+pub use crypto::Keyring;
+
+/// A SHA-256 hash of an account secret or instance token.
+pub type SecretHash = [u8; 32];
+
+/// Hashes an account secret or instance token for storage and lookup.
+pub fn hash_secret(secret: &str) -> SecretHash {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed or could not be reached.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored secret did not decrypt: wrong or missing key, or tampering.
+    #[error("cannot decrypt stored {what}: {reason}")]
+    Decrypt {
+        /// Which value.
+        what: String,
+        /// Why (never the value).
+        reason: String,
+    },
+    /// A unique constraint was violated (e.g. an account secret already in use).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The URL names no supported engine, or is malformed.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// The encryption key configuration is unusable (never echoes a key).
+    #[error("invalid encryption key: {0}")]
+    Key(String),
+}
+
+/// Shorthand.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A new organization with its first user.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Organization name.
+    pub organization_name: String,
+    /// Hash of the organization secret.
+    pub organization_secret_hash: SecretHash,
+    /// The user's e-mail address.
+    pub email: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+    /// Hash of the user secret.
+    pub user_secret_hash: SecretHash,
+}
+
+/// A user of an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: i64,
+    /// E-mail address.
+    pub email: String,
+    /// First name.
+    pub first_name: String,
+    /// Last name.
+    pub last_name: String,
+}
+
+/// An authenticated caller: a user acting for an organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The organization's id.
+    pub organization_id: i64,
+    /// The organization's name.
+    pub organization_name: String,
+    /// The user.
+    pub user: User,
+}
+
+/// The provider tokens of an instance (decrypted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// The access token.
+    pub access_token: Option<Secret>,
+    /// The refresh token.
+    pub refresh_token: Option<Secret>,
+    /// `token_type`, e.g. `bearer`.
+    pub token_type: Option<String>,
+    /// When the access token expires, in Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// A new instance.
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    /// Owning organization.
+    pub organization_id: i64,
+    /// Creating user.
+    pub user_id: i64,
+    /// Element key.
+    pub element_key: String,
+    /// Element id.
+    pub element_id: u64,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Configuration (encrypted at rest as a whole).
+    pub configuration: Configuration,
+    /// Hash of the instance token.
+    pub token_hash: SecretHash,
+    /// Provider tokens.
+    pub tokens: Tokens,
+}
+
+/// A stored instance, decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Id (a random positive integer below 2^53, safe in JSON).
+    pub id: i64,
+    /// Owning organization.
+    pub organization_id: i64,
+    /// The user who created it.
+    pub user: User,
+    /// Element key.
+    pub element_key: String,
+    /// Element id.
+    pub element_id: u64,
+    /// Name.
+    pub name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Configuration, decrypted.
+    pub configuration: Configuration,
+    /// Provider tokens, decrypted.
+    pub tokens: Tokens,
+    /// False once the provider refused the grant for good.
+    pub valid: bool,
+    /// Why the instance is invalid, if it is (never a secret).
+    pub invalid_reason: Option<String>,
+    /// Disabled by its owner.
+    pub disabled: bool,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_at: i64,
+    /// Incremented on every token change; lets a refresher see that another
+    /// one got there first.
+    pub token_version: i64,
+}
+
+/// Changes to an instance's owner-editable fields; `None` leaves a field as is.
+#[derive(Debug, Clone, Default)]
+pub struct InstancePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New tags.
+    pub tags: Option<Vec<String>>,
+    /// Disable (true) or enable (false).
+    pub disabled: Option<bool>,
+}
+
+/// What a refresh job decided, applied by the store under the lock.
+#[derive(Debug, Clone)]
+pub enum RefreshDecision {
+    /// Nothing to write (another refresher already did the work, or a
+    /// transient failure).
+    Unchanged,
+    /// New tokens. A `None` refresh token keeps the stored one.
+    Update(Tokens),
+    /// The grant is dead: set `valid = false` with this reason.
+    Invalidate(String),
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The work done while holding an instance's refresh lock: it receives the
+/// instance as re-read *after* taking the lock.
+pub type RefreshJob<'a> = Box<dyn FnOnce(Instance) -> BoxFuture<'a, RefreshDecision> + Send + 'a>;
+
+/// Accounts and instances, on one engine.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The engine's name, `sqlite` or `postgres`.
+    fn engine(&self) -> &'static str;
+
+    /// Creates an organization and its first user. A secret hash already in
+    /// use is a [`StoreError::Conflict`].
+    async fn create_account(&self, new: NewAccount) -> Result<Principal>;
+
+    /// How many organizations exist.
+    async fn organization_count(&self) -> Result<u64>;
+
+    /// The principal whose user and organization secrets hash to these
+    /// values, compared in constant time; `None` if they do not match.
+    async fn authenticate(
+        &self,
+        user_secret_hash: &SecretHash,
+        organization_secret_hash: &SecretHash,
+    ) -> Result<Option<Principal>>;
+
+    /// Stores a new instance durably and returns it.
+    async fn create_instance(&self, new: NewInstance) -> Result<Instance>;
+
+    /// The instance `id` if it belongs to `organization_id`.
+    async fn instance(&self, organization_id: i64, id: i64) -> Result<Option<Instance>>;
+
+    /// The instance `id`, whatever its organization (for token refresh, which
+    /// acts for the instance itself, never for a caller).
+    async fn instance_any(&self, id: i64) -> Result<Option<Instance>>;
+
+    /// The instance whose token hashes to `token_hash`.
+    async fn instance_by_token(&self, token_hash: &SecretHash) -> Result<Option<Instance>>;
+
+    /// The organization's instances having every tag in `tags`, newest first.
+    async fn instances(&self, organization_id: i64, tags: &[String]) -> Result<Vec<Instance>>;
+
+    /// Applies a patch; `None` if there is no such instance in the organization.
+    async fn update_instance(
+        &self,
+        organization_id: i64,
+        id: i64,
+        patch: InstancePatch,
+    ) -> Result<Option<Instance>>;
+
+    /// Deletes an instance; false if there was none in the organization.
+    async fn delete_instance(&self, organization_id: i64, id: i64) -> Result<bool>;
+
+    /// Runs `job` while holding instance `id`'s refresh lock, which excludes
+    /// every other refresher of that instance in every process sharing the
+    /// database, and dies with a crashed holder (PostgreSQL: a row lock in a
+    /// transaction; SQLite: a lease that expires after `lease_seconds`).
+    /// The job gets the instance re-read after the lock was taken; its
+    /// decision is written before the lock is released. Returns the instance
+    /// as stored afterwards, or `None` if it no longer exists.
+    async fn refresh_locked<'a>(
+        &'a self,
+        id: i64,
+        lease_seconds: i64,
+        job: RefreshJob<'a>,
+    ) -> Result<Option<Instance>>;
+
+    /// Ids of valid, enabled instances with a refresh token whose access token
+    /// expires before `unix_seconds`, soonest first, at most `limit`.
+    async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>>;
+}
+
+/// Opens the database named by `url` (`sqlite://PATH` or `postgres://...`),
+/// runs its migrations, and returns the store.
+pub async fn connect(url: &str, keyring: Keyring) -> Result<Arc<dyn Store>> {
+    let keyring = Arc::new(keyring);
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, keyring).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, keyring).await?))
+    } else {
+        Err(StoreError::InvalidUrl(
+            "expected a URL starting with sqlite:// or postgres://".into(),
+        ))
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,271 @@
+//! What both engines share: the row shape, sealing and opening the encrypted
+//! columns, id generation, and error mapping.
+
+use std::collections::BTreeMap;
+
+use elements_core::{Configuration, Secret};
+
+use crate::{Instance, Keyring, Result, StoreError, Tokens, User};
+
+/// The columns of an instance row joined with its user, in [`RawInstance`]
+/// order. The instance table is `i`, the user table `u`.
+pub(crate) const INSTANCE_COLUMNS: &str = "i.id, i.organization_id, i.user_id, u.email, \
+     u.first_name, u.last_name, i.element_key, i.element_id, i.name, i.tags, \
+     i.configuration_enc, i.access_token_enc, i.refresh_token_enc, i.token_type, \
+     i.expires_at, i.valid, i.invalid_reason, i.disabled, i.created_at, i.updated_at, \
+     i.token_version";
+
+/// `FROM` clause matching [`INSTANCE_COLUMNS`].
+pub(crate) const INSTANCE_FROM: &str = "FROM instances i JOIN users u ON u.id = i.user_id";
+
+/// Logical column names used in the associated data.
+pub(crate) const COL_CONFIGURATION: &str = "configuration";
+pub(crate) const COL_ACCESS_TOKEN: &str = "access_token";
+pub(crate) const COL_REFRESH_TOKEN: &str = "refresh_token";
+
+/// How many times a random instance id is redrawn after a collision.
+pub(crate) const ID_ATTEMPTS: usize = 8;
+
+/// An instance row as stored (still encrypted).
+#[derive(sqlx::FromRow)]
+pub(crate) struct RawInstance {
+    pub id: i64,
+    pub organization_id: i64,
+    pub user_id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub element_key: String,
+    pub element_id: i64,
+    pub name: String,
+    pub tags: String,
+    pub configuration_enc: String,
+    pub access_token_enc: Option<String>,
+    pub refresh_token_enc: Option<String>,
+    pub token_type: Option<String>,
+    pub expires_at: Option<i64>,
+    pub valid: bool,
+    pub invalid_reason: Option<String>,
+    pub disabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub token_version: i64,
+}
+
+/// The associated data binding a value to its row and column.
+pub(crate) fn aad(id: i64, column: &str) -> String {
+    format!("instance:{id}:{column}")
+}
+
+/// Encrypts the configuration (a JSON object of key -> value).
+pub(crate) fn seal_configuration(keyring: &Keyring, id: i64, config: &Configuration) -> String {
+    let map: BTreeMap<&str, &str> = config.iter().collect();
+    let json = serde_json::to_vec(&map).expect("a string map serializes");
+    keyring.encrypt(&aad(id, COL_CONFIGURATION), &json)
+}
+
+/// Encrypts a token, if there is one.
+pub(crate) fn seal_token(
+    keyring: &Keyring,
+    id: i64,
+    column: &str,
+    token: Option<&Secret>,
+) -> Option<String> {
+    token.map(|t| keyring.encrypt(&aad(id, column), t.expose().as_bytes()))
+}
+
+/// The encrypted token columns of an update.
+pub(crate) struct SealedTokens {
+    pub access_token_enc: Option<String>,
+    /// `None`: keep the stored refresh token (when updating) or store none.
+    pub refresh_token_enc: Option<String>,
+    pub token_type: Option<String>,
+    pub expires_at: Option<i64>,
+}
+
+pub(crate) fn seal_tokens(keyring: &Keyring, id: i64, tokens: &Tokens) -> SealedTokens {
+    SealedTokens {
+        access_token_enc: seal_token(keyring, id, COL_ACCESS_TOKEN, tokens.access_token.as_ref()),
+        refresh_token_enc: seal_token(
+            keyring,
+            id,
+            COL_REFRESH_TOKEN,
+            tokens.refresh_token.as_ref(),
+        ),
+        token_type: tokens.token_type.clone(),
+        expires_at: tokens.expires_at,
+    }
+}
+
+fn open_token(
+    keyring: &Keyring,
+    id: i64,
+    column: &str,
+    stored: Option<&str>,
+) -> Result<Option<Secret>> {
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let aad = aad(id, column);
+    let bytes = keyring.decrypt(&aad, stored)?;
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::Decrypt {
+        what: aad,
+        reason: "the decrypted value is not UTF-8".into(),
+    })?;
+    Ok(Some(Secret::new(text)))
+}
+
+/// Serializes tags for the `tags` column.
+pub(crate) fn tags_json(tags: &[String]) -> String {
+    serde_json::to_string(tags).expect("a string list serializes")
+}
+
+/// Whether an instance has every one of `wanted`.
+pub(crate) fn has_tags(instance: &Instance, wanted: &[String]) -> bool {
+    wanted.iter().all(|t| instance.tags.contains(t))
+}
+
+impl RawInstance {
+    /// Decrypts the row.
+    pub(crate) fn open(self, keyring: &Keyring) -> Result<Instance> {
+        let id = self.id;
+        let config_aad = aad(id, COL_CONFIGURATION);
+        let config_json = keyring.decrypt(&config_aad, &self.configuration_enc)?;
+        let map: BTreeMap<String, String> =
+            serde_json::from_slice(&config_json).map_err(|_| StoreError::Decrypt {
+                what: config_aad,
+                reason: "the decrypted value is not a JSON object of strings".into(),
+            })?;
+        let tags: Vec<String> = serde_json::from_str(&self.tags)
+            .map_err(|e| StoreError::Database(format!("instance {id}: malformed tags: {e}")))?;
+        Ok(Instance {
+            id,
+            organization_id: self.organization_id,
+            user: User {
+                id: self.user_id,
+                email: self.email,
+                first_name: self.first_name,
+                last_name: self.last_name,
+            },
+            element_key: self.element_key,
+            element_id: self.element_id as u64,
+            name: self.name,
+            tags,
+            configuration: map.into_iter().collect(),
+            tokens: Tokens {
+                access_token: open_token(
+                    keyring,
+                    id,
+                    COL_ACCESS_TOKEN,
+                    self.access_token_enc.as_deref(),
+                )?,
+                refresh_token: open_token(
+                    keyring,
+                    id,
+                    COL_REFRESH_TOKEN,
+                    self.refresh_token_enc.as_deref(),
+                )?,
+                token_type: self.token_type,
+                expires_at: self.expires_at,
+            },
+            valid: self.valid,
+            invalid_reason: self.invalid_reason,
+            disabled: self.disabled,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            token_version: self.token_version,
+        })
+    }
+}
+
+/// A new random instance id: positive and below 2^53 (exact in JSON).
+pub(crate) fn random_id() -> i64 {
+    rand::random_range(1..(1i64 << 53))
+}
+
+/// A random, non-zero lease owner tag.
+pub(crate) fn random_owner() -> i64 {
+    rand::random_range(1..i64::MAX)
+}
+
+/// Maps a database error, keeping the engine's message and code (which name
+/// constraints and columns, never bound values).
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) => match d.code() {
+            Some(code) => StoreError::Database(format!("{} (code {code})", d.message())),
+            None => StoreError::Database(d.message().to_owned()),
+        },
+        sqlx::Error::Configuration(_) => {
+            StoreError::InvalidUrl("the database URL or its options are invalid".into())
+        }
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+/// Maps a migration error.
+pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => match db_err(inner) {
+            StoreError::Database(m) => StoreError::Database(format!("migration failed: {m}")),
+            other => other,
+        },
+        other => StoreError::Database(format!("migration failed: {other}")),
+    }
+}
+
+/// If `e` is a unique-constraint violation, the violated `table.column`
+/// (`instances.id`, `instances.token_hash`, `organizations.secret_hash`,
+/// `users.secret_hash`), as far as it can be told.
+pub(crate) fn unique_violation(e: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    if d.kind() != sqlx::error::ErrorKind::UniqueViolation {
+        return None;
+    }
+    // PostgreSQL names the constraint; the migrations name them
+    // `<table>_<column>_key` and `<table>_pkey`.
+    if let Some(c) = d.constraint() {
+        return Some(match c {
+            "instances_pkey" => "instances.id".to_owned(),
+            "instances_token_hash_key" => "instances.token_hash".to_owned(),
+            "organizations_secret_hash_key" => "organizations.secret_hash".to_owned(),
+            "users_secret_hash_key" => "users.secret_hash".to_owned(),
+            other => other.to_owned(),
+        });
+    }
+    // SQLite: "UNIQUE constraint failed: instances.token_hash".
+    let msg = d.message();
+    Some(
+        msg.rsplit_once(": ")
+            .map(|(_, cols)| cols.trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned()),
+    )
+}
+
+/// The conflict error for a violated unique column.
+pub(crate) fn conflict(column: &str) -> StoreError {
+    StoreError::Conflict(match column {
+        "organizations.secret_hash" => "the organization secret is already in use".to_owned(),
+        "users.secret_hash" => "the user secret is already in use".to_owned(),
+        "instances.token_hash" => "the instance token is already in use".to_owned(),
+        other => format!("unique constraint on {other} violated"),
+    })
+}
+
+/// How long a refresher waits for another one's lock or lease before giving
+/// up: twice the lease plus a second (a crashed holder's lease has expired by
+/// then).
+pub(crate) fn lock_wait_millis(lease_seconds: i64) -> i64 {
+    lease_millis(lease_seconds)
+        .saturating_mul(2)
+        .saturating_add(1000)
+}
+
+/// The lease length in milliseconds (at least one second).
+pub(crate) fn lease_millis(lease_seconds: i64) -> i64 {
+    lease_seconds
+        .clamp(1, i64::MAX / 4_000)
+        .saturating_mul(1000)
+}
