@@ -72,13 +72,17 @@ pub trait Element: Send + Sync + fmt::Debug {
         standard::refresh_request(self.spec(), refresh)
     }
 
-    /// Reads the provider's answer to a code exchange or refresh.
+    /// Reads the provider's answer to a code exchange or refresh, finding its
+    /// fields where `[oauth.token_response]` says (RFC 6749's names by default).
     fn parse_token_response(
         &self,
         response: &ProviderResponse,
         request: &ProviderRequest,
     ) -> Result<TokenSet, ProviderError> {
-        oauth::parse_token_response(response, request)
+        match &self.spec().oauth {
+            Some(o) => oauth::parse_token_response_with(response, request, &o.token_response),
+            None => oauth::parse_token_response(response, request),
+        }
     }
 
     /// Exchanges an authorization code for tokens.
@@ -162,9 +166,12 @@ pub mod standard {
     use sha2::{Digest, Sha256};
 
     use super::keys;
-    use crate::config::MissingConfiguration;
+    use crate::config::{Configuration, MissingConfiguration};
     use crate::encode::QueryBuilder;
-    use crate::oauth::{CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderRequest, RefreshRequest};
+    use crate::oauth::{
+        CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderRequest, RefreshRequest,
+    };
+    use crate::spec::template::{self, FillError};
     use crate::spec::{ClientAuth, ElementSpec, OAuthSpec};
 
     /// The `[oauth]` section, or [`OAuthError::NotOAuth`].
@@ -196,7 +203,9 @@ pub mod standard {
             return Err(invalid("must be an absolute http or https URL"));
         };
         if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(invalid("must not contain white space or control characters"));
+            return Err(invalid(
+                "must not contain white space or control characters",
+            ));
         }
         if url.contains('#') {
             return Err(invalid("must not contain a fragment"));
@@ -221,9 +230,76 @@ pub mod standard {
             .join(separator)
     }
 
+    /// Where the values of `{name}` placeholders come from.
+    #[derive(Debug, Clone, Copy)]
+    pub enum TemplateValues<'a> {
+        /// An authorization URL request: its `params`.
+        Request(&'a OAuthUrlRequest),
+        /// An instance configuration (code exchange, refresh).
+        Configuration(&'a Configuration),
+    }
+
+    impl TemplateValues<'_> {
+        /// The value of `name`: the request parameter or configuration value,
+        /// else the default value of the spec's entry. Blank is missing.
+        pub fn get(&self, spec: &ElementSpec, name: &str) -> Option<String> {
+            let given = match self {
+                TemplateValues::Request(req) => req.params.get(name).map(String::as_str),
+                TemplateValues::Configuration(config) => config.get(name),
+            };
+            given
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| {
+                    spec.config_entry(name)
+                        .and_then(|e| e.default_value.as_deref())
+                })
+                .map(str::to_owned)
+        }
+    }
+
+    fn fill_error(e: FillError, already_missing: &[&str]) -> OAuthError {
+        match e {
+            FillError::Missing(names) => OAuthError::MissingConfiguration(MissingConfiguration {
+                keys: already_missing
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .chain(names)
+                    .collect(),
+            }),
+            FillError::Invalid { name, reason } => OAuthError::InvalidParameter { name, reason },
+            FillError::Syntax(e) => OAuthError::InvalidParameter {
+                name: "template".into(),
+                reason: e.0,
+            },
+        }
+    }
+
+    /// Fills URL templates (`true`) and parameter-value templates (`false`)
+    /// of `spec` at once. Missing values are reported together with
+    /// `already_missing` (names the caller found missing itself) as
+    /// [`OAuthError::MissingConfiguration`], listing every one; a value that
+    /// cannot stand where its placeholder is gives
+    /// [`OAuthError::InvalidParameter`] naming the placeholder.
+    pub fn fill_templates<'t>(
+        spec: &ElementSpec,
+        templates: impl IntoIterator<Item = (&'t str, bool)>,
+        values: TemplateValues<'_>,
+        already_missing: &[&str],
+    ) -> Result<Vec<String>, OAuthError> {
+        let lookup = |name: &str| values.get(spec, name);
+        template::fill_all(templates, &lookup).map_err(|e| fill_error(e, already_missing))
+    }
+
     /// The standard authorization URL: `response_type=code`, `client_id`,
-    /// `redirect_uri`, `scope`, `state`, the spec's static parameters in key
-    /// order, then the PKCE challenge.
+    /// `redirect_uri`, the scope parameter, `state`, the spec's extra
+    /// parameters in key order, then the PKCE challenge.
+    ///
+    /// Placeholders of `authorization_url` and of the extra parameters are
+    /// filled from the request's `params` (then the entries' defaults). When
+    /// only standard parameters are missing the error is
+    /// [`OAuthError::MissingParameters`]; when placeholder values are missing
+    /// too, it is [`OAuthError::MissingConfiguration`] listing every missing
+    /// name, the standard parameters first.
     pub fn authorization_url(
         spec: &ElementSpec,
         req: &OAuthUrlRequest,
@@ -233,28 +309,44 @@ pub mod standard {
         let client_id = OAuthUrlRequest::require(&req.api_key, "apiKey", &mut missing);
         let callback = OAuthUrlRequest::require(&req.callback_url, "callbackUrl", &mut missing);
         let verifier = if oauth.pkce {
-            Some(OAuthUrlRequest::require(&req.code_verifier, "codeVerifier", &mut missing))
+            Some(OAuthUrlRequest::require(
+                &req.code_verifier,
+                "codeVerifier",
+                &mut missing,
+            ))
         } else {
             None
         };
+        if oauth.state_required {
+            OAuthUrlRequest::require(&req.state, "state", &mut missing);
+        }
+        let templates = std::iter::once((oauth.authorization_url.as_str(), true)).chain(
+            oauth
+                .authorization_params
+                .values()
+                .map(|v| (v.as_str(), false)),
+        );
+        let mut filled =
+            fill_templates(spec, templates, TemplateValues::Request(req), &missing)?.into_iter();
         if !missing.is_empty() {
             return Err(OAuthError::MissingParameters(missing));
         }
         check_callback_url(callback)?;
+        let base = filled.next().unwrap_or_default();
         let scope = req
             .scope
             .as_deref()
             .filter(|s| !s.trim().is_empty())
             .map(|s| join_scopes(s, &oauth.scope_separator))
             .or_else(|| oauth.default_scope.clone());
-        let mut url = QueryBuilder::new(&oauth.authorization_url)
+        let mut url = QueryBuilder::new(&base)
             .param("response_type", "code")
             .param("client_id", client_id)
             .param("redirect_uri", callback)
-            .param_opt("scope", scope.as_deref())
+            .param_opt(&oauth.scope_param, scope.as_deref())
             .param_opt("state", req.state.as_deref());
-        for (name, value) in &oauth.authorization_params {
-            url = url.param(name, value);
+        for (name, value) in oauth.authorization_params.keys().zip(filled) {
+            url = url.param(name, &value);
         }
         if let Some(verifier) = verifier {
             url = url
@@ -271,7 +363,10 @@ pub mod standard {
         extra_required: &[&str],
     ) -> Result<(&'a str, &'a str), MissingConfiguration> {
         let mut missing = Vec::new();
-        for key in [keys::API_KEY, keys::API_SECRET].iter().chain(extra_required) {
+        for key in [keys::API_KEY, keys::API_SECRET]
+            .iter()
+            .chain(extra_required)
+        {
             if config.get(key).is_none() {
                 missing.push((*key).to_owned());
             }
@@ -285,12 +380,60 @@ pub mod standard {
         ))
     }
 
+    /// The configuration keys a token request of this spec needs: the client
+    /// id, the secret unless the client is public, then `extra`.
+    fn required_keys<'k>(oauth: &OAuthSpec, extra: &[&'k str]) -> Vec<&'k str> {
+        let mut keys = vec![keys::API_KEY];
+        if oauth.client_auth != ClientAuth::None {
+            keys.push(keys::API_SECRET);
+        }
+        keys.extend_from_slice(extra);
+        keys
+    }
+
+    /// Builds a token-endpoint request: fills `url` and the `token_params`
+    /// from the configuration, checks the required keys, and lists every
+    /// missing key at once.
+    fn token_request(
+        spec: &ElementSpec,
+        oauth: &OAuthSpec,
+        url: &str,
+        config: &Configuration,
+        required: &[&str],
+    ) -> Result<(ProviderRequest, Vec<(String, String)>), OAuthError> {
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|k| config.get(k).is_none())
+            .collect();
+        let templates = std::iter::once((url, true))
+            .chain(oauth.token_params.values().map(|v| (v.as_str(), false)));
+        let mut filled = fill_templates(
+            spec,
+            templates,
+            TemplateValues::Configuration(config),
+            &missing,
+        )?
+        .into_iter();
+        if !missing.is_empty() {
+            return Err(MissingConfiguration {
+                keys: missing.iter().map(|s| (*s).to_owned()).collect(),
+            }
+            .into());
+        }
+        let request = ProviderRequest::post(filled.next().unwrap_or_default());
+        let params = oauth.token_params.keys().cloned().zip(filled).collect();
+        Ok((request, params))
+    }
+
     fn with_client(
         mut request: ProviderRequest,
         oauth: &OAuthSpec,
-        client_id: &str,
-        client_secret: &str,
+        config: &Configuration,
+        params: Vec<(String, String)>,
     ) -> ProviderRequest {
+        let client_id = config.get(keys::API_KEY).unwrap_or_default();
+        let client_secret = config.get(keys::API_SECRET).unwrap_or_default();
         match oauth.client_auth {
             ClientAuth::Body => {
                 request = request
@@ -300,42 +443,53 @@ pub mod standard {
             ClientAuth::Basic => {
                 request.basic_auth = Some((client_id.to_owned(), client_secret.into()));
             }
+            ClientAuth::None => {
+                request = request.field("client_id", client_id);
+            }
         }
-        for (name, value) in &oauth.token_params {
-            request = request.field(name, value.as_str());
+        for (name, value) in params {
+            request = request.field(&name, value);
         }
         request
     }
 
-    /// The standard code exchange (RFC 6749 §4.1.3) at `token_url`.
+    /// The standard code exchange (RFC 6749 §4.1.3) at `token_url`, its
+    /// placeholders filled from the configuration.
     pub fn code_exchange_request(
         spec: &ElementSpec,
         exchange: &CodeExchange<'_>,
     ) -> Result<ProviderRequest, OAuthError> {
         let oauth = oauth(spec)?;
         let config = exchange.configuration;
-        let (id, secret) = client_credentials(config, &[keys::CALLBACK_URL])?;
-        let mut request = ProviderRequest::post(&oauth.token_url)
+        let required = required_keys(oauth, &[keys::CALLBACK_URL]);
+        let (request, params) = token_request(spec, oauth, &oauth.token_url, config, &required)?;
+        let mut request = request
             .field("grant_type", "authorization_code")
             .field("code", exchange.code.clone())
-            .field("redirect_uri", config.get(keys::CALLBACK_URL).unwrap_or_default());
+            .field(
+                "redirect_uri",
+                config.get(keys::CALLBACK_URL).unwrap_or_default(),
+            );
         if let Some(verifier) = exchange.code_verifier {
             request = request.field("code_verifier", verifier);
         }
-        Ok(with_client(request, oauth, id, secret))
+        Ok(with_client(request, oauth, config, params))
     }
 
-    /// The standard refresh (RFC 6749 §6) at `refresh_url`.
+    /// The standard refresh (RFC 6749 §6) at `refresh_url`, its placeholders
+    /// filled from the configuration.
     pub fn refresh_request(
         spec: &ElementSpec,
         refresh: &RefreshRequest<'_>,
     ) -> Result<ProviderRequest, OAuthError> {
         let oauth = oauth(spec)?;
-        let (id, secret) = client_credentials(refresh.configuration, &[])?;
-        let request = ProviderRequest::post(oauth.refresh_url())
+        let config = refresh.configuration;
+        let required = required_keys(oauth, &[]);
+        let (request, params) = token_request(spec, oauth, oauth.refresh_url(), config, &required)?;
+        let request = request
             .field("grant_type", "refresh_token")
             .field("refresh_token", refresh.refresh_token.clone());
-        Ok(with_client(request, oauth, id, secret))
+        Ok(with_client(request, oauth, config, params))
     }
 
     #[cfg(test)]

@@ -79,7 +79,7 @@ pub use registry::{CatalogErrors, GenericElement, OAuthOverride, Registry, Regis
 pub use secret::Secret;
 pub use spec::{
     Authentication, CatalogError, ClientAuth, ConfigEntry, ElementMetadata, ElementSpec, ElementView,
-    OAuthSpec,
+    OAuthSpec, TokenResponseSpec,
 };
 
 // Re-exported so element crates can register without depending on inventory
