@@ -23,7 +23,12 @@ struct Cli {
 struct CatalogArgs {
     /// A directory of element TOML files that adds or overrides built-in
     /// elements (repeatable; later directories win).
-    #[arg(long = "elements-dir", global = true, env = "ELEMENTS_ELEMENTS_DIR", value_delimiter = ',')]
+    #[arg(
+        long = "elements-dir",
+        global = true,
+        env = "ELEMENTS_ELEMENTS_DIR",
+        value_delimiter = ','
+    )]
     elements_dirs: Vec<PathBuf>,
 }
 
@@ -68,7 +73,11 @@ struct StoreArgs {
     data_dir: Option<PathBuf>,
     /// Encryption keys, comma-separated base64 (32 bytes each); the first
     /// encrypts. Default: the key file in --data-dir, created if missing.
-    #[arg(long = "master-key", env = "ELEMENTS_MASTER_KEY", hide_env_values = true)]
+    #[arg(
+        long = "master-key",
+        env = "ELEMENTS_MASTER_KEY",
+        hide_env_values = true
+    )]
     master_key: Option<String>,
     /// A TOML configuration file (see the README).
     #[arg(long, env = "ELEMENTS_CONFIG")]
@@ -225,7 +234,9 @@ fn server_config(
     if let Some(dir) = &store.data_dir {
         config.data_dir = dir.clone();
     }
-    config.elements_dirs.extend(catalog.elements_dirs.iter().cloned());
+    config
+        .elements_dirs
+        .extend(catalog.elements_dirs.iter().cloned());
     config.master_key = store.master_key.clone().map(Into::into);
     if let Some(serve) = serve {
         if let Some(listen) = &serve.listen {
@@ -279,7 +290,11 @@ fn list(registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
         return print_json(&serde_json::to_string_pretty(&all)?);
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:>6}  {:<24}  {:<14}  {:<8}  NAME", "ID", "KEY", "HUB", "AUTH")?;
+    writeln!(
+        out,
+        "{:>6}  {:<24}  {:<14}  {:<8}  NAME",
+        "ID", "KEY", "HUB", "AUTH"
+    )?;
     for element in registry.iter() {
         let spec = element.spec();
         writeln!(
@@ -314,11 +329,13 @@ fn oauth_url(registry: &Registry, args: OAuthUrlArgs) -> anyhow::Result<ExitCode
     let url = element
         .oauth_url(&request)
         .with_context(|| format!("cannot build the OAuth URL of `{}`", element.key()))?;
-    print_json(&serde_json::to_string(&elements_server::wire::OAuthUrlResponse {
-        element: element.key(),
-        oauth_url: &url.url,
-        code_verifier: code_verifier.as_deref(),
-    })?)
+    print_json(&serde_json::to_string(
+        &elements_server::wire::OAuthUrlResponse {
+            element: element.key(),
+            oauth_url: &url.url,
+            code_verifier: code_verifier.as_deref(),
+        },
+    )?)
 }
 
 fn check(args: &CatalogArgs, mut dirs: Vec<PathBuf>) -> anyhow::Result<ExitCode> {

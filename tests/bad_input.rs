@@ -25,7 +25,12 @@ struct Case {
     needle: &'static str,
 }
 
-fn post(name: impl Into<String>, body: impl Into<Vec<u8>>, status: u16, needle: &'static str) -> Case {
+fn post(
+    name: impl Into<String>,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+    needle: &'static str,
+) -> Case {
     Case {
         name: name.into(),
         method: Method::POST,
@@ -38,7 +43,12 @@ fn post(name: impl Into<String>, body: impl Into<Vec<u8>>, status: u16, needle: 
     }
 }
 
-fn get(name: impl Into<String>, path: impl Into<String>, status: u16, needle: &'static str) -> Case {
+fn get(
+    name: impl Into<String>,
+    path: impl Into<String>,
+    status: u16,
+    needle: &'static str,
+) -> Case {
     Case {
         name: name.into(),
         method: Method::GET,
@@ -81,30 +91,75 @@ fn cases(account: &Account, non_oauth: Option<String>) -> Vec<Case> {
 
     // Malformed, truncated and trailing-garbage JSON.
     for (i, text) in [
-        "{", "}", "[", "nul", "{\"name\":}", "{\"name\":\"x\",}", "{'name':'x'}", "{\"name\":\"x\"",
-        "[]", "\"just a string\"", "42", "null", "true", "{\"name\" \"x\"}", "{\"a\":1}}",
+        "{",
+        "}",
+        "[",
+        "nul",
+        "{\"name\":}",
+        "{\"name\":\"x\",}",
+        "{'name':'x'}",
+        "{\"name\":\"x\"",
+        "[]",
+        "\"just a string\"",
+        "42",
+        "null",
+        "true",
+        "{\"name\" \"x\"}",
+        "{\"a\":1}}",
     ]
     .iter()
     .enumerate()
     {
-        c.push(post(format!("malformed {i}: {text}"), text.as_bytes().to_vec(), 400, "json"));
+        c.push(post(
+            format!("malformed {i}: {text}"),
+            text.as_bytes().to_vec(),
+            400,
+            "json",
+        ));
     }
     for cut in [1, 10, 40, 80, 120, 200, seed_text.len() - 1] {
-        c.push(post(format!("truncated at {cut}"), seed_text[..cut].as_bytes().to_vec(), 400, "json"));
+        c.push(post(
+            format!("truncated at {cut}"),
+            seed_text.as_bytes()[..cut].to_vec(),
+            400,
+            "json",
+        ));
     }
     for garbage in [" {}", "x", "]", "\u{0}", " null", ",{}"] {
-        c.push(post(format!("trailing {garbage:?}"), format!("{seed_text}{garbage}").into_bytes(), 400, "json"));
+        c.push(post(
+            format!("trailing {garbage:?}"),
+            format!("{seed_text}{garbage}").into_bytes(),
+            400,
+            "json",
+        ));
     }
     c.push(post("empty body", Vec::new(), 400, "empty"));
     c.push(post("only spaces", b"   ".to_vec(), 400, "empty"));
 
     // Wrong content types.
-    for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "json", "application/xml"] {
-        let mut case = post(format!("content type {ct}"), seed_text.clone().into_bytes(), 415, "content-type");
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        "json",
+        "application/xml",
+    ] {
+        let mut case = post(
+            format!("content type {ct}"),
+            seed_text.clone().into_bytes(),
+            415,
+            "content-type",
+        );
         case.content_type = Some(ct);
         c.push(case);
     }
-    let mut case = post("no content type", seed_text.clone().into_bytes(), 415, "content-type");
+    let mut case = post(
+        "no content type",
+        seed_text.clone().into_bytes(),
+        415,
+        "content-type",
+    );
     case.content_type = None;
     c.push(case);
 
@@ -119,12 +174,27 @@ fn cases(account: &Account, non_oauth: Option<String>) -> Vec<Case> {
     // Deeply nested JSON.
     for depth in [200usize, 5_000, 30_000] {
         let body = format!("{{\"name\":{}{}}}", "[".repeat(depth), "]".repeat(depth));
-        c.push(post(format!("nested {depth}"), body.into_bytes(), 400, "json"));
+        c.push(post(
+            format!("nested {depth}"),
+            body.into_bytes(),
+            400,
+            "json",
+        ));
     }
 
     // Duplicate keys, anywhere.
-    c.push(post("duplicate name", br#"{"name":"a","name":"b","element":{"key":"hubspot"}}"#.to_vec(), 400, "duplicate"));
-    c.push(post("duplicate element key", br#"{"name":"a","element":{"key":"hubspot","key":"x"}}"#.to_vec(), 400, "duplicate"));
+    c.push(post(
+        "duplicate name",
+        br#"{"name":"a","name":"b","element":{"key":"hubspot"}}"#.to_vec(),
+        400,
+        "duplicate",
+    ));
+    c.push(post(
+        "duplicate element key",
+        br#"{"name":"a","element":{"key":"hubspot","key":"x"}}"#.to_vec(),
+        400,
+        "duplicate",
+    ));
     c.push(post(
         "duplicate configuration key",
         br#"{"name":"a","element":{"key":"hubspot"},"configuration":{"oauth.scope":"a","oauth.scope":"b"}}"#.to_vec(),
@@ -175,55 +245,200 @@ fn cases(account: &Account, non_oauth: Option<String>) -> Vec<Case> {
         (&["providerData", "code"], json!(7)),
     ];
     for (path, value) in wrong {
-        c.push(post(format!("{} = {value}", path.join(".")), with(path, value.clone()), 400, path[path.len() - 1]));
+        c.push(post(
+            format!("{} = {value}", path.join(".")),
+            with(path, value.clone()),
+            400,
+            path[path.len() - 1],
+        ));
     }
     // Huge numbers.
-    c.push(post("element.id 2^64", br#"{"name":"a","element":{"id":18446744073709551616}}"#.to_vec(), 400, "element"));
-    c.push(post("element.id 1e400", br#"{"name":"a","element":{"id":1e400}}"#.to_vec(), 400, "json"));
-    c.push(post("expires_in 1e400", format!("{}", seed_text.replace("\"1800\"", "1e400")).into_bytes(), 400, "json"));
+    c.push(post(
+        "element.id 2^64",
+        br#"{"name":"a","element":{"id":18446744073709551616}}"#.to_vec(),
+        400,
+        "element",
+    ));
+    c.push(post(
+        "element.id 1e400",
+        br#"{"name":"a","element":{"id":1e400}}"#.to_vec(),
+        400,
+        "json",
+    ));
+    c.push(post(
+        "expires_in 1e400",
+        seed_text.replace("\"1800\"", "1e400").into_bytes(),
+        400,
+        "json",
+    ));
 
     // Hostile expires_in.
-    for v in [json!("soon"), json!([]), json!({}), json!(true), json!("1e"), json!(-1), json!("-60"), json!(1.5), json!(99999999999999i64), json!("12 34")] {
-        c.push(post(format!("expires_in {v}"), with(&["providerData", "expires_in"], v), 400, "expires_in"));
+    for v in [
+        json!("soon"),
+        json!([]),
+        json!({}),
+        json!(true),
+        json!("1e"),
+        json!(-1),
+        json!("-60"),
+        json!(1.5),
+        json!(99999999999999i64),
+        json!("12 34"),
+    ] {
+        c.push(post(
+            format!("expires_in {v}"),
+            with(&["providerData", "expires_in"], v),
+            400,
+            "expires_in",
+        ));
     }
 
     // NUL bytes, control characters, invalid UTF-8.
-    c.push(post("NUL in name", with(&["name"], json!("a\u{0}b")), 400, "name"));
-    c.push(post("newline in name", with(&["name"], json!("a\nb")), 400, "name"));
-    c.push(post("NUL in tag", with(&["tags"], json!(["a\u{0}"])), 400, "tags"));
-    c.push(post("NUL in configuration value", with(&["configuration", "oauth.scope"], json!("a\u{0}")), 400, "configuration"));
-    c.push(post("control char in configuration key", with(&["configuration", "a\u{7}"], json!("x")), 400, "configuration"));
+    c.push(post(
+        "NUL in name",
+        with(&["name"], json!("a\u{0}b")),
+        400,
+        "name",
+    ));
+    c.push(post(
+        "newline in name",
+        with(&["name"], json!("a\nb")),
+        400,
+        "name",
+    ));
+    c.push(post(
+        "NUL in tag",
+        with(&["tags"], json!(["a\u{0}"])),
+        400,
+        "tags",
+    ));
+    c.push(post(
+        "NUL in configuration value",
+        with(&["configuration", "oauth.scope"], json!("a\u{0}")),
+        400,
+        "configuration",
+    ));
+    c.push(post(
+        "control char in configuration key",
+        with(&["configuration", "a\u{7}"], json!("x")),
+        400,
+        "configuration",
+    ));
     let mut invalid_utf8 = br#"{"name":""#.to_vec();
     invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
     invalid_utf8.extend_from_slice(br#"","element":{"key":"hubspot"}}"#);
     c.push(post("invalid UTF-8", invalid_utf8, 400, "json"));
-    c.push(post("lone surrogate", br#"{"name":"\ud800","element":{"key":"hubspot"}}"#.to_vec(), 400, "json"));
+    c.push(post(
+        "lone surrogate",
+        br#"{"name":"\ud800","element":{"key":"hubspot"}}"#.to_vec(),
+        400,
+        "json",
+    ));
 
     // Missing and empty fields.
     c.push(post("missing name", without(&["name"]), 400, "name"));
     c.push(post("empty name", with(&["name"], json!("")), 400, "name"));
-    c.push(post("blank name", with(&["name"], json!("   ")), 400, "name"));
-    c.push(post("missing element", without(&["element"]), 400, "element"));
-    c.push(post("empty element", with(&["element"], json!({})), 400, "element"));
-    c.push(post("no providerData for OAuth", without(&["providerData"]), 400, "providerData"));
-    c.push(post("empty access token", with(&["providerData", "access_token"], json!("")), 400, "providerData"));
+    c.push(post(
+        "blank name",
+        with(&["name"], json!("   ")),
+        400,
+        "name",
+    ));
+    c.push(post(
+        "missing element",
+        without(&["element"]),
+        400,
+        "element",
+    ));
+    c.push(post(
+        "empty element",
+        with(&["element"], json!({})),
+        400,
+        "element",
+    ));
+    c.push(post(
+        "no providerData for OAuth",
+        without(&["providerData"]),
+        400,
+        "providerData",
+    ));
+    c.push(post(
+        "empty access token",
+        with(&["providerData", "access_token"], json!("")),
+        400,
+        "providerData",
+    ));
     c.push(post("empty tag", with(&["tags"], json!([""])), 400, "tags"));
-    c.push(post("empty configuration key", with(&["configuration", ""], json!("x")), 400, "configuration"));
+    c.push(post(
+        "empty configuration key",
+        with(&["configuration", ""], json!("x")),
+        400,
+        "configuration",
+    ));
 
     // Unknown elements.
-    for key in ["nope", "HubSpot", "HUBSPOT", "../hubspot", "hubspot/../x", " hubspot", "hubspot\u{0}"] {
-        c.push(post(format!("element key {key:?}"), with(&["element", "key"], json!(key)), 404, "no element"));
+    for key in [
+        "nope",
+        "HubSpot",
+        "HUBSPOT",
+        "../hubspot",
+        "hubspot/../x",
+        " hubspot",
+        "hubspot\u{0}",
+    ] {
+        c.push(post(
+            format!("element key {key:?}"),
+            with(&["element", "key"], json!(key)),
+            404,
+            "no element",
+        ));
     }
     for id in [0u64, 999_999, u64::MAX] {
-        c.push(post(format!("element id {id}"), serde_json::to_vec(&json!({"name":"a","element":{"id":id},"providerData":{"access_token":"x"}})).unwrap(), 404, "no element"));
+        c.push(post(
+            format!("element id {id}"),
+            serde_json::to_vec(
+                &json!({"name":"a","element":{"id":id},"providerData":{"access_token":"x"}}),
+            )
+            .unwrap(),
+            404,
+            "no element",
+        ));
     }
 
     // Extremely long values.
-    c.push(post("long name", with(&["name"], json!("n".repeat(10_000))), 400, "name"));
-    c.push(post("long tag", with(&["tags"], json!(["t".repeat(1_000)])), 400, "tags"));
-    c.push(post("many tags", with(&["tags"], json!((0..51).map(|i| i.to_string()).collect::<Vec<_>>())), 400, "tags"));
-    c.push(post("long configuration value", with(&["configuration", "oauth.scope"], json!("v".repeat(9_000))), 400, "configuration"));
-    c.push(post("long configuration key", with(&["configuration", &"k".repeat(300)], json!("v")), 400, "configuration"));
+    c.push(post(
+        "long name",
+        with(&["name"], json!("n".repeat(10_000))),
+        400,
+        "name",
+    ));
+    c.push(post(
+        "long tag",
+        with(&["tags"], json!(["t".repeat(1_000)])),
+        400,
+        "tags",
+    ));
+    c.push(post(
+        "many tags",
+        with(
+            &["tags"],
+            json!((0..51).map(|i| i.to_string()).collect::<Vec<_>>()),
+        ),
+        400,
+        "tags",
+    ));
+    c.push(post(
+        "long configuration value",
+        with(&["configuration", "oauth.scope"], json!("v".repeat(9_000))),
+        400,
+        "configuration",
+    ));
+    c.push(post(
+        "long configuration key",
+        with(&["configuration", &"k".repeat(300)], json!("v")),
+        400,
+        "configuration",
+    ));
 
     // Non-OAuth element with a code.
     if let Some(key) = non_oauth {
@@ -261,15 +476,27 @@ fn cases(account: &Account, non_oauth: Option<String>) -> Vec<Case> {
         ("semicolon", format!("User {u}; Organization {o}")),
         ("bearer", "Bearer abc".into()),
         ("basic", "Basic dXNlcjpwYXNz".into()),
-        ("empty element", format!("User {u}, Organization {o}, Element")),
-        ("user twice", format!("User {u}, User {u}, Organization {o}")),
+        (
+            "empty element",
+            format!("User {u}, Organization {o}, Element"),
+        ),
+        (
+            "user twice",
+            format!("User {u}, User {u}, Organization {o}"),
+        ),
         ("blank user", format!("User , Organization {o}")),
         ("swapped", format!("User {o}, Organization {u}")),
         ("wrong org", format!("User {u}, Organization nope")),
         ("wrong user", format!("User nope, Organization {o}")),
         ("element only", "Element abc".into()),
-        ("unknown scheme", format!("User {u}, Organization {o}, Admin x")),
-        ("oversized", format!("User {}, Organization {o}", "a".repeat(60_000))),
+        (
+            "unknown scheme",
+            format!("User {u}, Organization {o}, Admin x"),
+        ),
+        (
+            "oversized",
+            format!("User {}, Organization {o}", "a".repeat(60_000)),
+        ),
         ("tab inside", format!("User {u}\tx, Organization {o}")),
         ("trailing comma", format!("User {u}, Organization {o},")),
     ] {
@@ -279,14 +506,32 @@ fn cases(account: &Account, non_oauth: Option<String>) -> Vec<Case> {
 
     // Path tricks and ids out of range.
     for path in [
-        "/elements/nope", "/elements/HubSpot", "/elements/HUBSPOT", "/elements/%2e%2e", "/elements/%2E%2E%2Finstances",
-        "/elements/hubspot%2F..", "/elements/hubspot%00", "/elements/0", "/elements/99999999999999999999999",
-        "/elements/43.0", "/elements/%20hubspot", "/elements/-1", "/elements/hub%2Fspot/configuration",
+        "/elements/nope",
+        "/elements/HubSpot",
+        "/elements/HUBSPOT",
+        "/elements/%2e%2e",
+        "/elements/%2E%2E%2Finstances",
+        "/elements/hubspot%2F..",
+        "/elements/hubspot%00",
+        "/elements/0",
+        "/elements/99999999999999999999999",
+        "/elements/43.0",
+        "/elements/%20hubspot",
+        "/elements/-1",
+        "/elements/hub%2Fspot/configuration",
         "/elements/%2e%2e/oauth/url",
     ] {
         c.push(get(format!("path {path}"), path, 0, ""));
     }
-    for path in ["/instances/0", "/instances/-1", "/instances/99999999999999999999", "/instances/1.5", "/instances/%2e%2e", "/instances/abc", "/instances/1%2F2"] {
+    for path in [
+        "/instances/0",
+        "/instances/-1",
+        "/instances/99999999999999999999",
+        "/instances/1.5",
+        "/instances/%2e%2e",
+        "/instances/abc",
+        "/instances/1%2F2",
+    ] {
         let mut case = get(format!("instance path {path}"), path, 0, "");
         case.auth = None;
         c.push(case);
@@ -309,22 +554,48 @@ fn cases(account: &Account, non_oauth: Option<String>) -> Vec<Case> {
         ("no host", "https://"),
         ("empty", ""),
     ] {
-        c.push(get(format!("callback {what}"), format!("{base}&callbackUrl={cb}"), 400, "callbackUrl"));
+        c.push(get(
+            format!("callback {what}"),
+            format!("{base}&callbackUrl={cb}"),
+            400,
+            "callbackUrl",
+        ));
     }
     let cb = "&callbackUrl=https://app.test/cb";
     for (what, query) in [
         ("CRLF in state", format!("{base}{cb}&state=a%0d%0ab")),
-        ("CRLF in apiKey", format!("/elements/hubspot/oauth/url?apiKey=k%0d%0a&apiSecret=1&scope=s{cb}")),
-        ("NUL in scope", format!("/elements/hubspot/oauth/url?apiKey=k&apiSecret=1&scope=s%00{cb}")),
+        (
+            "CRLF in apiKey",
+            format!("/elements/hubspot/oauth/url?apiKey=k%0d%0a&apiSecret=1&scope=s{cb}"),
+        ),
+        (
+            "NUL in scope",
+            format!("/elements/hubspot/oauth/url?apiKey=k&apiSecret=1&scope=s%00{cb}"),
+        ),
         ("CRLF in extra param", format!("{base}{cb}&x=%0d%0a")),
         ("repeated apiKey", format!("{base}{cb}&apiKey=k2")),
         ("repeated callbackUrl", format!("{base}{cb}{cb}")),
-        ("missing everything", "/elements/hubspot/oauth/url".to_owned()),
+        (
+            "missing everything",
+            "/elements/hubspot/oauth/url".to_owned(),
+        ),
         ("missing callbackUrl", base.to_owned()),
-        ("oversized apiKey", format!("/elements/hubspot/oauth/url?apiKey={}&apiSecret=1&scope=s{cb}", "k".repeat(3000))),
-        ("invalid percent-encoding", format!("{base}{cb}&state=%ff%fe")),
+        (
+            "oversized apiKey",
+            format!(
+                "/elements/hubspot/oauth/url?apiKey={}&apiSecret=1&scope=s{cb}",
+                "k".repeat(3000)
+            ),
+        ),
+        (
+            "invalid percent-encoding",
+            format!("{base}{cb}&state=%ff%fe"),
+        ),
         ("unknown flow", format!("{base}{cb}&oauth.flow=bogus")),
-        ("unknown element", format!("/elements/nope/oauth/url?apiKey=k{cb}")),
+        (
+            "unknown element",
+            format!("/elements/nope/oauth/url?apiKey=k{cb}"),
+        ),
     ] {
         c.push(get(format!("oauth/url {what}"), query, 0, ""));
     }
@@ -406,13 +677,19 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
 
     // A fresh connection per request: after an early answer (413) the
     // server closes the connection, which a pooled client would reuse.
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     for case in &all {
         let url = format!("{}/elements/api-v2{}", server.base, case.path);
         let mut headers = HeaderMap::new();
         match &case.auth {
             None => {
-                headers.insert("authorization", HeaderValue::from_str(&server.account.header()).unwrap());
+                headers.insert(
+                    "authorization",
+                    HeaderValue::from_str(&server.account.header()).unwrap(),
+                );
             }
             Some(Some(raw)) => {
                 headers.insert("authorization", HeaderValue::from_bytes(raw).unwrap());
@@ -423,39 +700,78 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
             Some(None) => {}
         }
         if let Some(ct) = case.content_type {
-            headers.insert(HeaderName::from_static("content-type"), HeaderValue::from_static(ct));
+            headers.insert(
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static(ct),
+            );
         }
         let mut req = client.request(case.method.clone(), &url).headers(headers);
         if let Some(body) = &case.body {
             req = req.body(body.clone());
         }
-        let response = req.send().await.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let response = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
         let status = response.status().as_u16();
-        assert!((400..500).contains(&status), "{}: status {status}", case.name);
+        assert!(
+            (400..500).contains(&status),
+            "{}: status {status}",
+            case.name
+        );
         if case.status != 0 {
             assert_eq!(status, case.status, "{}", case.name);
         }
-        let ctype = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let ctype = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
         let text = response.text().await.unwrap();
-        assert!(ctype.as_deref().is_some_and(|c| c.starts_with("application/json")), "{}: {ctype:?} {text}", case.name);
-        let err: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{}: not JSON: {text}", case.name));
+        assert!(
+            ctype
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{}: {ctype:?} {text}",
+            case.name
+        );
+        let err: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{}: not JSON: {text}", case.name));
         let message = err["message"].as_str().unwrap_or_default();
         assert!(!message.is_empty(), "{}: {text}", case.name);
-        assert!(err["requestId"].as_str().is_some_and(|s| !s.is_empty()), "{}", case.name);
+        assert!(
+            err["requestId"].as_str().is_some_and(|s| !s.is_empty()),
+            "{}",
+            case.name
+        );
         assert!(
             message.to_lowercase().contains(&case.needle.to_lowercase()),
             "{}: {message:?} should name {:?}",
             case.name,
             case.needle
         );
-        assert!(!text.contains("at-x") && !text.contains(&server.account.user_secret), "{}: echoes a secret", case.name);
+        assert!(
+            !text.contains("at-x") && !text.contains(&server.account.user_secret),
+            "{}: echoes a secret",
+            case.name
+        );
         // The server still serves.
-        let next = client.get(server.url(&format!("/elements/hubspot/oauth/url?{SEED_OAUTH_QUERY}"))).send().await.unwrap();
+        let next = client
+            .get(server.url(&format!("/elements/hubspot/oauth/url?{SEED_OAUTH_QUERY}")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(next.status(), 200, "after {}", case.name);
     }
 
     // Nothing was created or changed by any of it.
-    let listed: Vec<Value> = server.authed(Method::GET, "/instances").send().await.unwrap().json().await.unwrap();
+    let listed: Vec<Value> = server
+        .authed(Method::GET, "/instances")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], "Test");
     server.stop().await;
@@ -471,7 +787,11 @@ async fn html_in_names_is_stored_as_text_and_served_as_json() {
     let (status, created) = server.post_instance(&server.account, &body).await;
     assert_eq!(status, 200);
     let id = created["id"].as_i64().unwrap();
-    let response = server.authed(Method::GET, &format!("/instances/{id}")).send().await.unwrap();
+    let response = server
+        .authed(Method::GET, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     let got: Value = response.json().await.unwrap();

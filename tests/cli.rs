@@ -23,17 +23,35 @@ fn oauth_url_prints_the_seed_answer_byte_for_byte() {
         "--callback-url",
         "http://demonstrab.ly",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout(&out), format!("{SEED_OAUTH_ANSWER}\n"));
 }
 
 #[test]
 fn oauth_url_current_flow_is_one_param_away() {
     let out = elements(&[
-        "oauth-url", "43", "--api-key", "cid", "--scope", "contacts", "--callback-url",
-        "https://app.test/cb", "--state", "s1", "--param", "oauth.flow=current",
+        "oauth-url",
+        "43",
+        "--api-key",
+        "cid",
+        "--scope",
+        "contacts",
+        "--callback-url",
+        "https://app.test/cb",
+        "--state",
+        "s1",
+        "--param",
+        "oauth.flow=current",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(
         v["oauthUrl"],
@@ -57,7 +75,12 @@ fn show_by_key_and_id_contains_the_seed_element() {
             .iter()
             .map(|e| e["key"].as_str().unwrap())
             .collect();
-        for k in ["oauth.api.key", "oauth.api.secret", "oauth.callback.url", "oauth.scope"] {
+        for k in [
+            "oauth.api.key",
+            "oauth.api.secret",
+            "oauth.callback.url",
+            "oauth.scope",
+        ] {
             assert!(keys.contains(&k), "{k} in {keys:?}");
         }
     }
@@ -74,7 +97,9 @@ fn list_is_sorted_by_id_and_has_json() {
     assert_eq!(ids, sorted);
     assert!(v.iter().any(|e| e["key"] == "hubspot"));
     let table = stdout(&elements(&["list"]));
-    assert!(table.lines().any(|l| l.contains("hubspot") && l.contains("43")));
+    assert!(table
+        .lines()
+        .any(|l| l.contains("hubspot") && l.contains("43")));
 }
 
 #[test]
@@ -82,7 +107,10 @@ fn unknown_element_suggests_close_keys() {
     let out = elements(&["show", "hubspto"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown element `hubspto`") && err.contains("`hubspot`"), "{err}");
+    assert!(
+        err.contains("unknown element `hubspto`") && err.contains("`hubspot`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,12 +125,19 @@ fn oauth_url_names_missing_parameters() {
 fn check_passes_on_the_catalog_and_fails_with_file_and_line() {
     let root = env!("CARGO_MANIFEST_DIR");
     let out = elements(&["check", &format!("{root}/elements")]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(format!("{root}/elements/hubspot.toml"))
         .unwrap()
-        .replace("hub = \"marketing\"", "hub = \"marketing\"\nflavour = \"x\"")
+        .replace(
+            "hub = \"marketing\"",
+            "hub = \"marketing\"\nflavour = \"x\"",
+        )
         .replace("key = \"hubspot\"", "key = \"hubspot2\"")
         .replace("id = 43", "id = 9043");
     std::fs::write(dir.path().join("broken.toml"), text).unwrap();
@@ -110,7 +145,10 @@ fn check_passes_on_the_catalog_and_fails_with_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err.lines().next().unwrap();
-    assert!(line.contains("broken.toml:") && line.contains("unknown field `flavour`"), "{err}");
+    assert!(
+        line.contains("broken.toml:") && line.contains("unknown field `flavour`"),
+        "{err}"
+    );
     let lineno: usize = line.split(':').nth(1).unwrap().parse().unwrap();
     assert!(lineno > 5, "{line}");
 }
@@ -124,7 +162,16 @@ fn elements_dir_adds_and_overrides() {
         .replace("key = \"github\"", "key = \"gitlabish\"")
         .replace("id = 1201", "id = 99001");
     std::fs::write(dir.path().join("gitlabish.toml"), text).unwrap();
-    let out = elements(&["--elements-dir", dir.path().to_str().unwrap(), "show", "99001"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = elements(&[
+        "--elements-dir",
+        dir.path().to_str().unwrap(),
+        "show",
+        "99001",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout(&out).contains("\"gitlabish\""));
 }

@@ -14,7 +14,10 @@ use serde_json::{json, Value};
 fn start(dir: &std::path::Path, org: &str, user: &str) -> Binary {
     Binary::serve(
         &["--data-dir", dir.to_str().unwrap()],
-        &[("ELEMENTS_ORGANIZATION_SECRET", org), ("ELEMENTS_USER_SECRET", user)],
+        &[
+            ("ELEMENTS_ORGANIZATION_SECRET", org),
+            ("ELEMENTS_USER_SECRET", user),
+        ],
     )
 }
 
@@ -47,7 +50,8 @@ async fn acknowledged_instances_survive_sigkill() {
             tasks.push(tokio::spawn(async move {
                 for i in 0.. {
                     let access = format!("at-crash-{round}-{worker}-{i}");
-                    let body = seed_instance_body(&access, &format!("rt-crash-{round}-{worker}-{i}"));
+                    let body =
+                        seed_instance_body(&access, &format!("rt-crash-{round}-{worker}-{i}"));
                     let Ok(response) = client
                         .post(&url)
                         .header("Authorization", &header)
@@ -80,12 +84,19 @@ async fn acknowledged_instances_survive_sigkill() {
     }
 
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 20, "only {} instances were acknowledged", acked.len());
+    assert!(
+        acked.len() >= 20,
+        "only {} instances were acknowledged",
+        acked.len()
+    );
     let server = start(dir.path(), &org, &user);
     let mut lost = Vec::new();
     for a in &acked {
         let response = client
-            .get(format!("{}/elements/api-v2/instances/{}/credentials", server.base, a.id))
+            .get(format!(
+                "{}/elements/api-v2/instances/{}/credentials",
+                server.base, a.id
+            ))
             .header("Authorization", format!("Element {}", a.token))
             .send()
             .await
@@ -97,6 +108,16 @@ async fn acknowledged_instances_survive_sigkill() {
         }
     }
     drop(server);
-    eprintln!("{} instances acknowledged over 20 SIGKILL rounds; {} lost", acked.len(), lost.len());
-    assert!(lost.is_empty(), "{} of {} acknowledged instances lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+    eprintln!(
+        "{} instances acknowledged over 20 SIGKILL rounds; {} lost",
+        acked.len(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged instances lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
 }

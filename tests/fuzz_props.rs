@@ -20,8 +20,11 @@ fn registry() -> &'static Registry {
 fn grammar(alphabet: &'static str) -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
-        proptest::collection::vec(proptest::sample::select(alphabet.chars().collect::<Vec<_>>()), 0..200)
-            .prop_map(|v| v.into_iter().collect()),
+        proptest::collection::vec(
+            proptest::sample::select(alphabet.chars().collect::<Vec<_>>()),
+            0..200
+        )
+        .prop_map(|v| v.into_iter().collect()),
     ]
 }
 
@@ -79,7 +82,8 @@ proptest! {
 
 #[test]
 fn a_seed_callback_url_with_crlf_is_refused() {
-    let pairs = parse_query("apiKey=k&apiSecret=1&scope=s&callbackUrl=http://a.test/%0d%0aX:1").unwrap();
+    let pairs =
+        parse_query("apiKey=k&apiSecret=1&scope=s&callbackUrl=http://a.test/%0d%0aX:1").unwrap();
     let request = OAuthUrlRequest {
         api_key: Some(pairs[0].1.clone()),
         api_secret: Some(pairs[1].1.clone()),
@@ -87,5 +91,9 @@ fn a_seed_callback_url_with_crlf_is_refused() {
         callback_url: Some(pairs[3].1.clone()),
         ..Default::default()
     };
-    assert!(registry().get("hubspot").unwrap().oauth_url(&request).is_err());
+    assert!(registry()
+        .get("hubspot")
+        .unwrap()
+        .oauth_url(&request)
+        .is_err());
 }

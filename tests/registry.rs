@@ -2,7 +2,9 @@
 //! registered; an element crate defined outside the built-in set registers
 //! too (this test binary defines one).
 
-use elements_core::{Element, ElementFactory, ElementSpec, OAuthUrl, OAuthUrlRequest, OAuthError, RegistryBuilder};
+use elements_core::{
+    Element, ElementFactory, ElementSpec, OAuthError, OAuthUrl, OAuthUrlRequest, RegistryBuilder,
+};
 
 #[derive(Debug)]
 struct Quirky {
@@ -62,7 +64,8 @@ fn a_registered_crate_without_a_catalog_file_is_refused() {
     // This binary registers `quirky`; the built-in catalog has no file for it.
     let err = elements_catalog::builtin().unwrap_err();
     assert!(
-        err.to_string().contains("element crate registered for key `quirky`, but no catalog file declares it"),
+        err.to_string()
+            .contains("element crate registered for key `quirky`, but no catalog file declares it"),
         "{err}"
     );
     // Likewise HubSpot's crate, linked here, without its file.

@@ -66,7 +66,12 @@ impl Deployment {
             .unwrap()
     }
 
-    async fn provision(&self, client: &reqwest::Client, via: &Binary, fake: &FakeProvider) -> (i64, String) {
+    async fn provision(
+        &self,
+        client: &reqwest::Client,
+        via: &Binary,
+        fake: &FakeProvider,
+    ) -> (i64, String) {
         let (access, refresh) = fake.issue_tokens("test-client");
         let mut body = seed_instance_body(&access, &refresh);
         body["configuration"]["oauth.api.secret"] = "test-secret".into();
@@ -136,7 +141,10 @@ async fn an_instance_created_on_one_replica_is_served_by_the_other() {
         .json()
         .await
         .unwrap();
-    assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()), "{creds}");
+    assert!(
+        fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()),
+        "{creds}"
+    );
     let patched: Value = client
         .patch(b.url(&format!("/instances/{id}")))
         .header("Authorization", d.header())
@@ -206,7 +214,11 @@ async fn a_storm_over_two_replicas_refreshes_once() {
             assert_eq!(status, 200, "{body}");
             tokens.insert(body["accessToken"].as_str().unwrap().to_owned());
         }
-        assert_eq!(fake.refresh_calls(), round, "round {round}: one refresh across both replicas");
+        assert_eq!(
+            fake.refresh_calls(),
+            round,
+            "round {round}: one refresh across both replicas"
+        );
         assert_eq!(tokens.len(), 1, "everyone got the same token");
     }
     assert_eq!(fake.revoked_families(), 0);
@@ -251,5 +263,8 @@ async fn killing_a_replica_mid_refresh_leaves_no_stuck_lock() {
     assert_eq!(response.status(), 200);
     let creds: Value = response.json().await.unwrap();
     assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
-    assert!(creds["expiresIn"].as_i64().unwrap() > 600, "B finished the refresh: {creds}");
+    assert!(
+        creds["expiresIn"].as_i64().unwrap() > 600,
+        "B finished the refresh: {creds}"
+    );
 }

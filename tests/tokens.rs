@@ -112,7 +112,12 @@ async fn storm(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16,
         let url = server.url(&format!("/instances/{id}/credentials"));
         let auth = format!("Element {token}");
         tasks.push(tokio::spawn(async move {
-            let r = client.get(url).header("Authorization", auth).send().await.unwrap();
+            let r = client
+                .get(url)
+                .header("Authorization", auth)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             (status, r.json::<Value>().await.unwrap_or(Value::Null))
         }));
@@ -150,7 +155,10 @@ async fn code_exchange_end_to_end() {
     let redirect = no_redirects.get(url).send().await.unwrap();
     assert_eq!(redirect.status(), 302);
     let location = redirect.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.starts_with(callback) && location.contains("state=st-1"), "{location}");
+    assert!(
+        location.starts_with(callback) && location.contains("state=st-1"),
+        "{location}"
+    );
     let code = location
         .split(['?', '&'])
         .find_map(|p| p.strip_prefix("code="))
@@ -204,7 +212,11 @@ async fn a_storm_of_reads_causes_exactly_one_refresh() {
     assert_ne!(first, old_access);
     for (status, body) in &results {
         assert_eq!(*status, 200, "{body}");
-        assert_eq!(body["accessToken"], first.as_str(), "every caller gets the same new token");
+        assert_eq!(
+            body["accessToken"],
+            first.as_str(),
+            "every caller gets the same new token"
+        );
     }
     assert!(fake.is_access_token_valid(&first));
     server.stop().await;
@@ -218,7 +230,10 @@ async fn fifty_storms_with_rotation_never_trip_reuse_detection() {
     for round in 1..=50u64 {
         expire(&server, id).await;
         let results = storm(&server, id, &token, 20).await;
-        assert!(results.iter().all(|(s, _)| *s == 200), "round {round}: {results:?}");
+        assert!(
+            results.iter().all(|(s, _)| *s == 200),
+            "round {round}: {results:?}"
+        );
         assert_eq!(fake.refresh_calls(), round, "round {round}");
     }
     assert_eq!(fake.revoked_families(), 0);
@@ -256,7 +271,10 @@ async fn provider_failures_transient_and_terminal() {
     fake.invalid_grant_next(1);
     let (status, err) = credentials(&server, id, &token).await;
     assert_eq!(status, 409, "{err}");
-    assert!(err["message"].as_str().unwrap().contains("invalid_grant"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("invalid_grant"),
+        "{err}"
+    );
     let got: Value = server
         .authed(Method::GET, &format!("/instances/{id}"))
         .send()
@@ -266,9 +284,15 @@ async fn provider_failures_transient_and_terminal() {
         .await
         .unwrap();
     assert_eq!(got["valid"], false);
-    assert!(got["invalidReason"].as_str().unwrap().contains("invalid_grant"));
+    assert!(got["invalidReason"]
+        .as_str()
+        .unwrap()
+        .contains("invalid_grant"));
     let (status, _) = credentials(&server, id, &token).await;
-    assert_eq!(status, 409, "stays invalid without calling the provider again");
+    assert_eq!(
+        status, 409,
+        "stays invalid without calling the provider again"
+    );
     server.stop().await;
 }
 
@@ -277,13 +301,22 @@ async fn hostile_expires_in_and_missing_refresh_tokens() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
     let (id, token, _) = provision(&server, &fake, "legacy").await;
-    for hostile in [json!("soon"), json!(-5), json!(0), json!(1e300), json!(null)] {
+    for hostile in [
+        json!("soon"),
+        json!(-5),
+        json!(0),
+        json!(1e300),
+        json!(null),
+    ] {
         fake.set_expires_in(Some(hostile.clone()));
         expire(&server, id).await;
         let (status, creds) = credentials(&server, id, &token).await;
         assert_eq!(status, 200, "{hostile}: {creds}");
         let expires_in = creds["expiresIn"].as_i64().unwrap();
-        assert!((300..=365 * 24 * 3600).contains(&expires_in), "{hostile}: {expires_in}");
+        assert!(
+            (300..=365 * 24 * 3600).contains(&expires_in),
+            "{hostile}: {expires_in}"
+        );
     }
     // No refresh token in the answer: the old one is kept and still works.
     fake.set_expires_in(None);

@@ -19,7 +19,13 @@ fn main() {
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy();
         let abs = path.canonicalize().unwrap();
-        writeln!(out, "    ({:?}, include_str!({:?})),", format!("elements/{name}"), abs).unwrap();
+        writeln!(
+            out,
+            "    ({:?}, include_str!({:?})),",
+            format!("elements/{name}"),
+            abs
+        )
+        .unwrap();
     }
     out.push(']');
     let dest = PathBuf::from(env::var("OUT_DIR").unwrap()).join("builtin.rs");

@@ -10,8 +10,12 @@ fn registry() -> &'static elements_core::Registry {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(raw) = std::str::from_utf8(data) else { return };
-    let Ok(pairs) = elements_server::routes::parse_query(raw) else { return };
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(pairs) = elements_server::routes::parse_query(raw) else {
+        return;
+    };
     let mut request = elements_core::OAuthUrlRequest::default();
     for (name, value) in pairs {
         match name.as_str() {

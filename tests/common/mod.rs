@@ -109,9 +109,10 @@ impl TestServer {
     pub async fn start(config: ServerConfig) -> TestServer {
         let registry = startup::registry(&config).expect("catalog");
         let store = startup::open_store(&config).await.expect("store");
-        let created = startup::create_account(store.as_ref(), "acme", "dev@acme.test", "Ada", "Lovelace")
-            .await
-            .expect("account");
+        let created =
+            startup::create_account(store.as_ref(), "acme", "dev@acme.test", "Ada", "Lovelace")
+                .await
+                .expect("account");
         let account = Account {
             organization_secret: created.organization.secret,
             user_secret: created.user.secret,
@@ -151,9 +152,10 @@ impl TestServer {
 
     /// Another account on the same server.
     pub async fn other_account(&self, name: &str) -> Account {
-        let created = startup::create_account(self.state.store.as_ref(), name, "x@y.test", "X", "Y")
-            .await
-            .expect("account");
+        let created =
+            startup::create_account(self.state.store.as_ref(), name, "x@y.test", "X", "Y")
+                .await
+                .expect("account");
         Account {
             organization_secret: created.organization.secret,
             user_secret: created.user.secret,

@@ -78,8 +78,8 @@ pub use oauth::{
 pub use registry::{CatalogErrors, GenericElement, OAuthOverride, Registry, RegistryBuilder};
 pub use secret::Secret;
 pub use spec::{
-    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementMetadata, ElementSpec, ElementView,
-    OAuthSpec, TokenResponseSpec,
+    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementMetadata, ElementSpec,
+    ElementView, OAuthSpec, TokenResponseSpec,
 };
 
 // Re-exported so element crates can register without depending on inventory

@@ -352,11 +352,21 @@ mod tests {
 
     #[test]
     fn later_layers_override_by_key_but_ids_stay_unique() {
-        let r = build(&[&[("a.toml", file(1, "ant"))], &[("x/a.toml", file(5, "ant"))]]).unwrap();
+        let r = build(&[
+            &[("a.toml", file(1, "ant"))],
+            &[("x/a.toml", file(5, "ant"))],
+        ])
+        .unwrap();
         assert_eq!(r.get("ant").unwrap().id(), 5);
-        let err = build(&[&[("a.toml", file(1, "ant"))], &[("x/b.toml", file(1, "bee"))]])
-            .unwrap_err();
-        assert!(err.to_string().starts_with("x/b.toml:1: field `id`: 1"), "{err}");
+        let err = build(&[
+            &[("a.toml", file(1, "ant"))],
+            &[("x/b.toml", file(1, "bee"))],
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("x/b.toml:1: field `id`: 1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -376,6 +386,10 @@ mod tests {
         assert_eq!(oauth.refresh_url(), "http://127.0.0.1:1/token");
         let mut b = RegistryBuilder::new();
         b.override_oauth("nope", OAuthOverride::default());
-        assert!(b.build().unwrap_err().to_string().contains("unknown element `nope`"));
+        assert!(b
+            .build()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown element `nope`"));
     }
 }

@@ -199,7 +199,11 @@ mod tests {
 
     #[test]
     fn seed_url_byte_for_byte() {
-        let url = registry().get("hubspot").unwrap().oauth_url(&seed_request()).unwrap();
+        let url = registry()
+            .get("hubspot")
+            .unwrap()
+            .oauth_url(&seed_request())
+            .unwrap();
         assert_eq!(
             url.url,
             "https://app.hubspot.com/auth/authenticate?client_id=123456789d-1234-12e4-bda9-12345b8bf20&portalId=123456&redirect_uri=http%3A%2F%2Fdemonstrab.ly&scope=contacts-rw%20offline"

@@ -149,7 +149,10 @@ mod tests {
     fn parses_either_order_and_element() {
         check("User u1, Organization o1", Some(("u1", "o1", None)));
         check("Organization o1, User u1", Some(("u1", "o1", None)));
-        check("User u1,Organization o1, Element e+/=", Some(("u1", "o1", Some("e+/="))));
+        check(
+            "User u1,Organization o1, Element e+/=",
+            Some(("u1", "o1", Some("e+/="))),
+        );
         check("Element e", Some(("", "", Some("e"))));
     }
 

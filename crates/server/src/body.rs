@@ -32,7 +32,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .is_some_and(|mime| {
                 let mime = mime.trim();
                 mime.eq_ignore_ascii_case("application/json")
-                    || (mime.len() > 5 && mime[..12.min(mime.len())].eq_ignore_ascii_case("application/") && mime.to_ascii_lowercase().ends_with("+json"))
+                    || (mime.len() > 5
+                        && mime[..12.min(mime.len())].eq_ignore_ascii_case("application/")
+                        && mime.to_ascii_lowercase().ends_with("+json"))
             });
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
@@ -54,7 +56,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::PayloadTooLarge);
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::BadRequest("request body is empty; expected a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "request body is empty; expected a JSON object".into(),
+        ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -67,16 +71,19 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::BadRequest(format!("invalid JSON body at `{path}`: {what}"))
         }
     })?;
-    de.end().map_err(|e| {
-        ApiError::BadRequest(format!("invalid JSON body: {}", clean_message(&e)))
-    })?;
+    de.end()
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {}", clean_message(&e))))?;
     Ok(value)
 }
 
 /// serde_json's message, which never echoes string values, with its position.
 fn clean_message(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    let text = text.chars().filter(|c| !c.is_control()).take(300).collect::<String>();
+    let text = text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect::<String>();
     text
 }
 

@@ -99,7 +99,11 @@ impl ApiError {
                 | ApiError::BadGateway(m) => (m, None, None),
                 ApiError::MissingConfiguration(keys) => {
                     joined = format!("missing required configuration: {}", keys.join(", "));
-                    (&joined, Some(keys.iter().map(String::as_str).collect()), None)
+                    (
+                        &joined,
+                        Some(keys.iter().map(String::as_str).collect()),
+                        None,
+                    )
                 }
                 ApiError::MissingParameters(names) => {
                     joined = format!("missing required parameters: {}", names.join(", "));
@@ -108,9 +112,11 @@ impl ApiError {
                 ApiError::Unauthorized => (UNAUTHORIZED, None, None),
                 ApiError::MethodNotAllowed => ("method not allowed on this resource", None, None),
                 ApiError::PayloadTooLarge => ("request body is larger than 64 KiB", None, None),
-                ApiError::UnsupportedMediaType => {
-                    ("request body must be JSON (Content-Type: application/json)", None, None)
-                }
+                ApiError::UnsupportedMediaType => (
+                    "request body must be JSON (Content-Type: application/json)",
+                    None,
+                    None,
+                ),
                 ApiError::ProviderRefused {
                     message,
                     provider_message,
@@ -135,7 +141,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The request-id middleware replaces this placeholder body's id; an
         // error rendered outside a request gets a fresh one.
-        let id = RequestId::current().unwrap_or_else(RequestId::new);
+        let id = RequestId::current().unwrap_or_default();
         self.into_response_with(id.as_str())
     }
 }
@@ -163,9 +169,7 @@ impl From<ProviderError> for ApiError {
     fn from(e: ProviderError) -> Self {
         match e {
             ProviderError::Request(e) => e.into(),
-            ProviderError::Refused {
-                error, message, ..
-            } => {
+            ProviderError::Refused { error, message, .. } => {
                 let what = error.as_deref().unwrap_or("refused");
                 ApiError::ProviderRefused {
                     status: StatusCode::BAD_REQUEST,

@@ -49,7 +49,10 @@ pub mod anyhow_lite {
 pub fn registry(config: &ServerConfig) -> Result<Registry, Error> {
     elements_catalog::load(
         &config.elements_dirs,
-        config.overrides.iter().map(|(k, o)| (k.as_str(), o.clone())),
+        config
+            .overrides
+            .iter()
+            .map(|(k, o)| (k.as_str(), o.clone())),
     )
     .map_err(|e| Error(format!("the catalog is invalid:\n{e}")))
 }
@@ -100,8 +103,10 @@ pub fn keyring(config: &ServerConfig) -> Result<Keyring, Error> {
 pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, Error> {
     let url = config.database_url();
     if config.database_url.is_none() {
-        fs::create_dir_all(&config.data_dir)
-            .context(&format!("creating data directory {}", config.data_dir.display()))?;
+        fs::create_dir_all(&config.data_dir).context(&format!(
+            "creating data directory {}",
+            config.data_dir.display()
+        ))?;
     }
     let keyring = keyring(config)?;
     elements_store::connect(&url, keyring)
@@ -194,7 +199,12 @@ pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<
     match (&config.organization_secret, &config.user_secret) {
         (Some(org), Some(user)) => {
             let (uh, oh) = (hash_secret(user.expose()), hash_secret(org.expose()));
-            if store.authenticate(&uh, &oh).await.context("checking the account")?.is_none() {
+            if store
+                .authenticate(&uh, &oh)
+                .await
+                .context("checking the account")?
+                .is_none()
+            {
                 store
                     .create_account(NewAccount {
                         organization_name: "default".into(),
@@ -205,12 +215,19 @@ pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<
                         user_secret_hash: uh,
                     })
                     .await
-                    .context("creating the account of ELEMENTS_ORGANIZATION_SECRET/ELEMENTS_USER_SECRET")?;
+                    .context(
+                        "creating the account of ELEMENTS_ORGANIZATION_SECRET/ELEMENTS_USER_SECRET",
+                    )?;
                 tracing::info!("created the account given by ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET");
             }
         }
         (None, None) => {
-            if store.organization_count().await.context("counting accounts")? == 0 {
+            if store
+                .organization_count()
+                .await
+                .context("counting accounts")?
+                == 0
+            {
                 let account = create_account(store, "default", "admin@localhost", "Admin", "")
                     .await
                     .context("creating the first account")?;
@@ -219,7 +236,9 @@ pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<
                     serde_json::to_string(&serde_json::json!({ "firstAccount": account }))
                         .unwrap_or_default()
                 );
-                tracing::warn!("created the first account; its secrets were printed once on standard output");
+                tracing::warn!(
+                    "created the first account; its secrets were printed once on standard output"
+                );
             }
         }
         _ => {
@@ -288,13 +307,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use elements_core::{CodeExchange, Element, ProviderError, RefreshRequest, Registry, Secret, TokenSet, Transport};
+use elements_core::{
+    CodeExchange, Element, ProviderError, RefreshRequest, Registry, Secret, TokenSet, Transport,
+};
 use elements_store::{Instance, RefreshDecision, Store, Tokens};
 
 use crate::error::ApiError;
@@ -110,7 +112,9 @@ pub struct TokenManager {
 
 impl std::fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenManager").field("policy", &self.policy).finish()
+        f.debug_struct("TokenManager")
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 
@@ -232,13 +236,16 @@ impl TokenManager {
                     return RefreshDecision::Unchanged;
                 }
                 let Some(refresh_token) = current.tokens.refresh_token.clone() else {
-                    *failure_ref.lock().expect("failure slot") = Some(RefreshFailure::NoRefreshToken);
+                    *failure_ref.lock().expect("failure slot") =
+                        Some(RefreshFailure::NoRefreshToken);
                     return RefreshDecision::Unchanged;
                 };
                 let Some(element) = self.registry.by_key(&current.element_key) else {
-                    *failure_ref.lock().expect("failure slot") = Some(RefreshFailure::Invalid(
-                        format!("element `{}` is no longer in the catalog", current.element_key),
-                    ));
+                    *failure_ref.lock().expect("failure slot") =
+                        Some(RefreshFailure::Invalid(format!(
+                            "element `{}` is no longer in the catalog",
+                            current.element_key
+                        )));
                     return RefreshDecision::Unchanged;
                 };
                 let result = element
@@ -261,14 +268,18 @@ impl TokenManager {
                             }
                             _ => "the provider refused the refresh token (invalid_grant)".into(),
                         };
-                        tracing::warn!(instance_id = current.id, "refresh refused: invalid_grant; instance marked invalid");
+                        tracing::warn!(
+                            instance_id = current.id,
+                            "refresh refused: invalid_grant; instance marked invalid"
+                        );
                         *failure_ref.lock().expect("failure slot") =
                             Some(RefreshFailure::Invalid(reason.clone()));
                         RefreshDecision::Invalidate(reason)
                     }
                     Err(e) => {
                         tracing::warn!(instance_id = current.id, error = %e, "refresh failed; will retry");
-                        *failure_ref.lock().expect("failure slot") = Some(RefreshFailure::Provider(e));
+                        *failure_ref.lock().expect("failure slot") =
+                            Some(RefreshFailure::Provider(e));
                         RefreshDecision::Unchanged
                     }
                 }
@@ -310,7 +321,11 @@ impl TokenManager {
     /// Refreshes, in the background, every instance whose token expires
     /// within the margin, until `shutdown` resolves. Transient failures back
     /// off exponentially per instance (30 s doubling to 30 min).
-    pub async fn run_background(self: Arc<Self>, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    pub async fn run_background(
+        self: Arc<Self>,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut backoff: HashMap<i64, (i64, i64)> = HashMap::new();
         loop {
             tokio::select! {

@@ -196,13 +196,20 @@ pub fn is_secret_key(spec: Option<&ElementSpec>, key: &str) -> bool {
 pub fn rfc3339(unix_millis: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(unix_millis as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
 impl<'a> InstanceJson<'a> {
     /// Renders a stored instance; `spec` is its element if still in the catalog.
-    pub fn new(instance: &'a Instance, spec: Option<&'a ElementSpec>, token: Option<&'a str>) -> Self {
+    pub fn new(
+        instance: &'a Instance,
+        spec: Option<&'a ElementSpec>,
+        token: Option<&'a str>,
+    ) -> Self {
         let element = match spec {
             Some(spec) => spec.metadata(),
             None => ElementMetadata {

@@ -87,7 +87,10 @@ async fn oauth_url(
         if value.chars().chain(name.chars()).any(char::is_control) {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` must not contain control characters",
-                name.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+                name.chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect::<String>()
             )));
         }
         if seen.insert(name.clone(), ()).is_some() {

@@ -26,7 +26,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/instances", get(list).post(create))
         .route("/instances/{id}", get(show).patch(patch).delete(delete))
-        .route("/instances/{id}/enabled", axum::routing::put(enable).delete(disable))
+        .route(
+            "/instances/{id}/enabled",
+            axum::routing::put(enable).delete(disable),
+        )
         .route("/instances/{id}/configuration", get(configuration))
         .route("/instances/{id}/credentials", get(credentials))
 }
@@ -60,11 +63,15 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS {
-        return Err(ApiError::BadRequest(format!("at most {MAX_TAGS} `tags` are allowed")));
+        return Err(ApiError::BadRequest(format!(
+            "at most {MAX_TAGS} `tags` are allowed"
+        )));
     }
     for tag in tags {
         if tag.is_empty() {
-            return Err(ApiError::BadRequest("`tags` must not contain empty strings".into()));
+            return Err(ApiError::BadRequest(
+                "`tags` must not contain empty strings".into(),
+            ));
         }
         check_text("tags", tag, MAX_TAG)?;
     }
@@ -96,7 +103,9 @@ async fn create(
     let mut configuration = Configuration::new();
     for (key, value) in body.configuration.0 {
         if key.is_empty() {
-            return Err(ApiError::BadRequest("`configuration` keys must not be empty".into()));
+            return Err(ApiError::BadRequest(
+                "`configuration` keys must not be empty".into(),
+            ));
         }
         check_text("configuration key", &key, MAX_CONFIG_KEY)?;
         let value = value.into_text();
@@ -175,8 +184,17 @@ async fn create(
             tokens,
         })
         .await?;
-    tracing::info!(instance_id = instance.id, element = element.key(), "instance provisioned");
-    Ok(Json(InstanceJson::new(&instance, Some(element.spec()), Some(&token))).into_response())
+    tracing::info!(
+        instance_id = instance.id,
+        element = element.key(),
+        "instance provisioned"
+    );
+    Ok(Json(InstanceJson::new(
+        &instance,
+        Some(element.spec()),
+        Some(&token),
+    ))
+    .into_response())
 }
 
 async fn list(
@@ -197,7 +215,10 @@ async fn list(
         }
     }
     check_tags(&tags)?;
-    let instances = state.store.instances(principal.organization_id, &tags).await?;
+    let instances = state
+        .store
+        .instances(principal.organization_id, &tags)
+        .await?;
     let body: Vec<InstanceJson<'_>> = instances
         .iter()
         .map(|i| InstanceJson::new(i, spec_of(&state, i), None))
@@ -264,7 +285,11 @@ async fn delete(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
-    if state.store.delete_instance(principal.organization_id, id).await? {
+    if state
+        .store
+        .delete_instance(principal.organization_id, id)
+        .await?
+    {
         Ok(axum::http::StatusCode::OK.into_response())
     } else {
         Err(ApiError::NotFound(format!("no instance with id {id}")))
@@ -314,7 +339,11 @@ async fn configuration(
         .map(|(i, (key, value))| ConfigurationEntryJson {
             id: i + 1,
             key,
-            property_value: if is_secret_key(spec, key) { MASK } else { value },
+            property_value: if is_secret_key(spec, key) {
+                MASK
+            } else {
+                value
+            },
         })
         .collect();
     Ok(Json(entries).into_response())
@@ -370,7 +399,10 @@ async fn credentials(
         instance_id: instance.id,
         access_token: access.expose(),
         token_type: instance.tokens.token_type.as_deref().unwrap_or("bearer"),
-        expires_at: instance.tokens.expires_at.map(|at| crate::wire::rfc3339(at * 1000)),
+        expires_at: instance
+            .tokens
+            .expires_at
+            .map(|at| crate::wire::rfc3339(at * 1000)),
         expires_in: instance.tokens.expires_at.map(|at| (at - now).max(0)),
     })
     .into_response())

@@ -31,7 +31,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(v)| PathParam(v))
-            .map_err(|e: PathRejection| ApiError::BadRequest(format!("invalid path: {}", e.body_text())))
+            .map_err(|e: PathRejection| {
+                ApiError::BadRequest(format!("invalid path: {}", e.body_text()))
+            })
     }
 }
 
