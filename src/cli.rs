@@ -59,6 +59,24 @@ enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Manage the master keys that encrypt stored secrets.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print a new random key (base64, 32 bytes). To rotate, put it first in
+    /// ELEMENTS_MASTER_KEY, keep the old ones after it, then `keys rewrap`.
+    Generate,
+    /// Re-encrypt every stored secret with the current (first) key, so the
+    /// older keys can be retired. Safe while servers are running.
+    Rewrap {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -170,6 +188,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::OauthUrl(args) => oauth_url(&load(&cli.catalog)?, args),
         Command::Check { dirs } => check(&cli.catalog, dirs),
         Command::Serve(args) => serve(&cli.catalog, args),
+        Command::Keys { command } => keys(&cli.catalog, command),
         Command::Accounts {
             command:
                 AccountsCommand::Create {
@@ -193,6 +212,36 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 )
                 .await?;
                 print_json(&serde_json::to_string_pretty(&account)?)
+            })
+        }
+    }
+}
+
+fn keys(catalog: &CatalogArgs, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Generate => {
+            println!(
+                "{}",
+                elements_store::Keyring::encode_key(&elements_store::Keyring::generate_key())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Rewrap { store } => {
+            init_logging("text");
+            let config = server_config(catalog, &store, None)?;
+            runtime()?.block_on(async {
+                let keyring = elements_server::startup::keyring(&config)?;
+                let store = elements_server::startup::open_store(&config).await?;
+                let report = elements_store::rewrap(store.as_ref(), &keyring).await?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "currentKeyId": keyring.current_key_id(),
+                        "rewrapped": report.rewrapped,
+                        "unchanged": report.unchanged,
+                    })
+                );
+                Ok(ExitCode::SUCCESS)
             })
         }
     }

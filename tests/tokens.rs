@@ -330,10 +330,10 @@ async fn hostile_expires_in_and_missing_refresh_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn logs_carry_no_token_or_secret() {
+async fn a_full_flow_leaves_no_secret_in_logs_or_database() {
     let logs = captured_logs();
     let fake = FakeProvider::start().await;
-    let (_dir, server) = start(&fake).await;
+    let (dir, server) = start(&fake).await;
     let (id, token, access) = provision(&server, &fake, "current").await;
     expire(&server, id).await;
     let (status, creds) = credentials(&server, id, &token).await;
@@ -354,6 +354,8 @@ async fn logs_carry_no_token_or_secret() {
     server.stop().await;
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(text.contains("request"), "logs were captured");
+    let database = all_bytes(dir.path());
+    assert!(database.len() > 4096);
     for secret in [
         token.as_str(),
         access.as_str(),
@@ -363,5 +365,9 @@ async fn logs_carry_no_token_or_secret() {
         account.organization_secret.as_str(),
     ] {
         assert!(!text.contains(secret), "{secret} appears in the logs");
+        assert!(
+            !contains(&database, secret),
+            "{secret} appears in the database files"
+        );
     }
 }

@@ -7,6 +7,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use elements_core::Secret;
 use elements_store::{hash_secret, Principal};
 
@@ -60,7 +61,11 @@ pub fn parse_authorization(header: &str) -> Option<Credentials> {
 }
 
 fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
-    let mut values = parts.headers.get_all(AUTHORIZATION).iter();
+    credentials_of(&parts.headers)
+}
+
+fn credentials_of(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::Unauthorized);
     };
@@ -86,6 +91,14 @@ async fn account(state: &AppState, creds: &Credentials) -> Result<Principal, Api
         .authenticate(&hash_secret(user.expose()), &hash_secret(org.expose()))
         .await?
         .ok_or(ApiError::Unauthorized)
+}
+
+/// Authenticates `User` + `Organization` from a request's headers.
+pub async fn account_from_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    account(state, &credentials_of(headers)?).await
 }
 
 impl FromRequestParts<AppState> for Account {

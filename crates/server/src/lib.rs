@@ -47,7 +47,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(routes::elements::router())
-        .merge(routes::instances::router());
+        .merge(routes::instances::router())
+        .merge(routes::organizations::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .fallback(routes::not_found)

@@ -73,6 +73,15 @@ pub fn keyring(config: &ServerConfig) -> Result<Keyring, Error> {
     match fs::read_to_string(&path) {
         Ok(text) => Keyring::parse(text.trim()).context(&format!("key file {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let database = config.data_dir.join("elements.db");
+            if config.database_url.is_none() && database.exists() {
+                return Err(Error(format!(
+                    "the database {} exists but its key file {} is missing: restore the key file \
+                     or set ELEMENTS_MASTER_KEY (a new key could not decrypt anything stored)",
+                    database.display(),
+                    path.display()
+                )));
+            }
             fs::create_dir_all(&config.data_dir)
                 .context(&format!("creating {}", config.data_dir.display()))?;
             let key = Keyring::encode_key(&Keyring::generate_key());

@@ -273,24 +273,164 @@ pub trait Store: Send + Sync + 'static {
         job: RefreshJob<'a>,
     ) -> Result<Option<Instance>>;
 
+    /// A fact about the database itself (`meta` table).
+    async fn meta(&self, key: &str) -> Result<Option<String>>;
+
+    /// Sets a fact about the database itself.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
+
+    /// The sealed columns of every instance, for re-encryption.
+    async fn sealed_rows(&self) -> Result<Vec<SealedRow>>;
+
+    /// Replaces one instance's sealed columns if they still hold `old`
+    /// (compare-and-swap); false if the row changed or is gone.
+    async fn replace_sealed(&self, old: &SealedRow, new: &SealedRow) -> Result<bool>;
+
+    /// The organization's allow-list of exact callback URLs (empty: no list).
+    async fn callback_urls(&self, organization_id: i64) -> Result<Vec<String>>;
+
+    /// Replaces the organization's allow-list (empty: remove it).
+    async fn set_callback_urls(&self, organization_id: i64, urls: &[String]) -> Result<()>;
+
     /// Ids of valid, enabled instances with a refresh token whose access token
     /// expires before `unix_seconds`, soonest first, at most `limit`.
     async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>>;
 }
 
+/// The encrypted columns of one instance, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    /// The instance id (part of the associated data).
+    pub id: i64,
+    /// `configuration_enc`.
+    pub configuration: String,
+    /// `access_token_enc`.
+    pub access_token: Option<String>,
+    /// `refresh_token_enc`.
+    pub refresh_token: Option<String>,
+}
+
+/// What [`rewrap`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Instances whose secrets were re-encrypted with the current key.
+    pub rewrapped: u64,
+    /// Instances already under the current key.
+    pub unchanged: u64,
+}
+
+const KEY_CHECK: &str = "key_check";
+const KEY_CHECK_AAD: &str = "meta:key_check";
+const KEY_CHECK_VALUE: &[u8] = b"elements key check";
+
+/// Refuses a keyring that cannot read this database: a value sealed with
+/// the key in force when the database was created (or last rewrapped) must
+/// decrypt. A new database gets the value now.
+async fn check_key(store: &dyn Store, keyring: &Keyring) -> Result<()> {
+    match store.meta(KEY_CHECK).await? {
+        None => {
+            let sealed = keyring.encrypt(KEY_CHECK_AAD, KEY_CHECK_VALUE);
+            store.set_meta(KEY_CHECK, &sealed).await
+        }
+        Some(sealed) => match keyring.decrypt(KEY_CHECK_AAD, &sealed) {
+            Ok(v) if v == KEY_CHECK_VALUE => Ok(()),
+            _ => {
+                let written_with = sealed.split('.').nth(1).unwrap_or("?").to_owned();
+                let given: Vec<&str> = keyring.key_ids().collect();
+                Err(StoreError::Key(format!(
+                    "the master key does not match this database: it was sealed with key id {written_with}, \
+                     the keys given have ids {}; start with the key the database was created with \
+                     (ELEMENTS_MASTER_KEY or the key file), listing new keys first to rotate",
+                    given.join(", ")
+                )))
+            }
+        },
+    }
+}
+
+/// Re-encrypts every stored secret with the keyring's current (first) key,
+/// then re-seals the key check, so older keys can be retired. Safe while
+/// servers run: each row is replaced only if unchanged since it was read.
+pub async fn rewrap(store: &dyn Store, keyring: &Keyring) -> Result<RewrapReport> {
+    let current = keyring.current_key_id().to_owned();
+    let under_current = |v: &str| v.split('.').nth(1) == Some(current.as_str());
+    let reseal = |id: i64, column: &str, v: &str| -> Result<String> {
+        let aad = format!("instance:{id}:{column}");
+        let plain = keyring.decrypt(&aad, v)?;
+        Ok(keyring.encrypt(&aad, &plain))
+    };
+    let mut report = RewrapReport::default();
+    for _attempt in 0..5 {
+        let mut changed_underfoot = false;
+        for row in store.sealed_rows().await? {
+            let all_current = under_current(&row.configuration)
+                && row.access_token.as_deref().is_none_or(under_current)
+                && row.refresh_token.as_deref().is_none_or(under_current);
+            if all_current {
+                report.unchanged += 1;
+                continue;
+            }
+            let new = SealedRow {
+                id: row.id,
+                configuration: reseal(row.id, "configuration", &row.configuration)?,
+                access_token: row
+                    .access_token
+                    .as_deref()
+                    .map(|v| reseal(row.id, "access_token", v))
+                    .transpose()?,
+                refresh_token: row
+                    .refresh_token
+                    .as_deref()
+                    .map(|v| reseal(row.id, "refresh_token", v))
+                    .transpose()?,
+            };
+            if store.replace_sealed(&row, &new).await? {
+                report.rewrapped += 1;
+            } else {
+                changed_underfoot = true;
+            }
+        }
+        if !changed_underfoot {
+            let sealed = keyring.encrypt(KEY_CHECK_AAD, KEY_CHECK_VALUE);
+            store.set_meta(KEY_CHECK, &sealed).await?;
+            return Ok(report);
+        }
+        // Rows written meanwhile (by a refresh, say) are read again.
+        report.unchanged = 0;
+    }
+    Err(StoreError::Database(
+        "rewrap: rows kept changing underfoot; run it again".into(),
+    ))
+}
+
 /// Opens the database named by `url` (`sqlite://PATH` or `postgres://...`),
-/// runs its migrations, and returns the store.
+/// runs its migrations, refuses a keyring that cannot read the database
+/// ([`StoreError::Key`]), and returns the store.
 pub async fn connect(url: &str, keyring: Keyring) -> Result<Arc<dyn Store>> {
     let keyring = Arc::new(keyring);
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(url, keyring).await?))
+    let store = open(url, keyring.clone()).await?;
+    check_key(store.as_ref(), &keyring).await?;
+    Ok(store)
+}
+
+/// Like [`connect`] but without the start-up key check: every read of a
+/// secret the keyring cannot open is then a [`StoreError::Decrypt`]. For
+/// tests of that second line of defence; servers use [`connect`].
+pub async fn connect_without_key_check(url: &str, keyring: Keyring) -> Result<Arc<dyn Store>> {
+    open(url, Arc::new(keyring)).await
+}
+
+async fn open(url: &str, keyring: Arc<Keyring>) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(sqlite::SqliteStore::connect(url, keyring.clone()).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url, keyring).await?))
+        Arc::new(postgres::PgStore::connect(url, keyring.clone()).await?)
     } else {
-        Err(StoreError::InvalidUrl(
+        return Err(StoreError::InvalidUrl(
             "expected a URL starting with sqlite:// or postgres://".into(),
-        ))
-    }
+        ));
+    };
+    Ok(store)
 }
 
 /// Now, in Unix milliseconds.

@@ -20,7 +20,7 @@ use crate::common::{
 };
 use crate::{
     now_millis, Instance, InstancePatch, Keyring, NewAccount, NewInstance, Principal,
-    RefreshDecision, RefreshJob, Result, SecretHash, Store, StoreError, User,
+    RefreshDecision, RefreshJob, Result, SealedRow, SecretHash, Store, StoreError, User,
 };
 
 /// The PostgreSQL store.
@@ -405,6 +405,100 @@ impl Store for PgStore {
         let after = self.fetch_in(&mut tx, id).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(after)
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| r.try_get::<String, _>(0).map_err(db_err))
+            .transpose()
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn sealed_rows(&self) -> Result<Vec<SealedRow>> {
+        let rows = sqlx::query(
+            "SELECT id, configuration_enc, access_token_enc, refresh_token_enc FROM instances ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedRow {
+                    id: r.try_get(0).map_err(db_err)?,
+                    configuration: r.try_get(1).map_err(db_err)?,
+                    access_token: r.try_get(2).map_err(db_err)?,
+                    refresh_token: r.try_get(3).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_sealed(&self, old: &SealedRow, new: &SealedRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE instances SET configuration_enc = $1, access_token_enc = $2, refresh_token_enc = $3 \
+             WHERE id = $4 AND configuration_enc = $5 AND access_token_enc IS NOT DISTINCT FROM $6 \
+             AND refresh_token_enc IS NOT DISTINCT FROM $7",
+        )
+        .bind(&new.configuration)
+        .bind(&new.access_token)
+        .bind(&new.refresh_token)
+        .bind(old.id)
+        .bind(&old.configuration)
+        .bind(&old.access_token)
+        .bind(&old.refresh_token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn callback_urls(&self, organization_id: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT url FROM organization_callbacks WHERE organization_id = $1 ORDER BY url",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(db_err))
+            .collect()
+    }
+
+    async fn set_callback_urls(&self, organization_id: i64, urls: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM organization_callbacks WHERE organization_id = $1")
+            .bind(organization_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for url in urls {
+            sqlx::query(
+                "INSERT INTO organization_callbacks (organization_id, url) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(organization_id)
+            .bind(url)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 
     async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>> {

@@ -691,9 +691,17 @@ async fn store_story(url: &str, engine: &str, files: &[PathBuf]) {
         .unwrap()
         .unwrap();
     drop(store);
-    // With only the new key, the new tokens decrypt but the configuration
+    // With only the new key the database is refused at connect (the key
+    // check was sealed with the old one)...
+    match connect(url, Keyring::new(vec![k2]).unwrap()).await {
+        Err(StoreError::Key(msg)) => assert!(msg.contains("does not match"), "{msg}"),
+        other => panic!("expected a key error, got {:?}", other.map(|_| ())),
+    }
+    // ...and, past that check, the new tokens decrypt but the configuration
     // (still under the old key) does not.
-    let store = connect(url, Keyring::new(vec![k2]).unwrap()).await.unwrap();
+    let store = elements_store::connect_without_key_check(url, Keyring::new(vec![k2]).unwrap())
+        .await
+        .unwrap();
     match store.instance(a.organization_id, i1.id).await {
         Err(StoreError::Decrypt { what, reason }) => {
             assert_eq!(what, format!("instance:{}:configuration", i1.id));
@@ -713,7 +721,13 @@ async fn store_story(url: &str, engine: &str, files: &[PathBuf]) {
 
     // --- A wrong key is an error, never garbage -------------------------
     let wrong = Keyring::new(vec![Keyring::generate_key()]).unwrap();
-    let store = connect(url, wrong).await.unwrap();
+    assert!(matches!(
+        connect(url, wrong.clone()).await.map(|_| ()),
+        Err(StoreError::Key(_))
+    ));
+    let store = elements_store::connect_without_key_check(url, wrong)
+        .await
+        .unwrap();
     assert_eq!(
         store.organization_count().await.unwrap(),
         2,

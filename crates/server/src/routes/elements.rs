@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -73,7 +75,19 @@ async fn oauth_url(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
     QueryPairs(pairs): QueryPairs,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The seed's call has no credentials; a caller that sends them gets its
+    // organization's callback allow-list enforced.
+    let organization = if headers.contains_key(AUTHORIZATION) {
+        Some(
+            crate::auth::account_from_headers(&state, &headers)
+                .await?
+                .organization_id,
+        )
+    } else {
+        None
+    };
     let element = find(&state, &key_or_id)?;
     let mut request = OAuthUrlRequest::default();
     let mut seen: BTreeMap<String, ()> = BTreeMap::new();
@@ -123,6 +137,9 @@ async fn oauth_url(
         request.code_verifier = Some(crate::pkce::new_code_verifier());
     }
     let url = element.oauth_url(&request)?;
+    if let (Some(org), Some(callback)) = (organization, request.callback_url.as_deref()) {
+        super::organizations::check_allowed(&state, org, callback).await?;
+    }
     let verifier = if element.uses_pkce() {
         request.code_verifier.as_deref()
     } else {

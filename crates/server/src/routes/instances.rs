@@ -119,6 +119,9 @@ async fn create(
     element
         .validate_configuration(&configuration)
         .map_err(|m| ApiError::MissingConfiguration(m.keys))?;
+    if let Some(callback) = configuration.get(elements_core::element::keys::CALLBACK_URL) {
+        super::organizations::check_allowed(&state, principal.organization_id, callback).await?;
+    }
 
     let provider_data = body.provider_data.unwrap_or_default();
     let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {

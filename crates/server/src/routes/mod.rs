@@ -10,6 +10,7 @@ use crate::error::ApiError;
 
 pub mod elements;
 pub mod instances;
+pub mod organizations;
 
 /// Any path outside the API.
 pub async fn not_found() -> ApiError {
