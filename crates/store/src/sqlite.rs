@@ -3,6 +3,29 @@
 //! SQLite has no row locks that would not block every writer, so the refresh
 //! lock is a lease: a column saying until when (and by whom) the instance is
 //! being refreshed. A crashed holder's lease simply expires.
+//!
+//! **Group commit of new instances.** With `synchronous=FULL` every commit
+//! is an `fsync` of the WAL, and SQLite has one writer at a time: one insert
+//! per transaction caps `POST /instances` at the disk's `fsync` rate however
+//! many clients there are. So `create_instance` draws the id and encrypts in
+//! the caller's task, then hands the sealed row to a single writer task
+//! (spawned at connect, fed by a channel). The writer takes the first
+//! request, drains what else is queued (up to
+//! [`MAX_BATCH`](group_commit::MAX_BATCH)) without waiting, inserts them all
+//! in one `BEGIN IMMEDIATE` ... `COMMIT`, and answers every caller only after
+//! `COMMIT` returned: an `Ok` still means the row is on disk, and one `fsync`
+//! now covers every insert that queued up during the previous one. It never
+//! waits to fill a batch, so under no load nothing changes. A constraint
+//! violation fails only its own row (statement-level abort); any other row
+//! error rolls back and rewrites the batch without that row. Details in
+//! [`group_commit`]. The caller then reads its row back through the pool, as
+//! before (reads run in parallel with the writer under WAL).
+//!
+//! Other writes (accounts, patches, deletes, refresh leases) still commit one
+//! by one through the pool; they are rare next to instance creation and
+//! reads. The same writer could take them (a request enum instead of a row)
+//! if they ever become hot; the lease `UPDATE`s in particular must then keep
+//! their compare-and-set `WHERE`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,8 +46,11 @@ use crate::common::{
 };
 use crate::{
     now_millis, Instance, InstancePatch, Keyring, NewAccount, NewInstance, Principal,
-    RefreshDecision, RefreshJob, Result, SecretHash, Store, StoreError, User,
+    RefreshDecision, RefreshJob, Result, SealedRow, SecretHash, Store, StoreError, User,
 };
+
+mod group_commit;
+use group_commit::{GroupCommit, Inserted, InstanceRow};
 
 /// How long a writer waits for SQLite's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,6 +59,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
     keyring: Arc<Keyring>,
+    /// The group-commit writer of new instances.
+    writer: GroupCommit,
 }
 
 impl SqliteStore {
@@ -76,7 +104,12 @@ impl SqliteStore {
             key_id = keyring.current_key_id(),
             "sqlite store ready"
         );
-        Ok(SqliteStore { pool, keyring })
+        let writer = GroupCommit::start(pool.clone());
+        Ok(SqliteStore {
+            pool,
+            keyring,
+            writer,
+        })
     }
 
     async fn fetch(&self, id: i64) -> Result<Option<Instance>> {
@@ -306,53 +339,29 @@ impl Store for SqliteStore {
     async fn create_instance(&self, new: NewInstance) -> Result<Instance> {
         let tags = tags_json(&new.tags);
         for _ in 0..ID_ATTEMPTS {
+            // The id is the associated data of the ciphertexts: draw it and
+            // encrypt here, in the caller's task; the writer only does SQL.
             let id = random_id();
-            let now = now_millis();
-            let config = seal_configuration(&self.keyring, id, &new.configuration);
-            let tokens = seal_tokens(&self.keyring, id, &new.tokens);
-            let inserted = sqlx::query(
-                "INSERT INTO instances (id, seq, organization_id, user_id, element_key, \
-                 element_id, name, tags, configuration_enc, token_hash, access_token_enc, \
-                 refresh_token_enc, token_type, expires_at, valid, disabled, created_at, \
-                 updated_at, token_version) \
-                 SELECT ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances), u.organization_id, \
-                 u.id, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?, 0 \
-                 FROM users u WHERE u.id = ? AND u.organization_id = ?",
-            )
-            .bind(id)
-            .bind(&new.element_key)
-            .bind(new.element_id as i64)
-            .bind(&new.name)
-            .bind(&tags)
-            .bind(&config)
-            .bind(&new.token_hash[..])
-            .bind(&tokens.access_token_enc)
-            .bind(&tokens.refresh_token_enc)
-            .bind(&tokens.token_type)
-            .bind(tokens.expires_at)
-            .bind(now)
-            .bind(now)
-            .bind(new.user_id)
-            .bind(new.organization_id)
-            .execute(&self.pool)
-            .await;
-            match inserted {
-                Ok(done) if done.rows_affected() == 1 => {
+            let row = InstanceRow {
+                id,
+                organization_id: new.organization_id,
+                user_id: new.user_id,
+                element_key: new.element_key.clone(),
+                element_id: new.element_id as i64,
+                name: new.name.clone(),
+                tags: tags.clone(),
+                configuration_enc: seal_configuration(&self.keyring, id, &new.configuration),
+                token_hash: new.token_hash.to_vec(),
+                tokens: seal_tokens(&self.keyring, id, &new.tokens),
+                now: now_millis(),
+            };
+            match self.writer.insert(row).await? {
+                Inserted::Done => {
                     return self.fetch(id).await?.ok_or_else(|| {
                         StoreError::Database(format!("instance {id} vanished after insert"))
                     });
                 }
-                Ok(_) => {
-                    return Err(StoreError::Conflict(format!(
-                        "user {} is not a member of organization {}",
-                        new.user_id, new.organization_id
-                    )))
-                }
-                Err(e) => match unique_violation(&e).as_deref() {
-                    Some("instances.id") => continue,
-                    Some(col) => return Err(conflict(col)),
-                    None => return Err(db_err(e)),
-                },
+                Inserted::IdTaken => continue,
             }
         }
         Err(StoreError::Database(
@@ -527,6 +536,99 @@ impl Store for SqliteStore {
             }
         }
         self.fetch(id).await
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.map(|r| r.try_get::<String, _>(0).map_err(db_err))
+            .transpose()
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES (?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn sealed_rows(&self) -> Result<Vec<SealedRow>> {
+        let rows = sqlx::query(
+            "SELECT id, configuration_enc, access_token_enc, refresh_token_enc FROM instances ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SealedRow {
+                    id: r.try_get(0).map_err(db_err)?,
+                    configuration: r.try_get(1).map_err(db_err)?,
+                    access_token: r.try_get(2).map_err(db_err)?,
+                    refresh_token: r.try_get(3).map_err(db_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replace_sealed(&self, old: &SealedRow, new: &SealedRow) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE instances SET configuration_enc = ?, access_token_enc = ?, refresh_token_enc = ? \
+             WHERE id = ? AND configuration_enc = ? AND access_token_enc IS ? AND refresh_token_enc IS ?",
+        )
+        .bind(&new.configuration)
+        .bind(&new.access_token)
+        .bind(&new.refresh_token)
+        .bind(old.id)
+        .bind(&old.configuration)
+        .bind(&old.access_token)
+        .bind(&old.refresh_token)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn callback_urls(&self, organization_id: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT url FROM organization_callbacks WHERE organization_id = ? ORDER BY url",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(db_err))
+            .collect()
+    }
+
+    async fn set_callback_urls(&self, organization_id: i64, urls: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
+        sqlx::query("DELETE FROM organization_callbacks WHERE organization_id = ?")
+            .bind(organization_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        for url in urls {
+            sqlx::query(
+                "INSERT INTO organization_callbacks (organization_id, url) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(organization_id)
+            .bind(url)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
     }
 
     async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>> {

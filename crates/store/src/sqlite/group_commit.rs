@@ -1,0 +1,428 @@
+//! Group commit of new instances: one writer task, one transaction (and so
+//! one `fsync`) for every insert queued while the previous commit ran.
+//!
+//! Callers send an [`InstanceRow`] (already encrypted, id already drawn) with
+//! a oneshot reply. The writer takes the first request, drains whatever else
+//! is queued (up to [`MAX_BATCH`]) without waiting, runs them all between
+//! `BEGIN IMMEDIATE` and `COMMIT`, and answers each caller only after `COMMIT`
+//! returned. It never waits to fill a batch: alone, a request is a
+//! transaction of one, as before.
+//!
+//! Each caller gets its own result:
+//! - A constraint violation (a taken id or instance token) aborts only its
+//!   own statement, never the transaction (SQLite's default `ABORT`
+//!   conflict resolution), so it is that caller's answer and the batch goes
+//!   on.
+//! - Any other error of a row's statement may have ended the transaction:
+//!   it is rolled back, the failing row gets the error, and the others are
+//!   written again without it (at most once per row in the batch).
+//! - An error of `BEGIN` or `COMMIT` concerns the batch as a whole (a lock
+//!   held too long by another process, a full disk): every caller in it
+//!   gets it. Nothing of the batch was committed... except what the engine
+//!   cannot take back after an `fsync` failure, as with single inserts.
+//!
+//! If the writer is gone (its runtime shut down, a panic), a caller's send
+//! or its reply fails and it gets a [`StoreError::Database`]; it never hangs.
+//! The task ends when the store (the only sender) is dropped.
+
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::Connection as _;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::common::{conflict, db_err, unique_violation, SealedTokens};
+use crate::{Result, StoreError};
+
+/// The most inserts committed in one transaction.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// How many requests may wait for the writer before senders wait too.
+const QUEUE: usize = 4 * MAX_BATCH;
+
+/// A new instance row, ready to insert: id drawn, secrets sealed.
+pub(super) struct InstanceRow {
+    pub id: i64,
+    pub organization_id: i64,
+    pub user_id: i64,
+    pub element_key: String,
+    pub element_id: i64,
+    pub name: String,
+    /// JSON array.
+    pub tags: String,
+    pub configuration_enc: String,
+    pub token_hash: Vec<u8>,
+    pub tokens: SealedTokens,
+    /// Unix milliseconds.
+    pub now: i64,
+}
+
+/// What became of an insert that did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Inserted {
+    /// The row is committed.
+    Done,
+    /// The random id is already taken: draw another, seal again, resend.
+    IdTaken,
+}
+
+struct Request {
+    row: InstanceRow,
+    reply: oneshot::Sender<Result<Inserted>>,
+}
+
+/// The sending side; the writer task ends when it is dropped.
+pub(super) struct GroupCommit {
+    queue: mpsc::Sender<Request>,
+}
+
+impl GroupCommit {
+    /// Spawns the writer task on the current Tokio runtime.
+    pub(super) fn start(pool: SqlitePool) -> Self {
+        let (queue, requests) = mpsc::channel(QUEUE);
+        tokio::spawn(writer(pool, requests));
+        GroupCommit { queue }
+    }
+
+    /// Inserts `row` durably: `Ok(Done)` once its transaction is committed.
+    pub(super) async fn insert(&self, row: InstanceRow) -> Result<Inserted> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { row, reply })
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+fn gone() -> StoreError {
+    StoreError::Database("the SQLite writer task is not running".into())
+}
+
+/// The writer task: batches until every sender is gone.
+async fn writer(pool: SqlitePool, mut requests: mpsc::Receiver<Request>) {
+    let mut conn = None;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A caller that gave up (a cancelled request) will never learn the
+        // id: do not write its row.
+        batch.retain(|r: &Request| !r.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let rows: Vec<&InstanceRow> = batch.iter().map(|r| &r.row).collect();
+        let outcomes = write_batch(&pool, &mut conn, &rows).await;
+        if rows.len() > 1 {
+            tracing::trace!(rows = rows.len(), "group commit");
+        }
+        for (request, outcome) in batch.drain(..).zip(outcomes) {
+            let _ = request.reply.send(outcome);
+        }
+    }
+}
+
+/// Writes `rows` in as few transactions as it takes, on the writer's own
+/// connection (taken from the pool once and kept; replaced after a failed
+/// rollback). One outcome per row, in order.
+pub(super) async fn write_batch(
+    pool: &SqlitePool,
+    conn: &mut Option<SqliteConnection>,
+    rows: &[&InstanceRow],
+) -> Vec<Result<Inserted>> {
+    let mut outcomes: Vec<Option<Result<Inserted>>> = rows.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..rows.len()).collect();
+    while !pending.is_empty() {
+        let c = match conn {
+            Some(c) => c,
+            None => match pool.acquire().await {
+                // Detached: the pool opens another for the readers.
+                Ok(c) => conn.insert(c.detach()),
+                Err(e) => {
+                    fail_all(&mut outcomes, &pending, e);
+                    break;
+                }
+            },
+        };
+        match attempt(c, rows, &pending).await {
+            Attempt::Committed(done) => {
+                for (i, outcome) in pending.iter().zip(done) {
+                    outcomes[*i] = Some(outcome);
+                }
+                break;
+            }
+            Attempt::RowFailed { at, error, clean } => {
+                outcomes[pending[at]] = Some(Err(db_err(error)));
+                pending.remove(at);
+                if !clean {
+                    *conn = None;
+                }
+            }
+            Attempt::BatchFailed { error, clean } => {
+                fail_all(&mut outcomes, &pending, error);
+                if !clean {
+                    *conn = None;
+                }
+                break;
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(StoreError::Database("insert not attempted".into()))))
+        .collect()
+}
+
+/// Every pending row gets (a copy of) the same error.
+fn fail_all(outcomes: &mut [Option<Result<Inserted>>], pending: &[usize], error: sqlx::Error) {
+    let message = match db_err(error) {
+        StoreError::Database(m) => m,
+        other => other.to_string(),
+    };
+    for i in pending {
+        outcomes[*i] = Some(Err(StoreError::Database(message.clone())));
+    }
+}
+
+enum Attempt {
+    /// Committed; one outcome per pending row.
+    Committed(Vec<Result<Inserted>>),
+    /// The statement of pending row `at` failed other than by a constraint;
+    /// nothing was committed. `clean`: the rollback worked, the connection
+    /// can be reused.
+    RowFailed {
+        at: usize,
+        error: sqlx::Error,
+        clean: bool,
+    },
+    /// `BEGIN` or `COMMIT` failed; nothing was committed.
+    BatchFailed { error: sqlx::Error, clean: bool },
+}
+
+/// One transaction over the pending rows.
+async fn attempt(conn: &mut SqliteConnection, rows: &[&InstanceRow], pending: &[usize]) -> Attempt {
+    // IMMEDIATE: take the write lock now (waiting up to the busy timeout),
+    // never fail later on upgrading a read transaction.
+    let mut tx = match conn.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(error) => {
+            return Attempt::BatchFailed {
+                error,
+                clean: false,
+            }
+        }
+    };
+    let mut done = Vec::with_capacity(pending.len());
+    for (at, &i) in pending.iter().enumerate() {
+        match insert(&mut tx, rows[i]).await {
+            Ok(outcome) => done.push(outcome),
+            Err(error) => {
+                let clean = tx.rollback().await.is_ok();
+                return Attempt::RowFailed { at, error, clean };
+            }
+        }
+    }
+    match tx.commit().await {
+        Ok(()) => Attempt::Committed(done),
+        // The transaction is dropped unfinished: its rollback is queued on
+        // the connection, which is replaced anyway to be safe.
+        Err(error) => Attempt::BatchFailed {
+            error,
+            clean: false,
+        },
+    }
+}
+
+/// One row's insert, inside the batch's transaction. `Err` only for an
+/// error that may have ended the transaction.
+async fn insert(
+    conn: &mut SqliteConnection,
+    row: &InstanceRow,
+) -> Result<Result<Inserted>, sqlx::Error> {
+    // `seq` orders an organization's instances (newest first); the maximum
+    // per organization is an index lookup on (organization_id, seq), where
+    // the maximum over the whole table would scan the index on every insert.
+    let inserted = sqlx::query(
+        "INSERT INTO instances (id, seq, organization_id, user_id, element_key, \
+         element_id, name, tags, configuration_enc, token_hash, access_token_enc, \
+         refresh_token_enc, token_type, expires_at, valid, disabled, created_at, \
+         updated_at, token_version) \
+         SELECT ?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances \
+         WHERE organization_id = u.organization_id), u.organization_id, \
+         u.id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, 0, ?12, ?12, 0 \
+         FROM users u WHERE u.id = ?13 AND u.organization_id = ?14",
+    )
+    .bind(row.id)
+    .bind(&row.element_key)
+    .bind(row.element_id)
+    .bind(&row.name)
+    .bind(&row.tags)
+    .bind(&row.configuration_enc)
+    .bind(&row.token_hash)
+    .bind(&row.tokens.access_token_enc)
+    .bind(&row.tokens.refresh_token_enc)
+    .bind(&row.tokens.token_type)
+    .bind(row.tokens.expires_at)
+    .bind(row.now)
+    .bind(row.user_id)
+    .bind(row.organization_id)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(done) if done.rows_affected() == 1 => Ok(Ok(Inserted::Done)),
+        Ok(_) => Ok(Err(StoreError::Conflict(format!(
+            "user {} is not a member of organization {}",
+            row.user_id, row.organization_id
+        )))),
+        Err(e) => match unique_violation(&e).as_deref() {
+            Some("instances.id") => Ok(Ok(Inserted::IdTaken)),
+            Some(col) => Ok(Err(conflict(col))),
+            None if is_constraint(&e) => Ok(Err(db_err(e))),
+            None => Err(e),
+        },
+    }
+}
+
+/// A constraint violation, which aborts only its statement.
+fn is_constraint(e: &sqlx::Error) -> bool {
+    use sqlx::error::ErrorKind;
+    matches!(e, sqlx::Error::Database(d) if matches!(
+        d.kind(),
+        ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::NotNullViolation
+            | ErrorKind::CheckViolation
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch itself, driven directly so that the rows are known to share
+    //! one transaction (through the store, batching depends on timing).
+
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sqlite::SqliteStore;
+    use crate::{hash_secret, Keyring, NewAccount, Store as _};
+
+    fn row(id: i64, organization_id: i64, user_id: i64, name: &str, token: &str) -> InstanceRow {
+        InstanceRow {
+            id,
+            organization_id,
+            user_id,
+            element_key: "hubspot".into(),
+            element_id: 3166,
+            name: name.into(),
+            tags: "[]".into(),
+            configuration_enc: "not-decrypted-here".into(),
+            token_hash: hash_secret(token).to_vec(),
+            tokens: SealedTokens {
+                access_token_enc: None,
+                refresh_token_enc: None,
+                token_type: None,
+                expires_at: None,
+            },
+            now: 1,
+        }
+    }
+
+    /// A migrated database with one account; (store, org id, user id).
+    async fn store(dir: &tempfile::TempDir) -> (SqliteStore, i64, i64) {
+        let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+        let keyring = Arc::new(Keyring::new(vec![Keyring::generate_key()]).unwrap());
+        let store = SqliteStore::connect(&url, keyring).await.unwrap();
+        let who = store
+            .create_account(NewAccount {
+                organization_name: "Org".into(),
+                organization_secret_hash: hash_secret("org"),
+                email: "u@example.com".into(),
+                first_name: "U".into(),
+                last_name: "V".into(),
+                user_secret_hash: hash_secret("user"),
+            })
+            .await
+            .unwrap();
+        (store, who.organization_id, who.user.id)
+    }
+
+    async fn names(store: &SqliteStore) -> Vec<String> {
+        sqlx::query_scalar("SELECT name FROM instances ORDER BY seq")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn constraint_violations_fail_only_their_own_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, org, user) = store(&dir).await;
+        let rows = [
+            row(11, org, user, "a", "token-a"),
+            row(11, org, user, "same id", "token-b"),
+            row(12, org, user, "same token", "token-a"),
+            row(13, org + 1, user, "not a member", "token-c"),
+            row(14, org, user, "e", "token-e"),
+        ];
+        let mut conn = None;
+        let out = write_batch(&store.pool, &mut conn, &rows.iter().collect::<Vec<_>>()).await;
+        assert_eq!(out.len(), 5);
+        assert_eq!(out[0].as_ref().unwrap(), &Inserted::Done);
+        assert_eq!(out[1].as_ref().unwrap(), &Inserted::IdTaken);
+        assert!(
+            matches!(&out[2], Err(StoreError::Conflict(m)) if m.contains("instance token")),
+            "{:?}",
+            out[2]
+        );
+        assert!(
+            matches!(&out[3], Err(StoreError::Conflict(m)) if m.contains("not a member")),
+            "{:?}",
+            out[3]
+        );
+        assert_eq!(out[4].as_ref().unwrap(), &Inserted::Done);
+        assert!(conn.is_some(), "the connection is kept");
+        assert_eq!(names(&store).await, ["a", "e"]);
+    }
+
+    #[tokio::test]
+    async fn a_row_that_breaks_the_transaction_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, org, user) = store(&dir).await;
+        // RAISE(ROLLBACK) ends the whole transaction; RAISE(ABORT) is an
+        // error that is not one of the constraint kinds.
+        sqlx::query(
+            "CREATE TRIGGER poison BEFORE INSERT ON instances BEGIN \
+             SELECT RAISE(ROLLBACK, 'poisoned row') WHERE NEW.name = 'rollback'; \
+             SELECT RAISE(ABORT, 'aborted row') WHERE NEW.name = 'abort'; END",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let rows = [
+            row(21, org, user, "first", "t1"),
+            row(22, org, user, "rollback", "t2"),
+            row(23, org, user, "second", "t3"),
+            row(24, org, user, "abort", "t4"),
+            row(25, org, user, "third", "t5"),
+        ];
+        let mut conn = None;
+        let out = write_batch(&store.pool, &mut conn, &rows.iter().collect::<Vec<_>>()).await;
+        for i in [0, 2, 4] {
+            assert_eq!(out[i].as_ref().unwrap(), &Inserted::Done, "row {i}");
+        }
+        assert!(
+            matches!(&out[1], Err(StoreError::Database(m)) if m.contains("poisoned row")),
+            "{:?}",
+            out[1]
+        );
+        assert!(
+            matches!(&out[3], Err(StoreError::Database(m)) if m.contains("aborted row")),
+            "{:?}",
+            out[3]
+        );
+        assert_eq!(names(&store).await, ["first", "second", "third"]);
+
+        // The writer's connection (replaced after the failed rollback) works.
+        let more = [row(26, org, user, "fourth", "t6")];
+        let out = write_batch(&store.pool, &mut conn, &more.iter().collect::<Vec<_>>()).await;
+        assert_eq!(out[0].as_ref().unwrap(), &Inserted::Done);
+        assert_eq!(names(&store).await, ["first", "second", "third", "fourth"]);
+    }
+}

@@ -1,0 +1,193 @@
+//! Group commit of new instances on SQLite: concurrent creations share
+//! transactions, yet each caller gets its own durable result.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use elements_core::{Configuration, Secret};
+use elements_store::{
+    connect, hash_secret, Instance, Keyring, NewAccount, NewInstance, Principal, Store,
+    StoreError, Tokens,
+};
+
+fn account(tag: &str) -> NewAccount {
+    NewAccount {
+        organization_name: format!("Org {tag}"),
+        organization_secret_hash: hash_secret(&format!("org-{tag}-secret")),
+        email: format!("{tag}@example.com"),
+        first_name: "First".into(),
+        last_name: "Last".into(),
+        user_secret_hash: hash_secret(&format!("user-{tag}-secret")),
+    }
+}
+
+fn new_instance(owner: &Principal, n: usize, token: &str) -> NewInstance {
+    let configuration: Configuration = [
+        ("oauth.api.key", "client-id"),
+        ("oauth.api.secret", &*format!("config-secret-{n}")),
+    ]
+    .into_iter()
+    .collect();
+    NewInstance {
+        organization_id: owner.organization_id,
+        user_id: owner.user.id,
+        element_key: "hubspot".into(),
+        element_id: 3166,
+        name: format!("instance {n}"),
+        tags: vec![format!("n{n}")],
+        configuration,
+        token_hash: hash_secret(token),
+        tokens: Tokens {
+            access_token: Some(Secret::new(format!("access-{n}"))),
+            refresh_token: Some(Secret::new(format!("refresh-{n}"))),
+            token_type: Some("bearer".into()),
+            expires_at: Some(1_900_000_000 + n as i64),
+        },
+    }
+}
+
+/// Starts every creation at once and collects the results in order.
+async fn create_all(
+    store: &Arc<dyn Store>,
+    news: Vec<NewInstance>,
+) -> Vec<Result<Instance, StoreError>> {
+    let tasks: Vec<_> = news
+        .into_iter()
+        .map(|new| {
+            let store = store.clone();
+            tokio::spawn(async move { store.create_instance(new).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await.expect("no panic"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_all_commit_and_survive_a_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let key = Keyring::generate_key();
+    let store = connect(&url, Keyring::new(vec![key]).unwrap())
+        .await
+        .unwrap();
+    let owner = store.create_account(account("a")).await.unwrap();
+
+    let news = (0..200)
+        .map(|n| new_instance(&owner, n, &format!("instance-token-{n}")))
+        .collect();
+    let created: Vec<Instance> = create_all(&store, news)
+        .await
+        .into_iter()
+        .map(|r| r.expect("every creation succeeds"))
+        .collect();
+    let ids: HashSet<i64> = created.iter().map(|i| i.id).collect();
+    assert_eq!(ids.len(), 200, "distinct ids");
+    for (n, instance) in created.iter().enumerate() {
+        assert_eq!(instance.name, format!("instance {n}"));
+        assert_eq!(
+            instance.tokens.access_token,
+            Some(Secret::new(format!("access-{n}")))
+        );
+    }
+    drop(store);
+
+    // A new process, in effect: a new pool, a new keyring with the same key.
+    let store = connect(&url, Keyring::new(vec![key]).unwrap())
+        .await
+        .unwrap();
+    for instance in &created {
+        assert_eq!(
+            store
+                .instance(owner.organization_id, instance.id)
+                .await
+                .unwrap()
+                .as_ref(),
+            Some(instance)
+        );
+    }
+    let listed = store.instances(owner.organization_id, &[]).await.unwrap();
+    assert_eq!(listed.len(), 200);
+    let listed_ids: HashSet<i64> = listed.iter().map(|i| i.id).collect();
+    assert_eq!(listed_ids, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_row_does_not_fail_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let store = connect(&url, Keyring::new(vec![Keyring::generate_key()]).unwrap())
+        .await
+        .unwrap();
+    let owner = store.create_account(account("a")).await.unwrap();
+    let other = store.create_account(account("b")).await.unwrap();
+
+    // One burst: two creations with the same instance token (exactly one
+    // wins), one by a user of another organization, the rest fine.
+    let mut news: Vec<NewInstance> = (0..64)
+        .map(|n| new_instance(&owner, n, &format!("token-{n}")))
+        .collect();
+    news[40].token_hash = hash_secret("token-10");
+    news[50].user_id = other.user.id;
+    let results = create_all(&store, news).await;
+
+    let twins: Vec<&Result<Instance, StoreError>> = vec![&results[10], &results[40]];
+    assert_eq!(
+        twins.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "exactly one of the twins: {twins:?}"
+    );
+    assert_eq!(
+        twins
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Conflict(_))))
+            .count(),
+        1,
+        "{twins:?}"
+    );
+    assert!(
+        matches!(&results[50], Err(StoreError::Conflict(m)) if m.contains("not a member")),
+        "{:?}",
+        results[50]
+    );
+    for (n, result) in results.iter().enumerate() {
+        if n != 10 && n != 40 && n != 50 {
+            let instance = result.as_ref().expect("a neighbour succeeds");
+            assert_eq!(instance.name, format!("instance {n}"));
+        }
+    }
+    let stored = store.instances(owner.organization_id, &[]).await.unwrap();
+    assert_eq!(stored.len(), 62, "62 rows: the failures left nothing");
+    assert!(store
+        .instances(other.organization_id, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A store whose writer task is gone (its runtime shut down) answers with
+/// an error instead of hanging.
+#[test]
+fn a_dead_writer_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let (store, owner) = first.block_on(async {
+        let store = connect(&url, Keyring::new(vec![Keyring::generate_key()]).unwrap())
+            .await
+            .unwrap();
+        let owner = store.create_account(account("a")).await.unwrap();
+        (store, owner)
+    });
+    drop(first);
+
+    let second = tokio::runtime::Runtime::new().unwrap();
+    let result = second.block_on(store.create_instance(new_instance(&owner, 0, "t")));
+    match result {
+        Err(StoreError::Database(m)) => assert!(m.contains("writer"), "{m}"),
+        other => panic!("expected a database error, got {other:?}"),
+    }
+    drop(store);
+}
