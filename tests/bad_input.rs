@@ -674,6 +674,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     let mut all = cases(&server.account, non_oauth);
     all.extend(patch_cases(id));
     assert!(all.len() >= 150, "only {} cases", all.len());
+    eprintln!("{} bad-input cases", all.len());
 
     // A fresh connection per request: after an early answer (413) the
     // server closes the connection, which a pooled client would reuse.
