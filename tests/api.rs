@@ -239,6 +239,22 @@ async fn organizations_cannot_see_or_change_each_others_instances() {
         .unwrap()
         .status();
     assert_eq!(status, 404);
+    // Another instance's token alone is no account: 401 on every route but
+    // credentials, where it is a 404 (checked above).
+    for (method, path, body) in &attempts {
+        if path.ends_with("/credentials") {
+            continue;
+        }
+        let mut req = server
+            .client
+            .request(method.clone(), server.url(path))
+            .header("Authorization", format!("Element {their_token}"));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let status = req.send().await.unwrap().status();
+        assert_eq!(status, 401, "{method} {path} with another instance's token");
+    }
     // Their listing does not show mine; mine is unchanged.
     let listed: Vec<Value> = server
         .client

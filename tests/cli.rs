@@ -175,3 +175,53 @@ fn elements_dir_adds_and_overrides() {
     );
     assert!(stdout(&out).contains("\"gitlabish\""));
 }
+
+#[test]
+fn accounts_create_prints_new_secrets_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = elements(&[
+        "accounts",
+        "create",
+        "--organization",
+        "Acme",
+        "--email",
+        "ada@acme.test",
+        "--first-name",
+        "Ada",
+        "--last-name",
+        "Lovelace",
+        "--data-dir",
+        data,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["organization"]["name"], "Acme");
+    assert_eq!(v["user"]["emailAddress"], "ada@acme.test");
+    let (org, user) = (
+        v["organization"]["secret"].as_str().unwrap(),
+        v["user"]["secret"].as_str().unwrap(),
+    );
+    assert!(org.len() >= 43 && user.len() >= 43 && org != user);
+    // A second account in the same database gets other secrets.
+    let out = elements(&[
+        "accounts",
+        "create",
+        "--organization",
+        "Globex",
+        "--email",
+        "g@x.test",
+        "--data-dir",
+        data,
+    ]);
+    let w: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_ne!(w["organization"]["secret"], v["organization"]["secret"]);
+    assert_ne!(w["organization"]["id"], v["organization"]["id"]);
+    // The secrets are not in the database files in clear.
+    let bytes = common::all_bytes(dir.path());
+    assert!(!common::contains(&bytes, org) && !common::contains(&bytes, user));
+}

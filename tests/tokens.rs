@@ -371,3 +371,93 @@ async fn a_full_flow_leaves_no_secret_in_logs_or_database() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_provider_is_a_502_and_changes_nothing() {
+    captured_logs();
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.overrides.insert(
+        "hubspot".into(),
+        OAuthOverride {
+            token_url: Some(format!("http://127.0.0.1:{port}/oauth/v1/token")),
+            ..Default::default()
+        },
+    );
+    let server = TestServer::start(config).await;
+    let body = json!({
+        "element": {"key": "hubspot"},
+        "providerData": {"code": "some-code"},
+        "configuration": {
+            "oauth.api.key": "test-client", "oauth.api.secret": "test-secret",
+            "oauth.callback.url": "https://app.test/cb", "oauth.scope": "contacts",
+            "oauth.flow": "current"
+        },
+        "name": "unreachable"
+    });
+    let (status, err) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 502, "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("provider"),
+        "{err}"
+    );
+    let listed: Vec<Value> = server
+        .authed(Method::GET, "/instances")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_background_refresher_refreshes_expiring_tokens() {
+    let fake = FakeProvider::start().await;
+    captured_logs();
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.overrides.insert(
+        "hubspot".into(),
+        OAuthOverride {
+            token_url: Some(fake.token_url()),
+            refresh_url: Some(fake.legacy_refresh_url()),
+            ..Default::default()
+        },
+    );
+    config.refresh_interval = std::time::Duration::from_millis(100);
+    let server = TestServer::start(config.clone()).await;
+    let (id, _, _) = provision(&server, &fake, "legacy").await;
+    expire(&server, id).await;
+    // Run the background task as `elements serve` does, and wait (bounded)
+    // until it has refreshed; nobody reads the credentials meanwhile.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(
+        server
+            .state
+            .tokens
+            .clone()
+            .run_background(config.refresh_interval, stopped),
+    );
+    for _ in 0..300 {
+        if fake.refresh_calls() >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    assert_eq!(fake.refresh_calls(), 1);
+    let got = server.state.store.instance_any(id).await.unwrap().unwrap();
+    assert!(got.tokens.expires_at.unwrap() > elements_server::tokens::now_seconds() + 600);
+    assert!(fake.is_access_token_valid(got.tokens.access_token.unwrap().expose()));
+    server.stop().await;
+}
