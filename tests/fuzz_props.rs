@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use elements_core::{ElementSpec, OAuthUrlRequest, Registry};
 use elements_server::auth::parse_authorization;
 use elements_server::body::parse;
+use elements_server::routes::elements::oauth_url_request;
 use elements_server::routes::parse_query;
 use elements_server::wire::{CreateInstance, PatchInstance};
 use proptest::prelude::*;
@@ -50,18 +51,7 @@ proptest! {
 
     #[test]
     fn oauth_urls_never_reflect_raw_characters(raw in grammar("apiKeySecretscopecallbackUrlstate=&%0aAdDfF+:/.#@ ")) {
-        if let Ok(pairs) = parse_query(&raw) {
-            let mut request = OAuthUrlRequest::default();
-            for (name, value) in pairs {
-                match name.as_str() {
-                    "apiKey" => request.api_key = Some(value),
-                    "apiSecret" => request.api_secret = Some(value),
-                    "scope" => request.scope = Some(value),
-                    "callbackUrl" => request.callback_url = Some(value),
-                    "state" => request.state = Some(value),
-                    _ => { request.params.insert(name, value); }
-                }
-            }
+        if let Ok(request) = parse_query(&raw).and_then(oauth_url_request) {
             for element in registry().iter() {
                 if let Ok(url) = element.oauth_url(&request) {
                     prop_assert!(!url.url.chars().any(|c| c.is_control() || c == ' '), "{}", url.url);

@@ -13,23 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(pairs) = elements_server::routes::parse_query(raw) else {
+    let Ok(request) = elements_server::routes::parse_query(raw)
+        .and_then(elements_server::routes::elements::oauth_url_request)
+    else {
         return;
     };
-    let mut request = elements_core::OAuthUrlRequest::default();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "apiKey" => request.api_key = Some(value),
-            "apiSecret" => request.api_secret = Some(value),
-            "scope" => request.scope = Some(value),
-            "callbackUrl" => request.callback_url = Some(value),
-            "state" => request.state = Some(value),
-            "codeVerifier" => request.code_verifier = Some(value),
-            _ => {
-                request.params.insert(name, value);
-            }
-        }
-    }
     for element in registry().iter() {
         if let Ok(url) = element.oauth_url(&request) {
             assert!(!url.url.chars().any(|c| c.is_control() || c == ' '));

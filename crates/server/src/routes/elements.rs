@@ -1,6 +1,6 @@
 //! The catalog: `/elements...`. No credentials needed.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -71,6 +71,50 @@ async fn configuration(
 /// The largest query parameter value accepted.
 const MAX_PARAM: usize = 2048;
 
+/// The `oauth/url` query as a request: known names to their fields, any
+/// other name to `params`. Refuses repeated names, oversized values and
+/// control characters (nothing raw is ever reflected).
+pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest, ApiError> {
+    let shown =
+        |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(64).collect() };
+    let mut request = OAuthUrlRequest::default();
+    let mut seen = BTreeSet::new();
+    for (name, value) in pairs {
+        if value.len() > MAX_PARAM || name.len() > 256 {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{}` is too long",
+                shown(&name)
+            )));
+        }
+        if value.chars().chain(name.chars()).any(char::is_control) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{}` must not contain control characters",
+                shown(&name)
+            )));
+        }
+        if !seen.insert(name.clone()) {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{}` is given more than once",
+                shown(&name)
+            )));
+        }
+        let slot = match name.as_str() {
+            "apiKey" => &mut request.api_key,
+            "apiSecret" => &mut request.api_secret,
+            "scope" => &mut request.scope,
+            "callbackUrl" => &mut request.callback_url,
+            "state" => &mut request.state,
+            "codeVerifier" => &mut request.code_verifier,
+            _ => {
+                request.params.insert(name, value);
+                continue;
+            }
+        };
+        *slot = Some(value);
+    }
+    Ok(request)
+}
+
 async fn oauth_url(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
@@ -89,44 +133,7 @@ async fn oauth_url(
         None
     };
     let element = find(&state, &key_or_id)?;
-    let mut request = OAuthUrlRequest::default();
-    let mut seen: BTreeMap<String, ()> = BTreeMap::new();
-    for (name, value) in pairs {
-        if value.len() > MAX_PARAM || name.len() > 256 {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `{}` is too long",
-                name.chars().take(64).collect::<String>()
-            )));
-        }
-        if value.chars().chain(name.chars()).any(char::is_control) {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `{}` must not contain control characters",
-                name.chars()
-                    .filter(|c| !c.is_control())
-                    .take(64)
-                    .collect::<String>()
-            )));
-        }
-        if seen.insert(name.clone(), ()).is_some() {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `{}` is given more than once",
-                name.chars().take(64).collect::<String>()
-            )));
-        }
-        let slot = match name.as_str() {
-            "apiKey" => &mut request.api_key,
-            "apiSecret" => &mut request.api_secret,
-            "scope" => &mut request.scope,
-            "callbackUrl" => &mut request.callback_url,
-            "state" => &mut request.state,
-            "codeVerifier" => &mut request.code_verifier,
-            _ => {
-                request.params.insert(name, value);
-                continue;
-            }
-        };
-        *slot = Some(value);
-    }
+    let mut request = oauth_url_request(pairs)?;
     if element.spec().oauth.is_none() {
         return Err(ApiError::BadRequest(format!(
             "element `{}` does not use OAuth",
