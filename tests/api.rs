@@ -82,14 +82,7 @@ async fn seed_post_instances_answers_the_seed_shape() {
     );
     // The token is returned once: not by GET.
     let id = body["id"].as_i64().unwrap();
-    let got: Value = server
-        .authed(Method::GET, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert!(got.get("token").is_none());
     assert_eq!(got["element"], seed_element());
     server.stop().await;
@@ -135,14 +128,7 @@ async fn instances_survive_a_restart_and_their_tokens_decrypt() {
     let registry = elements_server::startup::registry(&config).unwrap();
     let store = elements_server::startup::open_store(&config).await.unwrap();
     let server = TestServer::start_with(config, registry, store, account).await;
-    let got: Value = server
-        .authed(Method::GET, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert_eq!(got["name"], "Test");
     let creds: Value = server
         .client
@@ -267,14 +253,7 @@ async fn organizations_cannot_see_or_change_each_others_instances() {
         .await
         .unwrap();
     assert!(listed.iter().all(|i| i["id"].as_i64() != Some(id)));
-    let got: Value = server
-        .authed(Method::GET, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert_eq!(
         (got["name"].as_str(), got["disabled"].as_bool()),
         (Some("Test"), Some(false))
@@ -324,13 +303,8 @@ async fn instance_routes_manage_the_lifecycle() {
     );
 
     let disabled: Value = server
-        .authed(Method::DELETE, &format!("/instances/{a}/enabled"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch(Method::DELETE, &format!("/instances/{a}/enabled"))
+        .await;
     assert_eq!(disabled["disabled"], true);
     let status = server
         .authed(Method::GET, &format!("/instances/{a}/credentials"))
@@ -340,23 +314,13 @@ async fn instance_routes_manage_the_lifecycle() {
         .status();
     assert_eq!(status, 403, "a disabled instance gives no credentials");
     let enabled: Value = server
-        .authed(Method::PUT, &format!("/instances/{a}/enabled"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch(Method::PUT, &format!("/instances/{a}/enabled"))
+        .await;
     assert_eq!(enabled["disabled"], false);
 
     let config: Vec<Value> = server
-        .authed(Method::GET, &format!("/instances/{a}/configuration"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .fetch(Method::GET, &format!("/instances/{a}/configuration"))
+        .await;
     let secret = config
         .iter()
         .find(|e| e["key"] == "oauth.api.secret")

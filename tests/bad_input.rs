@@ -765,14 +765,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     }
 
     // Nothing was created or changed by any of it.
-    let listed: Vec<Value> = server
-        .authed(Method::GET, "/instances")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = server.fetch(Method::GET, "/instances").await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["name"], "Test");
     server.stop().await;

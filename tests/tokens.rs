@@ -254,14 +254,7 @@ async fn provider_failures_transient_and_terminal() {
     fake.fail_next(1, 500);
     let (status, err) = credentials(&server, id, &token).await;
     assert_eq!(status, 502, "{err}");
-    let got: Value = server
-        .authed(Method::GET, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert_eq!(got["valid"], true);
     let (status, creds) = credentials(&server, id, &token).await;
     assert_eq!(status, 200, "{creds}");
@@ -275,14 +268,7 @@ async fn provider_failures_transient_and_terminal() {
         err["message"].as_str().unwrap().contains("invalid_grant"),
         "{err}"
     );
-    let got: Value = server
-        .authed(Method::GET, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert_eq!(got["valid"], false);
     assert!(got["invalidReason"]
         .as_str()
@@ -407,14 +393,7 @@ async fn an_unreachable_provider_is_a_502_and_changes_nothing() {
         err["message"].as_str().unwrap().contains("provider"),
         "{err}"
     );
-    let listed: Vec<Value> = server
-        .authed(Method::GET, "/instances")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<Value> = server.fetch(Method::GET, "/instances").await;
     assert!(listed.is_empty());
     server.stop().await;
 }

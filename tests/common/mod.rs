@@ -176,6 +176,21 @@ impl TestServer {
             .header("Authorization", self.account.header())
     }
 
+    /// An authenticated call's JSON answer.
+    pub async fn fetch<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> T {
+        self.authed(method, path)
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     /// Creates an instance from the seed body; returns (status, body).
     pub async fn post_instance(&self, account: &Account, body: &Value) -> (u16, Value) {
         let response = self
