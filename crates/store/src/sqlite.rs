@@ -8,18 +8,24 @@
 //! is an `fsync` of the WAL, and SQLite has one writer at a time: one insert
 //! per transaction caps `POST /instances` at the disk's `fsync` rate however
 //! many clients there are. So `create_instance` draws the id and encrypts in
-//! the caller's task, then hands the sealed row to a single writer task
-//! (spawned at connect, fed by a channel). The writer takes the first
+//! the caller's task, then hands the sealed row to a single writer (a thread
+//! started at connect, fed by a channel). The writer takes the first
 //! request, drains what else is queued (up to
 //! [`MAX_BATCH`](group_commit::MAX_BATCH)) without waiting, inserts them all
 //! in one `BEGIN IMMEDIATE` ... `COMMIT`, and answers every caller only after
 //! `COMMIT` returned: an `Ok` still means the row is on disk, and one `fsync`
 //! now covers every insert that queued up during the previous one. It never
-//! waits to fill a batch, so under no load nothing changes. A constraint
-//! violation fails only its own row (statement-level abort); any other row
-//! error rolls back and rewrites the batch without that row. Details in
-//! [`group_commit`]. The caller then reads its row back through the pool, as
-//! before (reads run in parallel with the writer under WAL).
+//! waits to fill a batch, so under no load nothing changes. Rows go in
+//! multi-row `INSERT`s of up to 64; a constraint violation fails only its
+//! own row (statement-level abort, that chunk redone row by row); any other
+//! error rolls back and rewrites the batch without the failing row. Details
+//! in [`group_commit`]. The caller then reads its row back through the pool,
+//! as before (reads run in parallel with the writer under WAL).
+//!
+//! `seq` (newest first within an organization) is the organization's
+//! maximum plus one: an index lookup on `(organization_id, seq)`. The
+//! maximum over the whole table scanned that index on every insert (23 ms
+//! at 200,000 rows), inside the single writer.
 //!
 //! Other writes (accounts, patches, deletes, refresh leases) still commit one
 //! by one through the pool; they are rare next to instance creation and
@@ -104,7 +110,7 @@ impl SqliteStore {
             key_id = keyring.current_key_id(),
             "sqlite store ready"
         );
-        let writer = GroupCommit::start(pool.clone());
+        let writer = GroupCommit::start(pool.clone())?;
         Ok(SqliteStore {
             pool,
             keyring,

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use elements_core::{Configuration, Secret};
 use elements_store::{
-    connect, hash_secret, Instance, Keyring, NewAccount, NewInstance, Principal, Store,
-    StoreError, Tokens,
+    connect, hash_secret, Instance, Keyring, NewAccount, NewInstance, Principal, Store, StoreError,
+    Tokens,
 };
 
 fn account(tag: &str) -> NewAccount {
@@ -165,29 +165,4 @@ async fn a_failing_row_does_not_fail_its_neighbours() {
         .await
         .unwrap()
         .is_empty());
-}
-
-/// A store whose writer task is gone (its runtime shut down) answers with
-/// an error instead of hanging.
-#[test]
-fn a_dead_writer_is_an_error_not_a_hang() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
-    let first = tokio::runtime::Runtime::new().unwrap();
-    let (store, owner) = first.block_on(async {
-        let store = connect(&url, Keyring::new(vec![Keyring::generate_key()]).unwrap())
-            .await
-            .unwrap();
-        let owner = store.create_account(account("a")).await.unwrap();
-        (store, owner)
-    });
-    drop(first);
-
-    let second = tokio::runtime::Runtime::new().unwrap();
-    let result = second.block_on(store.create_instance(new_instance(&owner, 0, "t")));
-    match result {
-        Err(StoreError::Database(m)) => assert!(m.contains("writer"), "{m}"),
-        other => panic!("expected a database error, got {other:?}"),
-    }
-    drop(store);
 }
