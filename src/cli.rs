@@ -199,7 +199,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                     store,
                 },
         } => {
-            init_logging("text");
+            let _logs = init_logging("text");
             let config = server_config(&cli.catalog, &store, None)?;
             runtime()?.block_on(async {
                 let store = elements_server::startup::open_store(&config).await?;
@@ -227,7 +227,7 @@ fn keys(catalog: &CatalogArgs, command: KeysCommand) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Rewrap { store } => {
-            init_logging("text");
+            let _logs = init_logging("text");
             let config = server_config(catalog, &store, None)?;
             runtime()?.block_on(async {
                 let keyring = elements_server::startup::keyring(&config)?;
@@ -253,17 +253,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging(format: &str) {
+/// Logs go to standard error through a writer thread, so a request never
+/// waits on a `write(2)`; colours only on a terminal. Keep the guard alive:
+/// dropping it flushes.
+fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn server_config(
@@ -298,7 +307,7 @@ fn server_config(
 }
 
 fn serve(catalog: &CatalogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&args.log_format);
+    let _logs = init_logging(&args.log_format);
     let config = server_config(catalog, &args.store, Some(&args))?;
     runtime()?.block_on(elements_server::run(config))?;
     Ok(ExitCode::SUCCESS)
@@ -338,7 +347,7 @@ fn list(registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
         let all: Vec<_> = registry.iter().map(|e| e.spec().metadata()).collect();
         return print_json(&serde_json::to_string_pretty(&all)?);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(
         out,
         "{:>6}  {:<24}  {:<14}  {:<8}  NAME",
@@ -356,6 +365,7 @@ fn list(registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
             spec.name
         )?;
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -44,8 +44,14 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, CatalogError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(io_err)?
         .into_iter()
+        // The entry's own type (no extra stat), following symbolic links only.
+        .filter(|entry| match entry.file_type() {
+            Ok(t) if t.is_symlink() => entry.path().is_file(),
+            Ok(t) => t.is_file(),
+            Err(_) => false,
+        })
         .map(|entry| entry.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     paths.sort();
     paths

@@ -92,7 +92,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let mut pool = SqlitePoolOptions::new().max_connections(8);
+        // No ping before handing out a connection: a local file does not
+        // drop connections, and the ping is a round trip to sqlx's worker
+        // thread on every query (measured: a large share of a credential read).
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false);
         if in_memory {
             // The database lives only as long as a connection to it.
             pool = pool
