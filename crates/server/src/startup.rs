@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow_lite::{Context, Error};
+use anyhow::{anyhow, Context as _, Result};
 use elements_core::Registry;
 use elements_store::{hash_secret, Keyring, NewAccount, Principal, Store, StoreError};
 use serde::Serialize;
@@ -16,37 +16,8 @@ use crate::provider::HttpTransport;
 use crate::tokens::TokenManager;
 use crate::AppState;
 
-/// A small error type for start-up: a message with context, no backtrace.
-pub mod anyhow_lite {
-    use std::fmt;
-
-    /// A start-up error.
-    #[derive(Debug)]
-    pub struct Error(pub String);
-
-    impl fmt::Display for Error {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-
-    impl std::error::Error for Error {}
-
-    /// Adds context to an error.
-    pub trait Context<T> {
-        /// Prefixes the error with `what`.
-        fn context(self, what: &str) -> Result<T, Error>;
-    }
-
-    impl<T, E: fmt::Display> Context<T> for Result<T, E> {
-        fn context(self, what: &str) -> Result<T, Error> {
-            self.map_err(|e| Error(format!("{what}: {e}")))
-        }
-    }
-}
-
 /// The catalog with the configured directories and overrides.
-pub fn registry(config: &ServerConfig) -> Result<Registry, Error> {
+pub fn registry(config: &ServerConfig) -> Result<Registry> {
     elements_catalog::load(
         &config.elements_dirs,
         config
@@ -54,7 +25,7 @@ pub fn registry(config: &ServerConfig) -> Result<Registry, Error> {
             .iter()
             .map(|(k, o)| (k.as_str(), o.clone())),
     )
-    .map_err(|e| Error(format!("the catalog is invalid:\n{e}")))
+    .map_err(|e| anyhow!("the catalog is invalid:\n{e}"))
 }
 
 const KEY_FILE: &str = "master.key";
@@ -65,25 +36,27 @@ fn key_file_path(data_dir: &Path) -> PathBuf {
 
 /// The encryption keys: `ELEMENTS_MASTER_KEY`, else the key file in the data
 /// directory, created (owner-only) if missing.
-pub fn keyring(config: &ServerConfig) -> Result<Keyring, Error> {
+pub fn keyring(config: &ServerConfig) -> Result<Keyring> {
     if let Some(keys) = &config.master_key {
         return Keyring::parse(keys.expose()).context("ELEMENTS_MASTER_KEY");
     }
     let path = key_file_path(&config.data_dir);
     match fs::read_to_string(&path) {
-        Ok(text) => Keyring::parse(text.trim()).context(&format!("key file {}", path.display())),
+        Ok(text) => {
+            Keyring::parse(text.trim()).with_context(|| format!("key file {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let database = config.data_dir.join("elements.db");
             if config.database_url.is_none() && database.exists() {
-                return Err(Error(format!(
+                return Err(anyhow!(
                     "the database {} exists but its key file {} is missing: restore the key file \
                      or set ELEMENTS_MASTER_KEY (a new key could not decrypt anything stored)",
                     database.display(),
                     path.display()
-                )));
+                ));
             }
             fs::create_dir_all(&config.data_dir)
-                .context(&format!("creating {}", config.data_dir.display()))?;
+                .with_context(|| format!("creating {}", config.data_dir.display()))?;
             let key = Keyring::encode_key(&Keyring::generate_key());
             let mut options = fs::OpenOptions::new();
             options.write(true).create_new(true);
@@ -94,28 +67,26 @@ pub fn keyring(config: &ServerConfig) -> Result<Keyring, Error> {
             }
             let mut file = options
                 .open(&path)
-                .context(&format!("creating key file {}", path.display()))?;
+                .with_context(|| format!("creating key file {}", path.display()))?;
             file.write_all(key.as_bytes())
                 .and_then(|_| file.sync_all())
-                .context(&format!("writing key file {}", path.display()))?;
+                .with_context(|| format!("writing key file {}", path.display()))?;
             tracing::warn!(
                 path = %path.display(),
                 "created a new master key file (owner-only); back it up: without it stored tokens cannot be decrypted"
             );
             Keyring::parse(&key).context("new key")
         }
-        Err(e) => Err(Error(format!("reading key file {}: {e}", path.display()))),
+        Err(e) => Err(anyhow!("reading key file {}: {e}", path.display())),
     }
 }
 
 /// Opens (and migrates) the configured database.
-pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, Error> {
+pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>> {
     let url = config.database_url();
     if config.database_url.is_none() {
-        fs::create_dir_all(&config.data_dir).context(&format!(
-            "creating data directory {}",
-            config.data_dir.display()
-        ))?;
+        fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
     let keyring = keyring(config)?;
     elements_store::connect(&url, keyring)
@@ -204,7 +175,7 @@ fn created(p: Principal, org_secret: String, user_secret: String) -> CreatedAcco
 /// Makes sure an account exists: the one named by the configured secrets,
 /// or — if the database has none at all — a new one, whose secrets are
 /// printed once on standard output.
-pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<(), Error> {
+pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<()> {
     match (&config.organization_secret, &config.user_secret) {
         (Some(org), Some(user)) => {
             let (uh, oh) = (hash_secret(user.expose()), hash_secret(org.expose()));
@@ -251,8 +222,8 @@ pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<
             }
         }
         _ => {
-            return Err(Error(
-                "set both ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET, or neither".into(),
+            return Err(anyhow!(
+                "set both ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET, or neither"
             ))
         }
     }
@@ -277,14 +248,14 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
 }
 
 /// `elements serve`: runs until SIGINT or SIGTERM.
-pub async fn run(config: ServerConfig) -> Result<(), Error> {
+pub async fn run(config: ServerConfig) -> Result<()> {
     let registry = registry(&config)?;
     let store = open_store(&config).await?;
     ensure_account(store.as_ref(), &config).await?;
     let state = state(&config, registry, store.clone());
     let listener = TcpListener::bind(&config.listen)
         .await
-        .context(&format!("listening on {}", config.listen))?;
+        .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("local address")?;
     tracing::info!(
         %addr,
