@@ -130,16 +130,8 @@ async fn instances_survive_a_restart_and_their_tokens_decrypt() {
     let server = TestServer::start_with(config, registry, store, account).await;
     let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert_eq!(got["name"], "Test");
-    let creds: Value = server
-        .client
-        .get(server.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, creds) = credentials(&server.client, &server.base, id, &token).await;
+    assert_eq!(status, 200, "{creds}");
     assert_eq!(creds["accessToken"], "at-persist", "{creds}");
     server.stop().await;
 }

@@ -45,13 +45,7 @@ fn serve_fails_with(dir: &std::path::Path, key: Option<&str>) -> String {
 }
 
 async fn access_token(server: &Binary, id: i64, token: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .get(server.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    credentials(&reqwest::Client::new(), &server.base, id, token).await
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use elements_store::{Keyring, RefreshDecision, Store, Tokens};
+use elements_store::{Keyring, Store};
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
 use serde_json::Value;
@@ -93,16 +93,7 @@ impl Deployment {
 
     /// Makes the stored access token expired (as time would).
     async fn expire(&self, id: i64) {
-        let store = self.store().await;
-        let job: elements_store::RefreshJob<'_> = Box::new(|current| {
-            Box::pin(async move {
-                RefreshDecision::Update(Tokens {
-                    expires_at: Some(elements_server::tokens::now_seconds() - 10),
-                    ..current.tokens
-                })
-            })
-        });
-        store.refresh_locked(id, 60, job).await.unwrap().unwrap();
+        common::expire(self.store().await.as_ref(), id).await;
     }
 }
 
@@ -254,14 +245,8 @@ async fn killing_a_replica_mid_refresh_leaves_no_stuck_lock() {
     assert!(on_a.await.unwrap().is_err(), "A died mid-request");
     fake.set_latency(Duration::ZERO);
 
-    let response = client
-        .get(b.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let creds: Value = response.json().await.unwrap();
+    let (status, creds) = credentials(&client, &b.base, id, &token).await;
+    assert_eq!(status, 200, "{creds}");
     assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
     assert!(
         creds["expiresIn"].as_i64().unwrap() > 600,

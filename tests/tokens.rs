@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use common::*;
 use elements_core::OAuthOverride;
-use elements_store::{RefreshDecision, Tokens};
 use elements_testkit::provider::FakeProvider;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -74,35 +73,12 @@ async fn provision(server: &TestServer, fake: &FakeProvider, flow: &str) -> (i64
     )
 }
 
-/// Makes the stored access token expired, keeping the tokens themselves.
 async fn expire(server: &TestServer, id: i64) {
-    let job: elements_store::RefreshJob<'_> = Box::new(|current| {
-        Box::pin(async move {
-            RefreshDecision::Update(Tokens {
-                expires_at: Some(elements_server::tokens::now_seconds() - 10),
-                ..current.tokens
-            })
-        })
-    });
-    server
-        .state
-        .store
-        .refresh_locked(id, 60, job)
-        .await
-        .unwrap()
-        .unwrap();
+    common::expire(server.state.store.as_ref(), id).await;
 }
 
 async fn credentials(server: &TestServer, id: i64, token: &str) -> (u16, Value) {
-    let response = server
-        .client
-        .get(server.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    common::credentials(&server.client, &server.base, id, token).await
 }
 
 async fn storm(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16, Value)> {

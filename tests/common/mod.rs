@@ -296,3 +296,35 @@ impl Drop for Binary {
         self.kill();
     }
 }
+
+/// Makes an instance's stored access token expired (as time would), keeping
+/// the tokens themselves, through the store's own refresh lock.
+pub async fn expire(store: &dyn elements_store::Store, id: i64) {
+    let job: elements_store::RefreshJob<'_> = Box::new(|current| {
+        Box::pin(async move {
+            elements_store::RefreshDecision::Update(elements_store::Tokens {
+                expires_at: Some(elements_server::tokens::now_seconds() - 10),
+                ..current.tokens
+            })
+        })
+    });
+    store.refresh_locked(id, 60, job).await.unwrap().unwrap();
+}
+
+/// `GET {base}/elements/api-v2/instances/{id}/credentials` with
+/// `Authorization: Element <token>`: (status, JSON body or `Null`).
+pub async fn credentials(
+    client: &reqwest::Client,
+    base: &str,
+    id: i64,
+    token: &str,
+) -> (u16, Value) {
+    let response = client
+        .get(format!("{base}/elements/api-v2/instances/{id}/credentials"))
+        .header("Authorization", format!("Element {token}"))
+        .send()
+        .await
+        .expect("credentials request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}

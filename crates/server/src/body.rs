@@ -28,14 +28,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json")
-                    || (mime.len() > 5
-                        && mime[..12.min(mime.len())].eq_ignore_ascii_case("application/")
-                        && mime.to_ascii_lowercase().ends_with("+json"))
-            });
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
@@ -48,6 +41,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         })?;
         parse(&bytes).map(JsonBody)
     }
+}
+
+/// `application/json` or `application/<anything>+json`, parameters ignored.
+fn is_json_media_type(value: &str) -> bool {
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json"
+        || mime
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.len() > 5 && sub.ends_with("+json"))
 }
 
 /// Deserializes a body, naming the path of the field at fault.

@@ -139,8 +139,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The request-id middleware replaces this placeholder body's id; an
-        // error rendered outside a request gets a fresh one.
+        // The id of the request being served (set by the request-id
+        // middleware); an error rendered outside a request gets a fresh one.
         let id = RequestId::current().unwrap_or_default();
         self.into_response_with(id.as_str())
     }
