@@ -250,6 +250,12 @@ impl Binary {
     /// Starts `elements serve --listen 127.0.0.1:0 ARGS` with `envs`, and
     /// waits until it prints its address.
     pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Binary {
+        Self::serve_logging_to(args, envs, Stdio::null())
+    }
+
+    /// [`Binary::serve`], with the server's log (standard error) going to
+    /// `log` (`ELEMENTS_LOG` in `envs` sets the level).
+    pub fn serve_logging_to(args: &[&str], envs: &[(&str, &str)], log: impl Into<Stdio>) -> Binary {
         let mut command = Command::new(env!("CARGO_BIN_EXE_elements"));
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
@@ -260,7 +266,7 @@ impl Binary {
             .env_remove("ELEMENTS_ORGANIZATION_SECRET")
             .env_remove("ELEMENTS_USER_SECRET")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(log);
         for (k, v) in envs {
             command.env(k, v);
         }
@@ -282,6 +288,16 @@ impl Binary {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}/elements/api-v2{}", self.base, path)
+    }
+
+    /// SIGTERM (a graceful stop, which flushes the log), and reap.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM: {sent}");
+        self.child.wait().expect("wait for elements serve")
     }
 
     /// SIGKILL, and reap.
