@@ -1,5 +1,6 @@
-//! What both engines share: the row shape, sealing and opening the encrypted
-//! columns, id generation, and error mapping.
+//! What both engines share besides the queries ([`crate::sql`]): the row
+//! shapes, sealing and opening the encrypted columns, id generation, and
+//! error mapping.
 
 use std::collections::BTreeMap;
 
@@ -120,12 +121,66 @@ pub(crate) fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).expect("a string list serializes")
 }
 
-/// Whether an instance has every one of `wanted`.
-pub(crate) fn has_tags(instance: &Instance, wanted: &[String]) -> bool {
-    wanted.iter().all(|t| instance.tags.contains(t))
+/// Whether `tags` hold every one of `wanted`.
+pub(crate) fn has_tags(tags: &[String], wanted: &[String]) -> bool {
+    wanted.iter().all(|t| tags.contains(t))
+}
+
+/// A new instance row, ready to insert: id drawn, secrets sealed.
+pub(crate) struct InstanceRow {
+    pub id: i64,
+    pub organization_id: i64,
+    pub user_id: i64,
+    pub element_key: String,
+    pub element_id: i64,
+    pub name: String,
+    /// JSON array.
+    pub tags: String,
+    pub configuration_enc: String,
+    pub token_hash: Vec<u8>,
+    pub tokens: SealedTokens,
+    /// Unix milliseconds.
+    pub now: i64,
+}
+
+/// What became of an insert that did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// The row is committed.
+    Done,
+    /// The random id is already taken: draw another, seal again, resend.
+    IdTaken,
+}
+
+/// The outcome of a single-row instance insert, on either engine: a taken id
+/// is drawn again, another unique column is a conflict, no row inserted means
+/// the user is not a member of the organization. `Err` for an error that is
+/// not about this row (`None` from `unique_violation`).
+pub(crate) fn insert_outcome(
+    row: &InstanceRow,
+    inserted: std::result::Result<u64, sqlx::Error>,
+) -> std::result::Result<Result<Inserted>, sqlx::Error> {
+    match inserted {
+        Ok(1) => Ok(Ok(Inserted::Done)),
+        Ok(_) => Ok(Err(StoreError::Conflict(format!(
+            "user {} is not a member of organization {}",
+            row.user_id, row.organization_id
+        )))),
+        Err(e) => match unique_violation(&e).as_deref() {
+            Some("instances.id") => Ok(Ok(Inserted::IdTaken)),
+            Some(col) => Ok(Err(conflict(col))),
+            None => Err(e),
+        },
+    }
 }
 
 impl RawInstance {
+    /// The row's tags (stored in the clear).
+    pub(crate) fn tags(&self) -> Result<Vec<String>> {
+        serde_json::from_str(&self.tags)
+            .map_err(|e| StoreError::Database(format!("instance {}: malformed tags: {e}", self.id)))
+    }
+
     /// Decrypts the row.
     pub(crate) fn open(self, keyring: &Keyring) -> Result<Instance> {
         let id = self.id;
@@ -136,8 +191,7 @@ impl RawInstance {
                 what: config_aad,
                 reason: "the decrypted value is not a JSON object of strings".into(),
             })?;
-        let tags: Vec<String> = serde_json::from_str(&self.tags)
-            .map_err(|e| StoreError::Database(format!("instance {id}: malformed tags: {e}")))?;
+        let tags = self.tags()?;
         Ok(Instance {
             id,
             organization_id: self.organization_id,
