@@ -143,6 +143,32 @@ pub(crate) struct InstanceRow {
     pub now: i64,
 }
 
+/// Binds an [`InstanceRow`]'s 14 parameters onto `$query`, in the order
+/// every instance `INSERT` numbers them: id, organization, user, element
+/// key, element id, name, tags, configuration, token hash, access token,
+/// refresh token, token type, expiry, time. (A macro: the query's type is
+/// the engine's.)
+macro_rules! bind_instance_row {
+    ($query:expr, $row:expr) => {
+        $query
+            .bind($row.id)
+            .bind($row.organization_id)
+            .bind($row.user_id)
+            .bind(&$row.element_key)
+            .bind($row.element_id)
+            .bind(&$row.name)
+            .bind(&$row.tags)
+            .bind(&$row.configuration_enc)
+            .bind(&$row.token_hash)
+            .bind(&$row.tokens.access_token_enc)
+            .bind(&$row.tokens.refresh_token_enc)
+            .bind(&$row.tokens.token_type)
+            .bind($row.tokens.expires_at)
+            .bind($row.now)
+    };
+}
+pub(crate) use bind_instance_row;
+
 /// What became of an insert that did not fail.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Inserted {

@@ -367,6 +367,16 @@ pub struct DurabilitySetting {
     pub value: String,
 }
 
+impl DurabilitySetting {
+    pub(crate) fn new(connection: &'static str, name: &'static str, value: String) -> Self {
+        DurabilitySetting {
+            connection,
+            name,
+            value,
+        }
+    }
+}
+
 /// The encrypted columns of one instance, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedRow {

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
 use crate::common::{
-    db_err, insert_outcome, lease_millis, lock_wait_millis, migrate_err, Inserted, InstanceRow,
-    RawInstance,
+    bind_instance_row, db_err, insert_outcome, lease_millis, lock_wait_millis, migrate_err,
+    Inserted, InstanceRow, RawInstance,
 };
 use crate::sql::{raw_instance, write_decision, Conn, Db, SqlStore};
 use crate::{Durability, DurabilitySetting, Instance, Keyring, RefreshJob, Result, StoreError};
@@ -56,31 +56,18 @@ pub(crate) async fn connect(url: &str, keyring: Arc<Keyring>) -> Result<SqlStore
 impl Postgres {
     /// Inserts a new instance row (one transaction, one commit).
     pub(crate) async fn insert(&self, row: &InstanceRow) -> Result<Inserted> {
-        let inserted = sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO instances (id, organization_id, user_id, element_key, element_id, \
              name, tags, configuration_enc, token_hash, access_token_enc, refresh_token_enc, \
              token_type, expires_at, valid, disabled, created_at, updated_at, token_version) \
-             SELECT $1, u.organization_id, u.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-             TRUE, FALSE, $12, $12, 0 \
-             FROM users u WHERE u.id = $13 AND u.organization_id = $14",
-        )
-        .bind(row.id)
-        .bind(&row.element_key)
-        .bind(row.element_id)
-        .bind(&row.name)
-        .bind(&row.tags)
-        .bind(&row.configuration_enc)
-        .bind(&row.token_hash)
-        .bind(&row.tokens.access_token_enc)
-        .bind(&row.tokens.refresh_token_enc)
-        .bind(&row.tokens.token_type)
-        .bind(row.tokens.expires_at)
-        .bind(row.now)
-        .bind(row.user_id)
-        .bind(row.organization_id)
-        .execute(&self.pool)
-        .await
-        .map(|done| done.rows_affected());
+             SELECT $1, u.organization_id, u.id, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             TRUE, FALSE, $14, $14, 0 \
+             FROM users u WHERE u.id = $3 AND u.organization_id = $2",
+        );
+        let inserted = bind_instance_row!(query, row)
+            .execute(&self.pool)
+            .await
+            .map(|done| done.rows_affected());
         insert_outcome(row, inserted).map_err(db_err)?
     }
 
@@ -92,11 +79,7 @@ impl Postgres {
             .map_err(db_err)?;
         Ok(Durability {
             engine: "postgres",
-            settings: vec![DurabilitySetting {
-                connection: "pool",
-                name: "synchronous_commit",
-                value,
-            }],
+            settings: vec![DurabilitySetting::new("pool", "synchronous_commit", value)],
         })
     }
 

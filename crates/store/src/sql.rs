@@ -255,7 +255,7 @@ impl Store for SqlStore {
         let now = now_millis();
         let inserted = on_pool!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
-            let org_id: i64 = sqlx::query(
+            let org_id: i64 = sqlx::query_scalar(
                 "INSERT INTO organizations (name, secret_hash, created_at) VALUES ($1, $2, $3) \
                  RETURNING id",
             )
@@ -263,9 +263,8 @@ impl Store for SqlStore {
             .bind(&new.organization_secret_hash[..])
             .bind(now)
             .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
-            let user_id: i64 = sqlx::query(
+            .await?;
+            let user_id: i64 = sqlx::query_scalar(
                 "INSERT INTO users (organization_id, email, first_name, last_name, secret_hash, \
                  created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
@@ -276,8 +275,7 @@ impl Store for SqlStore {
             .bind(&new.user_secret_hash[..])
             .bind(now)
             .fetch_one(&mut *tx)
-            .await?
-            .try_get(0)?;
+            .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>((org_id, user_id))
         }

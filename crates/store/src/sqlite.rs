@@ -134,16 +134,8 @@ pub(crate) async fn durability_settings(
         .await
         .map_err(db_err)?;
     Ok(vec![
-        DurabilitySetting {
-            connection,
-            name: "journal_mode",
-            value: journal_mode,
-        },
-        DurabilitySetting {
-            connection,
-            name: "synchronous",
-            value: synchronous.to_string(),
-        },
+        DurabilitySetting::new(connection, "journal_mode", journal_mode),
+        DurabilitySetting::new(connection, "synchronous", synchronous.to_string()),
     ])
 }
 

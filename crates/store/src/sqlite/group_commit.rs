@@ -53,7 +53,7 @@ use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::durability_settings;
-use crate::common::{db_err, insert_outcome, Inserted, InstanceRow};
+use crate::common::{bind_instance_row, db_err, insert_outcome, Inserted, InstanceRow};
 use crate::{DurabilitySetting, Result, StoreError};
 
 /// The most inserts committed in one transaction.
@@ -343,32 +343,17 @@ async fn insert(
     // `seq` orders an organization's instances (newest first); the maximum
     // per organization is an index lookup on (organization_id, seq), where
     // the maximum over the whole table would scan the index on every insert.
-    let inserted = sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO instances (id, seq, organization_id, user_id, element_key, \
          element_id, name, tags, configuration_enc, token_hash, access_token_enc, \
          refresh_token_enc, token_type, expires_at, valid, disabled, created_at, \
          updated_at, token_version) \
          SELECT ?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances \
          WHERE organization_id = u.organization_id), u.organization_id, \
-         u.id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, 0, ?12, ?12, 0 \
-         FROM users u WHERE u.id = ?13 AND u.organization_id = ?14",
-    )
-    .bind(row.id)
-    .bind(&row.element_key)
-    .bind(row.element_id)
-    .bind(&row.name)
-    .bind(&row.tags)
-    .bind(&row.configuration_enc)
-    .bind(&row.token_hash)
-    .bind(&row.tokens.access_token_enc)
-    .bind(&row.tokens.refresh_token_enc)
-    .bind(&row.tokens.token_type)
-    .bind(row.tokens.expires_at)
-    .bind(row.now)
-    .bind(row.user_id)
-    .bind(row.organization_id)
-    .execute(&mut *conn)
-    .await;
+         u.id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, 0, ?14, ?14, 0 \
+         FROM users u WHERE u.id = ?3 AND u.organization_id = ?2",
+    );
+    let inserted = bind_instance_row!(query, row).execute(&mut *conn).await;
     match insert_outcome(row, inserted.map(|done| done.rows_affected())) {
         Err(e) if is_constraint(&e) => Ok(Err(db_err(e))),
         other => other,
@@ -420,21 +405,7 @@ async fn insert_many(
     let sql = insert_many_sql(rows.len());
     let mut query = sqlx::query(&sql);
     for row in rows {
-        query = query
-            .bind(row.id)
-            .bind(row.organization_id)
-            .bind(row.user_id)
-            .bind(&row.element_key)
-            .bind(row.element_id)
-            .bind(&row.name)
-            .bind(&row.tags)
-            .bind(&row.configuration_enc)
-            .bind(&row.token_hash)
-            .bind(&row.tokens.access_token_enc)
-            .bind(&row.tokens.refresh_token_enc)
-            .bind(&row.tokens.token_type)
-            .bind(row.tokens.expires_at)
-            .bind(row.now);
+        query = bind_instance_row!(query, row);
     }
     match query.execute(&mut *conn).await {
         Ok(done) if done.rows_affected() == rows.len() as u64 => Ok(true),
