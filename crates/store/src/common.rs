@@ -209,6 +209,12 @@ impl RawInstance {
 
     /// Decrypts the row.
     pub(crate) fn open(self, keyring: &Keyring) -> Result<Instance> {
+        let tags = self.tags()?;
+        self.open_tagged(keyring, tags)
+    }
+
+    /// Decrypts the row whose tags were already read with [`Self::tags`].
+    pub(crate) fn open_tagged(self, keyring: &Keyring, tags: Vec<String>) -> Result<Instance> {
         let id = self.id;
         let config_aad = aad(id, COL_CONFIGURATION);
         let config_json = keyring.decrypt(&config_aad, &self.configuration_enc)?;
@@ -217,7 +223,6 @@ impl RawInstance {
                 what: config_aad,
                 reason: "the decrypted value is not a JSON object of strings".into(),
             })?;
-        let tags = self.tags()?;
         Ok(Instance {
             id,
             organization_id: self.organization_id,

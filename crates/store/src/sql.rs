@@ -414,15 +414,15 @@ impl Store for SqlStore {
             let id = raw.id;
             // Tags are stored in the clear: filter before decrypting, so a
             // row left out by the filter is never opened.
-            match raw.tags() {
+            let stored = match raw.tags() {
                 Ok(stored) if !has_tags(&stored, tags) => continue,
-                Ok(_) => {}
+                Ok(stored) => stored,
                 Err(error) => {
                     list.unreadable.push(Unreadable { id, error });
                     continue;
                 }
-            }
-            match raw.open(&self.keyring) {
+            };
+            match raw.open_tagged(&self.keyring, stored) {
                 Ok(instance) => list.instances.push(instance),
                 Err(error) => list.unreadable.push(Unreadable { id, error }),
             }

@@ -1,7 +1,7 @@
 //! Group commit of new instances: one writer, one transaction (and so one
 //! `fsync`) for every insert queued while the previous commit ran.
 //!
-//! Callers send an [`InstanceRow`] (already encrypted, id already drawn) with
+//! Callers send an [`InstanceRow`](crate::common::InstanceRow) (already encrypted, id already drawn) with
 //! a oneshot reply over a bounded channel (a full queue makes senders wait).
 //! The writer takes the first request, drains whatever else
 //! is queued (up to [`MAX_BATCH`]) without waiting, runs them all between
