@@ -233,15 +233,39 @@ fn keys(catalog: &CatalogArgs, command: KeysCommand) -> anyhow::Result<ExitCode>
                 let keyring = elements_server::startup::keyring(&config)?;
                 let store = elements_server::startup::open_store(&config).await?;
                 let report = elements_store::rewrap(store.as_ref(), &keyring).await?;
+                let stranded: Vec<serde_json::Value> = report
+                    .stranded
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "instanceId": s.instance_id,
+                            "column": s.column,
+                            "keyId": s.key_id,
+                            "keyInKeyring": s.key_in_keyring,
+                        })
+                    })
+                    .collect();
                 println!(
                     "{}",
                     serde_json::json!({
                         "currentKeyId": keyring.current_key_id(),
                         "rewrapped": report.rewrapped,
                         "unchanged": report.unchanged,
+                        "stranded": stranded,
                     })
                 );
-                Ok(ExitCode::SUCCESS)
+                if report.stranded.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                eprintln!(
+                    "error: {} stored value(s) are still not under the current key {} (listed \
+                     under \"stranded\"); the old keys are still needed. A process may still be \
+                     writing with an old key first: restart every server with the new key first, \
+                     then run `elements keys rewrap` again until nothing is stranded",
+                    report.stranded.len(),
+                    keyring.current_key_id()
+                );
+                Ok(ExitCode::FAILURE)
             })
         }
     }

@@ -270,3 +270,131 @@ fn debug_of_every_secret_holder_is_redacted() {
     }
     assert!(!key_text.contains(&key), "{key_text}");
 }
+
+/// A server still running with the old key writes a row after the rewrap;
+/// once the old key is retired, that one row is left out of the list (the
+/// others still answer), reading it alone is a server error, and
+/// `keys rewrap` names it and exits non-zero until it is fixed.
+#[tokio::test]
+async fn a_row_stranded_under_a_retired_key_fails_alone() {
+    let dir = data_dir();
+    let (old, new) = (keys_generate(), keys_generate());
+    let both = format!("{new},{old}");
+    let db = format!("sqlite://{}", dir.path().join("elements.db").display());
+    let client = reqwest::Client::new();
+    let auth = "User user-rotation, Organization org-rotation";
+    let create = |server: &Binary, access: &str| {
+        client
+            .post(server.url("/instances"))
+            .header("Authorization", auth)
+            .json(&seed_instance_body(access, "rt"))
+            .send()
+    };
+    let rewrap = |keys: &str| {
+        Command::new(env!("CARGO_BIN_EXE_elements"))
+            .args(["keys", "rewrap", "--database-url", &db])
+            .env("ELEMENTS_MASTER_KEY", keys)
+            .output()
+            .unwrap()
+    };
+
+    // A replica on the old key keeps running across the rotation.
+    let replica = serve_with_key(dir.path(), &old);
+    let kept: Value = create(&replica, "at-kept")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let out = rewrap(&both);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rewrapped"], 1, "{report}");
+    assert_eq!(report["stranded"], json!([]), "{report}");
+    let stranded: Value = create(&replica, "at-stranded")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stranded_id = stranded["id"].as_i64().unwrap();
+    drop(replica);
+
+    // Retire the old key: the list still answers, without the stranded row.
+    let server = serve_with_key(dir.path(), &new);
+    let list = client
+        .get(server.url("/instances"))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    let list: Value = list.json().await.unwrap();
+    let listed: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, vec![kept["id"].as_i64().unwrap()]);
+    let single = client
+        .get(server.url(&format!("/instances/{stranded_id}")))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(single.status(), 500);
+    let body = single.text().await.unwrap();
+    assert!(!body.contains("at-stranded"), "{body}");
+    drop(server);
+
+    // Rewrap without the old key names the row and fails...
+    let out = rewrap(&new);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let columns: Vec<(i64, &str)> = report["stranded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert_eq!(s["keyInKeyring"], false, "{s}");
+            (
+                s["instanceId"].as_i64().unwrap(),
+                s["column"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        columns,
+        vec![
+            (stranded_id, "instances.configuration_enc"),
+            (stranded_id, "instances.access_token_enc"),
+            (stranded_id, "instances.refresh_token_enc"),
+        ]
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("3 stored value(s) are still not under the current key"),
+        "{stderr}"
+    );
+    // ...with the old key back it succeeds, and the row reads again.
+    let out = rewrap(&both);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rewrapped"], 1, "{report}");
+    let server = serve_with_key(dir.path(), &new);
+    assert_eq!(
+        access_token(&server, stranded_id, stranded["token"].as_str().unwrap())
+            .await
+            .1["accessToken"],
+        "at-stranded"
+    );
+}

@@ -1,5 +1,6 @@
-//! What both engines share: the row shape, sealing and opening the encrypted
-//! columns, id generation, and error mapping.
+//! What both engines share besides the queries ([`crate::sql`]): the row
+//! shapes, sealing and opening the encrypted columns, id generation, and
+//! error mapping.
 
 use std::collections::BTreeMap;
 
@@ -120,14 +121,100 @@ pub(crate) fn tags_json(tags: &[String]) -> String {
     serde_json::to_string(tags).expect("a string list serializes")
 }
 
-/// Whether an instance has every one of `wanted`.
-pub(crate) fn has_tags(instance: &Instance, wanted: &[String]) -> bool {
-    wanted.iter().all(|t| instance.tags.contains(t))
+/// Whether `tags` hold every one of `wanted`.
+pub(crate) fn has_tags(tags: &[String], wanted: &[String]) -> bool {
+    wanted.iter().all(|t| tags.contains(t))
+}
+
+/// A new instance row, ready to insert: id drawn, secrets sealed.
+pub(crate) struct InstanceRow {
+    pub id: i64,
+    pub organization_id: i64,
+    pub user_id: i64,
+    pub element_key: String,
+    pub element_id: i64,
+    pub name: String,
+    /// JSON array.
+    pub tags: String,
+    pub configuration_enc: String,
+    pub token_hash: Vec<u8>,
+    pub tokens: SealedTokens,
+    /// Unix milliseconds.
+    pub now: i64,
+}
+
+/// Binds an [`InstanceRow`]'s 14 parameters onto `$query`, in the order
+/// every instance `INSERT` numbers them: id, organization, user, element
+/// key, element id, name, tags, configuration, token hash, access token,
+/// refresh token, token type, expiry, time. (A macro: the query's type is
+/// the engine's.)
+macro_rules! bind_instance_row {
+    ($query:expr, $row:expr) => {
+        $query
+            .bind($row.id)
+            .bind($row.organization_id)
+            .bind($row.user_id)
+            .bind(&$row.element_key)
+            .bind($row.element_id)
+            .bind(&$row.name)
+            .bind(&$row.tags)
+            .bind(&$row.configuration_enc)
+            .bind(&$row.token_hash)
+            .bind(&$row.tokens.access_token_enc)
+            .bind(&$row.tokens.refresh_token_enc)
+            .bind(&$row.tokens.token_type)
+            .bind($row.tokens.expires_at)
+            .bind($row.now)
+    };
+}
+pub(crate) use bind_instance_row;
+
+/// What became of an insert that did not fail.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// The row is committed.
+    Done,
+    /// The random id is already taken: draw another, seal again, resend.
+    IdTaken,
+}
+
+/// The outcome of a single-row instance insert, on either engine: a taken id
+/// is drawn again, another unique column is a conflict, no row inserted means
+/// the user is not a member of the organization. `Err` for an error that is
+/// not about this row (`None` from `unique_violation`).
+pub(crate) fn insert_outcome(
+    row: &InstanceRow,
+    inserted: std::result::Result<u64, sqlx::Error>,
+) -> std::result::Result<Result<Inserted>, sqlx::Error> {
+    match inserted {
+        Ok(1) => Ok(Ok(Inserted::Done)),
+        Ok(_) => Ok(Err(StoreError::Conflict(format!(
+            "user {} is not a member of organization {}",
+            row.user_id, row.organization_id
+        )))),
+        Err(e) => match unique_violation(&e).as_deref() {
+            Some("instances.id") => Ok(Ok(Inserted::IdTaken)),
+            Some(col) => Ok(Err(conflict(col))),
+            None => Err(e),
+        },
+    }
 }
 
 impl RawInstance {
+    /// The row's tags (stored in the clear).
+    pub(crate) fn tags(&self) -> Result<Vec<String>> {
+        serde_json::from_str(&self.tags)
+            .map_err(|e| StoreError::Database(format!("instance {}: malformed tags: {e}", self.id)))
+    }
+
     /// Decrypts the row.
     pub(crate) fn open(self, keyring: &Keyring) -> Result<Instance> {
+        let tags = self.tags()?;
+        self.open_tagged(keyring, tags)
+    }
+
+    /// Decrypts the row whose tags were already read with [`Self::tags`].
+    pub(crate) fn open_tagged(self, keyring: &Keyring, tags: Vec<String>) -> Result<Instance> {
         let id = self.id;
         let config_aad = aad(id, COL_CONFIGURATION);
         let config_json = keyring.decrypt(&config_aad, &self.configuration_enc)?;
@@ -136,8 +223,6 @@ impl RawInstance {
                 what: config_aad,
                 reason: "the decrypted value is not a JSON object of strings".into(),
             })?;
-        let tags: Vec<String> = serde_json::from_str(&self.tags)
-            .map_err(|e| StoreError::Database(format!("instance {id}: malformed tags: {e}")))?;
         Ok(Instance {
             id,
             organization_id: self.organization_id,

@@ -1,9 +1,12 @@
 //! Storage for accounts and instances.
 //!
-//! One [`Store`] trait, one implementation per engine (SQLite, PostgreSQL),
-//! picked once from the database URL by [`connect`]. Queries are built at run
-//! time (no database is needed to compile); each engine embeds its migrations
-//! and runs them on connect.
+//! One [`Store`] trait and one implementation of it, on either engine
+//! (SQLite, PostgreSQL), picked once from the database URL by [`connect`].
+//! Every query is written once, in portable SQL, and compiled against each
+//! engine's driver (`sql.rs` explains how); only connecting, inserting a new
+//! instance, the refresh lock and the durability read-back are per engine.
+//! Queries are checked at run time (no database is needed to compile); each
+//! engine embeds its migrations and runs them on connect.
 //!
 //! **Secrets at rest.** Provider tokens and the instance configuration are
 //! encrypted with AES-256-GCM ([`crypto::Keyring`]): a fresh 96-bit nonce per
@@ -14,7 +17,15 @@
 //! random values, so a fast hash is enough.
 //!
 //! **Durability.** A write that returned `Ok` is on disk: SQLite runs in WAL
-//! mode with `synchronous=FULL`; PostgreSQL commits synchronously.
+//! mode with `synchronous=FULL` on every connection (the group-commit
+//! writer's included); PostgreSQL connections are opened with
+//! `synchronous_commit=on`, whatever the server's default.
+//! [`Store::durability`] reads these settings back from the database.
+//!
+//! **One unreadable row fails alone.** [`Store::list_instances`] returns the
+//! rows that decrypt and names the ones that do not; reading a single
+//! undecryptable instance is a [`StoreError::Decrypt`]. [`rewrap`] verifies
+//! afterwards that nothing is left under another key than the current one.
 #![deny(missing_docs)]
 
 use std::future::Future;
@@ -27,6 +38,7 @@ use elements_core::{Configuration, Secret};
 mod common;
 pub mod crypto;
 mod postgres;
+mod sql;
 mod sqlite;
 
 pub use crypto::Keyring;
@@ -245,8 +257,22 @@ pub trait Store: Send + Sync + 'static {
     /// The instance whose token hashes to `token_hash`.
     async fn instance_by_token(&self, token_hash: &SecretHash) -> Result<Option<Instance>>;
 
-    /// The organization's instances having every tag in `tags`, newest first.
-    async fn instances(&self, organization_id: i64, tags: &[String]) -> Result<Vec<Instance>>;
+    /// The organization's instances having every tag in `tags`, newest
+    /// first; fails with the first row that does not decrypt. Callers that
+    /// must not fail because of one row use [`Store::list_instances`].
+    async fn instances(&self, organization_id: i64, tags: &[String]) -> Result<Vec<Instance>> {
+        let list = self.list_instances(organization_id, tags).await?;
+        match list.unreadable.into_iter().next() {
+            Some(unreadable) => Err(unreadable.error),
+            None => Ok(list.instances),
+        }
+    }
+
+    /// The organization's instances having every tag in `tags`, newest
+    /// first, and apart the ids of those that match but cannot be read (a
+    /// secret that does not decrypt: a retired key, tampering). Tags are
+    /// stored in the clear, so the filter applies to unreadable rows too.
+    async fn list_instances(&self, organization_id: i64, tags: &[String]) -> Result<InstanceList>;
 
     /// Applies a patch; `None` if there is no such instance in the organization.
     async fn update_instance(
@@ -295,6 +321,60 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of valid, enabled instances with a refresh token whose access token
     /// expires before `unix_seconds`, soonest first, at most `limit`.
     async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>>;
+
+    /// The durability settings the store's own connections run with, as the
+    /// database reports them.
+    async fn durability(&self) -> Result<Durability>;
+}
+
+/// What [`Store::list_instances`] found.
+#[derive(Debug, Default)]
+pub struct InstanceList {
+    /// The instances that decrypted, newest first.
+    pub instances: Vec<Instance>,
+    /// The matching instances that could not be read, newest first.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// An instance that could not be read.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// The instance id.
+    pub id: i64,
+    /// Why (never a value).
+    pub error: StoreError,
+}
+
+/// What [`Store::durability`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durability {
+    /// `sqlite` or `postgres`.
+    pub engine: &'static str,
+    /// Each setting of each connection checked, in a fixed order.
+    pub settings: Vec<DurabilitySetting>,
+}
+
+/// One durability setting of one of the store's connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurabilitySetting {
+    /// Which connection: `pool` (one of the pool's) or `writer` (SQLite's
+    /// group-commit writer).
+    pub connection: &'static str,
+    /// The setting: `journal_mode`, `synchronous` (SQLite; `2` is FULL) or
+    /// `synchronous_commit` (PostgreSQL).
+    pub name: &'static str,
+    /// Its value, as the database reports it.
+    pub value: String,
+}
+
+impl DurabilitySetting {
+    pub(crate) fn new(connection: &'static str, name: &'static str, value: String) -> Self {
+        DurabilitySetting {
+            connection,
+            name,
+            value,
+        }
+    }
 }
 
 /// The encrypted columns of one instance, as stored.
@@ -310,13 +390,30 @@ pub struct SealedRow {
     pub refresh_token: Option<String>,
 }
 
-/// What [`rewrap`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`rewrap`] did, and what it left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RewrapReport {
     /// Instances whose secrets were re-encrypted with the current key.
     pub rewrapped: u64,
     /// Instances already under the current key.
     pub unchanged: u64,
+    /// Values still under another key after the last pass (verified by
+    /// reading every row again). Empty: the old keys can be retired.
+    pub stranded: Vec<Stranded>,
+}
+
+/// A stored value that is not under the keyring's current key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stranded {
+    /// The instance.
+    pub instance_id: i64,
+    /// `table.column`, e.g. `instances.access_token_enc`.
+    pub column: &'static str,
+    /// The key id the value is sealed with (`(malformed)` if it has none).
+    pub key_id: String,
+    /// Whether that key is in the keyring rewrap was given (if not, the
+    /// value was written by a process with another key, or it is damaged).
+    pub key_in_keyring: bool,
 }
 
 const KEY_CHECK: &str = "key_check";
@@ -348,20 +445,35 @@ async fn check_key(store: &dyn Store, keyring: &Keyring) -> Result<()> {
     }
 }
 
+/// How many passes [`rewrap`] makes over rows that change underfoot.
+const REWRAP_PASSES: usize = 5;
+
 /// Re-encrypts every stored secret with the keyring's current (first) key,
-/// then re-seals the key check, so older keys can be retired. Safe while
-/// servers run: each row is replaced only if unchanged since it was read.
+/// then verifies: every row is read again and each value still under another
+/// key is listed in [`RewrapReport::stranded`] (instance, column, key id;
+/// never a value). Only when none is left is the key check re-sealed with the
+/// current key, so that older keys can be retired; while values are
+/// stranded, a server given only the new key still refuses to start.
+///
+/// Safe while servers run: each row is replaced only if unchanged since it
+/// was read; rows that changed underfoot are read again, for up to five
+/// passes. A value that does not decrypt with this keyring is skipped (its
+/// row is left as it is) and reported as stranded. A row written under an
+/// old key *after* the verification (a replica still running with the old
+/// key first) is not seen: restart every replica with the new key first,
+/// then run rewrap, and again until it reports nothing stranded.
 pub async fn rewrap(store: &dyn Store, keyring: &Keyring) -> Result<RewrapReport> {
     let current = keyring.current_key_id().to_owned();
-    let under_current = |v: &str| v.split('.').nth(1) == Some(current.as_str());
+    let under_current = |v: &str| key_id_of(v) == Some(current.as_str());
     let reseal = |id: i64, column: &str, v: &str| -> Result<String> {
-        let aad = format!("instance:{id}:{column}");
+        let aad = common::aad(id, column);
         let plain = keyring.decrypt(&aad, v)?;
         Ok(keyring.encrypt(&aad, &plain))
     };
     let mut report = RewrapReport::default();
-    for _attempt in 0..5 {
+    for _pass in 0..REWRAP_PASSES {
         let mut changed_underfoot = false;
+        report.unchanged = 0;
         for row in store.sealed_rows().await? {
             let all_current = under_current(&row.configuration)
                 && row.access_token.as_deref().is_none_or(under_current)
@@ -370,19 +482,29 @@ pub async fn rewrap(store: &dyn Store, keyring: &Keyring) -> Result<RewrapReport
                 report.unchanged += 1;
                 continue;
             }
-            let new = SealedRow {
-                id: row.id,
-                configuration: reseal(row.id, "configuration", &row.configuration)?,
-                access_token: row
-                    .access_token
-                    .as_deref()
-                    .map(|v| reseal(row.id, "access_token", v))
-                    .transpose()?,
-                refresh_token: row
-                    .refresh_token
-                    .as_deref()
-                    .map(|v| reseal(row.id, "refresh_token", v))
-                    .transpose()?,
+            let new = (|| {
+                Ok::<_, StoreError>(SealedRow {
+                    id: row.id,
+                    configuration: reseal(row.id, common::COL_CONFIGURATION, &row.configuration)?,
+                    access_token: row
+                        .access_token
+                        .as_deref()
+                        .map(|v| reseal(row.id, common::COL_ACCESS_TOKEN, v))
+                        .transpose()?,
+                    refresh_token: row
+                        .refresh_token
+                        .as_deref()
+                        .map(|v| reseal(row.id, common::COL_REFRESH_TOKEN, v))
+                        .transpose()?,
+                })
+            })();
+            let new = match new {
+                Ok(new) => new,
+                Err(e) => {
+                    // Left as it is; the verification below reports it.
+                    tracing::error!(instance_id = row.id, error = %e, "rewrap: cannot re-encrypt this instance");
+                    continue;
+                }
             };
             if store.replace_sealed(&row, &new).await? {
                 report.rewrapped += 1;
@@ -390,17 +512,52 @@ pub async fn rewrap(store: &dyn Store, keyring: &Keyring) -> Result<RewrapReport
                 changed_underfoot = true;
             }
         }
-        if !changed_underfoot {
-            let sealed = keyring.encrypt(KEY_CHECK_AAD, KEY_CHECK_VALUE);
-            store.set_meta(KEY_CHECK, &sealed).await?;
-            return Ok(report);
-        }
         // Rows written meanwhile (by a refresh, say) are read again.
-        report.unchanged = 0;
+        if !changed_underfoot {
+            break;
+        }
     }
-    Err(StoreError::Database(
-        "rewrap: rows kept changing underfoot; run it again".into(),
-    ))
+    report.stranded = stranded(store, keyring).await?;
+    if report.stranded.is_empty() {
+        let sealed = keyring.encrypt(KEY_CHECK_AAD, KEY_CHECK_VALUE);
+        store.set_meta(KEY_CHECK, &sealed).await?;
+    }
+    Ok(report)
+}
+
+/// Every stored value not under the keyring's current key.
+async fn stranded(store: &dyn Store, keyring: &Keyring) -> Result<Vec<Stranded>> {
+    let current = keyring.current_key_id();
+    let mut out = Vec::new();
+    for row in store.sealed_rows().await? {
+        let columns = [
+            ("instances.configuration_enc", Some(&row.configuration)),
+            ("instances.access_token_enc", row.access_token.as_ref()),
+            ("instances.refresh_token_enc", row.refresh_token.as_ref()),
+        ];
+        for (column, value) in columns {
+            let Some(value) = value else { continue };
+            let key_id = key_id_of(value);
+            if key_id == Some(current) {
+                continue;
+            }
+            let key_id = key_id.unwrap_or("(malformed)").to_owned();
+            out.push(Stranded {
+                instance_id: row.id,
+                column,
+                key_in_keyring: keyring.key_ids().any(|k| k == key_id),
+                key_id,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The key id a sealed value names (`v1.<key id>.<data>`), if well formed.
+fn key_id_of(sealed: &str) -> Option<&str> {
+    let mut parts = sealed.splitn(3, '.');
+    let (_, id, _) = (parts.next()?, parts.next()?, parts.next()?);
+    (id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
 }
 
 /// Opens the database named by `url` (`sqlite://PATH` or `postgres://...`),
@@ -422,9 +579,9 @@ pub async fn connect_without_key_check(url: &str, keyring: Keyring) -> Result<Ar
 
 async fn open(url: &str, keyring: Arc<Keyring>) -> Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(sqlite::SqliteStore::connect(url, keyring.clone()).await?)
+        Arc::new(sqlite::connect(url, keyring).await?)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Arc::new(postgres::PgStore::connect(url, keyring.clone()).await?)
+        Arc::new(postgres::connect(url, keyring).await?)
     } else {
         return Err(StoreError::InvalidUrl(
             "expected a URL starting with sqlite:// or postgres://".into(),

@@ -218,11 +218,21 @@ async fn list(
         }
     }
     check_tags(&tags)?;
-    let instances = state
+    let list = state
         .store
-        .instances(principal.organization_id, &tags)
+        .list_instances(principal.organization_id, &tags)
         .await?;
-    let body: Vec<InstanceJson<'_>> = instances
+    // One unreadable row (a secret under a retired key, say) must not hide
+    // the others: it is left out and named in the log.
+    for unreadable in &list.unreadable {
+        tracing::error!(
+            instance_id = unreadable.id,
+            error = %unreadable.error,
+            "instance left out of the list: it cannot be read"
+        );
+    }
+    let body: Vec<InstanceJson<'_>> = list
+        .instances
         .iter()
         .map(|i| InstanceJson::new(i, spec_of(&state, i), None))
         .collect();

@@ -1,7 +1,7 @@
 //! Group commit of new instances: one writer, one transaction (and so one
 //! `fsync`) for every insert queued while the previous commit ran.
 //!
-//! Callers send an [`InstanceRow`] (already encrypted, id already drawn) with
+//! Callers send an [`InstanceRow`](crate::common::InstanceRow) (already encrypted, id already drawn) with
 //! a oneshot reply over a bounded channel (a full queue makes senders wait).
 //! The writer takes the first request, drains whatever else
 //! is queued (up to [`MAX_BATCH`]) without waiting, runs them all between
@@ -52,8 +52,9 @@ use sqlx::sqlite::{SqliteConnection, SqlitePool};
 use sqlx::Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::common::{conflict, db_err, unique_violation, SealedTokens};
-use crate::{Result, StoreError};
+use super::durability_settings;
+use crate::common::{bind_instance_row, db_err, insert_outcome, Inserted, InstanceRow};
+use crate::{DurabilitySetting, Result, StoreError};
 
 /// The most inserts committed in one transaction.
 pub(super) const MAX_BATCH: usize = 256;
@@ -61,39 +62,23 @@ pub(super) const MAX_BATCH: usize = 256;
 /// How many requests may wait for the writer before senders wait too.
 const QUEUE: usize = 4 * MAX_BATCH;
 
-/// A new instance row, ready to insert: id drawn, secrets sealed.
-pub(super) struct InstanceRow {
-    pub id: i64,
-    pub organization_id: i64,
-    pub user_id: i64,
-    pub element_key: String,
-    pub element_id: i64,
-    pub name: String,
-    /// JSON array.
-    pub tags: String,
-    pub configuration_enc: String,
-    pub token_hash: Vec<u8>,
-    pub tokens: SealedTokens,
-    /// Unix milliseconds.
-    pub now: i64,
+/// What the writer is asked to do. Not boxed: inserts are the traffic, a
+/// settings request is rare, and a box would be an allocation per insert.
+#[allow(clippy::large_enum_variant)]
+enum Request {
+    /// Insert a row.
+    Insert(Insert),
+    /// Report the durability settings of the writer's own connection.
+    Settings(oneshot::Sender<Result<Vec<DurabilitySetting>>>),
 }
 
-/// What became of an insert that did not fail.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Inserted {
-    /// The row is committed.
-    Done,
-    /// The random id is already taken: draw another, seal again, resend.
-    IdTaken,
-}
-
-struct Request {
+struct Insert {
     row: InstanceRow,
     reply: oneshot::Sender<Result<Inserted>>,
 }
 
 /// The sending side; the writer thread ends when it is dropped.
-pub(super) struct GroupCommit {
+pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Request>,
 }
 
@@ -113,10 +98,21 @@ impl GroupCommit {
     }
 
     /// Inserts `row` durably: `Ok(Done)` once its transaction is committed.
-    pub(super) async fn insert(&self, row: InstanceRow) -> Result<Inserted> {
+    pub(crate) async fn insert(&self, row: InstanceRow) -> Result<Inserted> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Request { row, reply })
+            .send(Request::Insert(Insert { row, reply }))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// The durability settings of the writer's own connection (the one
+    /// every new instance is committed on), as SQLite reports them.
+    pub(super) async fn settings(&self) -> Result<Vec<DurabilitySetting>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request::Settings(reply))
             .await
             .map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
@@ -130,11 +126,20 @@ fn gone() -> StoreError {
 /// The writer: batches until every sender is gone.
 async fn writer(pool: SqlitePool, mut requests: mpsc::Receiver<Request>) {
     let mut conn = None;
+    let mut requests_in = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A caller that gave up (a cancelled request) will never learn the
-        // id: do not write its row.
-        batch.retain(|r: &Request| !r.reply.is_closed());
+    while requests.recv_many(&mut requests_in, MAX_BATCH).await > 0 {
+        for request in requests_in.drain(..) {
+            match request {
+                // A caller that gave up (a cancelled request) will never
+                // learn the id: do not write its row.
+                Request::Insert(insert) if insert.reply.is_closed() => {}
+                Request::Insert(insert) => batch.push(insert),
+                Request::Settings(reply) => {
+                    let _ = reply.send(settings(&pool, &mut conn).await);
+                }
+            }
+        }
         if batch.is_empty() {
             continue;
         }
@@ -218,6 +223,18 @@ async fn writer_connection(pool: &SqlitePool) -> Result<SqliteConnection, sqlx::
         .execute(&mut conn)
         .await?;
     Ok(conn)
+}
+
+/// The writer connection's durability settings (opening it if need be).
+async fn settings(
+    pool: &SqlitePool,
+    conn: &mut Option<SqliteConnection>,
+) -> Result<Vec<DurabilitySetting>> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(writer_connection(pool).await.map_err(db_err)?),
+    };
+    durability_settings(c, "writer").await
 }
 
 /// Every pending row gets (a copy of) the same error.
@@ -326,44 +343,20 @@ async fn insert(
     // `seq` orders an organization's instances (newest first); the maximum
     // per organization is an index lookup on (organization_id, seq), where
     // the maximum over the whole table would scan the index on every insert.
-    let inserted = sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO instances (id, seq, organization_id, user_id, element_key, \
          element_id, name, tags, configuration_enc, token_hash, access_token_enc, \
          refresh_token_enc, token_type, expires_at, valid, disabled, created_at, \
          updated_at, token_version) \
          SELECT ?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM instances \
          WHERE organization_id = u.organization_id), u.organization_id, \
-         u.id, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, 0, ?12, ?12, 0 \
-         FROM users u WHERE u.id = ?13 AND u.organization_id = ?14",
-    )
-    .bind(row.id)
-    .bind(&row.element_key)
-    .bind(row.element_id)
-    .bind(&row.name)
-    .bind(&row.tags)
-    .bind(&row.configuration_enc)
-    .bind(&row.token_hash)
-    .bind(&row.tokens.access_token_enc)
-    .bind(&row.tokens.refresh_token_enc)
-    .bind(&row.tokens.token_type)
-    .bind(row.tokens.expires_at)
-    .bind(row.now)
-    .bind(row.user_id)
-    .bind(row.organization_id)
-    .execute(&mut *conn)
-    .await;
-    match inserted {
-        Ok(done) if done.rows_affected() == 1 => Ok(Ok(Inserted::Done)),
-        Ok(_) => Ok(Err(StoreError::Conflict(format!(
-            "user {} is not a member of organization {}",
-            row.user_id, row.organization_id
-        )))),
-        Err(e) => match unique_violation(&e).as_deref() {
-            Some("instances.id") => Ok(Ok(Inserted::IdTaken)),
-            Some(col) => Ok(Err(conflict(col))),
-            None if is_constraint(&e) => Ok(Err(db_err(e))),
-            None => Err(e),
-        },
+         u.id, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 1, 0, ?14, ?14, 0 \
+         FROM users u WHERE u.id = ?3 AND u.organization_id = ?2",
+    );
+    let inserted = bind_instance_row!(query, row).execute(&mut *conn).await;
+    match insert_outcome(row, inserted.map(|done| done.rows_affected())) {
+        Err(e) if is_constraint(&e) => Ok(Err(db_err(e))),
+        other => other,
     }
 }
 
@@ -412,21 +405,7 @@ async fn insert_many(
     let sql = insert_many_sql(rows.len());
     let mut query = sqlx::query(&sql);
     for row in rows {
-        query = query
-            .bind(row.id)
-            .bind(row.organization_id)
-            .bind(row.user_id)
-            .bind(&row.element_key)
-            .bind(row.element_id)
-            .bind(&row.name)
-            .bind(&row.tags)
-            .bind(&row.configuration_enc)
-            .bind(&row.token_hash)
-            .bind(&row.tokens.access_token_enc)
-            .bind(&row.tokens.refresh_token_enc)
-            .bind(&row.tokens.token_type)
-            .bind(row.tokens.expires_at)
-            .bind(row.now);
+        query = bind_instance_row!(query, row);
     }
     match query.execute(&mut *conn).await {
         Ok(done) if done.rows_affected() == rows.len() as u64 => Ok(true),
@@ -460,8 +439,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::sqlite::SqliteStore;
+    use crate::common::SealedTokens;
+    use crate::sql::{Db, SqlStore};
     use crate::{hash_secret, Keyring, NewAccount, Store as _};
+
+    /// The store and its SQLite pool.
+    struct SqliteStore {
+        pool: SqlitePool,
+        _store: SqlStore,
+    }
 
     fn row(id: i64, organization_id: i64, user_id: i64, name: &str, token: &str) -> InstanceRow {
         InstanceRow {
@@ -488,7 +474,7 @@ mod tests {
     async fn store(dir: &tempfile::TempDir) -> (SqliteStore, i64, i64) {
         let url = format!("sqlite://{}", dir.path().join("gc.db").display());
         let keyring = Arc::new(Keyring::new(vec![Keyring::generate_key()]).unwrap());
-        let store = SqliteStore::connect(&url, keyring).await.unwrap();
+        let store = crate::sqlite::connect(&url, keyring).await.unwrap();
         let who = store
             .create_account(NewAccount {
                 organization_name: "Org".into(),
@@ -500,6 +486,14 @@ mod tests {
             })
             .await
             .unwrap();
+        let Db::Sqlite(engine) = &store.db else {
+            unreachable!("a sqlite URL")
+        };
+        let pool = engine.pool.clone();
+        let store = SqliteStore {
+            pool,
+            _store: store,
+        };
         (store, who.organization_id, who.user.id)
     }
 

@@ -1,0 +1,610 @@
+//! The store's queries, written once for both engines.
+//!
+//! **Design.** Every query lives here, once: its SQL text, its binds and the
+//! mapping of its rows. The text is portable SQL that PostgreSQL and SQLite
+//! (3.39 or later, bundled by sqlx) both accept, with `$1`, `$2`, ...
+//! placeholders: PostgreSQL's own syntax, which SQLite reads as numbered
+//! parameters too (sqlx binds `$N` by number). Booleans are written
+//! `TRUE`/`FALSE`, null-safe comparison `IS NOT DISTINCT FROM`.
+//!
+//! The code that runs a query is written once as well: [`on_pool!`] expands
+//! one body once per engine, with the engine's own typed pool, so the
+//! compiler checks the binds and row types against each driver and the
+//! running code is exactly the driver's (no run-time translation layer).
+//! [`on_conn!`] does the same for a connection (a transaction's).
+//!
+//! Why this and not the alternatives: functions generic over
+//! `sqlx::Database` would have to spell sqlx's higher-ranked bounds
+//! (`Executor` for `&mut Connection`, `Encode`/`Decode`/`Type` per Rust type,
+//! `IntoArguments`) on every function, and those bounds are not implied, so
+//! every new query would repeat them; `sqlx::Any` converts every value at run
+//! time and hides the typed connections the engine-specific parts need; a
+//! query builder (sea-query) adds a dependency and a second language for SQL
+//! this simple, and would still leave the engine-specific parts below.
+//!
+//! **What stays per engine** ([`crate::sqlite`], [`crate::postgres`]):
+//! connecting (pool options, durability settings, migrations), inserting a
+//! new instance (SQLite through the group-commit writer, PostgreSQL
+//! directly), the refresh lock (SQLite: a lease column; PostgreSQL: a row
+//! lock in a transaction), and reading the durability settings.
+//!
+//! **A new query** (a new table, say) is one method on [`SqlStore`] using
+//! `on_pool!` and `$N` placeholders, plus a migration per engine.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
+use sqlx::Row as _;
+use subtle::ConstantTimeEq as _;
+
+use crate::common::{
+    conflict, db_err, has_tags, random_id, seal_configuration, seal_tokens, tags_json,
+    unique_violation, Inserted, InstanceRow, RawInstance, ID_ATTEMPTS, INSTANCE_COLUMNS,
+    INSTANCE_FROM,
+};
+use crate::{
+    now_millis, postgres, sqlite, Durability, Instance, InstanceList, InstancePatch, Keyring,
+    NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob, Result, SealedRow, SecretHash,
+    Store, StoreError, Unreadable, User,
+};
+
+/// The engine a store runs on, with what only that engine needs.
+pub(crate) enum Db {
+    /// SQLite: the pool and the group-commit writer.
+    Sqlite(sqlite::Sqlite),
+    /// PostgreSQL: the pool.
+    Postgres(postgres::Postgres),
+}
+
+/// A connection of either engine (e.g. a transaction's).
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut SqliteConnection),
+    Postgres(&'c mut PgConnection),
+}
+
+impl<'c> From<&'c mut SqliteConnection> for Conn<'c> {
+    fn from(c: &'c mut SqliteConnection) -> Self {
+        Conn::Sqlite(c)
+    }
+}
+
+impl<'c> From<&'c mut PgConnection> for Conn<'c> {
+    fn from(c: &'c mut PgConnection) -> Self {
+        Conn::Postgres(c)
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the engine's pool (`&SqlitePool` or
+/// `&PgPool`): written once, compiled once per engine.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::sql::Db::Sqlite(engine) => {
+                let $pool = &engine.pool;
+                $body
+            }
+            $crate::sql::Db::Postgres(engine) => {
+                let $pool = &engine.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the engine's connection
+/// (`&mut SqliteConnection` or `&mut PgConnection`).
+macro_rules! on_conn {
+    ($c:expr, |$conn:ident| $body:expr) => {
+        match $c {
+            $crate::sql::Conn::Sqlite($conn) => $body,
+            $crate::sql::Conn::Postgres($conn) => $body,
+        }
+    };
+}
+
+/// The store, on either engine.
+pub(crate) struct SqlStore {
+    pub(crate) db: Db,
+    pub(crate) keyring: Arc<Keyring>,
+}
+
+/// Writes a refresh decision on `conn`. `lease_owner`: SQLite's lease, also
+/// released by the write, which happens only while `lease_owner` still holds
+/// it; `None` under PostgreSQL's row lock. Returns the rows written (none for
+/// `Unchanged` without a lease).
+pub(crate) async fn write_decision(
+    conn: Conn<'_>,
+    keyring: &Keyring,
+    id: i64,
+    decision: &RefreshDecision,
+    lease_owner: Option<i64>,
+) -> Result<u64> {
+    // The lease columns exist only in SQLite's schema.
+    let (release, held) = match lease_owner {
+        Some(_) => (
+            "refresh_lease_until = NULL, refresh_lease_owner = NULL",
+            " AND refresh_lease_owner = $7",
+        ),
+        None => ("", ""),
+    };
+    let comma = if release.is_empty() { "" } else { ", " };
+    // One list of seven parameters serves every statement: `$1`-`$4` the
+    // new token columns (`$1` the reason when invalidating), `$5` the time,
+    // `$6` the id, `$7` the lease owner; a statement ignores those it does
+    // not name.
+    let (sql, text, tokens) = match decision {
+        RefreshDecision::Unchanged if lease_owner.is_none() => return Ok(0),
+        RefreshDecision::Unchanged => (
+            format!("UPDATE instances SET {release} WHERE id = $6{held}"),
+            None,
+            None,
+        ),
+        RefreshDecision::Update(tokens) => {
+            let sealed = seal_tokens(keyring, id, tokens);
+            (
+                format!(
+                    "UPDATE instances SET access_token_enc = $1, \
+                     refresh_token_enc = COALESCE($2, refresh_token_enc), token_type = $3, \
+                     expires_at = $4, token_version = token_version + 1, updated_at = $5\
+                     {comma}{release} WHERE id = $6{held}"
+                ),
+                sealed.access_token_enc.clone(),
+                Some(sealed),
+            )
+        }
+        RefreshDecision::Invalidate(reason) => (
+            format!(
+                "UPDATE instances SET valid = FALSE, invalid_reason = $1, updated_at = $5\
+                 {comma}{release} WHERE id = $6{held}"
+            ),
+            Some(reason.clone()),
+            None,
+        ),
+    };
+    let (refresh, token_type, expires_at) = tokens
+        .map(|t| (t.refresh_token_enc, t.token_type, t.expires_at))
+        .unwrap_or_default();
+    let now = now_millis();
+    let done = on_conn!(conn, |c| sqlx::query(&sql)
+        .bind(text)
+        .bind(refresh)
+        .bind(token_type)
+        .bind(expires_at)
+        .bind(now)
+        .bind(id)
+        .bind(lease_owner)
+        .execute(&mut *c)
+        .await
+        .map(|d| d.rows_affected()))
+    .map_err(db_err)?;
+    Ok(done)
+}
+
+/// Instance `id` as stored (still sealed), read on `conn`; `FOR UPDATE` is
+/// appended by callers that lock (PostgreSQL).
+pub(crate) async fn raw_instance(
+    conn: Conn<'_>,
+    id: i64,
+    suffix: &str,
+) -> Result<Option<RawInstance>, sqlx::Error> {
+    let sql = format!("SELECT {INSTANCE_COLUMNS} {INSTANCE_FROM} WHERE i.id = $1{suffix}");
+    on_conn!(conn, |c| sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await)
+}
+
+impl SqlStore {
+    /// Instance `id`, whatever its organization.
+    pub(crate) async fn fetch(&self, id: i64) -> Result<Option<Instance>> {
+        let raw = on_pool!(&self.db, |pool| {
+            let mut c = pool.acquire().await.map_err(db_err)?;
+            raw_instance(Conn::from(&mut *c), id, "").await
+        })
+        .map_err(db_err)?;
+        raw.map(|r| r.open(&self.keyring)).transpose()
+    }
+
+    /// Whether instance `id` exists.
+    pub(crate) async fn exists(&self, id: i64) -> Result<bool> {
+        let row = on_pool!(&self.db, |pool| sqlx::query(
+            "SELECT 1 FROM instances WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map(|r| r.is_some()))
+        .map_err(db_err)?;
+        Ok(row)
+    }
+
+    /// One instance by a unique column (`i.id`, `i.token_hash`), optionally
+    /// within an organization.
+    async fn raw_where(&self, sql_where: &str, bind: Key<'_>) -> Result<Option<RawInstance>> {
+        let sql = format!("SELECT {INSTANCE_COLUMNS} {INSTANCE_FROM} WHERE {sql_where}");
+        on_pool!(&self.db, |pool| {
+            let q = sqlx::query_as(&sql);
+            let q = match bind {
+                Key::IdInOrganization(id, org) => q.bind(id).bind(org),
+                Key::TokenHash(hash) => q.bind(hash),
+            };
+            q.fetch_optional(pool).await
+        })
+        .map_err(db_err)
+    }
+}
+
+/// What [`SqlStore::raw_where`] binds.
+enum Key<'a> {
+    IdInOrganization(i64, i64),
+    TokenHash(&'a [u8]),
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn engine(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn create_account(&self, new: NewAccount) -> Result<Principal> {
+        let now = now_millis();
+        let inserted = on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let org_id: i64 = sqlx::query_scalar(
+                "INSERT INTO organizations (name, secret_hash, created_at) VALUES ($1, $2, $3) \
+                 RETURNING id",
+            )
+            .bind(&new.organization_name)
+            .bind(&new.organization_secret_hash[..])
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            let user_id: i64 = sqlx::query_scalar(
+                "INSERT INTO users (organization_id, email, first_name, last_name, secret_hash, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(org_id)
+            .bind(&new.email)
+            .bind(&new.first_name)
+            .bind(&new.last_name)
+            .bind(&new.user_secret_hash[..])
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((org_id, user_id))
+        }
+        .await);
+        let (org_id, user_id) = inserted.map_err(|e| match unique_violation(&e) {
+            Some(col) => conflict(&col),
+            None => db_err(e),
+        })?;
+        Ok(Principal {
+            organization_id: org_id,
+            organization_name: new.organization_name,
+            user: User {
+                id: user_id,
+                email: new.email,
+                first_name: new.first_name,
+                last_name: new.last_name,
+            },
+        })
+    }
+
+    async fn organization_count(&self) -> Result<u64> {
+        let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
+            "SELECT COUNT(*) FROM organizations"
+        )
+        .fetch_one(pool)
+        .await
+        .and_then(|r| r.try_get(0)))
+        .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
+    async fn authenticate(
+        &self,
+        user_secret_hash: &SecretHash,
+        organization_secret_hash: &SecretHash,
+    ) -> Result<Option<Principal>> {
+        type Found = (i64, String, String, String, i64, String, Vec<u8>);
+        let found: Option<Found> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT u.id, u.email, u.first_name, u.last_name, o.id, o.name, o.secret_hash \
+             FROM users u JOIN organizations o ON o.id = u.organization_id \
+             WHERE u.secret_hash = $1",
+        )
+        .bind(&user_secret_hash[..])
+        .fetch_optional(pool)
+        .await)
+        .map_err(db_err)?;
+        let Some((user_id, email, first_name, last_name, org_id, org_name, org_hash)) = found
+        else {
+            return Ok(None);
+        };
+        if !bool::from(org_hash.as_slice().ct_eq(&organization_secret_hash[..])) {
+            return Ok(None);
+        }
+        Ok(Some(Principal {
+            organization_id: org_id,
+            organization_name: org_name,
+            user: User {
+                id: user_id,
+                email,
+                first_name,
+                last_name,
+            },
+        }))
+    }
+
+    async fn create_instance(&self, new: NewInstance) -> Result<Instance> {
+        let tags = tags_json(&new.tags);
+        for _ in 0..ID_ATTEMPTS {
+            // The id is the associated data of the ciphertexts: draw it and
+            // encrypt here, in the caller's task; the engine only does SQL.
+            let id = random_id();
+            let row = InstanceRow {
+                id,
+                organization_id: new.organization_id,
+                user_id: new.user_id,
+                element_key: new.element_key.clone(),
+                element_id: new.element_id as i64,
+                name: new.name.clone(),
+                tags: tags.clone(),
+                configuration_enc: seal_configuration(&self.keyring, id, &new.configuration),
+                token_hash: new.token_hash.to_vec(),
+                tokens: seal_tokens(&self.keyring, id, &new.tokens),
+                now: now_millis(),
+            };
+            let inserted = match &self.db {
+                Db::Sqlite(engine) => engine.writer.insert(row).await?,
+                Db::Postgres(engine) => engine.insert(&row).await?,
+            };
+            match inserted {
+                Inserted::Done => {
+                    return self.fetch(id).await?.ok_or_else(|| {
+                        StoreError::Database(format!("instance {id} vanished after insert"))
+                    });
+                }
+                Inserted::IdTaken => continue,
+            }
+        }
+        Err(StoreError::Database(
+            "could not draw an unused instance id".into(),
+        ))
+    }
+
+    async fn instance(&self, organization_id: i64, id: i64) -> Result<Option<Instance>> {
+        let raw = self
+            .raw_where(
+                "i.id = $1 AND i.organization_id = $2",
+                Key::IdInOrganization(id, organization_id),
+            )
+            .await?;
+        raw.map(|r| r.open(&self.keyring)).transpose()
+    }
+
+    async fn instance_any(&self, id: i64) -> Result<Option<Instance>> {
+        self.fetch(id).await
+    }
+
+    async fn instance_by_token(&self, token_hash: &SecretHash) -> Result<Option<Instance>> {
+        let raw = self
+            .raw_where("i.token_hash = $1", Key::TokenHash(&token_hash[..]))
+            .await?;
+        raw.map(|r| r.open(&self.keyring)).transpose()
+    }
+
+    async fn list_instances(&self, organization_id: i64, tags: &[String]) -> Result<InstanceList> {
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} {INSTANCE_FROM} WHERE i.organization_id = $1 \
+             ORDER BY i.seq DESC"
+        );
+        let raws: Vec<RawInstance> = on_pool!(&self.db, |pool| sqlx::query_as(&sql)
+            .bind(organization_id)
+            .fetch_all(pool)
+            .await)
+        .map_err(db_err)?;
+        let mut list = InstanceList::default();
+        for raw in raws {
+            let id = raw.id;
+            // Tags are stored in the clear: filter before decrypting, so a
+            // row left out by the filter is never opened.
+            let stored = match raw.tags() {
+                Ok(stored) if !has_tags(&stored, tags) => continue,
+                Ok(stored) => stored,
+                Err(error) => {
+                    list.unreadable.push(Unreadable { id, error });
+                    continue;
+                }
+            };
+            match raw.open_tagged(&self.keyring, stored) {
+                Ok(instance) => list.instances.push(instance),
+                Err(error) => list.unreadable.push(Unreadable { id, error }),
+            }
+        }
+        Ok(list)
+    }
+
+    async fn update_instance(
+        &self,
+        organization_id: i64,
+        id: i64,
+        patch: InstancePatch,
+    ) -> Result<Option<Instance>> {
+        let updated = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
+             disabled = COALESCE($3, disabled), updated_at = $4 \
+             WHERE id = $5 AND organization_id = $6",
+        )
+        .bind(&patch.name)
+        .bind(patch.tags.as_deref().map(tags_json))
+        .bind(patch.disabled)
+        .bind(now_millis())
+        .bind(id)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.instance(organization_id, id).await
+    }
+
+    async fn delete_instance(&self, organization_id: i64, id: i64) -> Result<bool> {
+        let deleted = on_pool!(&self.db, |pool| sqlx::query(
+            "DELETE FROM instances WHERE id = $1 AND organization_id = $2"
+        )
+        .bind(id)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        Ok(deleted > 0)
+    }
+
+    async fn refresh_locked<'a>(
+        &'a self,
+        id: i64,
+        lease_seconds: i64,
+        job: RefreshJob<'a>,
+    ) -> Result<Option<Instance>> {
+        match &self.db {
+            Db::Sqlite(engine) => engine.refresh_locked(self, id, lease_seconds, job).await,
+            Db::Postgres(engine) => {
+                engine
+                    .refresh_locked(&self.keyring, id, lease_seconds, job)
+                    .await
+            }
+        }
+    }
+
+    async fn meta(&self, key: &str) -> Result<Option<String>> {
+        on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT value FROM meta WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(pool)
+        .await
+        .map(|_| ()))
+        .map_err(db_err)
+    }
+
+    async fn sealed_rows(&self) -> Result<Vec<SealedRow>> {
+        type Sealed = (i64, String, Option<String>, Option<String>);
+        let rows: Vec<Sealed> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, configuration_enc, access_token_enc, refresh_token_enc \
+             FROM instances ORDER BY id",
+        )
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, configuration, access_token, refresh_token)| SealedRow {
+                    id,
+                    configuration,
+                    access_token,
+                    refresh_token,
+                },
+            )
+            .collect())
+    }
+
+    async fn replace_sealed(&self, old: &SealedRow, new: &SealedRow) -> Result<bool> {
+        let done = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE instances SET configuration_enc = $1, access_token_enc = $2, \
+             refresh_token_enc = $3 \
+             WHERE id = $4 AND configuration_enc = $5 AND access_token_enc IS NOT DISTINCT FROM $6 \
+             AND refresh_token_enc IS NOT DISTINCT FROM $7",
+        )
+        .bind(&new.configuration)
+        .bind(&new.access_token)
+        .bind(&new.refresh_token)
+        .bind(old.id)
+        .bind(&old.configuration)
+        .bind(&old.access_token)
+        .bind(&old.refresh_token)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        Ok(done == 1)
+    }
+
+    async fn callback_urls(&self, organization_id: i64) -> Result<Vec<String>> {
+        on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT url FROM organization_callbacks WHERE organization_id = $1 ORDER BY url",
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn set_callback_urls(&self, organization_id: i64, urls: &[String]) -> Result<()> {
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM organization_callbacks WHERE organization_id = $1")
+                .bind(organization_id)
+                .execute(&mut *tx)
+                .await?;
+            for url in urls {
+                sqlx::query(
+                    "INSERT INTO organization_callbacks (organization_id, url) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(organization_id)
+                .bind(url)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>> {
+        // `= TRUE`/`= FALSE` rather than bare `valid AND NOT disabled`: an
+        // equality SQLite can match against the (valid, disabled, expires_at)
+        // index.
+        on_pool!(&self.db, |pool| sqlx::query_scalar(
+            "SELECT id FROM instances WHERE valid = TRUE AND disabled = FALSE \
+             AND refresh_token_enc IS NOT NULL AND expires_at IS NOT NULL AND expires_at < $1 \
+             ORDER BY expires_at, id LIMIT $2",
+        )
+        .bind(unix_seconds)
+        .bind(limit.max(0))
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn durability(&self) -> Result<Durability> {
+        match &self.db {
+            Db::Sqlite(engine) => engine.durability().await,
+            Db::Postgres(engine) => engine.durability().await,
+        }
+    }
+}
