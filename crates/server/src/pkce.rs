@@ -39,7 +39,7 @@ mod tests {
     fn code_verifiers_follow_rfc_7636() {
         assert!(check_code_verifier(&new_code_verifier(), "v").is_ok());
         assert!(check_code_verifier(&"a".repeat(43), "v").is_ok());
-        assert!(check_code_verifier(&"~._-Az9".repeat(18)[..128], "v").is_ok());
+        assert!(check_code_verifier(&"~._-Az9".repeat(19)[..128], "v").is_ok());
         for bad in [
             "a".repeat(42),
             "a".repeat(129),
