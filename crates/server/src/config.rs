@@ -314,3 +314,58 @@ impl ServerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_read_from_the_config_file() {
+        let file: FileConfig = toml::from_str(
+            "max_connections = 7\n\
+             header_read_timeout_seconds = 3\n\
+             idle_timeout_seconds = 4\n\
+             shutdown_timeout_seconds = 0\n\
+             auth_failure_burst = 5\n\
+             auth_failures_per_minute = 6\n\
+             max_instances_per_organization = 8\n\
+             max_configuration_entries = 9\n\
+             max_configuration_bytes = 1000\n\
+             strict_key_permissions = true\n",
+        )
+        .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_connections: 7,
+                header_read_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(4),
+                shutdown_timeout: Duration::ZERO,
+                auth_failure_burst: 5,
+                auth_failures_per_minute: 6,
+                max_instances_per_organization: 8,
+                max_configuration_entries: 9,
+                max_configuration_bytes: 1000,
+            }
+        );
+        assert!(config.strict_key_permissions);
+    }
+
+    #[test]
+    fn limits_are_clamped_to_workable_values() {
+        let mut limits = Limits::default();
+        limits.apply(&LimitSettings {
+            max_connections: Some(0),
+            header_read_timeout_seconds: Some(0),
+            idle_timeout_seconds: Some(0),
+            auth_failures_per_minute: Some(0),
+            ..LimitSettings::default()
+        });
+        assert_eq!(limits.max_connections, 1);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(1));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(1));
+        assert_eq!(limits.auth_failures_per_minute, 1);
+        assert_eq!(Limits::default().auth_failure_burst, 20);
+    }
+}
