@@ -767,3 +767,33 @@ async fn per_organization_instance_and_configuration_limits() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_instance_cap_counts_on_postgresql_too() {
+    let pg = elements_testkit::pg::PgCluster::shared().expect("PostgreSQL");
+    let dir = data_dir();
+    let mut config = config_with(
+        dir.path(),
+        Limits {
+            max_instances_per_organization: 1,
+            ..Limits::default()
+        },
+    );
+    config.database_url = Some(pg.create_database("limits_count").expect("database"));
+    let server = TestServer::start(config).await;
+    assert_eq!(server.state.store.engine(), "postgres");
+    let a = server.account.clone();
+    assert_eq!(server.post_instance(&a, &shipstation("one")).await.0, 200);
+    let (status, body) = server.post_instance(&a, &shipstation("two")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_instances_per_organization = 1"),
+        "{body}"
+    );
+    let b = server.other_account("pg-other").await;
+    assert_eq!(server.post_instance(&b, &shipstation("b")).await.0, 200);
+    server.stop().await;
+}
