@@ -100,6 +100,62 @@ struct StoreArgs {
     /// A TOML configuration file (see the README).
     #[arg(long, env = "ELEMENTS_CONFIG")]
     config: Option<PathBuf>,
+    /// Refuse to start when the key file is readable or writable by group
+    /// or others (default: warn).
+    #[arg(long, env = "ELEMENTS_STRICT_KEY_PERMISSIONS")]
+    strict_key_permissions: bool,
+}
+
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Most connections served at once; more wait in the listen backlog
+    /// [default: 512].
+    #[arg(long, env = "ELEMENTS_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a complete request head [default: 10].
+    #[arg(long, env = "ELEMENTS_HEADER_READ_TIMEOUT_SECONDS")]
+    header_read_timeout_seconds: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request
+    /// [default: 60].
+    #[arg(long, env = "ELEMENTS_IDLE_TIMEOUT_SECONDS")]
+    idle_timeout_seconds: Option<u64>,
+    /// Seconds open requests get to finish at shutdown [default: 10].
+    #[arg(long, env = "ELEMENTS_SHUTDOWN_TIMEOUT_SECONDS")]
+    shutdown_timeout_seconds: Option<u64>,
+    /// Failed authentications a client address may make at once before
+    /// it gets 429; 0 turns the limit off [default: 20].
+    #[arg(long, env = "ELEMENTS_AUTH_FAILURE_BURST")]
+    auth_failure_burst: Option<u32>,
+    /// Failed authentications a client address regains per minute
+    /// [default: 10].
+    #[arg(long, env = "ELEMENTS_AUTH_FAILURES_PER_MINUTE")]
+    auth_failures_per_minute: Option<u32>,
+    /// Most instances per organization [default: 10000].
+    #[arg(long, env = "ELEMENTS_MAX_INSTANCES_PER_ORGANIZATION")]
+    max_instances_per_organization: Option<u64>,
+    /// Most configuration entries per instance [default: 100].
+    #[arg(long, env = "ELEMENTS_MAX_CONFIGURATION_ENTRIES")]
+    max_configuration_entries: Option<usize>,
+    /// Most configuration bytes (keys plus values) per instance
+    /// [default: 32768].
+    #[arg(long, env = "ELEMENTS_MAX_CONFIGURATION_BYTES")]
+    max_configuration_bytes: Option<usize>,
+}
+
+impl LimitArgs {
+    fn settings(&self) -> elements_server::config::LimitSettings {
+        elements_server::config::LimitSettings {
+            max_connections: self.max_connections,
+            header_read_timeout_seconds: self.header_read_timeout_seconds,
+            idle_timeout_seconds: self.idle_timeout_seconds,
+            shutdown_timeout_seconds: self.shutdown_timeout_seconds,
+            auth_failure_burst: self.auth_failure_burst,
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            max_instances_per_organization: self.max_instances_per_organization,
+            max_configuration_entries: self.max_configuration_entries,
+            max_configuration_bytes: self.max_configuration_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +174,8 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "ELEMENTS_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -320,7 +378,9 @@ fn server_config(
         .elements_dirs
         .extend(catalog.elements_dirs.iter().cloned());
     config.master_key = store.master_key.clone().map(Into::into);
+    config.strict_key_permissions |= store.strict_key_permissions;
     if let Some(serve) = serve {
+        config.limits.apply(&serve.limits.settings());
         if let Some(listen) = &serve.listen {
             config.listen = listen.clone();
         }

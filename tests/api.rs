@@ -57,7 +57,11 @@ async fn seed_post_instances_answers_the_seed_shape() {
     assert_eq!(body["tags"], json!(["seed"]));
     assert_eq!(body["user"]["emailAddress"], "dev@acme.test");
     assert_eq!(body["configuration"]["oauth.api.secret"], "********");
-    assert_eq!(body["configuration"]["oauth.api.key"], "test-client");
+    assert_eq!(body["configuration"]["oauth.api.key"], "********");
+    assert_eq!(
+        body["configuration"]["oauth.callback.url"],
+        "www.samplecallbackurl.com"
+    );
     let text = body.to_string();
     assert!(
         !text.contains("at-seed") && !text.contains("rt-seed"),
@@ -319,7 +323,9 @@ async fn instance_routes_manage_the_lifecycle() {
         .unwrap();
     assert_eq!(secret["propertyValue"], "********");
     let key = config.iter().find(|e| e["key"] == "oauth.api.key").unwrap();
-    assert_eq!(key["propertyValue"], "test-client");
+    assert_eq!(key["propertyValue"], "********");
+    let scope = config.iter().find(|e| e["key"] == "oauth.scope").unwrap();
+    assert_eq!(scope["propertyValue"], "contacts-rw+offline");
 
     let status = server
         .authed(Method::DELETE, &format!("/instances/{a}"))

@@ -20,6 +20,16 @@ use crate::tokens::TokenPolicy;
 /// refresh_margin_seconds = 300
 /// refresh_interval_seconds = 30
 /// provider_timeout_seconds = 10
+/// max_connections = 512              # connection cap (see `Limits`)
+/// header_read_timeout_seconds = 10
+/// idle_timeout_seconds = 60
+/// shutdown_timeout_seconds = 10
+/// auth_failure_burst = 20             # 0 turns the limiter off
+/// auth_failures_per_minute = 10
+/// max_instances_per_organization = 10000
+/// max_configuration_entries = 100
+/// max_configuration_bytes = 32768
+/// strict_key_permissions = false
 ///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
 /// token_url = "http://127.0.0.1:9999/oauth/v1/token"
@@ -43,9 +53,148 @@ pub struct FileConfig {
     pub refresh_interval_seconds: Option<u64>,
     /// Timeout of each provider request.
     pub provider_timeout_seconds: Option<u64>,
+    /// Most connections served at once.
+    pub max_connections: Option<usize>,
+    /// Time allowed to send a complete request head.
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Time a kept-alive connection may sit idle between requests.
+    pub idle_timeout_seconds: Option<u64>,
+    /// Time given to open connections at shutdown.
+    pub shutdown_timeout_seconds: Option<u64>,
+    /// Failed authentications allowed in a burst per client address (0: no limit).
+    pub auth_failure_burst: Option<u32>,
+    /// Failed authentications replenished per minute per client address.
+    pub auth_failures_per_minute: Option<u32>,
+    /// Most instances per organization.
+    pub max_instances_per_organization: Option<u64>,
+    /// Most configuration entries per instance.
+    pub max_configuration_entries: Option<usize>,
+    /// Most configuration bytes (keys and values) per instance.
+    pub max_configuration_bytes: Option<usize>,
+    /// Refuse to start when the key file is readable by group or others.
+    pub strict_key_permissions: Option<bool>,
     /// Per-element settings.
     #[serde(default)]
     pub elements: BTreeMap<String, ElementSettings>,
+}
+
+/// Limits that protect the server from its clients. Every one is a flag,
+/// an `ELEMENTS_*` variable and a config-file key (see `FileConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections served at once; further ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// Time allowed to send a complete request head, from its first byte
+    /// (from the connection's start for a new connection).
+    pub header_read_timeout: Duration,
+    /// Time a kept-alive connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// At shutdown, time given to open connections to finish; then they
+    /// are closed.
+    pub shutdown_timeout: Duration,
+    /// Failed authentications a client address may make in a burst before
+    /// it is answered 429; 0 turns the limiter off.
+    pub auth_failure_burst: u32,
+    /// Failed authentications replenished per minute per client address.
+    pub auth_failures_per_minute: u32,
+    /// Most instances an organization may hold.
+    pub max_instances_per_organization: u64,
+    /// Most configuration entries per instance.
+    pub max_configuration_entries: usize,
+    /// Most configuration bytes (keys plus values) per instance.
+    pub max_configuration_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+            auth_failure_burst: 20,
+            auth_failures_per_minute: 10,
+            max_instances_per_organization: 10_000,
+            max_configuration_entries: 100,
+            max_configuration_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// Limit settings from one source (file, or flags and environment); the
+/// unset ones leave the current value.
+#[derive(Debug, Default, Clone)]
+pub struct LimitSettings {
+    /// `max_connections`.
+    pub max_connections: Option<usize>,
+    /// `header_read_timeout_seconds`.
+    pub header_read_timeout_seconds: Option<u64>,
+    /// `idle_timeout_seconds`.
+    pub idle_timeout_seconds: Option<u64>,
+    /// `shutdown_timeout_seconds`.
+    pub shutdown_timeout_seconds: Option<u64>,
+    /// `auth_failure_burst`.
+    pub auth_failure_burst: Option<u32>,
+    /// `auth_failures_per_minute`.
+    pub auth_failures_per_minute: Option<u32>,
+    /// `max_instances_per_organization`.
+    pub max_instances_per_organization: Option<u64>,
+    /// `max_configuration_entries`.
+    pub max_configuration_entries: Option<usize>,
+    /// `max_configuration_bytes`.
+    pub max_configuration_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// Applies the settings given (at least one connection, timeouts of at
+    /// least a second, a shutdown timeout of zero or more).
+    pub fn apply(&mut self, s: &LimitSettings) {
+        if let Some(n) = s.max_connections {
+            self.max_connections = n.max(1);
+        }
+        if let Some(secs) = s.header_read_timeout_seconds {
+            self.header_read_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = s.idle_timeout_seconds {
+            self.idle_timeout = Duration::from_secs(secs.max(1));
+        }
+        if let Some(secs) = s.shutdown_timeout_seconds {
+            self.shutdown_timeout = Duration::from_secs(secs);
+        }
+        if let Some(n) = s.auth_failure_burst {
+            self.auth_failure_burst = n;
+        }
+        if let Some(n) = s.auth_failures_per_minute {
+            self.auth_failures_per_minute = n.max(1);
+        }
+        if let Some(n) = s.max_instances_per_organization {
+            self.max_instances_per_organization = n;
+        }
+        if let Some(n) = s.max_configuration_entries {
+            self.max_configuration_entries = n;
+        }
+        if let Some(n) = s.max_configuration_bytes {
+            self.max_configuration_bytes = n;
+        }
+    }
+}
+
+impl FileConfig {
+    /// The limit settings of the file.
+    pub fn limit_settings(&self) -> LimitSettings {
+        LimitSettings {
+            max_connections: self.max_connections,
+            header_read_timeout_seconds: self.header_read_timeout_seconds,
+            idle_timeout_seconds: self.idle_timeout_seconds,
+            shutdown_timeout_seconds: self.shutdown_timeout_seconds,
+            auth_failure_burst: self.auth_failure_burst,
+            auth_failures_per_minute: self.auth_failures_per_minute,
+            max_instances_per_organization: self.max_instances_per_organization,
+            max_configuration_entries: self.max_configuration_entries,
+            max_configuration_bytes: self.max_configuration_bytes,
+        }
+    }
 }
 
 /// `[elements.<key>]`.
@@ -97,6 +246,11 @@ pub struct ServerConfig {
     pub refresh_interval: Duration,
     /// Provider request timeout.
     pub provider_timeout: Duration,
+    /// Connection, authentication and per-organization limits.
+    pub limits: Limits,
+    /// Refuse to start (instead of warning) when the key file is readable
+    /// by group or others.
+    pub strict_key_permissions: bool,
 }
 
 impl Default for ServerConfig {
@@ -113,6 +267,8 @@ impl Default for ServerConfig {
             policy: TokenPolicy::default(),
             refresh_interval: Duration::from_secs(30),
             provider_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+            strict_key_permissions: false,
         }
     }
 }
@@ -121,6 +277,7 @@ impl ServerConfig {
     /// Applies a config file over these settings (flags and environment
     /// are applied after it, by the caller).
     pub fn with_file(mut self, file: FileConfig) -> Self {
+        self.limits.apply(&file.limit_settings());
         if let Some(listen) = file.listen {
             self.listen = listen;
         }
@@ -140,6 +297,9 @@ impl ServerConfig {
         if let Some(s) = file.provider_timeout_seconds {
             self.provider_timeout = Duration::from_secs(s.clamp(1, 300));
         }
+        if let Some(strict) = file.strict_key_permissions {
+            self.strict_key_permissions = strict;
+        }
         for (key, settings) in file.elements {
             self.overrides.insert(key, settings.oauth);
         }
@@ -152,5 +312,60 @@ impl ServerConfig {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", self.data_dir.join("elements.db").display()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_read_from_the_config_file() {
+        let file: FileConfig = toml::from_str(
+            "max_connections = 7\n\
+             header_read_timeout_seconds = 3\n\
+             idle_timeout_seconds = 4\n\
+             shutdown_timeout_seconds = 0\n\
+             auth_failure_burst = 5\n\
+             auth_failures_per_minute = 6\n\
+             max_instances_per_organization = 8\n\
+             max_configuration_entries = 9\n\
+             max_configuration_bytes = 1000\n\
+             strict_key_permissions = true\n",
+        )
+        .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_connections: 7,
+                header_read_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(4),
+                shutdown_timeout: Duration::ZERO,
+                auth_failure_burst: 5,
+                auth_failures_per_minute: 6,
+                max_instances_per_organization: 8,
+                max_configuration_entries: 9,
+                max_configuration_bytes: 1000,
+            }
+        );
+        assert!(config.strict_key_permissions);
+    }
+
+    #[test]
+    fn limits_are_clamped_to_workable_values() {
+        let mut limits = Limits::default();
+        limits.apply(&LimitSettings {
+            max_connections: Some(0),
+            header_read_timeout_seconds: Some(0),
+            idle_timeout_seconds: Some(0),
+            auth_failures_per_minute: Some(0),
+            ..LimitSettings::default()
+        });
+        assert_eq!(limits.max_connections, 1);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(1));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(1));
+        assert_eq!(limits.auth_failures_per_minute, 1);
+        assert_eq!(Limits::default().auth_failure_burst, 20);
     }
 }

@@ -36,6 +36,14 @@ pub enum ApiError {
     PayloadTooLarge,
     /// 415.
     UnsupportedMediaType,
+    /// 429 with `Retry-After`: too many failed authentications from one
+    /// client address.
+    TooManyFailedAuthentications {
+        /// Seconds until the next attempt is allowed.
+        retry_after: u64,
+    },
+    /// 431: the request headers exceed the limit.
+    HeadersTooLarge,
     /// The provider refused (a bad code, a dead grant): 4xx with its sanitized message.
     ProviderRefused {
         /// Our status.
@@ -60,6 +68,8 @@ struct ErrorBody<'a> {
     missing: Option<Vec<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provider_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_seconds: Option<u64>,
 }
 
 /// The message of every 401.
@@ -80,6 +90,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooManyFailedAuthentications { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::ProviderRefused { status, .. } => *status,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,6 +129,14 @@ impl ApiError {
                     None,
                     None,
                 ),
+                ApiError::TooManyFailedAuthentications { retry_after } => {
+                    joined = format!(
+                        "too many failed authentications from this client address: \
+                         retry after {retry_after} seconds"
+                    );
+                    (&joined, None, None)
+                }
+                ApiError::HeadersTooLarge => (crate::headers::TOO_LARGE_MESSAGE, None, None),
                 ApiError::ProviderRefused {
                     message,
                     provider_message,
@@ -127,13 +147,24 @@ impl ApiError {
                     ("internal error", None, None)
                 }
             };
+        let retry_after = match &self {
+            ApiError::TooManyFailedAuthentications { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let body = ErrorBody {
             request_id,
             message,
             missing,
             provider_message,
+            retry_after_seconds: retry_after,
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -18,9 +18,12 @@ use elements_store::Store;
 use tokio::net::TcpListener;
 
 pub mod auth;
+pub mod auth_limit;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod headers;
+pub mod listener;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;
@@ -41,6 +44,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Provider tokens: exchange and refresh.
     pub tokens: Arc<tokens::TokenManager>,
+    /// Connection, authentication and per-organization limits.
+    pub limits: Arc<config::Limits>,
+    /// Failed authentications per client address.
+    pub auth_limiter: Arc<auth_limit::AuthLimiter>,
 }
 
 /// The API router, with every route under `/elements/api-v2`.
@@ -54,18 +61,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth_limit::middleware,
+        ))
+        .layer(axum::middleware::from_fn(headers::limit))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes
-/// the requests in flight.
+/// Serves the API on `listener` until `shutdown` completes, then gives the
+/// requests in flight `shutdown_timeout` to finish (see [`listener`]: the
+/// connection cap and timeouts come from `state.limits`).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.limits.clone();
+    listener::serve(listener, router(state), &limits, shutdown).await
 }

@@ -43,6 +43,7 @@ pub fn keyring(config: &ServerConfig) -> Result<Keyring> {
     let path = key_file_path(&config.data_dir);
     match fs::read_to_string(&path) {
         Ok(text) => {
+            check_key_permissions(&path, config.strict_key_permissions)?;
             Keyring::parse(text.trim()).with_context(|| format!("key file {}", path.display()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -79,6 +80,37 @@ pub fn keyring(config: &ServerConfig) -> Result<Keyring> {
         }
         Err(e) => Err(anyhow!("reading key file {}: {e}", path.display())),
     }
+}
+
+/// Warns about — or, with `strict`, refuses — a key file that group or
+/// others may read.
+fn check_key_permissions(path: &Path, strict: bool) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = fs::metadata(path)
+            .with_context(|| format!("key file {}", path.display()))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            let problem = format!(
+                "the key file {} is readable or writable by group or others (mode {mode:03o}); \
+                 restrict it with `chmod 600 {}`",
+                path.display(),
+                path.display()
+            );
+            if strict {
+                return Err(anyhow!(
+                    "{problem} (refused: --strict-key-permissions / ELEMENTS_STRICT_KEY_PERMISSIONS)"
+                ));
+            }
+            tracing::warn!("{problem}");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, strict);
+    Ok(())
 }
 
 /// Opens (and migrates) the configured database.
@@ -244,6 +276,11 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         registry,
         store,
         tokens,
+        limits: Arc::new(config.limits.clone()),
+        auth_limiter: Arc::new(crate::auth_limit::AuthLimiter::new(
+            config.limits.auth_failure_burst,
+            config.limits.auth_failures_per_minute,
+        )),
     }
 }
 

@@ -178,7 +178,13 @@ pub struct InstanceJson<'a> {
 pub const MASK: &str = "********";
 
 /// Whether a configuration value is shown masked: the element declares it
-/// secret, or its key looks like one.
+/// secret, or its key names a credential — it contains `secret`,
+/// `password`, `passwd`, `token`, `private` or `credential`, or one of its
+/// `.`/`_`/`-`-separated words is or ends in `key` (`api.key`, `apikey`,
+/// `oauth.api.key`, `api_key`, `accessKey`). `oauth.api.key` is masked as
+/// Cloud Elements masks it: a name cannot tell an OAuth client id from
+/// ShipStation's `api.key`, which is a password. Client ids named
+/// `client_id` are public (they appear in authorization URLs) and shown.
 pub fn is_secret_key(spec: Option<&ElementSpec>, key: &str) -> bool {
     if spec
         .and_then(|s| s.config_entry(key))
@@ -187,9 +193,19 @@ pub fn is_secret_key(spec: Option<&ElementSpec>, key: &str) -> bool {
         return true;
     }
     let lower = key.to_ascii_lowercase();
-    ["secret", "password", "token", "private"]
-        .iter()
-        .any(|w| lower.contains(w))
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "private",
+        "credential",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+        || lower
+            .split(['.', '_', '-'])
+            .any(|word| word.ends_with("key"))
 }
 
 /// Unix milliseconds as RFC 3339.
@@ -283,4 +299,37 @@ pub struct CredentialsJson<'a> {
     /// Seconds until expiry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_hold_credentials_are_masked() {
+        for key in [
+            "api.key",
+            "apikey",
+            "oauth.api.key",
+            "API_KEY",
+            "accessKey",
+            "oauth.api.secret",
+            "db.password",
+            "refresh_token",
+            "private.pem",
+            "credentials",
+        ] {
+            assert!(is_secret_key(None, key), "{key} must be masked");
+        }
+        for key in [
+            "subdomain",
+            "oauth.callback.url",
+            "oauth.scope",
+            "client_id",
+            "keyboard.layout",
+            "base.url",
+        ] {
+            assert!(!is_secret_key(None, key), "{key} must be shown");
+        }
+    }
 }

@@ -236,6 +236,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many organizations exist.
     async fn organization_count(&self) -> Result<u64>;
 
+    /// How many instances an organization holds.
+    async fn count_instances(&self, organization_id: i64) -> Result<u64>;
+
     /// The principal whose user and organization secrets hash to these
     /// values, compared in constant time; `None` if they do not match.
     async fn authenticate(

@@ -307,6 +307,18 @@ impl Store for SqlStore {
         Ok(n as u64)
     }
 
+    async fn count_instances(&self, organization_id: i64) -> Result<u64> {
+        let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
+            "SELECT COUNT(*) FROM instances WHERE organization_id = $1"
+        )
+        .bind(organization_id)
+        .fetch_one(pool)
+        .await
+        .and_then(|r| r.try_get(0)))
+        .map_err(db_err)?;
+        Ok(n as u64)
+    }
+
     async fn authenticate(
         &self,
         user_secret_hash: &SecretHash,

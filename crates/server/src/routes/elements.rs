@@ -25,6 +25,12 @@ pub fn router() -> Router<AppState> {
         .route("/elements/{key_or_id}/oauth/url", get(oauth_url))
 }
 
+/// Queries longer than this get no "did you mean": no element key is near
+/// this long (the longest built-in key is about 20 characters), and edit
+/// distance costs the product of the lengths, so a 60,000-character key
+/// would cost each anonymous request tens of milliseconds.
+pub const MAX_SUGGESTION_QUERY: usize = 100;
+
 /// The element named by a key or id, or a 404 that suggests close keys.
 pub fn find<'a>(state: &'a AppState, key_or_id: &str) -> Result<&'a Arc<dyn Element>, ApiError> {
     state.registry.get(key_or_id).ok_or_else(|| {
@@ -33,7 +39,11 @@ pub fn find<'a>(state: &'a AppState, key_or_id: &str) -> Result<&'a Arc<dyn Elem
             .take(100)
             .map(|c| if c.is_control() { '?' } else { c })
             .collect();
-        let suggestions = state.registry.suggest(key_or_id);
+        let suggestions = if key_or_id.len() <= MAX_SUGGESTION_QUERY {
+            state.registry.suggest(key_or_id)
+        } else {
+            Vec::new()
+        };
         let mut message = format!("no element with key or id `{shown}`");
         if !suggestions.is_empty() {
             message.push_str(&format!("; did you mean {}?", suggestions.join(", ")));
@@ -140,6 +150,9 @@ async fn oauth_url(
             element.key()
         )));
     }
+    if let Some(verifier) = &request.code_verifier {
+        crate::pkce::check_code_verifier(verifier, "codeVerifier")?;
+    }
     if element.uses_pkce() && request.code_verifier.is_none() {
         request.code_verifier = Some(crate::pkce::new_code_verifier());
     }
@@ -152,10 +165,13 @@ async fn oauth_url(
     } else {
         None
     };
-    Ok(Json(OAuthUrlResponse {
-        element: element.key(),
-        oauth_url: &url.url,
-        code_verifier: verifier,
-    })
-    .into_response())
+    // The answer may carry a PKCE verifier: a secret, never cached.
+    Ok(crate::headers::no_store(
+        Json(OAuthUrlResponse {
+            element: element.key(),
+            oauth_url: &url.url,
+            code_verifier: verifier,
+        })
+        .into_response(),
+    ))
 }

@@ -39,7 +39,6 @@ const MAX_TAG: usize = 100;
 const MAX_TAGS: usize = 50;
 const MAX_CONFIG_KEY: usize = 200;
 const MAX_CONFIG_VALUE: usize = 8192;
-const MAX_CONFIG_ENTRIES: usize = 100;
 /// Ten years: a longer `providerData.expires_in` is refused.
 const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
@@ -95,9 +94,11 @@ async fn create(
     check_name(&body.name)?;
     let tags = body.tags.unwrap_or_else(|| vec![body.name.clone()]);
     check_tags(&tags)?;
-    if body.configuration.0.len() > MAX_CONFIG_ENTRIES {
+    let limits = &state.limits;
+    if body.configuration.0.len() > limits.max_configuration_entries {
         return Err(ApiError::BadRequest(format!(
-            "at most {MAX_CONFIG_ENTRIES} `configuration` entries are allowed"
+            "at most {} `configuration` entries are allowed (max_configuration_entries)",
+            limits.max_configuration_entries
         )));
     }
     let mut configuration = Configuration::new();
@@ -116,6 +117,13 @@ async fn create(
         }
         configuration.insert(key, value);
     }
+    let size: usize = configuration.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > limits.max_configuration_bytes {
+        return Err(ApiError::BadRequest(format!(
+            "`configuration` keys and values total {size} bytes; at most {} are allowed (max_configuration_bytes)",
+            limits.max_configuration_bytes
+        )));
+    }
     element
         .validate_configuration(&configuration)
         .map_err(|m| ApiError::MissingConfiguration(m.keys))?;
@@ -124,6 +132,20 @@ async fn create(
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
+    if let Some(verifier) = &provider_data.code_verifier {
+        crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
+    }
+    let count = state
+        .store
+        .count_instances(principal.organization_id)
+        .await?;
+    if count >= limits.max_instances_per_organization {
+        return Err(ApiError::Forbidden(format!(
+            "the organization already has {count} instances, the most allowed \
+             (max_instances_per_organization = {}); delete one first",
+            limits.max_instances_per_organization
+        )));
+    }
     let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {
         if element.spec().oauth.is_none() {
             return Err(ApiError::BadRequest(format!(
@@ -192,12 +214,15 @@ async fn create(
         element = element.key(),
         "instance provisioned"
     );
-    Ok(Json(InstanceJson::new(
-        &instance,
-        Some(element.spec()),
-        Some(&token),
+    // The answer carries the instance token: never cached.
+    Ok(crate::headers::no_store(
+        Json(InstanceJson::new(
+            &instance,
+            Some(element.spec()),
+            Some(&token),
+        ))
+        .into_response(),
     ))
-    .into_response())
 }
 
 async fn list(
@@ -408,15 +433,17 @@ async fn credentials(
         .access_token
         .as_ref()
         .ok_or_else(|| ApiError::Internal("refreshed instance has no access token".into()))?;
-    Ok(Json(CredentialsJson {
-        instance_id: instance.id,
-        access_token: access.expose(),
-        token_type: instance.tokens.token_type.as_deref().unwrap_or("bearer"),
-        expires_at: instance
-            .tokens
-            .expires_at
-            .map(|at| crate::wire::rfc3339(at * 1000)),
-        expires_in: instance.tokens.expires_at.map(|at| (at - now).max(0)),
-    })
-    .into_response())
+    Ok(crate::headers::no_store(
+        Json(CredentialsJson {
+            instance_id: instance.id,
+            access_token: access.expose(),
+            token_type: instance.tokens.token_type.as_deref().unwrap_or("bearer"),
+            expires_at: instance
+                .tokens
+                .expires_at
+                .map(|at| crate::wire::rfc3339(at * 1000)),
+            expires_in: instance.tokens.expires_at.map(|at| (at - now).max(0)),
+        })
+        .into_response(),
+    ))
 }

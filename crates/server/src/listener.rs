@@ -1,0 +1,329 @@
+//! The HTTP/1.1 listener: an accept loop with a cap on open connections,
+//! per-connection header-read and idle timeouts, a hard cap on the request
+//! head, and a bounded graceful shutdown.
+//!
+//! * At most `max_connections` connections are served at once: the loop
+//!   takes a permit before it accepts, so further clients wait in the
+//!   kernel's listen backlog and no file descriptor is spent on them.
+//! * A connection must send a complete request head within
+//!   `header_read_timeout` of its first byte (of its start, for a new
+//!   connection), and may wait at most `idle_timeout` for its next request;
+//!   then it is closed. A request being served has no timer (its provider
+//!   calls have their own timeout).
+//! * An accept error (EMFILE, ENFILE, ...) backs off briefly instead of
+//!   spinning.
+//! * At shutdown the listener closes, idle connections close, requests in
+//!   flight get `shutdown_timeout` to finish; whatever is left is dropped.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::Limits;
+
+/// The hard cap on a request head (request line and headers), enforced by
+/// the HTTP parser: a larger head is answered a bare 431 and the
+/// connection closed. Heads above [`crate::headers::MAX_HEADER_BYTES`]
+/// but below this get the JSON 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// The pause after an accept error other than a failed handshake.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .header_read_timeout(None) // ours, in `TimedIo`, also covers idle time
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_HEAD_BYTES + 8192);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) if is_per_connection(&e) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                drop(permit);
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            stream,
+            peer,
+            router: router.clone(),
+            builder: builder.clone(),
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+        };
+        let closing = closing_rx.clone();
+        connections.spawn(async move {
+            connection.run(closing).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = closing_tx.send(true);
+    let open = connections.len();
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open,
+            left = connections.len(),
+            "shutdown timeout: closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Errors of one failed handshake, not of the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+    )
+}
+
+struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    builder: http1::Builder,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Connection {
+    async fn run(self, mut closing: watch::Receiver<bool>) {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let io = TimedIo::new(
+            self.stream,
+            in_flight.clone(),
+            self.header_read_timeout,
+            self.idle_timeout,
+        );
+        let (peer, router) = (self.peer, self.router);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let guard = InFlight::enter(&in_flight);
+            let mut router = router.clone();
+            let response = tower_service::Service::call(&mut router, request);
+            async move {
+                let response = response.await;
+                drop(guard);
+                response
+            }
+        });
+        let mut conn = pin!(self.builder.serve_connection(TokioIo::new(io), service));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(target: "elements::http", error = %e, "connection closed");
+                }
+            }
+            _ = async { drop(closing.wait_for(|closing| *closing).await) } => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+        }
+    }
+}
+
+/// Counts a request being served on its connection.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the first byte of the next request.
+    Idle,
+    /// Reading a request head.
+    Head,
+    /// A request is being served: no timer.
+    Busy,
+}
+
+/// A TCP stream that fails with `TimedOut` when its current phase's
+/// deadline passes while it waits for the peer.
+struct TimedIo {
+    inner: TcpStream,
+    in_flight: Arc<AtomicUsize>,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl TimedIo {
+    fn new(
+        inner: TcpStream,
+        in_flight: Arc<AtomicUsize>,
+        header_read_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        TimedIo {
+            inner,
+            in_flight,
+            // A new connection must send its head in time, from the start:
+            // a silent connection is no better than a slow one.
+            phase: Phase::Head,
+            deadline: Box::pin(tokio::time::sleep(header_read_timeout)),
+            header_read_timeout,
+            idle_timeout,
+        }
+    }
+
+    fn update_phase(&mut self, cx: &mut Context<'_>) {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            self.phase = Phase::Busy;
+        } else if self.phase == Phase::Busy {
+            self.phase = Phase::Idle;
+            let deadline = Instant::now() + self.idle_timeout;
+            self.arm(deadline, cx);
+        }
+    }
+
+    /// Sets the deadline and registers this task with it, so the task is
+    /// woken (and polls its reads, which then fail) when it passes, even if
+    /// nothing else happens.
+    fn arm(&mut self, deadline: Instant, cx: &mut Context<'_>) {
+        self.deadline.as_mut().reset(deadline);
+        let _ = self.deadline.as_mut().poll(cx);
+    }
+
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.phase != Phase::Busy && self.deadline.as_mut().poll(cx).is_ready()
+    }
+
+    fn timed_out(&self) -> io::Error {
+        let what = if self.phase == Phase::Idle {
+            "idle timeout"
+        } else {
+            "header read timeout"
+        };
+        io::Error::new(io::ErrorKind::TimedOut, what)
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.update_phase(cx);
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.phase == Phase::Idle && buf.filled().len() > before {
+                    this.phase = Phase::Head;
+                    let deadline = Instant::now() + this.header_read_timeout;
+                    this.arm(deadline, cx);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.update_phase(cx);
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.update_phase(cx);
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(this.timed_out())),
+            other => other,
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
