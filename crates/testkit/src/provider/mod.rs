@@ -207,6 +207,20 @@ impl FakeProvider {
         self.shared.lock().expires_in = expires_in;
     }
 
+    /// The `token_type` sent in token responses. `None` omits the field; any
+    /// JSON value is sent verbatim (control characters, numbers...).
+    /// Default: `Some("bearer")`.
+    pub fn set_token_type(&self, token_type: Option<Value>) {
+        self.shared.lock().token_type = token_type;
+    }
+
+    /// The next access token issued (by any endpoint) is exactly `token`,
+    /// e.g. one with control characters; later ones are random again.
+    /// Calls queue up in order.
+    pub fn queue_access_token(&self, token: impl Into<String>) {
+        self.shared.lock().next_access_tokens.push_back(token.into());
+    }
+
     /// Whether a refresh grant issues a new refresh token and retires the one
     /// presented (default `true`). When `false` the same refresh token is
     /// returned and stays usable.

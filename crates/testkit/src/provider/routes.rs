@@ -349,7 +349,9 @@ pub(super) fn token_response(inner: &Inner, access: &str, refresh: Option<&str>)
     if let Some(expires_in) = &inner.expires_in {
         body.insert("expires_in".into(), expires_in.clone());
     }
-    body.insert("token_type".into(), Value::from("bearer"));
+    if let Some(token_type) = &inner.token_type {
+        body.insert("token_type".into(), token_type.clone());
+    }
     json_response(StatusCode::OK, Value::Object(body))
 }
 

@@ -29,6 +29,10 @@ pub(super) struct Inner {
     pub(super) omit_refresh_token: bool,
     pub(super) reuse_detection: bool,
     pub(super) faults: Faults,
+    /// The `token_type` sent (`None`: omitted).
+    pub(super) token_type: Option<Value>,
+    /// Exact access tokens to issue next, in order (hostile-answer tests).
+    pub(super) next_access_tokens: std::collections::VecDeque<String>,
     pub(super) next_family: u64,
     pub(super) families: HashMap<u64, Family>,
     pub(super) codes: HashMap<String, AuthCode>,
@@ -70,6 +74,8 @@ impl Shared {
                 omit_refresh_token: false,
                 reuse_detection: true,
                 faults: Faults::default(),
+                token_type: Some(json!("bearer")),
+                next_access_tokens: std::collections::VecDeque::new(),
                 next_family: 1,
                 families: HashMap::new(),
                 codes: HashMap::new(),
@@ -91,7 +97,10 @@ impl Shared {
     }
 
     pub(super) fn mint_access(&self, inner: &mut Inner, family: u64) -> String {
-        let token = random_token("at-");
+        let token = inner
+            .next_access_tokens
+            .pop_front()
+            .unwrap_or_else(|| random_token("at-"));
         inner.access_tokens.insert(token.clone(), family);
         self.issued_access_tokens.fetch_add(1, Ordering::SeqCst);
         token

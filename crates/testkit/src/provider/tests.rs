@@ -667,3 +667,20 @@ async fn a_503_after_a_delay() {
     // Nothing was consumed.
     assert!(p.is_refresh_token_valid(&rt));
 }
+
+#[tokio::test]
+async fn hostile_token_type_and_queued_access_tokens() {
+    let p = FakeProvider::start().await;
+    let (_, rt) = p.issue_tokens(DEFAULT_CLIENT_ID);
+    p.set_token_type(Some(json!("bearer\r\nX-Evil: 1")));
+    p.queue_access_token("at-\u{7}bell");
+    let (status, body) = refresh(&p, &rt).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "bearer\r\nX-Evil: 1");
+    assert_eq!(body["access_token"], "at-\u{7}bell");
+    assert!(p.is_access_token_valid("at-\u{7}bell"));
+    p.set_token_type(None);
+    let (_, body) = refresh(&p, &s(&body, "refresh_token")).await;
+    assert!(body.get("token_type").is_none(), "{body}");
+    assert!(s(&body, "access_token").starts_with("at-"));
+}
