@@ -21,6 +21,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod flight;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;

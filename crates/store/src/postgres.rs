@@ -516,4 +516,36 @@ impl Store for PgStore {
             .map(|r| r.try_get::<i64, _>(0).map_err(db_err))
             .collect()
     }
+
+    async fn expiring_page(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let (after_expires, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows = sqlx::query(
+            "SELECT id, organization_id, expires_at FROM instances WHERE valid AND NOT disabled \
+             AND refresh_token_enc IS NOT NULL AND expires_at IS NOT NULL AND expires_at < $1 \
+             AND (expires_at > $2 OR (expires_at = $3 AND id > $4)) \
+             ORDER BY expires_at, id LIMIT $5",
+        )
+        .bind(unix_seconds)
+        .bind(after_expires)
+        .bind(after_expires)
+        .bind(after_id)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db_err)?,
+                    r.try_get(1).map_err(db_err)?,
+                    r.try_get(2).map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
 }

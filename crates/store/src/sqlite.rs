@@ -657,4 +657,36 @@ impl Store for SqliteStore {
             .map(|r| r.try_get::<i64, _>(0).map_err(db_err))
             .collect()
     }
+
+    async fn expiring_page(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let (after_expires, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+        let rows = sqlx::query(
+            "SELECT id, organization_id, expires_at FROM instances WHERE valid = 1 AND disabled = 0 \
+             AND refresh_token_enc IS NOT NULL AND expires_at IS NOT NULL AND expires_at < ? \
+             AND (expires_at > ? OR (expires_at = ? AND id > ?)) \
+             ORDER BY expires_at, id LIMIT ?",
+        )
+        .bind(unix_seconds)
+        .bind(after_expires)
+        .bind(after_expires)
+        .bind(after_id)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(db_err)?,
+                    r.try_get(1).map_err(db_err)?,
+                    r.try_get(2).map_err(db_err)?,
+                ))
+            })
+            .collect()
+    }
 }
