@@ -47,7 +47,11 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
 
 /// A legacy-flow HubSpot instance from tokens the fake issued, with the
 /// given `expires_in`: (id, instance token, access token).
-async fn provision(server: &TestServer, fake: &FakeProvider, expires_in: &str) -> (i64, String, String) {
+async fn provision(
+    server: &TestServer,
+    fake: &FakeProvider,
+    expires_in: &str,
+) -> (i64, String, String) {
     let (access, refresh) = fake.issue_tokens("test-client");
     let mut body = seed_instance_body(&access, &refresh);
     body["configuration"]["oauth.api.secret"] = json!("test-secret");
@@ -82,7 +86,8 @@ async fn credentials_of(server: &TestServer, id: i64, token: &str) -> (u16, Valu
 async fn wave(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16, Value)> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let (client, base, token) = (server.client.clone(), server.base.clone(), token.to_owned());
+            let (client, base, token) =
+                (server.client.clone(), server.base.clone(), token.to_owned());
             tokio::spawn(async move { common::credentials(&client, &base, id, &token).await })
         })
         .collect();
@@ -132,7 +137,10 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_grant() {
         .send()
         .await;
     assert!(gave_up.unwrap_err().is_timeout());
-    assert!(!fake.is_refresh_token_valid(old_refresh.expose()), "the provider rotated");
+    assert!(
+        !fake.is_refresh_token_valid(old_refresh.expose()),
+        "the provider rotated"
+    );
     // The refresh finishes anyway and stores the rotated refresh token.
     let store = server.state.store.clone();
     let stored = eventually(500, || {
@@ -236,7 +244,11 @@ async fn callers_behind_a_failing_provider_share_one_call_then_back_off() {
 
     // Eight callers, one provider call, one shared answer.
     let first = wave(&server, id, &token, 8).await;
-    assert_eq!(fake.refresh_calls(), 1, "one provider call for eight callers");
+    assert_eq!(
+        fake.refresh_calls(),
+        1,
+        "one provider call for eight callers"
+    );
     for (status, body) in &first {
         assert_eq!(*status, 502, "{body}");
         assert_eq!(body["message"], "provider error: it answered 503", "{body}");
@@ -391,7 +403,13 @@ async fn a_hundred_broken_instances_of_one_org_do_not_starve_another() {
             .collect()
         };
         let created = store
-            .create_instance(new(&org_a, format!("a{i}"), configuration, format!("rt-a{i}"), now - 1000 + i))
+            .create_instance(new(
+                &org_a,
+                format!("a{i}"),
+                configuration,
+                format!("rt-a{i}"),
+                now - 1000 + i,
+            ))
             .await
             .unwrap();
         if i % 2 == 0 {
@@ -441,7 +459,11 @@ async fn a_hundred_broken_instances_of_one_org_do_not_starve_another() {
     stop.send(true).unwrap();
     task.await.unwrap();
     assert!(refreshed, "organization B's instance was never refreshed");
-    assert_eq!(fake.refresh_calls(), 1, "only B's instance reaches the fake");
+    assert_eq!(
+        fake.refresh_calls(),
+        1,
+        "only B's instance reaches the fake"
+    );
     let b = store.instance_any(b.id).await.unwrap().unwrap();
     assert!(b.tokens.expires_at.unwrap() > now_seconds() + 600);
     assert!(fake.is_access_token_valid(b.tokens.access_token.unwrap().expose()));
@@ -530,7 +552,11 @@ async fn hostile_token_answers_are_refused_or_normalised() {
         fake.set_token_type(Some(odd.clone()));
         expire_in(server.state.store.as_ref(), id, -10).await;
         let (status, creds) = credentials_of(&server, id, &token).await;
-        assert_eq!((status, &creds["tokenType"]), (200, &json!("bearer")), "{odd}");
+        assert_eq!(
+            (status, &creds["tokenType"]),
+            (200, &json!("bearer")),
+            "{odd}"
+        );
     }
     fake.set_token_type(Some(json!("Bearer")));
 
@@ -564,4 +590,95 @@ async fn hostile_token_answers_are_refused_or_normalised() {
         assert!((low..=high).contains(&left), "{expires_in}: {left}");
     }
     server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// The store query behind the fair refresher, on both engines.
+// ---------------------------------------------------------------------------
+
+async fn check_expiring_pages(store: Arc<dyn Store>) {
+    let account =
+        elements_server::startup::create_account(store.as_ref(), "p", "p@p.test", "P", "P")
+            .await
+            .unwrap();
+    let now = now_seconds();
+    let mut ids = Vec::new();
+    // Three share an expiry (ties break by id), one expires too late, one
+    // has no refresh token, one is invalid.
+    for (i, (offset, refresh)) in [
+        (5, true),
+        (1, true),
+        (1, true),
+        (1, true),
+        (900, true),
+        (2, false),
+        (3, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let created = store
+            .create_instance(NewInstance {
+                organization_id: account.organization.id,
+                user_id: account.user.id,
+                element_key: "hubspot".into(),
+                element_id: 43,
+                name: format!("p{i}"),
+                tags: vec![],
+                configuration: Configuration::new(),
+                token_hash: hash_secret(&format!("page-token-{i}-{}", rand::random::<u64>())),
+                tokens: Tokens {
+                    access_token: Some(elements_core::Secret::new("at")),
+                    refresh_token: refresh.then(|| elements_core::Secret::new("rt")),
+                    token_type: None,
+                    expires_at: Some(now + offset),
+                },
+            })
+            .await
+            .unwrap();
+        ids.push(created.id);
+    }
+    let job: elements_store::RefreshJob<'_> =
+        Box::new(|_| Box::pin(async { RefreshDecision::Invalidate("gone".into()) }));
+    store.refresh_locked(ids[6], 60, job).await.unwrap();
+    let mut tied = vec![ids[1], ids[2], ids[3]];
+    tied.sort_unstable();
+    let expected: Vec<i64> = tied.into_iter().chain([ids[0]]).collect();
+    assert_eq!(
+        store.expiring_before(now + 300, 100).await.unwrap(),
+        expected
+    );
+    // Pages of two, each strictly after the last row of the previous one.
+    let (mut seen, mut after) = (Vec::new(), None);
+    loop {
+        let page = store.expiring_page(now + 300, after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        for &(_, organization, _) in &page {
+            assert_eq!(organization, account.organization.id);
+        }
+        seen.extend(page.iter().map(|&(id, _, _)| id));
+        match page.last() {
+            Some(&(id, _, expires_at)) => after = Some((expires_at, id)),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    let rows = store.expiring_page(now + 300, None, 10).await.unwrap();
+    assert_eq!(rows[3], (ids[0], account.organization.id, now + 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiring_pages_on_sqlite_and_postgres() {
+    let dir = data_dir();
+    let url = format!("sqlite://{}", dir.path().join("pages.db").display());
+    let key = || {
+        elements_store::Keyring::parse(&elements_store::Keyring::encode_key(
+            &elements_store::Keyring::generate_key(),
+        ))
+        .unwrap()
+    };
+    check_expiring_pages(elements_store::connect(&url, key()).await.unwrap()).await;
+    let pg = elements_testkit::pg::PgCluster::shared().expect("postgres (run scripts/setup.sh)");
+    let url = pg.create_database("refresh_pages").expect("database");
+    check_expiring_pages(elements_store::connect(&url, key()).await.unwrap()).await;
 }

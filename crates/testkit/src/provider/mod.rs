@@ -218,7 +218,10 @@ impl FakeProvider {
     /// e.g. one with control characters; later ones are random again.
     /// Calls queue up in order.
     pub fn queue_access_token(&self, token: impl Into<String>) {
-        self.shared.lock().next_access_tokens.push_back(token.into());
+        self.shared
+            .lock()
+            .next_access_tokens
+            .push_back(token.into());
     }
 
     /// Whether a refresh grant issues a new refresh token and retires the one
