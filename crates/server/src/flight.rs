@@ -42,6 +42,31 @@ where
     })
 }
 
+/// Counts running detached work, so that shutdown can wait for it: each
+/// piece of work holds a clone while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Tracker(Arc<()>);
+
+impl Tracker {
+    /// Whether no clone other than this one is alive.
+    pub fn is_idle(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+
+    /// Waits (polling every 10 ms, at most `limit`) until no work holds a
+    /// clone; whether that happened.
+    pub async fn idle(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.is_idle() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
 type Running<K, V> = Arc<Mutex<HashMap<K, watch::Receiver<Option<V>>>>>;
 
 /// At most one task per key; callers arriving while it runs share its
@@ -216,5 +241,19 @@ mod tests {
             detached(async { panic!("boom") }).await,
             Err::<(), _>(Aborted)
         );
+    }
+
+    #[tokio::test]
+    async fn the_tracker_waits_for_work() {
+        let tracker = Tracker::default();
+        assert!(tracker.is_idle());
+        let held = tracker.clone();
+        assert!(!tracker.is_idle());
+        assert!(!tracker.idle(Duration::from_millis(20)).await);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(held);
+        });
+        assert!(tracker.idle(Duration::from_secs(10)).await);
     }
 }

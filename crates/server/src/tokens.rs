@@ -43,7 +43,7 @@ use elements_store::{Instance, NewInstance, RefreshDecision, Store, StoreError, 
 use parking_lot::Mutex;
 
 use crate::error::ApiError;
-use crate::flight::{detached, Aborted, SingleFlight};
+use crate::flight::{detached, Aborted, SingleFlight, Tracker};
 
 /// Timing policy for tokens.
 #[derive(Debug, Clone, Copy)]
@@ -345,12 +345,11 @@ fn usable(instance: &Instance, now: i64) -> bool {
     instance.tokens.access_token.is_some() && instance.tokens.expires_at.is_none_or(|at| at > now)
 }
 
-/// Background pass limits: rows per page, pages per pass, refreshes per
-/// pass, refreshes per organization per pass, refreshes at once.
+/// Background pass limits: rows per page, pages per pass (the rest of the
+/// list is the next pass's), refreshes per pass, refreshes at once.
 const PAGE: i64 = 200;
 const MAX_PAGES: usize = 50;
 const PASS_BUDGET: usize = 100;
-const PER_ORGANIZATION: usize = 25;
 const CONCURRENCY: usize = 4;
 
 /// The parts a refresh task owns (cheap to clone: all shared).
@@ -361,6 +360,8 @@ struct Core {
     transport: Arc<dyn Transport>,
     policy: TokenPolicy,
     failures: Arc<Mutex<HashMap<i64, Failures>>>,
+    /// Held by every refresh and code exchange while it runs.
+    busy: Tracker,
 }
 
 impl Core {
@@ -424,9 +425,12 @@ impl Core {
     /// `Aborted` outcome, not a panicking caller), then its bookkeeping.
     async fn flight(self, id: i64, force: bool) -> Arc<Outcome> {
         let core = self.clone();
-        let outcome = detached(async move { core.refresh_once(id, force).await })
-            .await
-            .unwrap_or_else(|Aborted| Outcome::failed(RefreshFailure::Aborted));
+        let outcome = detached(async move {
+            let _busy = core.busy.clone();
+            core.refresh_once(id, force).await
+        })
+        .await
+        .unwrap_or_else(|Aborted| Outcome::failed(RefreshFailure::Aborted));
         self.record(id, &outcome);
         Arc::new(outcome)
     }
@@ -613,6 +617,7 @@ impl TokenManager {
                 transport,
                 policy,
                 failures: Arc::new(Mutex::new(HashMap::new())),
+                busy: Tracker::default(),
             },
             flights: SingleFlight::default(),
         }
@@ -621,6 +626,17 @@ impl TokenManager {
     /// The policy.
     pub fn policy(&self) -> &TokenPolicy {
         &self.core.policy
+    }
+
+    /// Waits, at most `limit`, for the refreshes and code exchanges still
+    /// running (their callers may be gone) to store their results; for a
+    /// graceful shutdown. Whether they all finished.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let drained = self.core.busy.idle(limit).await;
+        if !drained {
+            tracing::warn!("shutting down with provider calls still running");
+        }
+        drained
     }
 
     /// Exchanges an authorization code for tokens, in the caller's task:
@@ -660,13 +676,16 @@ impl TokenManager {
         new: NewInstance,
     ) -> Result<Instance, ApiError> {
         let core = self.core.clone();
-        detached(async move { core.exchange_and_create(code, code_verifier, new).await })
-            .await
-            .unwrap_or_else(|Aborted| {
-                Err(ApiError::Internal(
-                    "the code exchange task stopped before it finished".into(),
-                ))
-            })
+        detached(async move {
+            let _busy = core.busy.clone();
+            core.exchange_and_create(code, code_verifier, new).await
+        })
+        .await
+        .unwrap_or_else(|Aborted| {
+            Err(ApiError::Internal(
+                "the code exchange task stopped before it finished".into(),
+            ))
+        })
     }
 
     /// The instance with an access token that is not about to expire,
@@ -718,10 +737,11 @@ impl TokenManager {
 
     /// Refreshes, in the background, every instance whose token expires
     /// within the margin, until `shutdown` resolves. Each pass pages
-    /// through the expiring instances (past those backing off), takes at
-    /// most 25 per organization and 100 in all, and refreshes them round-robin
-    /// across organizations, four at a time. A pass that stopped before the
-    /// end of the list is continued by the next one.
+    /// through the expiring instances (up to 10,000 rows; the next pass
+    /// goes on from there), skips those backing off, and refreshes 100 of
+    /// them, taken round-robin across organizations (soonest expiry first
+    /// within each), four at a time: one organization's broken or slow
+    /// instances cannot starve another's.
     pub async fn run_background(
         self: Arc<Self>,
         every: Duration,
@@ -763,7 +783,7 @@ impl TokenManager {
                     continue;
                 }
                 let queue = queues.entry(organization).or_default();
-                if queue.len() < PER_ORGANIZATION {
+                if queue.len() < PASS_BUDGET {
                     queue.push_back(id);
                     taken += 1;
                 }
@@ -772,9 +792,8 @@ impl TokenManager {
             if (page.len() as i64) < PAGE {
                 break;
             }
-            if taken >= PASS_BUDGET || page_number + 1 == MAX_PAGES {
+            if page_number + 1 == MAX_PAGES {
                 next = after;
-                break;
             }
         }
         // Round-robin across organizations, soonest expiry first in each.
