@@ -17,7 +17,7 @@
 //!
 //! **Failures back off, per instance.** Consecutive failures are counted in
 //! memory. Readers get one immediate retry after a failure, then back off
-//! (2 s doubling to 5 min): meanwhile they get the stored token if it is
+//! (by default 2 s doubling to 5 min, [`TokenPolicy::backoff_base_ms`]): meanwhile they get the stored token if it is
 //! still valid, else a fast, clear error without a provider call. The
 //! background refresher backs off 30 s doubling to 30 min. A failure that
 //! cannot heal by waiting (the provider refused the grant or the client,
@@ -57,6 +57,12 @@ pub struct TokenPolicy {
     pub max_expires_in: i64,
     /// How long a SQLite refresh lease lasts (longer than a provider call).
     pub lease_seconds: i64,
+    /// Readers' backoff after failed refreshes, in milliseconds: none after
+    /// one failure, then twice this after two in a row, doubling up to
+    /// `backoff_max_ms`.
+    pub backoff_base_ms: i64,
+    /// The longest readers' backoff, in milliseconds.
+    pub backoff_max_ms: i64,
 }
 
 impl Default for TokenPolicy {
@@ -66,6 +72,8 @@ impl Default for TokenPolicy {
             default_expires_in: 3600,
             max_expires_in: 365 * 24 * 3600,
             lease_seconds: 60,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
         }
     }
 }
@@ -308,12 +316,17 @@ struct Failures {
 }
 
 /// Readers' wait after `count` failures in a row: none after the first (a
-/// blip is not an outage), then 2 s doubling to 5 min.
-fn foreground_delay_ms(count: u32) -> i64 {
+/// blip is not an outage), then `base << (count - 1)` up to `max` (by
+/// default 2 s doubling to 5 min).
+fn foreground_delay_ms(policy: &TokenPolicy, count: u32) -> i64 {
     if count <= 1 {
         0
     } else {
-        (1000_i64 << (count - 1).min(20)).min(300_000)
+        policy
+            .backoff_base_ms
+            .max(0)
+            .saturating_mul(1_i64 << (count - 1).min(20))
+            .min(policy.backoff_max_ms)
     }
 }
 
@@ -377,7 +390,8 @@ impl Core {
     fn foreground_backoff(&self, id: i64) -> Option<RefreshFailure> {
         let failures = self.failures.lock();
         let f = failures.get(&id)?;
-        let wait_ms = f.last_at_ms + foreground_delay_ms(f.count) - elements_store::now_millis();
+        let wait_ms = f.last_at_ms + foreground_delay_ms(&self.policy, f.count)
+            - elements_store::now_millis();
         (wait_ms > 0).then(|| RefreshFailure::BackingOff {
             failures: f.count,
             last: f.last.clone(),
@@ -884,11 +898,14 @@ mod tests {
 
     #[test]
     fn backoff_schedules() {
+        let p = TokenPolicy::default();
         assert_eq!(
-            (1..=4).map(foreground_delay_ms).collect::<Vec<_>>(),
+            (1..=4)
+                .map(|n| foreground_delay_ms(&p, n))
+                .collect::<Vec<_>>(),
             [0, 2_000, 4_000, 8_000]
         );
-        assert_eq!(foreground_delay_ms(40), 300_000);
+        assert_eq!(foreground_delay_ms(&p, 40), 300_000);
         assert_eq!(
             (1..=3).map(background_delay_ms).collect::<Vec<_>>(),
             [30_000, 60_000, 120_000]
