@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod listener;
+pub mod flight;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;

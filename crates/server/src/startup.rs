@@ -303,9 +303,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     println!("listening on http://{addr}");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tokens = state.tokens.clone();
     let background = tokio::spawn(
-        state
-            .tokens
+        tokens
             .clone()
             .run_background(config.refresh_interval, stop_rx),
     );
@@ -317,6 +317,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     .context("serving")?;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    // Refreshes whose clients hung up still store their results.
+    tokens.drain(config.provider_timeout * 2).await;
     Ok(())
 }
 

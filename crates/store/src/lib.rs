@@ -325,6 +325,16 @@ pub trait Store: Send + Sync + 'static {
     /// expires before `unix_seconds`, soonest first, at most `limit`.
     async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>>;
 
+    /// One keyset page of the instances [`Store::expiring_before`] selects:
+    /// `(id, organization_id, expires_at)` ordered by `(expires_at, id)`,
+    /// strictly after `after` (an `(expires_at, id)` of the previous page),
+    /// at most `limit`.
+    async fn expiring_page(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, i64)>>;
     /// The durability settings the store's own connections run with, as the
     /// database reports them.
     async fn durability(&self) -> Result<Durability>;

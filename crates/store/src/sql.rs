@@ -613,6 +613,29 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    async fn expiring_page(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let (after_expires, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+        on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, organization_id, expires_at FROM instances \
+             WHERE valid = TRUE AND disabled = FALSE \
+             AND refresh_token_enc IS NOT NULL AND expires_at IS NOT NULL AND expires_at < $1 \
+             AND (expires_at > $2 OR (expires_at = $2 AND id > $3)) \
+             ORDER BY expires_at, id LIMIT $4",
+        )
+        .bind(unix_seconds)
+        .bind(after_expires)
+        .bind(after_id)
+        .bind(limit.max(0))
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)
+    }
+
     async fn durability(&self) -> Result<Durability> {
         match &self.db {
             Db::Sqlite(engine) => engine.durability().await,

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use elements_core::oauth::lenient_seconds;
-use elements_core::{Configuration, Element, ElementSpec, Secret};
+use elements_core::{Configuration, Element, ElementSpec};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
 use super::elements::find;
@@ -146,6 +146,7 @@ async fn create(
             limits.max_instances_per_organization
         )));
     }
+    let mut exchange = None;
     let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {
         if element.spec().oauth.is_none() {
             return Err(ApiError::BadRequest(format!(
@@ -153,15 +154,8 @@ async fn create(
                 element.key()
             )));
         }
-        state
-            .tokens
-            .exchange_code(
-                element,
-                &code,
-                &configuration,
-                provider_data.code_verifier.as_ref().map(Secret::expose),
-            )
-            .await?
+        exchange = Some((code, provider_data.code_verifier));
+        Tokens::default()
     } else if let Some(access_token) = provider_data
         .access_token
         .filter(|t| !t.expose().is_empty())
@@ -195,20 +189,23 @@ async fn create(
     };
 
     let token = crate::pkce::random_token(32);
-    let instance = state
-        .store
-        .create_instance(NewInstance {
-            organization_id: principal.organization_id,
-            user_id: principal.user.id,
-            element_key: element.key().to_owned(),
-            element_id: element.id(),
-            name: body.name,
-            tags,
-            configuration,
-            token_hash: hash_secret(&token),
-            tokens,
-        })
-        .await?;
+    let new = NewInstance {
+        organization_id: principal.organization_id,
+        user_id: principal.user.id,
+        element_key: element.key().to_owned(),
+        element_id: element.id(),
+        name: body.name,
+        tags,
+        configuration,
+        token_hash: hash_secret(&token),
+        tokens,
+    };
+    let instance = match exchange {
+        // Exchange and insert finish even if the client hangs up: the code
+        // is spent at the provider, the instance exists (see tokens.rs).
+        Some((code, verifier)) => state.tokens.create_with_code(code, verifier, new).await?,
+        None => state.store.create_instance(new).await?,
+    };
     tracing::info!(
         instance_id = instance.id,
         element = element.key(),
