@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use elements_core::element::standard::pkce_challenge;
+use elements_core::standard::pkce_challenge;
 use elements_core::{
     Authentication, ClientAuth, CodeExchange, Configuration, Element, MissingConfiguration,
     OAuthError, OAuthUrlRequest, ProviderResponse, Registry, Secret,

@@ -55,6 +55,32 @@ impl Configuration {
         self.0.is_empty()
     }
 
+    /// Checks that each of `keys` has a non-blank value, naming **every**
+    /// missing one at once, in the order given.
+    ///
+    /// ```
+    /// use elements_core::{keys, Configuration};
+    ///
+    /// let config: Configuration = [(keys::API_KEY, "client")].into_iter().collect();
+    /// assert!(config.require(&[keys::API_KEY]).is_ok());
+    /// assert_eq!(
+    ///     config.require(&[keys::API_KEY, keys::API_SECRET, keys::CALLBACK_URL]).unwrap_err().keys,
+    ///     [keys::API_SECRET, keys::CALLBACK_URL]
+    /// );
+    /// ```
+    pub fn require(&self, keys: &[&str]) -> Result<(), MissingConfiguration> {
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| self.get(k).is_none())
+            .map(|k| (*k).to_owned())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(MissingConfiguration { keys: missing })
+        }
+    }
+
     /// Checks that every required entry without a default has a non-blank
     /// value, returning **every** missing key at once, in declaration order.
     pub fn validate(&self, entries: &[ConfigEntry]) -> Result<(), MissingConfiguration> {

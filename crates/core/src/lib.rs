@@ -5,7 +5,7 @@
 //!
 //! An element is mostly **data**: an id, a key, a name, the provider's OAuth
 //! endpoints and the configuration an instance needs. That data lives in one
-//! TOML file per element (see [`spec`]), so adding a provider with standard
+//! TOML file per element (see [`ElementSpec`]), so adding a provider with standard
 //! OAuth 2.0 needs no code at all: the default methods of the [`Element`]
 //! trait implement the standard flow from the file's `[oauth]` section.
 //!
@@ -59,27 +59,30 @@
 //! );
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-pub mod config;
-pub mod element;
-pub mod encode;
-pub mod oauth;
-pub mod registry;
-pub mod secret;
-pub mod spec;
+mod config;
+mod element;
+mod encode;
+mod oauth;
+mod registry;
+mod secret;
+mod spec;
 
 pub use config::{Configuration, MissingConfiguration};
-pub use element::{Element, ElementFactory};
-pub use encode::{encode_component, QueryBuilder};
+pub use element::{keys, standard, Element, ElementFactory};
+pub use encode::QueryBuilder;
 pub use oauth::{
-    CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError, ProviderRequest,
-    ProviderResponse, RefreshRequest, TokenSet, Transport, TransportError,
+    lenient_seconds, CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError,
+    ProviderRequest, ProviderResponse, RefreshRequest, TokenSet, Transport, TransportError,
 };
-pub use registry::{CatalogErrors, GenericElement, OAuthOverride, Registry, RegistryBuilder};
+pub use registry::{CatalogErrors, OAuthOverride, Registry, RegistryBuilder};
 pub use secret::Secret;
+#[cfg(feature = "schema")]
+pub use spec::json_schema;
 pub use spec::{
-    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementMetadata, ElementSpec,
-    ElementView, OAuthSpec, TokenResponseSpec,
+    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec, OAuthSpec, Source,
+    TokenResponseSpec,
 };
 
 // Re-exported so element crates can register without depending on inventory

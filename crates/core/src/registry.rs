@@ -7,20 +7,20 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::element::{Element, ElementFactory};
-use crate::spec::{ElementSpec, Source};
+use crate::spec::{line_of_field, ElementSpec, Source};
 
-pub use crate::spec::CatalogError;
+use crate::spec::CatalogError;
 
 /// The element used for catalog files that no crate claims: everything comes
 /// from the spec, and the [`Element`] defaults implement standard OAuth 2.0.
 #[derive(Debug, Clone)]
-pub struct GenericElement {
+pub(crate) struct GenericElement {
     spec: ElementSpec,
 }
 
 impl GenericElement {
     /// Wraps a spec.
-    pub fn new(spec: ElementSpec) -> Self {
+    pub(crate) fn new(spec: ElementSpec) -> Self {
         GenericElement { spec }
     }
 }
@@ -122,6 +122,11 @@ impl RegistryBuilder {
                         spec.id, first.file, first.id_line
                     ),
                 });
+                continue;
+            }
+            let unsupported = unsupported_fields(&spec, text.as_ref());
+            if !unsupported.is_empty() {
+                self.errors.extend(unsupported);
                 continue;
             }
             layer_keys.insert(spec.key.clone(), spec.source.clone());
@@ -241,6 +246,31 @@ impl RegistryBuilder {
             by_id,
         })
     }
+}
+
+/// The fields of `spec` that the element crate registered for its key
+/// declares unsupported but the file sets, as errors naming each.
+fn unsupported_fields(spec: &ElementSpec, text: &str) -> Vec<CatalogError> {
+    let factory = inventory::iter::<ElementFactory>
+        .into_iter()
+        .find(|f| f.key == spec.key);
+    let (Some(factory), Some(oauth)) = (factory, &spec.oauth) else {
+        return Vec::new();
+    };
+    oauth
+        .non_default_fields()
+        .into_iter()
+        .filter(|field| factory.unsupported.contains(field))
+        .map(|field| CatalogError {
+            file: spec.source.file.clone(),
+            line: Some(line_of_field(text, field)),
+            message: format!(
+                "field `{field}`: element `{}` is served by its own code, which does not \
+                 support this field (remove it or leave it at its default)",
+                spec.key
+            ),
+        })
+        .collect()
 }
 
 /// The elements, by key and by id (O(1) each), listed in id order.

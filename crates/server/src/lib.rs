@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The Cloud Elements-compatible HTTP API.
 //!
 //! [`router`] builds the axum router over an [`AppState`]; [`serve`] runs it
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod element_view;
 pub mod error;
 pub mod pkce;
 pub mod provider;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Storage for accounts and instances.
 //!
 //! One [`Store`] trait, one implementation per engine (SQLite, PostgreSQL),
