@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::Range;
 
 use toml::Spanned;
+use url::Url;
 
 use super::format::RawSpec;
 use super::template;
@@ -105,9 +106,19 @@ fn key_is_valid(key: &str) -> bool {
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
 }
 
+/// An absolute `http` or `https` URL as the URL standard reads it, with the
+/// scheme written `http://` or `https://` (the standard would also take
+/// `HTTPS:host`) and no white space or control characters (which it would
+/// drop). `{name}` placeholders are URL text to the parser; their placement
+/// is checked by [`template::parse_url`].
 fn url_is_valid(url: &str) -> bool {
-    (url.starts_with("https://") || url.starts_with("http://"))
-        && !url.contains(|c: char| c.is_whitespace() || c.is_control())
+    !url.contains(|c: char| c.is_whitespace() || c.is_control())
+        && Url::parse(url).is_ok_and(|parsed| {
+            matches!(parsed.scheme(), "http" | "https")
+                && url
+                    .strip_prefix(parsed.scheme())
+                    .is_some_and(|rest| rest.starts_with("://"))
+        })
 }
 
 /// Checks the templates and parameters of one file, collecting errors with
@@ -429,6 +440,29 @@ config_description = "c"
                 .any(|e| e.line == Some(line) && e.message.contains(needle)),
             "expected line {line} containing {needle:?}, got {errs:?}"
         );
+    }
+
+    #[test]
+    fn urls_must_be_absolute_http_or_https() {
+        for ok in [
+            "https://example.com/a",
+            "http://127.0.0.1:8080/token",
+            "https://{subdomain}.zendesk.com/oauth/tokens",
+            "https://login.example.com/{tenant}/oauth2/v2.0/authorize?x={y}",
+        ] {
+            assert!(url_is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com/a",
+            "HTTPS://example.com/a",
+            "https:example.com/a",
+            "/relative",
+            "https://exa mple.com/a",
+            "https://example.com/a\n",
+            "https://",
+        ] {
+            assert!(!url_is_valid(bad), "{bad:?}");
+        }
     }
 
     #[test]
