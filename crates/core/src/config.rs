@@ -8,6 +8,19 @@ use crate::spec::ConfigEntry;
 /// The configuration values of an instance, by key.
 ///
 /// `Debug` prints the keys only: values may be secrets.
+///
+/// ```
+/// use elements_core::{keys, Configuration};
+///
+/// let config: Configuration = [(keys::API_KEY, "client"), (keys::API_SECRET, "s3cr3t")]
+///     .into_iter()
+///     .collect();
+/// assert_eq!(config.get(keys::API_KEY), Some("client"));
+/// assert_eq!(
+///     format!("{config:?}"),
+///     r#"{"oauth.api.key": "********", "oauth.api.secret": "********"}"#
+/// );
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Configuration(BTreeMap<String, String>);
 

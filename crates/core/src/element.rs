@@ -235,6 +235,14 @@ pub mod standard {
     }
 
     /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+    ///
+    /// ```
+    /// // RFC 7636, Appendix B.
+    /// assert_eq!(
+    ///     elements_core::standard::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    ///     "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    /// );
+    /// ```
     pub fn pkce_challenge(verifier: &str) -> String {
         URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
     }

@@ -21,7 +21,8 @@ pub(crate) fn encode_component(value: &str) -> String {
 }
 
 /// Appends query parameters to a base URL, in the order given, encoding each
-/// name and value with [`encode_component`].
+/// name and value by the seed's rule: only `A-Z a-z 0-9 - . _ *` stay as is, a
+/// space is `%20` and every other byte is `%XX` (upper-case hex).
 ///
 /// The base URL is used exactly as written: a base that already has a query
 /// continues it with `&`.

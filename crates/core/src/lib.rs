@@ -21,6 +21,29 @@
 //! an injected [`Transport`] that the caller supplies; reading catalog files
 //! from disk is the caller's business too (it hands us names and text).
 //!
+//! # The API
+//!
+//! Every public item has one path, at the crate root, except the two
+//! namespaces [`standard`] (the standard OAuth 2.0 building blocks, for
+//! element crates that differ only in part) and [`keys`] (well-known
+//! configuration keys).
+//!
+//! - an element: [`Element`], registered with an [`ElementFactory`];
+//! - the catalog format: [`ElementSpec`] (its doc comment is the format's
+//!   reference) and [`OAuthSpec`], [`TokenResponseSpec`], [`ConfigEntry`],
+//!   [`Authentication`], [`ClientAuth`], [`Source`], [`CatalogError`];
+//! - the registry: [`RegistryBuilder`], [`Registry`], [`OAuthOverride`],
+//!   [`CatalogErrors`];
+//! - OAuth as data: [`OAuthUrlRequest`], [`OAuthUrl`], [`CodeExchange`],
+//!   [`RefreshRequest`], [`ProviderRequest`], [`ProviderResponse`],
+//!   [`TokenSet`], [`Transport`] and the errors [`OAuthError`],
+//!   [`ProviderError`], [`TransportError`]; [`QueryBuilder`] writes URLs the
+//!   seed's way; [`lenient_seconds`] reads an `expires_in`;
+//! - values: [`Configuration`], [`MissingConfiguration`], [`Secret`].
+//!
+//! The `schema` feature adds `json_schema()`, the JSON Schema of a catalog
+//! file (`docs/element.schema.json`).
+//!
 //! ```
 //! use elements_core::{OAuthUrlRequest, RegistryBuilder};
 //!

@@ -83,7 +83,18 @@ pub enum OAuthError {
     MissingConfiguration(#[from] MissingConfiguration),
 }
 
-/// A form POST to a provider's token endpoint.
+/// A form POST to a provider's token endpoint. `Debug` shows the URL and the
+/// field names, never their values.
+///
+/// ```
+/// use elements_core::ProviderRequest;
+///
+/// let request = ProviderRequest::post("https://provider.example/token")
+///     .field("grant_type", "refresh_token")
+///     .field("refresh_token", "rt-123");
+/// assert_eq!(request.get("grant_type"), Some("refresh_token"));
+/// assert!(!format!("{request:?}").contains("rt-123"));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProviderRequest {
     /// The endpoint.

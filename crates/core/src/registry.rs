@@ -51,6 +51,39 @@ impl std::error::Error for CatalogErrors {}
 
 /// Replacement endpoints for one element's `[oauth]` section, for pointing an
 /// element at a staging or fake provider without recompiling.
+///
+/// ```
+/// use elements_core::{OAuthOverride, RegistryBuilder};
+///
+/// let toml = r#"
+/// id = 9004
+/// key = "staged"
+/// name = "Staged"
+/// description = "d"
+/// image = "elements/provider_staged.png"
+/// hub = "general"
+/// authentication = "oauth2"
+/// existing_account_description = "e"
+/// config_description = "c"
+///
+/// [oauth]
+/// authorization_url = "https://staged.example/authorize"
+/// token_url = "https://staged.example/token"
+/// "#;
+/// let mut builder = RegistryBuilder::new();
+/// builder.add_layer([("staged.toml", toml)]);
+/// builder.override_oauth(
+///     "staged",
+///     OAuthOverride {
+///         token_url: Some("http://127.0.0.1:9999/token".into()),
+///         ..Default::default()
+///     },
+/// );
+/// let registry = builder.build().unwrap();
+/// let oauth = registry.get("staged").unwrap().spec().oauth.as_ref().unwrap();
+/// assert_eq!(oauth.token_url, "http://127.0.0.1:9999/token");
+/// assert_eq!(oauth.refresh_url(), "http://127.0.0.1:9999/token");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthOverride {
@@ -317,6 +350,19 @@ impl Registry {
     }
 
     /// Up to three keys closest to `query`, closest first, for "did you mean".
+    ///
+    /// ```
+    /// let mut builder = elements_core::RegistryBuilder::new();
+    /// builder.add_layer([(
+    ///     "github.toml",
+    ///     "id = 9005\nkey = \"github\"\nname = \"GitHub\"\ndescription = \"d\"\n\
+    ///      image = \"i\"\nhub = \"general\"\nauthentication = \"apikey\"\n\
+    ///      existing_account_description = \"e\"\nconfig_description = \"c\"\n",
+    /// )]);
+    /// let registry = builder.build().unwrap();
+    /// assert_eq!(registry.get("9005").unwrap().key(), "github");
+    /// assert_eq!(registry.suggest("gihtub"), ["github"]);
+    /// ```
     pub fn suggest(&self, query: &str) -> Vec<&str> {
         let query = query.to_ascii_lowercase();
         let mut scored: Vec<(usize, &str)> = self
