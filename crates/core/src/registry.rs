@@ -135,24 +135,31 @@ impl RegistryBuilder {
                     continue;
                 }
             };
-            if let Some(first) = layer_keys.get(&spec.key) {
+            // A key or id already declared in this layer: (field, line,
+            // value, where it was first declared).
+            let clash = match (layer_keys.get(&spec.key), layer_ids.get(&spec.id)) {
+                (Some(first), _) => Some((
+                    "key",
+                    spec.source.key_line,
+                    format!("{:?}", spec.key),
+                    first.file.as_str(),
+                    first.key_line,
+                )),
+                (None, Some(first)) => Some((
+                    "id",
+                    spec.source.id_line,
+                    spec.id.to_string(),
+                    first.file.as_str(),
+                    first.id_line,
+                )),
+                (None, None) => None,
+            };
+            if let Some((field, line, value, first_file, first_line)) = clash {
                 self.errors.push(CatalogError {
                     file: spec.source.file.clone(),
-                    line: Some(spec.source.key_line),
+                    line: Some(line),
                     message: format!(
-                        "field `key`: {:?} is already declared in {}:{}",
-                        spec.key, first.file, first.key_line
-                    ),
-                });
-                continue;
-            }
-            if let Some(first) = layer_ids.get(&spec.id) {
-                self.errors.push(CatalogError {
-                    file: spec.source.file.clone(),
-                    line: Some(spec.source.id_line),
-                    message: format!(
-                        "field `id`: {} is already declared in {}:{}",
-                        spec.id, first.file, first.id_line
+                        "field `{field}`: {value} is already declared in {first_file}:{first_line}"
                     ),
                 });
                 continue;
