@@ -577,6 +577,43 @@ pub mod standard {
         }
 
         #[test]
+        fn callback_errors_name_the_rule() {
+            let reason = |url: &str| match check_callback_url(url) {
+                Err(OAuthError::InvalidParameter { name, reason }) => {
+                    assert_eq!(name, "callbackUrl");
+                    reason
+                }
+                other => panic!("{url}: {other:?}"),
+            };
+            let scheme = "must be an absolute http or https URL";
+            assert_eq!(reason("ftp://host/cb"), scheme);
+            assert_eq!(reason("/relative/cb"), scheme);
+            // The URL standard reads these as http(s) URLs; we do not.
+            assert_eq!(reason("https:app.test/cb"), scheme);
+            assert_eq!(reason("HTTPS:/app.test/cb"), scheme);
+            let space = "must not contain white space or control characters";
+            assert_eq!(reason("https://app.test/c b"), space);
+            assert_eq!(reason("https://app.test/c\tb"), space);
+            assert_eq!(
+                reason("https://app.test/cb#"),
+                "must not contain a fragment"
+            );
+            let userinfo = "must not contain user information";
+            assert_eq!(reason("https://user@app.test/cb"), userinfo);
+            assert_eq!(reason("https://@app.test/cb"), userinfo);
+            let host = "must name a host";
+            assert_eq!(reason("https://"), host);
+            assert_eq!(reason("https://:443/cb"), host);
+            assert_eq!(reason("https:///app.test/cb"), host);
+            assert_eq!(reason("https://?x=1"), host);
+            // What the URL standard cannot parse at all (new with the url crate).
+            assert_eq!(
+                reason("https://app<test/cb"),
+                "must be a valid URL (invalid international domain name)"
+            );
+        }
+
+        #[test]
         fn pkce_matches_rfc7636_appendix_b() {
             assert_eq!(
                 pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
