@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::element::{Element, ElementFactory};
-use crate::spec::{line_of_field, ElementSpec, Source};
+use crate::spec::{line_of_field, ElementSpec, OAuthSpec, Source};
 
 use crate::spec::CatalogError;
 
@@ -240,6 +240,20 @@ impl RegistryBuilder {
 
         let mut factories: HashMap<&'static str, &ElementFactory> = HashMap::new();
         for factory in inventory::iter::<ElementFactory> {
+            for field in factory.unsupported {
+                if !OAuthSpec::OPTIONAL_FIELDS.contains(field) {
+                    errors.push(CatalogError {
+                        file: "<registered elements>".into(),
+                        line: None,
+                        message: format!(
+                            "the element crate for `{}` declares `{field}` unsupported, which \
+                             is not an optional field of [oauth] (one of {})",
+                            factory.key,
+                            OAuthSpec::OPTIONAL_FIELDS.join(", ")
+                        ),
+                    });
+                }
+            }
             if factories.insert(factory.key, factory).is_some() {
                 errors.push(CatalogError {
                     file: "<registered elements>".into(),

@@ -600,6 +600,33 @@ config_description = "c"
     }
 
     #[test]
+    fn non_default_fields_name_every_optional_oauth_field() {
+        let base = MINIMAL.replace("apikey", "oauth2");
+        let plain = format!(
+            "{base}[oauth]\nauthorization_url = \"https://example.com/a\"\n\
+             token_url = \"https://example.com/t\"\n"
+        );
+        let spec = ElementSpec::parse("x.toml", &plain).unwrap();
+        assert!(spec.oauth.unwrap().non_default_fields().is_empty());
+        let every = format!(
+            "{plain}refresh_url = \"https://example.com/r\"\nscope_separator = \",\"\n\
+             scope_param = \"user_scope\"\npkce = true\nstate_required = true\n\
+             client_auth = \"basic\"\ndefault_scope = \"read\"\n\
+             [oauth.authorization_params]\naudience = \"a\"\n\
+             [oauth.token_params]\nresource = \"r\"\n\
+             [oauth.token_response]\naccess_token = \"data.token\"\n\
+             [oauth.endpoints]\nother = \"https://example.com/o\"\n"
+        );
+        let spec = ElementSpec::parse("x.toml", &every).unwrap();
+        assert_eq!(
+            spec.oauth.unwrap().non_default_fields(),
+            OAuthSpec::OPTIONAL_FIELDS
+        );
+        assert_eq!(line_of_field(&every, "oauth.pkce"), 16);
+        assert_eq!(line_of_field(&every, "oauth.token_params"), 22);
+    }
+
+    #[test]
     fn duplicate_configuration_keys_are_refused() {
         check_err(
             "[[configuration]]\nkey = \"a\"\nname = \"A\"\n[[configuration]]\nkey = \"a\"\nname = \"B\"\n",

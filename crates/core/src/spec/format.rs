@@ -209,6 +209,22 @@ impl OAuthSpec {
         self.refresh_url.as_deref().unwrap_or(&self.token_url)
     }
 
+    /// Every optional field of the section, as `oauth.<field>`: what an
+    /// element crate may declare unsupported.
+    pub(crate) const OPTIONAL_FIELDS: [&'static str; 11] = [
+        "oauth.refresh_url",
+        "oauth.scope_separator",
+        "oauth.scope_param",
+        "oauth.pkce",
+        "oauth.state_required",
+        "oauth.client_auth",
+        "oauth.default_scope",
+        "oauth.authorization_params",
+        "oauth.token_params",
+        "oauth.token_response",
+        "oauth.endpoints",
+    ];
+
     /// The optional fields of the section set to something other than their
     /// default, as `oauth.<field>` (the URLs are always set and not listed).
     pub(crate) fn non_default_fields(&self) -> Vec<&'static str> {
