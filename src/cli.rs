@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use elements_core::{Element, OAuthUrlRequest, Registry};
+use elements_server::element_view::ElementJson as _;
 
 /// Connector registry and OAuth broker, compatible with the Cloud Elements API.
 #[derive(Debug, Parser)]

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `elements`: the connector registry and OAuth broker.
 
 use std::process::ExitCode;

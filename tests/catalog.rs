@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use elements_core::element::standard::pkce_challenge;
+use elements_core::standard::pkce_challenge;
 use elements_core::{
     Authentication, ClientAuth, CodeExchange, Configuration, Element, MissingConfiguration,
     OAuthError, OAuthUrlRequest, ProviderResponse, Registry, Secret,
@@ -431,37 +431,54 @@ fn every_oauth_element_builds_token_requests_from_configuration() {
 
 // ---------------------------------------------------------------- documented examples
 
-struct Documented<'a> {
-    key: &'a str,
-    /// The request, with the documented example's values.
-    client_id: &'a str,
-    redirect_uri: &'a str,
-    scope: Option<&'a str>,
-    state: Option<&'a str>,
-    verifier: Option<&'a str>,
-    params: &'a [(&'a str, &'a str)],
-    /// The documented URL: host, path and every parameter.
-    host: &'a str,
-    path: &'a str,
-    expected: &'a [(&'a str, &'a str)],
-    /// Parameters we send that the provider's example does not show (and
-    /// that the provider ignores or documents elsewhere).
-    extra: &'a [&'a str],
+/// The data files of this test: the providers' documented examples.
+fn data_file<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/catalog")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn check_documented(registry: &Registry, d: &Documented<'_>) {
-    let e = element(registry, d.key);
+/// One provider's documented authorization URL example
+/// (`tests/data/catalog/authorization_urls.toml`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Documented {
+    key: String,
+    /// The request, with the documented example's values.
+    client_id: String,
+    redirect_uri: String,
+    scope: Option<String>,
+    state: Option<String>,
+    verifier: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, String>,
+    /// The documented URL: host, path and every parameter.
+    host: String,
+    path: String,
+    expected: BTreeMap<String, String>,
+    /// Parameters we send that the provider's example does not show (and
+    /// that the provider ignores or documents elsewhere).
+    #[serde(default)]
+    extra: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentedUrls {
+    example: Vec<Documented>,
+}
+
+fn check_documented(registry: &Registry, d: &Documented) {
+    let e = element(registry, &d.key);
     let req = OAuthUrlRequest {
-        api_key: Some(d.client_id.into()),
-        callback_url: Some(d.redirect_uri.into()),
-        scope: d.scope.map(Into::into),
-        state: d.state.map(Into::into),
-        code_verifier: d.verifier.map(Into::into),
-        params: d
-            .params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
+        api_key: Some(d.client_id.clone()),
+        callback_url: Some(d.redirect_uri.clone()),
+        scope: d.scope.clone(),
+        state: d.state.clone(),
+        code_verifier: d.verifier.clone(),
+        params: d.params.clone(),
         ..Default::default()
     };
     let url = e
@@ -475,9 +492,13 @@ fn check_documented(registry: &Registry, d: &Documented<'_>) {
         .params
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
-        .filter(|(k, _)| !d.extra.contains(k))
+        .filter(|(k, _)| !d.extra.iter().any(|x| x == k))
         .collect();
-    let expected: BTreeMap<&str, &str> = d.expected.iter().copied().collect();
+    let expected: BTreeMap<&str, &str> = d
+        .expected
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     for (name, value) in &expected {
         assert_eq!(
             got.get(name),
@@ -492,329 +513,18 @@ fn check_documented(registry: &Registry, d: &Documented<'_>) {
 #[test]
 fn sample_urls_match_the_providers_documented_examples() {
     let registry = registry();
-    let challenge = pkce_challenge(VERIFIER);
-    let challenge = challenge.as_str();
-    let examples = [
-        // https://developer.zendesk.com/documentation/ticketing/working-with-oauth/using-oauth-authentication-with-your-application/
-        Documented {
-            key: "zendesk",
-            client_id: "zdg-test",
-            redirect_uri: "https://example.com/oauth/callback",
-            scope: Some("read write"),
-            state: None,
-            verifier: None,
-            params: &[("subdomain", "acme")],
-            host: "acme.zendesk.com",
-            path: "/oauth/authorizations/new",
-            expected: &[
-                ("response_type", "code"),
-                ("redirect_uri", "https://example.com/oauth/callback"),
-                ("client_id", "zdg-test"),
-                ("scope", "read write"),
-            ],
-            extra: &[],
-        },
-        // https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/authorization-code-grant
-        Documented {
-            key: "shopify",
-            client_id: "a1b2c3",
-            redirect_uri: "https://example.org/auth/callback",
-            scope: Some("read_products,write_orders"),
-            state: Some("nonce-1"),
-            verifier: None,
-            params: &[("shop", "acme")],
-            host: "acme.myshopify.com",
-            path: "/admin/oauth/authorize",
-            expected: &[
-                ("client_id", "a1b2c3"),
-                ("scope", "read_products,write_orders"),
-                ("redirect_uri", "https://example.org/auth/callback"),
-                ("state", "nonce-1"),
-            ],
-            extra: &["response_type"],
-        },
-        // https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_web_server_flow.htm
-        Documented {
-            key: "salesforce",
-            client_id: "3MVG9IHf89I1t8hrvswazsWedXWY0i1qK20PSFaInvUgLFB6vrcb9bbWFTSIHpO8G2jxBLJA6uZGyPFC5Aejq",
-            redirect_uri: "https://www.mycustomerorderstatus.com/oauth2/callback",
-            scope: None,
-            state: None,
-            verifier: Some(VERIFIER),
-            params: &[("login_host", "test")],
-            host: "test.salesforce.com",
-            path: "/services/oauth2/authorize",
-            expected: &[
-                ("response_type", "code"),
-                (
-                    "client_id",
-                    "3MVG9IHf89I1t8hrvswazsWedXWY0i1qK20PSFaInvUgLFB6vrcb9bbWFTSIHpO8G2jxBLJA6uZGyPFC5Aejq",
-                ),
-                ("redirect_uri", "https://www.mycustomerorderstatus.com/oauth2/callback"),
-                ("scope", "api refresh_token"),
-                ("code_challenge", challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            extra: &[],
-        },
-        // https://developers.google.com/identity/protocols/oauth2/web-server#creatingclient
-        Documented {
-            key: "googledrive",
-            client_id: "client_id",
-            redirect_uri: "https://oauth2.example.com/code",
-            scope: Some("https://www.googleapis.com/auth/drive.metadata.readonly"),
-            state: Some("state_parameter_passthrough_value"),
-            verifier: Some(VERIFIER),
-            params: &[],
-            host: "accounts.google.com",
-            path: "/o/oauth2/v2/auth",
-            expected: &[
-                ("scope", "https://www.googleapis.com/auth/drive.metadata.readonly"),
-                ("access_type", "offline"),
-                ("state", "state_parameter_passthrough_value"),
-                ("redirect_uri", "https://oauth2.example.com/code"),
-                ("response_type", "code"),
-                ("client_id", "client_id"),
-                ("prompt", "consent"),
-                ("code_challenge", challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            extra: &[],
-        },
-        // https://developers.dropbox.com/oauth-guide
-        Documented {
-            key: "dropbox",
-            client_id: "app-key",
-            redirect_uri: "https://app.example.com/dropbox",
-            scope: None,
-            state: Some("s1"),
-            verifier: Some(VERIFIER),
-            params: &[],
-            host: "www.dropbox.com",
-            path: "/oauth2/authorize",
-            expected: &[
-                ("client_id", "app-key"),
-                ("response_type", "code"),
-                ("redirect_uri", "https://app.example.com/dropbox"),
-                ("state", "s1"),
-                ("token_access_type", "offline"),
-                ("code_challenge", challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            extra: &[],
-        },
-        // https://developer.intuit.com/app/developer/qbo/docs/develop/authentication-and-authorization/oauth-2.0
-        Documented {
-            key: "quickbooks",
-            client_id: "Q3ylJatCvnkYqVKLmkxxxxxxxxxxxxxxxkYB36b5mws7HkKUEv9aI",
-            redirect_uri: "https://www.mydemoapp.com/oauth-redirect",
-            scope: None,
-            state: Some("security_token=138r5719ru3e1&url=https://www.mydemoapp.com/oauth-redirect"),
-            verifier: None,
-            params: &[],
-            host: "appcenter.intuit.com",
-            path: "/connect/oauth2",
-            expected: &[
-                ("client_id", "Q3ylJatCvnkYqVKLmkxxxxxxxxxxxxxxxkYB36b5mws7HkKUEv9aI"),
-                ("response_type", "code"),
-                ("scope", "com.intuit.quickbooks.accounting"),
-                ("redirect_uri", "https://www.mydemoapp.com/oauth-redirect"),
-                (
-                    "state",
-                    "security_token=138r5719ru3e1&url=https://www.mydemoapp.com/oauth-redirect",
-                ),
-            ],
-            extra: &[],
-        },
-        // https://developer.xero.com/documentation/guides/oauth2/auth-flow
-        Documented {
-            key: "xero",
-            client_id: "YOURCLIENTID",
-            redirect_uri: "https://example.com/xero/callback",
-            scope: Some("openid profile email accounting.transactions"),
-            state: Some("123"),
-            verifier: None,
-            params: &[],
-            host: "login.xero.com",
-            path: "/identity/connect/authorize",
-            expected: &[
-                ("response_type", "code"),
-                ("client_id", "YOURCLIENTID"),
-                ("redirect_uri", "https://example.com/xero/callback"),
-                ("scope", "openid profile email accounting.transactions"),
-                ("state", "123"),
-            ],
-            extra: &[],
-        },
-        // https://developer.atlassian.com/cloud/jira/platform/oauth-2-3lo-apps/
-        Documented {
-            key: "jira",
-            client_id: "YOUR_CLIENT_ID",
-            redirect_uri: "https://YOUR_APP_CALLBACK_URL",
-            scope: Some("read:jira-user read:jira-work"),
-            state: Some("YOUR_USER_BOUND_VALUE"),
-            verifier: None,
-            params: &[],
-            host: "auth.atlassian.com",
-            path: "/authorize",
-            expected: &[
-                ("audience", "api.atlassian.com"),
-                ("client_id", "YOUR_CLIENT_ID"),
-                ("scope", "read:jira-user read:jira-work"),
-                ("redirect_uri", "https://YOUR_APP_CALLBACK_URL"),
-                ("state", "YOUR_USER_BOUND_VALUE"),
-                ("response_type", "code"),
-                ("prompt", "consent"),
-            ],
-            extra: &[],
-        },
-        // https://developers.docusign.com/platform/auth/authcode/authcode-get-token/
-        Documented {
-            key: "docusign",
-            client_id: "7c2b8d7e-xxxx-xxxx-xxxx-cda8a50dd73f",
-            redirect_uri: "http://example.com/callback/",
-            scope: None,
-            state: Some("a39fh23hnf23"),
-            verifier: None,
-            params: &[("environment", "account-d")],
-            host: "account-d.docusign.com",
-            path: "/oauth/auth",
-            expected: &[
-                ("response_type", "code"),
-                ("scope", "signature"),
-                ("client_id", "7c2b8d7e-xxxx-xxxx-xxxx-cda8a50dd73f"),
-                ("state", "a39fh23hnf23"),
-                ("redirect_uri", "http://example.com/callback/"),
-            ],
-            extra: &[],
-        },
-        // https://developer.etsy.com/documentation/essentials/authentication
-        // (the documented code_challenge is the S256 of the documented verifier)
-        Documented {
-            key: "etsy",
-            client_id: "1aa2bb33c44d55eeeeee6fff",
-            redirect_uri: "https://www.example.com/some/location",
-            scope: Some("transactions_r transactions_w"),
-            state: Some("superstate"),
-            verifier: Some("vvkdljkejllufrvbhgeiegrnvufrhvrffnkvcknjvfid"),
-            params: &[],
-            host: "www.etsy.com",
-            path: "/oauth/connect",
-            expected: &[
-                ("response_type", "code"),
-                ("redirect_uri", "https://www.example.com/some/location"),
-                ("scope", "transactions_r transactions_w"),
-                ("client_id", "1aa2bb33c44d55eeeeee6fff"),
-                ("state", "superstate"),
-                ("code_challenge", "DSWlW2Abh-cf8CeLL8-g3hQ2WQyYdKyiu83u_s7nRhI"),
-                ("code_challenge_method", "S256"),
-            ],
-            extra: &[],
-        },
-        // https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow
-        Documented {
-            key: "onedrive",
-            client_id: "00001111-aaaa-2222-bbbb-3333cccc4444",
-            redirect_uri: "http://localhost/myapp/",
-            scope: Some("https://graph.microsoft.com/mail.read"),
-            state: Some("12345"),
-            verifier: Some(VERIFIER),
-            params: &[],
-            host: "login.microsoftonline.com",
-            path: "/common/oauth2/v2.0/authorize",
-            expected: &[
-                ("client_id", "00001111-aaaa-2222-bbbb-3333cccc4444"),
-                ("response_type", "code"),
-                ("redirect_uri", "http://localhost/myapp/"),
-                ("response_mode", "query"),
-                ("scope", "https://graph.microsoft.com/mail.read"),
-                ("state", "12345"),
-                ("code_challenge", challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            extra: &[],
-        },
-        // https://docs.x.com/resources/fundamentals/authentication/oauth-2-0/authorization-code
-        Documented {
-            key: "twitter",
-            client_id: "M1M5R3BMVy13QmpScXkzTUt5OE46MTpjaQ",
-            redirect_uri: "https://www.example.com",
-            scope: Some("tweet.read users.read follows.read offline.access"),
-            state: Some("state"),
-            verifier: Some(VERIFIER),
-            params: &[],
-            host: "x.com",
-            path: "/i/oauth2/authorize",
-            expected: &[
-                ("response_type", "code"),
-                ("client_id", "M1M5R3BMVy13QmpScXkzTUt5OE46MTpjaQ"),
-                ("redirect_uri", "https://www.example.com"),
-                ("scope", "tweet.read users.read follows.read offline.access"),
-                ("state", "state"),
-                ("code_challenge", challenge),
-                ("code_challenge_method", "S256"),
-            ],
-            extra: &[],
-        },
-        // https://developers.zoom.us/docs/integrations/oauth/
-        Documented {
-            key: "zoom",
-            client_id: "7lstjKqdwjett_kwjwDSEQ",
-            redirect_uri: "https://example.com",
-            scope: None,
-            state: None,
-            verifier: None,
-            params: &[],
-            host: "zoom.us",
-            path: "/oauth/authorize",
-            expected: &[
-                ("response_type", "code"),
-                ("client_id", "7lstjKqdwjett_kwjwDSEQ"),
-                ("redirect_uri", "https://example.com"),
-            ],
-            extra: &[],
-        },
-        // https://api.slack.com/authentication/oauth-v2 (user scopes)
-        Documented {
-            key: "slack-user",
-            client_id: "3336676.569200954261",
-            redirect_uri: "https://example.com/slack/callback",
-            scope: Some("search:read,reminders:write"),
-            state: Some("s"),
-            verifier: None,
-            params: &[],
-            host: "slack.com",
-            path: "/oauth/v2/authorize",
-            expected: &[
-                ("user_scope", "search:read,reminders:write"),
-                ("client_id", "3336676.569200954261"),
-                ("redirect_uri", "https://example.com/slack/callback"),
-                ("state", "s"),
-            ],
-            extra: &["response_type"],
-        },
-        // https://docs.stripe.com/connect/oauth-reference
-        Documented {
-            key: "stripeconnect",
-            client_id: "ca_FkyHCg7X8mlvCUdMDao4mMxagUfhIwXb",
-            redirect_uri: "https://platform.example.com/stripe",
-            scope: None,
-            state: None,
-            verifier: None,
-            params: &[],
-            host: "connect.stripe.com",
-            path: "/oauth/authorize",
-            expected: &[
-                ("response_type", "code"),
-                ("client_id", "ca_FkyHCg7X8mlvCUdMDao4mMxagUfhIwXb"),
-                ("scope", "read_write"),
-                ("redirect_uri", "https://platform.example.com/stripe"),
-            ],
-            extra: &[],
-        },
-    ];
-    assert!(examples.len() >= 8);
-    for d in &examples {
+    let examples: DocumentedUrls = data_file("authorization_urls.toml");
+    assert!(examples.example.len() >= 8);
+    for d in &examples.example {
+        // A documented challenge is the S256 of the documented verifier.
+        if let Some(verifier) = &d.verifier {
+            assert_eq!(
+                d.expected.get("code_challenge"),
+                Some(&pkce_challenge(verifier)),
+                "{}",
+                d.key
+            );
+        }
         check_documented(&registry, d);
     }
 }
@@ -1072,35 +782,49 @@ fn templated_token_urls_come_from_configuration() {
     );
 }
 
+/// A provider's documented token response and what must be read from it
+/// (`tests/data/catalog/token_responses.toml`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentedResponse {
+    key: String,
+    body: String,
+    expected: BTreeMap<String, String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentedResponses {
+    response: Vec<DocumentedResponse>,
+}
+
 #[test]
 fn nested_token_responses_are_read_where_the_catalog_says() {
     let registry = registry();
-    let slack = element(&registry, "slack-user");
     let request = elements_core::ProviderRequest::post("https://slack.com/api/oauth.v2.access");
-    let body = br#"{"ok":true,"app_id":"A0KRD7HC3","authed_user":{"id":"U1234","scope":"search:read","access_token":"xoxp-1234","token_type":"user"},"team":{"id":"T9TK3CUKW"},"enterprise":null,"is_enterprise_install":false}"#;
-    let tokens = slack
-        .parse_token_response(
-            &ProviderResponse {
-                status: 200,
-                body: body.to_vec(),
-            },
-            &request,
-        )
-        .unwrap();
-    assert_eq!(tokens.access_token.expose(), "xoxp-1234");
-    assert_eq!(tokens.token_type.as_deref(), Some("user"));
-    assert_eq!(tokens.scope.as_deref(), Some("search:read"));
-    let bitbucket = element(&registry, "bitbucket");
-    let tokens = bitbucket
-        .parse_token_response(
-            &ProviderResponse {
-                status: 200,
-                body: br#"{"access_token":"a","scopes":"repository account","expires_in":7200,"refresh_token":"r","token_type":"bearer"}"#.to_vec(),
-            },
-            &request,
-        )
-        .unwrap();
-    assert_eq!(tokens.scope.as_deref(), Some("repository account"));
+    let responses: DocumentedResponses = data_file("token_responses.toml");
+    assert!(responses.response.len() >= 2);
+    for r in &responses.response {
+        let tokens = element(&registry, &r.key)
+            .parse_token_response(
+                &ProviderResponse {
+                    status: 200,
+                    body: r.body.as_bytes().to_vec(),
+                },
+                &request,
+            )
+            .unwrap_or_else(|err| panic!("{}: {err}", r.key));
+        for (field, value) in &r.expected {
+            let got = match field.as_str() {
+                "access_token" => Some(tokens.access_token.expose()),
+                "refresh_token" => tokens.refresh_token.as_ref().map(Secret::expose),
+                "token_type" => tokens.token_type.as_deref(),
+                "scope" => tokens.scope.as_deref(),
+                other => panic!("{}: unknown expected field `{other}`", r.key),
+            };
+            assert_eq!(got, Some(value.as_str()), "{}: `{field}`", r.key);
+        }
+    }
 }
 
 // ---------------------------------------------------------------- `elements check`

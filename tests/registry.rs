@@ -74,3 +74,70 @@ fn a_registered_crate_without_a_catalog_file_is_refused() {
     let err = builder.build().unwrap_err();
     assert!(err.to_string().contains("key `hubspot`"), "{err}");
 }
+
+/// The built-in `hubspot.toml`, with `extra` inserted after its
+/// `refresh_url` line (inside `[oauth]`) and `tail` appended.
+fn hubspot_override(extra: &str, tail: &str) -> String {
+    let builtin = elements_catalog::BUILTIN
+        .iter()
+        .find(|(name, _)| name.ends_with("hubspot.toml"))
+        .expect("the built-in hubspot.toml")
+        .1;
+    let anchor = "refresh_url = \"https://api.hubapi.com/auth/v1/refresh\"\n";
+    assert!(builtin.contains(anchor), "hubspot.toml has a refresh_url");
+    format!(
+        "{}{tail}",
+        builtin.replacen(anchor, &format!("{anchor}{extra}"), 1)
+    )
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text[..text.find(needle).expect("needle in text")]
+        .matches('\n')
+        .count()
+        + 1
+}
+
+#[test]
+fn an_override_of_a_crate_element_may_not_set_fields_the_crate_ignores() {
+    // An --elements-dir file for `hubspot` is served by the HubSpot crate,
+    // which builds its own authorization URL and refresh requests: `pkce` or
+    // `token_params` there would be silently ignored, so they are refused.
+    let dir = tempfile::tempdir().unwrap();
+    // This binary registers `quirky` too, so the directory declares it.
+    std::fs::write(dir.path().join("quirky.toml"), QUIRKY_TOML).unwrap();
+    let text = hubspot_override(
+        "pkce = true\n",
+        "\n[oauth.token_params]\naudience = \"crm\"\n",
+    );
+    std::fs::write(dir.path().join("hubspot.toml"), &text).unwrap();
+    let err = elements_catalog::load(&[dir.path().to_path_buf()], []).unwrap_err();
+    let file = dir.path().join("hubspot.toml").display().to_string();
+    let reason = "element `hubspot` is served by its own code, which does not support this \
+                  field (remove it or leave it at its default)";
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{file}:{}: field `oauth.pkce`: {reason}\n{file}:{}: field `oauth.token_params`: {reason}",
+            line_of(&text, "pkce = true"),
+            line_of(&text, "[oauth.token_params]"),
+        )
+    );
+
+    // What the crate does honour may be overridden: names, endpoints.
+    let text = hubspot_override("", "")
+        .replace("name = \"HubSpot\"", "name = \"HubSpot (staging)\"")
+        .replace(
+            "https://api.hubapi.com/oauth/v1/token",
+            "https://staging.hubapi.test/oauth/v1/token",
+        );
+    std::fs::write(dir.path().join("hubspot.toml"), &text).unwrap();
+    let registry = elements_catalog::load(&[dir.path().to_path_buf()], []).unwrap();
+    let hubspot = registry.get("hubspot").unwrap();
+    assert!(format!("{hubspot:?}").starts_with("HubSpot"), "{hubspot:?}");
+    assert_eq!(hubspot.spec().name, "HubSpot (staging)");
+    assert_eq!(
+        hubspot.spec().oauth.as_ref().unwrap().token_url,
+        "https://staging.hubapi.test/oauth/v1/token"
+    );
+}

@@ -5,6 +5,7 @@
 //! `cargo run --release -p elements-bench -- all` runs everything (see
 //! `BENCHMARKS.md` at the repository root); criterion micro-benchmarks are in
 //! `benches/micro.rs` (`cargo bench -p elements-bench`).
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod http;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! `elements-bench`: see `elements_bench::cli`.
 
 fn main() -> std::process::ExitCode {

@@ -6,6 +6,7 @@
 //! code is not linked, and its `inventory::submit!` registration silently
 //! disappears. Binaries and tests depend on this crate and get them all.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use std::fs;
 use std::io;

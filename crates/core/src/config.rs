@@ -8,6 +8,19 @@ use crate::spec::ConfigEntry;
 /// The configuration values of an instance, by key.
 ///
 /// `Debug` prints the keys only: values may be secrets.
+///
+/// ```
+/// use elements_core::{keys, Configuration};
+///
+/// let config: Configuration = [(keys::API_KEY, "client"), (keys::API_SECRET, "s3cr3t")]
+///     .into_iter()
+///     .collect();
+/// assert_eq!(config.get(keys::API_KEY), Some("client"));
+/// assert_eq!(
+///     format!("{config:?}"),
+///     r#"{"oauth.api.key": "********", "oauth.api.secret": "********"}"#
+/// );
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Configuration(BTreeMap<String, String>);
 
@@ -53,6 +66,32 @@ impl Configuration {
     /// Whether there are no values.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Checks that each of `keys` has a non-blank value, naming **every**
+    /// missing one at once, in the order given.
+    ///
+    /// ```
+    /// use elements_core::{keys, Configuration};
+    ///
+    /// let config: Configuration = [(keys::API_KEY, "client")].into_iter().collect();
+    /// assert!(config.require(&[keys::API_KEY]).is_ok());
+    /// assert_eq!(
+    ///     config.require(&[keys::API_KEY, keys::API_SECRET, keys::CALLBACK_URL]).unwrap_err().keys,
+    ///     [keys::API_SECRET, keys::CALLBACK_URL]
+    /// );
+    /// ```
+    pub fn require(&self, keys: &[&str]) -> Result<(), MissingConfiguration> {
+        let missing: Vec<String> = keys
+            .iter()
+            .filter(|k| self.get(k).is_none())
+            .map(|k| (*k).to_owned())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(MissingConfiguration { keys: missing })
+        }
     }
 
     /// Checks that every required entry without a default has a non-blank

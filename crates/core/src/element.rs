@@ -109,11 +109,17 @@ pub trait Element: Send + Sync + fmt::Debug {
 }
 
 /// Registers an element crate: `inventory::submit!` one of these next to the
-/// element's type. The registry calls `build` with the TOML spec of the same
-/// key.
+/// element's type. The registry calls the build function with the TOML spec
+/// of the same key.
+///
+/// A crate that replaces part of the standard behaviour declares the catalog
+/// fields its code does not read with [`ElementFactory::unsupported_fields`]:
+/// a catalog file for its key (the built-in one or an override from another
+/// directory) that sets one of them is then refused, naming the field, instead
+/// of being silently ignored.
 ///
 /// ```
-/// use elements_core::{Element, ElementFactory, ElementSpec};
+/// use elements_core::{Element, ElementFactory, ElementSpec, RegistryBuilder};
 ///
 /// #[derive(Debug)]
 /// struct Quirky {
@@ -128,19 +134,65 @@ pub trait Element: Send + Sync + fmt::Debug {
 ///
 /// elements_core::inventory::submit! {
 ///     ElementFactory::new("quirky", |spec| Box::new(Quirky { spec }))
+///         .unsupported_fields(&["oauth.pkce"])
 /// }
+///
+/// let toml = r#"
+/// id = 9003
+/// key = "quirky"
+/// name = "Quirky"
+/// description = "d"
+/// image = "elements/provider_quirky.png"
+/// hub = "general"
+/// authentication = "oauth2"
+/// existing_account_description = "e"
+/// config_description = "c"
+///
+/// [oauth]
+/// authorization_url = "https://quirky.example/authorize"
+/// token_url = "https://quirky.example/token"
+/// "#;
+/// let mut builder = RegistryBuilder::new();
+/// builder.add_layer([("quirky.toml", toml)]);
+/// let registry = builder.build().unwrap();
+/// assert!(format!("{:?}", registry.get("quirky").unwrap()).starts_with("Quirky"));
+///
+/// let mut builder = RegistryBuilder::new();
+/// builder.add_layer([("quirky.toml", format!("{toml}pkce = true\n"))]);
+/// // The refused file is not added, so the crate has no file either: two errors.
+/// let errors = builder.build().unwrap_err().0;
+/// assert_eq!(
+///     errors[0].to_string(),
+///     "quirky.toml:15: field `oauth.pkce`: element `quirky` is served by its own code, \
+///      which does not support this field (remove it or leave it at its default)"
+/// );
 /// ```
 pub struct ElementFactory {
     /// The key of the catalog file this code belongs to.
-    pub key: &'static str,
+    pub(crate) key: &'static str,
     /// Builds the element from its spec.
-    pub build: fn(ElementSpec) -> Box<dyn Element>,
+    pub(crate) build: fn(ElementSpec) -> Box<dyn Element>,
+    /// Catalog fields the code does not read (`oauth.pkce`, ...).
+    pub(crate) unsupported: &'static [&'static str],
 }
 
 impl ElementFactory {
-    /// A factory for `key`.
+    /// A factory for `key`: `build` makes the element from its spec.
     pub const fn new(key: &'static str, build: fn(ElementSpec) -> Box<dyn Element>) -> Self {
-        ElementFactory { key, build }
+        ElementFactory {
+            key,
+            build,
+            unsupported: &[],
+        }
+    }
+
+    /// Declares the catalog fields (`oauth.pkce`, `oauth.token_params`, ...:
+    /// any optional field of the `[oauth]` section) that this element's code
+    /// does not read. A catalog file for the key that sets one of them to
+    /// anything but its default is refused with an error naming the field.
+    pub const fn unsupported_fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.unsupported = fields;
+        self
     }
 }
 
@@ -164,6 +216,7 @@ pub mod standard {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     use sha2::{Digest, Sha256};
+    use url::Url;
 
     use super::keys;
     use crate::config::{Configuration, MissingConfiguration};
@@ -182,6 +235,14 @@ pub mod standard {
     }
 
     /// The PKCE S256 challenge of a verifier (RFC 7636 §4.2).
+    ///
+    /// ```
+    /// // RFC 7636, Appendix B.
+    /// assert_eq!(
+    ///     elements_core::standard::pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+    ///     "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    /// );
+    /// ```
     pub fn pkce_challenge(verifier: &str) -> String {
         URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
     }
@@ -189,32 +250,54 @@ pub mod standard {
     /// Checks a callback URL: absolute `http` or `https`, with a host, and no
     /// userinfo, fragment, white space or control characters. The URL itself
     /// is used exactly as given.
-    pub fn check_callback_url(url: &str) -> Result<(), OAuthError> {
+    ///
+    /// ```
+    /// use elements_core::{standard::check_callback_url, OAuthError};
+    ///
+    /// assert!(check_callback_url("https://app.test:8443/cb?x=1").is_ok());
+    /// assert_eq!(
+    ///     check_callback_url("https://app.test/cb#frag").unwrap_err().to_string(),
+    ///     "invalid parameter `callbackUrl`: must not contain a fragment"
+    /// );
+    /// assert!(matches!(
+    ///     check_callback_url("javascript:alert(1)"),
+    ///     Err(OAuthError::InvalidParameter { .. })
+    /// ));
+    /// ```
+    pub fn check_callback_url(raw: &str) -> Result<(), OAuthError> {
         let invalid = |reason: &str| OAuthError::InvalidParameter {
             name: "callbackUrl".into(),
             reason: reason.into(),
         };
-        let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-        let rest = if lower.starts_with("https://") {
-            &url[8..]
-        } else if lower.starts_with("http://") {
-            &url[7..]
-        } else {
+        // The scheme as written: the URL standard would also take `https:host`.
+        let Some((_, after_scheme)) = raw
+            .split_once("://")
+            .filter(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+        else {
             return Err(invalid("must be an absolute http or https URL"));
         };
-        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        // The URL standard silently drops tabs and new lines; we refuse them.
+        if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
             return Err(invalid(
                 "must not contain white space or control characters",
             ));
         }
-        if url.contains('#') {
+        let url = match Url::parse(raw) {
+            Ok(url) => url,
+            Err(url::ParseError::EmptyHost) => return Err(invalid("must name a host")),
+            Err(e) => return Err(invalid(&format!("must be a valid URL ({e})"))),
+        };
+        if url.fragment().is_some() {
             return Err(invalid("must not contain a fragment"));
         }
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        if authority.contains('@') {
+        // The URL standard drops an empty `@` (`https://@host`): user
+        // information all the same.
+        let authority = after_scheme.split(['/', '?']).next().unwrap_or_default();
+        if !url.username().is_empty() || url.password().is_some() || authority.contains('@') {
             return Err(invalid("must not contain user information"));
         }
-        if authority.is_empty() || authority.starts_with(':') {
+        // ... and skips extra slashes (`https:///host` is `https://host/`).
+        if authority.is_empty() || url.host_str().is_none_or(str::is_empty) {
             return Err(invalid("must name a host"));
         }
         Ok(())
@@ -222,7 +305,7 @@ pub mod standard {
 
     /// Splits a scope list on white space and commas and joins it with the
     /// provider's separator, so callers may write scopes either way.
-    pub fn join_scopes(scopes: &str, separator: &str) -> String {
+    fn join_scopes(scopes: &str, separator: &str) -> String {
         scopes
             .split(|c: char| c.is_whitespace() || c == ',')
             .filter(|s| !s.is_empty())
@@ -232,7 +315,7 @@ pub mod standard {
 
     /// Where the values of `{name}` placeholders come from.
     #[derive(Debug, Clone, Copy)]
-    pub enum TemplateValues<'a> {
+    enum TemplateValues<'a> {
         /// An authorization URL request: its `params`.
         Request(&'a OAuthUrlRequest),
         /// An instance configuration (code exchange, refresh).
@@ -242,7 +325,7 @@ pub mod standard {
     impl TemplateValues<'_> {
         /// The value of `name`: the request parameter or configuration value,
         /// else the default value of the spec's entry. Blank is missing.
-        pub fn get(&self, spec: &ElementSpec, name: &str) -> Option<String> {
+        fn get(&self, spec: &ElementSpec, name: &str) -> Option<String> {
             let given = match self {
                 TemplateValues::Request(req) => req.params.get(name).map(String::as_str),
                 TemplateValues::Configuration(config) => config.get(name),
@@ -257,7 +340,8 @@ pub mod standard {
         }
     }
 
-    fn fill_error(e: FillError, already_missing: &[&str]) -> OAuthError {
+    /// A template error as the OAuth error a caller sees.
+    pub(crate) fn fill_error(e: FillError, already_missing: &[&str]) -> OAuthError {
         match e {
             FillError::Missing(names) => OAuthError::MissingConfiguration(MissingConfiguration {
                 keys: already_missing
@@ -280,7 +364,7 @@ pub mod standard {
     /// [`OAuthError::MissingConfiguration`], listing every one; a value that
     /// cannot stand where its placeholder is gives
     /// [`OAuthError::InvalidParameter`] naming the placeholder.
-    pub fn fill_templates<'t>(
+    fn fill_templates<'t>(
         spec: &ElementSpec,
         templates: impl IntoIterator<Item = (&'t str, bool)>,
         values: TemplateValues<'_>,
@@ -354,30 +438,6 @@ pub mod standard {
                 .param("code_challenge_method", "S256");
         }
         Ok(OAuthUrl { url: url.finish() })
-    }
-
-    /// Client credentials from the configuration: (`oauth.api.key`,
-    /// `oauth.api.secret`), naming both when missing.
-    pub fn client_credentials<'a>(
-        config: &'a crate::Configuration,
-        extra_required: &[&str],
-    ) -> Result<(&'a str, &'a str), MissingConfiguration> {
-        let mut missing = Vec::new();
-        for key in [keys::API_KEY, keys::API_SECRET]
-            .iter()
-            .chain(extra_required)
-        {
-            if config.get(key).is_none() {
-                missing.push((*key).to_owned());
-            }
-        }
-        if !missing.is_empty() {
-            return Err(MissingConfiguration { keys: missing });
-        }
-        Ok((
-            config.get(keys::API_KEY).unwrap_or_default(),
-            config.get(keys::API_SECRET).unwrap_or_default(),
-        ))
     }
 
     /// The configuration keys a token request of this spec needs: the client
@@ -514,6 +574,43 @@ pub mod standard {
             check("https://app.test/c\r\nb", false);
             check("https://", false);
             check("https:///path", false);
+        }
+
+        #[test]
+        fn callback_errors_name_the_rule() {
+            let reason = |url: &str| match check_callback_url(url) {
+                Err(OAuthError::InvalidParameter { name, reason }) => {
+                    assert_eq!(name, "callbackUrl");
+                    reason
+                }
+                other => panic!("{url}: {other:?}"),
+            };
+            let scheme = "must be an absolute http or https URL";
+            assert_eq!(reason("ftp://host/cb"), scheme);
+            assert_eq!(reason("/relative/cb"), scheme);
+            // The URL standard reads these as http(s) URLs; we do not.
+            assert_eq!(reason("https:app.test/cb"), scheme);
+            assert_eq!(reason("HTTPS:/app.test/cb"), scheme);
+            let space = "must not contain white space or control characters";
+            assert_eq!(reason("https://app.test/c b"), space);
+            assert_eq!(reason("https://app.test/c\tb"), space);
+            assert_eq!(
+                reason("https://app.test/cb#"),
+                "must not contain a fragment"
+            );
+            let userinfo = "must not contain user information";
+            assert_eq!(reason("https://user@app.test/cb"), userinfo);
+            assert_eq!(reason("https://@app.test/cb"), userinfo);
+            let host = "must name a host";
+            assert_eq!(reason("https://"), host);
+            assert_eq!(reason("https://:443/cb"), host);
+            assert_eq!(reason("https:///app.test/cb"), host);
+            assert_eq!(reason("https://?x=1"), host);
+            // What the URL standard cannot parse at all (new with the url crate).
+            assert_eq!(
+                reason("https://app<test/cb"),
+                "must be a valid URL (invalid international domain name)"
+            );
         }
 
         #[test]

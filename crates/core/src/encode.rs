@@ -16,20 +16,31 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'*');
 
 /// Percent-encodes one query value (or name) by the seed's rule.
-///
-/// ```
-/// assert_eq!(elements_core::encode_component("http://demonstrab.ly"), "http%3A%2F%2Fdemonstrab.ly");
-/// assert_eq!(elements_core::encode_component("contacts-rw offline"), "contacts-rw%20offline");
-/// ```
-pub fn encode_component(value: &str) -> String {
+pub(crate) fn encode_component(value: &str) -> String {
     utf8_percent_encode(value, COMPONENT).to_string()
 }
 
 /// Appends query parameters to a base URL, in the order given, encoding each
-/// name and value with [`encode_component`].
+/// name and value by the seed's rule: only `A-Z a-z 0-9 - . _ *` stay as is, a
+/// space is `%20` and every other byte is `%XX` (upper-case hex).
 ///
 /// The base URL is used exactly as written: a base that already has a query
 /// continues it with `&`.
+///
+/// ```
+/// use elements_core::QueryBuilder;
+///
+/// let url = QueryBuilder::new("https://app.hubspot.com/auth/authenticate")
+///     .param("redirect_uri", "http://demonstrab.ly")
+///     .param("scope", "contacts-rw offline")
+///     .param_opt("state", None)
+///     .finish();
+/// assert_eq!(
+///     url,
+///     "https://app.hubspot.com/auth/authenticate\
+///      ?redirect_uri=http%3A%2F%2Fdemonstrab.ly&scope=contacts-rw%20offline"
+/// );
+/// ```
 #[derive(Debug, Clone)]
 pub struct QueryBuilder {
     url: String,

@@ -5,7 +5,7 @@
 //!
 //! An element is mostly **data**: an id, a key, a name, the provider's OAuth
 //! endpoints and the configuration an instance needs. That data lives in one
-//! TOML file per element (see [`spec`]), so adding a provider with standard
+//! TOML file per element (see [`ElementSpec`]), so adding a provider with standard
 //! OAuth 2.0 needs no code at all: the default methods of the [`Element`]
 //! trait implement the standard flow from the file's `[oauth]` section.
 //!
@@ -20,6 +20,29 @@
 //! a pure half (build a [`ProviderRequest`], parse a [`ProviderResponse`]) and
 //! an injected [`Transport`] that the caller supplies; reading catalog files
 //! from disk is the caller's business too (it hands us names and text).
+//!
+//! # The API
+//!
+//! Every public item has one path, at the crate root, except the two
+//! namespaces [`standard`] (the standard OAuth 2.0 building blocks, for
+//! element crates that differ only in part) and [`keys`] (well-known
+//! configuration keys).
+//!
+//! - an element: [`Element`], registered with an [`ElementFactory`];
+//! - the catalog format: [`ElementSpec`] (its doc comment is the format's
+//!   reference) and [`OAuthSpec`], [`TokenResponseSpec`], [`ConfigEntry`],
+//!   [`Authentication`], [`ClientAuth`], [`Source`], [`CatalogError`];
+//! - the registry: [`RegistryBuilder`], [`Registry`], [`OAuthOverride`],
+//!   [`CatalogErrors`];
+//! - OAuth as data: [`OAuthUrlRequest`], [`OAuthUrl`], [`CodeExchange`],
+//!   [`RefreshRequest`], [`ProviderRequest`], [`ProviderResponse`],
+//!   [`TokenSet`], [`Transport`] and the errors [`OAuthError`],
+//!   [`ProviderError`], [`TransportError`]; [`QueryBuilder`] writes URLs the
+//!   seed's way; [`lenient_seconds`] reads an `expires_in`;
+//! - values: [`Configuration`], [`MissingConfiguration`], [`Secret`].
+//!
+//! The `schema` feature adds `json_schema()`, the JSON Schema of a catalog
+//! file (`docs/element.schema.json`).
 //!
 //! ```
 //! use elements_core::{OAuthUrlRequest, RegistryBuilder};
@@ -59,27 +82,30 @@
 //! );
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-pub mod config;
-pub mod element;
-pub mod encode;
-pub mod oauth;
-pub mod registry;
-pub mod secret;
-pub mod spec;
+mod config;
+mod element;
+mod encode;
+mod oauth;
+mod registry;
+mod secret;
+mod spec;
 
 pub use config::{Configuration, MissingConfiguration};
-pub use element::{Element, ElementFactory};
-pub use encode::{encode_component, QueryBuilder};
+pub use element::{keys, standard, Element, ElementFactory};
+pub use encode::QueryBuilder;
 pub use oauth::{
-    CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError, ProviderRequest,
-    ProviderResponse, RefreshRequest, TokenSet, Transport, TransportError,
+    lenient_seconds, CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError,
+    ProviderRequest, ProviderResponse, RefreshRequest, TokenSet, Transport, TransportError,
 };
-pub use registry::{CatalogErrors, GenericElement, OAuthOverride, Registry, RegistryBuilder};
+pub use registry::{CatalogErrors, OAuthOverride, Registry, RegistryBuilder};
 pub use secret::Secret;
+#[cfg(feature = "schema")]
+pub use spec::json_schema;
 pub use spec::{
-    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementMetadata, ElementSpec,
-    ElementView, OAuthSpec, TokenResponseSpec,
+    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec, OAuthSpec, Source,
+    TokenResponseSpec,
 };
 
 // Re-exported so element crates can register without depending on inventory

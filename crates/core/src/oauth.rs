@@ -83,7 +83,18 @@ pub enum OAuthError {
     MissingConfiguration(#[from] MissingConfiguration),
 }
 
-/// A form POST to a provider's token endpoint.
+/// A form POST to a provider's token endpoint. `Debug` shows the URL and the
+/// field names, never their values.
+///
+/// ```
+/// use elements_core::ProviderRequest;
+///
+/// let request = ProviderRequest::post("https://provider.example/token")
+///     .field("grant_type", "refresh_token")
+///     .field("refresh_token", "rt-123");
+/// assert_eq!(request.get("grant_type"), Some("refresh_token"));
+/// assert!(!format!("{request:?}").contains("rt-123"));
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProviderRequest {
     /// The endpoint.
@@ -119,7 +130,7 @@ impl ProviderRequest {
     }
 
     /// Every secret this request carries, for scrubbing provider messages.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn secrets(&self) -> impl Iterator<Item = &str> {
         self.form
             .iter()
             .map(|(_, v)| v.expose())
@@ -299,7 +310,7 @@ const MAX_PROVIDER_MESSAGE: usize = 200;
 
 /// Makes a provider's message safe to show: no control characters, none of
 /// the secrets we sent, bounded length.
-pub fn sanitize_message(message: &str, request: &ProviderRequest) -> String {
+pub(crate) fn sanitize_message(message: &str, request: &ProviderRequest) -> String {
     let mut clean: String = message
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -316,7 +327,7 @@ pub fn sanitize_message(message: &str, request: &ProviderRequest) -> String {
 }
 
 /// Parses a standard OAuth 2.0 token response (RFC 6749 §5.1 and §5.2).
-pub fn parse_token_response(
+pub(crate) fn parse_token_response(
     response: &ProviderResponse,
     request: &ProviderRequest,
 ) -> Result<TokenSet, ProviderError> {
@@ -350,7 +361,10 @@ fn body_object(body: &[u8]) -> Option<serde_json::Map<String, Value>> {
 
 /// The value at a dotted path (`authed_user.access_token`): the whole path
 /// as one key first, then member by member.
-pub fn value_at<'v>(obj: &'v serde_json::Map<String, Value>, path: &str) -> Option<&'v Value> {
+pub(crate) fn value_at<'v>(
+    obj: &'v serde_json::Map<String, Value>,
+    path: &str,
+) -> Option<&'v Value> {
     if let Some(v) = obj.get(path) {
         return Some(v);
     }
@@ -367,7 +381,7 @@ pub fn value_at<'v>(obj: &'v serde_json::Map<String, Value>, path: &str) -> Opti
 /// standard top-level name. Errors are read from the standard top-level
 /// `error`, `error_description` and `message` members; a 2xx answer with an
 /// `error` (Slack's `{"ok": false, "error": ...}`) is a refusal too.
-pub fn parse_token_response_with(
+pub(crate) fn parse_token_response_with(
     response: &ProviderResponse,
     request: &ProviderRequest,
     fields: &TokenResponseSpec,

@@ -7,20 +7,20 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::element::{Element, ElementFactory};
-use crate::spec::{ElementSpec, Source};
+use crate::spec::{line_of_field, ElementSpec, OAuthSpec, Source};
 
-pub use crate::spec::CatalogError;
+use crate::spec::CatalogError;
 
 /// The element used for catalog files that no crate claims: everything comes
 /// from the spec, and the [`Element`] defaults implement standard OAuth 2.0.
 #[derive(Debug, Clone)]
-pub struct GenericElement {
+pub(crate) struct GenericElement {
     spec: ElementSpec,
 }
 
 impl GenericElement {
     /// Wraps a spec.
-    pub fn new(spec: ElementSpec) -> Self {
+    pub(crate) fn new(spec: ElementSpec) -> Self {
         GenericElement { spec }
     }
 }
@@ -51,6 +51,39 @@ impl std::error::Error for CatalogErrors {}
 
 /// Replacement endpoints for one element's `[oauth]` section, for pointing an
 /// element at a staging or fake provider without recompiling.
+///
+/// ```
+/// use elements_core::{OAuthOverride, RegistryBuilder};
+///
+/// let toml = r#"
+/// id = 9004
+/// key = "staged"
+/// name = "Staged"
+/// description = "d"
+/// image = "elements/provider_staged.png"
+/// hub = "general"
+/// authentication = "oauth2"
+/// existing_account_description = "e"
+/// config_description = "c"
+///
+/// [oauth]
+/// authorization_url = "https://staged.example/authorize"
+/// token_url = "https://staged.example/token"
+/// "#;
+/// let mut builder = RegistryBuilder::new();
+/// builder.add_layer([("staged.toml", toml)]);
+/// builder.override_oauth(
+///     "staged",
+///     OAuthOverride {
+///         token_url: Some("http://127.0.0.1:9999/token".into()),
+///         ..Default::default()
+///     },
+/// );
+/// let registry = builder.build().unwrap();
+/// let oauth = registry.get("staged").unwrap().spec().oauth.as_ref().unwrap();
+/// assert_eq!(oauth.token_url, "http://127.0.0.1:9999/token");
+/// assert_eq!(oauth.refresh_url(), "http://127.0.0.1:9999/token");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthOverride {
@@ -102,26 +135,38 @@ impl RegistryBuilder {
                     continue;
                 }
             };
-            if let Some(first) = layer_keys.get(&spec.key) {
+            // A key or id already declared in this layer: (field, line,
+            // value, where it was first declared).
+            let clash = match (layer_keys.get(&spec.key), layer_ids.get(&spec.id)) {
+                (Some(first), _) => Some((
+                    "key",
+                    spec.source.key_line,
+                    format!("{:?}", spec.key),
+                    first.file.as_str(),
+                    first.key_line,
+                )),
+                (None, Some(first)) => Some((
+                    "id",
+                    spec.source.id_line,
+                    spec.id.to_string(),
+                    first.file.as_str(),
+                    first.id_line,
+                )),
+                (None, None) => None,
+            };
+            if let Some((field, line, value, first_file, first_line)) = clash {
                 self.errors.push(CatalogError {
                     file: spec.source.file.clone(),
-                    line: Some(spec.source.key_line),
+                    line: Some(line),
                     message: format!(
-                        "field `key`: {:?} is already declared in {}:{}",
-                        spec.key, first.file, first.key_line
+                        "field `{field}`: {value} is already declared in {first_file}:{first_line}"
                     ),
                 });
                 continue;
             }
-            if let Some(first) = layer_ids.get(&spec.id) {
-                self.errors.push(CatalogError {
-                    file: spec.source.file.clone(),
-                    line: Some(spec.source.id_line),
-                    message: format!(
-                        "field `id`: {} is already declared in {}:{}",
-                        spec.id, first.file, first.id_line
-                    ),
-                });
+            let unsupported = unsupported_fields(&spec, text.as_ref());
+            if !unsupported.is_empty() {
+                self.errors.extend(unsupported);
                 continue;
             }
             layer_keys.insert(spec.key.clone(), spec.source.clone());
@@ -195,6 +240,20 @@ impl RegistryBuilder {
 
         let mut factories: HashMap<&'static str, &ElementFactory> = HashMap::new();
         for factory in inventory::iter::<ElementFactory> {
+            for field in factory.unsupported {
+                if !OAuthSpec::OPTIONAL_FIELDS.contains(field) {
+                    errors.push(CatalogError {
+                        file: "<registered elements>".into(),
+                        line: None,
+                        message: format!(
+                            "the element crate for `{}` declares `{field}` unsupported, which \
+                             is not an optional field of [oauth] (one of {})",
+                            factory.key,
+                            OAuthSpec::OPTIONAL_FIELDS.join(", ")
+                        ),
+                    });
+                }
+            }
             if factories.insert(factory.key, factory).is_some() {
                 errors.push(CatalogError {
                     file: "<registered elements>".into(),
@@ -243,6 +302,31 @@ impl RegistryBuilder {
     }
 }
 
+/// The fields of `spec` that the element crate registered for its key
+/// declares unsupported but the file sets, as errors naming each.
+fn unsupported_fields(spec: &ElementSpec, text: &str) -> Vec<CatalogError> {
+    let factory = inventory::iter::<ElementFactory>
+        .into_iter()
+        .find(|f| f.key == spec.key);
+    let (Some(factory), Some(oauth)) = (factory, &spec.oauth) else {
+        return Vec::new();
+    };
+    oauth
+        .non_default_fields()
+        .into_iter()
+        .filter(|field| factory.unsupported.contains(field))
+        .map(|field| CatalogError {
+            file: spec.source.file.clone(),
+            line: Some(line_of_field(text, field)),
+            message: format!(
+                "field `{field}`: element `{}` is served by its own code, which does not \
+                 support this field (remove it or leave it at its default)",
+                spec.key
+            ),
+        })
+        .collect()
+}
+
 /// The elements, by key and by id (O(1) each), listed in id order.
 #[derive(Debug)]
 pub struct Registry {
@@ -287,6 +371,19 @@ impl Registry {
     }
 
     /// Up to three keys closest to `query`, closest first, for "did you mean".
+    ///
+    /// ```
+    /// let mut builder = elements_core::RegistryBuilder::new();
+    /// builder.add_layer([(
+    ///     "github.toml",
+    ///     "id = 9005\nkey = \"github\"\nname = \"GitHub\"\ndescription = \"d\"\n\
+    ///      image = \"i\"\nhub = \"general\"\nauthentication = \"apikey\"\n\
+    ///      existing_account_description = \"e\"\nconfig_description = \"c\"\n",
+    /// )]);
+    /// let registry = builder.build().unwrap();
+    /// assert_eq!(registry.get("9005").unwrap().key(), "github");
+    /// assert_eq!(registry.suggest("gihtub"), ["github"]);
+    /// ```
     pub fn suggest(&self, query: &str) -> Vec<&str> {
         let query = query.to_ascii_lowercase();
         let mut scored: Vec<(usize, &str)> = self

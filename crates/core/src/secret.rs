@@ -8,6 +8,14 @@ use serde::{Deserialize, Deserializer};
 ///
 /// `Debug` and `Display` print `********`; the value is reached only through
 /// [`Secret::expose`], so every place that uses it is visible in the code.
+///
+/// ```
+/// use elements_core::Secret;
+///
+/// let token = Secret::new("hunter2");
+/// assert_eq!(format!("{token:?} {token}"), "Secret(********) ********");
+/// assert_eq!(token.expose(), "hunter2");
+/// ```
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(String);
 

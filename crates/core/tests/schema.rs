@@ -9,8 +9,8 @@ fn schema_path() -> PathBuf {
 }
 
 fn generated() -> String {
-    let mut text = serde_json::to_string_pretty(&elements_core::spec::json_schema())
-        .expect("the schema serializes");
+    let mut text =
+        serde_json::to_string_pretty(&elements_core::json_schema()).expect("the schema serializes");
     text.push('\n');
     text
 }
@@ -26,14 +26,14 @@ fn schema_is_up_to_date() {
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         checked_in == fresh,
-        "docs/element.schema.json is out of date with the types in crates/core/src/spec.rs; \
+        "docs/element.schema.json is out of date with the types in crates/core/src/spec/format.rs; \
          regenerate it with `UPDATE_SCHEMA=1 cargo test -p elements-core schema` and commit it"
     );
 }
 
 #[test]
 fn schema_describes_the_format() {
-    let schema = elements_core::spec::json_schema();
+    let schema = elements_core::json_schema();
     let props = &schema["properties"];
     for field in [
         "id",

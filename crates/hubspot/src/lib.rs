@@ -15,11 +15,11 @@
 //!
 //! Everything else (metadata, configuration entries, endpoints) comes from
 //! `elements/hubspot.toml`.
+#![forbid(unsafe_code)]
 
-use elements_core::element::{keys, standard};
 use elements_core::{
-    CodeExchange, Configuration, Element, ElementFactory, ElementSpec, OAuthError, OAuthUrl,
-    OAuthUrlRequest, ProviderRequest, QueryBuilder, RefreshRequest,
+    keys, standard, CodeExchange, Configuration, Element, ElementFactory, ElementSpec, OAuthError,
+    OAuthUrl, OAuthUrlRequest, ProviderRequest, QueryBuilder, RefreshRequest,
 };
 
 /// The key of the HubSpot element.
@@ -123,43 +123,45 @@ impl Element for HubSpot {
 
     fn refresh_request(&self, refresh: &RefreshRequest<'_>) -> Result<ProviderRequest, OAuthError> {
         let oauth = standard::oauth(&self.spec)?;
-        match Flow::of_config(refresh.configuration)? {
-            Flow::Current => Ok(ProviderRequest::post(&oauth.token_url)
-                .field("grant_type", "refresh_token")
-                .field("refresh_token", refresh.refresh_token.clone())
-                .field(
-                    "client_id",
-                    refresh.configuration.get(keys::API_KEY).unwrap_or_default(),
-                )
-                .field(
-                    "client_secret",
-                    standard::client_credentials(refresh.configuration, &[])?.1,
-                )
-                .field(
-                    "redirect_uri",
-                    refresh
-                        .configuration
-                        .get(keys::CALLBACK_URL)
-                        .unwrap_or_default(),
-                )),
+        let config = refresh.configuration;
+        let value = |key| config.get(key).unwrap_or_default();
+        match Flow::of_config(config)? {
+            Flow::Current => {
+                config.require(&[keys::API_KEY, keys::API_SECRET])?;
+                Ok(ProviderRequest::post(&oauth.token_url)
+                    .field("grant_type", "refresh_token")
+                    .field("refresh_token", refresh.refresh_token.clone())
+                    .field("client_id", value(keys::API_KEY))
+                    .field("client_secret", value(keys::API_SECRET))
+                    .field("redirect_uri", value(keys::CALLBACK_URL)))
+            }
             Flow::Legacy => {
-                let Some(client_id) = refresh.configuration.get(keys::API_KEY) else {
-                    return Err(elements_core::MissingConfiguration {
-                        keys: vec![keys::API_KEY.into()],
-                    }
-                    .into());
-                };
+                config.require(&[keys::API_KEY])?;
                 Ok(ProviderRequest::post(oauth.refresh_url())
                     .field("refresh_token", refresh.refresh_token.clone())
-                    .field("client_id", client_id)
+                    .field("client_id", value(keys::API_KEY))
                     .field("grant_type", "refresh_token"))
             }
         }
     }
 }
 
+/// The `[oauth]` fields of the catalog file that this crate does not read:
+/// the authorization URL is HubSpot's own in both flows, and refresh requests
+/// are built here. A file for `hubspot` that sets one is refused.
+pub const UNSUPPORTED_FIELDS: &[&str] = &[
+    "oauth.pkce",
+    "oauth.state_required",
+    "oauth.scope_param",
+    "oauth.scope_separator",
+    "oauth.default_scope",
+    "oauth.authorization_params",
+    "oauth.client_auth",
+    "oauth.token_params",
+];
+
 elements_core::inventory::submit! {
-    ElementFactory::new(KEY, HubSpot::from_spec)
+    ElementFactory::new(KEY, HubSpot::from_spec).unsupported_fields(UNSUPPORTED_FIELDS)
 }
 
 #[cfg(test)]

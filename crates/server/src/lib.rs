@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! The Cloud Elements-compatible HTTP API.
 //!
 //! [`router`] builds the axum router over an [`AppState`]; [`serve`] runs it
@@ -21,10 +22,11 @@ pub mod auth;
 pub mod auth_limit;
 pub mod body;
 pub mod config;
+pub mod element_view;
 pub mod error;
+pub mod flight;
 pub mod headers;
 pub mod listener;
-pub mod flight;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;

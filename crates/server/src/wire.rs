@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use elements_core::{ElementMetadata, ElementSpec, Secret};
+use elements_core::{ElementSpec, Secret};
 use elements_store::Instance;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::body::UniqueMap;
+use crate::element_view::{ElementJson as _, ElementMetadata};
 
 /// The answer of `GET /elements/{key}/oauth/url` (and `elements oauth-url`).
 #[derive(Debug, Serialize)]

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! Storage for accounts and instances.
 //!
 //! One [`Store`] trait and one implementation of it, on either engine

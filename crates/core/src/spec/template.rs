@@ -1,44 +1,6 @@
 //! URL and parameter templates: `{name}` placeholders filled from request
-//! parameters or instance configuration.
-//!
-//! # Syntax
-//!
-//! A placeholder is `{name}`, where `name` is the key of one of the element's
-//! `[[configuration]]` entries (letters, digits, `.`, `_`, `-`). The braces
-//! have no other meaning: an unmatched `{` or `}` is an error, and there is
-//! no escape. Placeholders may appear in `authorization_url`, `token_url`,
-//! `refresh_url`, `endpoints`, `api_base_url` and the values of
-//! `authorization_params` and `token_params`.
-//!
-//! # Where the values come from
-//!
-//! - building an authorization URL: the request parameter with that name
-//!   (`GET .../oauth/url?subdomain=acme`), else the entry's `default_value`;
-//! - exchanging a code or refreshing a token: the instance configuration
-//!   value with that key, else the entry's `default_value`.
-//!
-//! Blank values count as missing. Every missing name is reported at once; no
-//! URL is ever built half-filled.
-//!
-//! # How values are inserted
-//!
-//! Where a placeholder stands decides what its value may be:
-//!
-//! - **in the host** (`https://{subdomain}.zendesk.com/...`): the placeholder
-//!   must be a whole DNS label of the template's host, and the last two labels
-//!   of the host must be literal (so the template fixes the domain). The value
-//!   must be one DNS label: ASCII letters, digits and `-`, 1 to 63 characters,
-//!   not starting or ending with `-`. `a.b`, `evil.com/x` or `x@y` are refused:
-//!   a value can never change the domain, the port, the path or add userinfo.
-//! - **in the path or the query**: the value is percent-encoded like a query
-//!   value (only `A-Z a-z 0-9 - . _ *` stay as is), so it cannot add a path
-//!   segment or a parameter; `.` and `..` are refused in the path.
-//! - **in a parameter value** (`authorization_params`, `token_params`): the
-//!   value is inserted as is; the whole parameter is encoded when it is sent.
-//!
-//! Placeholders cannot appear in the scheme or in a port, and a placeholder
-//! naming a `secret = true` entry is refused everywhere but `token_params`
-//! (a secret must not end up in a URL that a browser, a proxy or a log sees).
+//! parameters or instance configuration; the rules are documented on
+//! [`ElementSpec`](crate::ElementSpec).
 
 use std::fmt;
 
@@ -362,20 +324,6 @@ fn fill(
 }
 
 /// Fills a URL template. `lookup` gives the value of a name, if any.
-///
-/// ```
-/// use elements_core::spec::template::{fill_url, FillError};
-///
-/// let t = "https://{subdomain}.zendesk.com/oauth/authorizations/new";
-/// let acme = |n: &str| (n == "subdomain").then(|| "acme".to_owned());
-/// assert_eq!(fill_url(t, &acme).unwrap(), "https://acme.zendesk.com/oauth/authorizations/new");
-/// assert_eq!(
-///     fill_url(t, &|_| None),
-///     Err(FillError::Missing(vec!["subdomain".into()]))
-/// );
-/// let evil = |_: &str| Some("evil.com/x".to_owned());
-/// assert!(matches!(fill_url(t, &evil), Err(FillError::Invalid { .. })));
-/// ```
 pub fn fill_url(
     template: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -435,6 +383,22 @@ pub fn fill_all<'t>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_url_examples() {
+        let t = "https://{subdomain}.zendesk.com/oauth/authorizations/new";
+        let acme = |n: &str| (n == "subdomain").then(|| "acme".to_owned());
+        assert_eq!(
+            fill_url(t, &acme).unwrap(),
+            "https://acme.zendesk.com/oauth/authorizations/new"
+        );
+        assert_eq!(
+            fill_url(t, &|_| None),
+            Err(FillError::Missing(vec!["subdomain".into()]))
+        );
+        let evil = |_: &str| Some("evil.com/x".to_owned());
+        assert!(matches!(fill_url(t, &evil), Err(FillError::Invalid { .. })));
+    }
 
     fn with<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use elements_core::{Element, OAuthUrlRequest};
 
 use super::{PathParam, QueryPairs};
+use crate::element_view::ElementJson as _;
 use crate::error::ApiError;
 use crate::wire::OAuthUrlResponse;
 use crate::AppState;

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use elements_core::oauth::lenient_seconds;
+use elements_core::lenient_seconds;
 use elements_core::{Configuration, Element, ElementSpec};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
@@ -127,7 +127,7 @@ async fn create(
     element
         .validate_configuration(&configuration)
         .map_err(|m| ApiError::MissingConfiguration(m.keys))?;
-    if let Some(callback) = configuration.get(elements_core::element::keys::CALLBACK_URL) {
+    if let Some(callback) = configuration.get(elements_core::keys::CALLBACK_URL) {
         super::organizations::check_allowed(&state, principal.organization_id, callback).await?;
     }
 

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use elements_core::element::standard::check_callback_url;
+use elements_core::standard::check_callback_url;
 
 use crate::auth::Account;
 use crate::body::{check_text, JsonBody};

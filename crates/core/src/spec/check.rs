@@ -1,0 +1,637 @@
+//! Parsing a catalog file and checking it, every error with file, line and field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use toml::Spanned;
+use url::Url;
+
+use super::format::RawSpec;
+use super::template;
+use super::{ConfigEntry, ElementSpec, OAuthSpec, Source};
+
+/// Authorization URL parameters the standard flow writes itself.
+const STANDARD_AUTHORIZATION_PARAMS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+/// Token endpoint form fields the standard flow writes itself.
+const STANDARD_TOKEN_FIELDS: &[&str] = &[
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "code_verifier",
+];
+
+/// An error in one catalog file: `file:line: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError {
+    /// The file name as given to the parser.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line of `name = ...` at or after byte `from` (inside `[section]` when
+/// given), else the line of `from`.
+fn line_of_key(text: &str, from: usize, section: Option<&str>, name: &str) -> usize {
+    let mut start = from.min(text.len());
+    if let Some(section) = section {
+        if let Some(i) = text[start..].find(&format!("[{section}]")) {
+            start += i;
+        }
+    }
+    let mut offset = start;
+    for line in text[start..].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let key = trimmed
+            .strip_prefix('"')
+            .and_then(|t| t.strip_prefix(name).and_then(|t| t.strip_prefix('"')))
+            .or_else(|| trimmed.strip_prefix(name));
+        if key.is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return line_of(text, offset);
+        }
+        offset += line.len();
+    }
+    line_of(text, from)
+}
+
+/// The line where a dotted field (`oauth.pkce`, `oauth.token_params`) of a
+/// catalog file is set: its `[table]` header, else its `key = ...` line.
+pub(crate) fn line_of_field(text: &str, field: &str) -> usize {
+    if let Some(i) = text.find(&format!("[{field}]")) {
+        return line_of(text, i);
+    }
+    let (section, name) = match field.rsplit_once('.') {
+        Some((section, name)) => (Some(section), name),
+        None => (None, field),
+    };
+    line_of_key(text, 0, section, name)
+}
+
+fn key_is_valid(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
+}
+
+/// An absolute `http` or `https` URL as the URL standard reads it, with the
+/// scheme written `http://` or `https://` (the standard would also take
+/// `HTTPS:host`) and no white space or control characters (which it would
+/// drop). `{name}` placeholders are URL text to the parser; their placement
+/// is checked by [`template::parse_url`].
+fn url_is_valid(url: &str) -> bool {
+    !url.contains(|c: char| c.is_whitespace() || c.is_control())
+        && Url::parse(url).is_ok_and(|parsed| {
+            matches!(parsed.scheme(), "http" | "https")
+                && url
+                    .strip_prefix(parsed.scheme())
+                    .is_some_and(|rest| rest.starts_with("://"))
+        })
+}
+
+/// Checks the templates and parameters of one file, collecting errors with
+/// the line of the field at fault.
+struct Checker<'a> {
+    file: &'a str,
+    text: &'a str,
+    entries: BTreeMap<&'a str, &'a ConfigEntry>,
+    errors: Vec<CatalogError>,
+}
+
+impl Checker<'_> {
+    /// The line of `name = ...` at or after byte `from` (inside `[section]`
+    /// when given), else the line of `from`.
+    fn line(&self, from: usize, section: Option<&str>, name: &str) -> usize {
+        line_of_key(self.text, from, section, name)
+    }
+
+    fn push(&mut self, line: usize, message: String) {
+        self.errors.push(CatalogError {
+            file: self.file.to_owned(),
+            line: Some(line),
+            message,
+        });
+    }
+
+    /// Checks the placeholders of a parsed template against the entries.
+    fn placeholders(
+        &mut self,
+        line: usize,
+        field: &str,
+        pieces: &[template::Piece<'_>],
+        secrets_ok: bool,
+    ) {
+        for piece in pieces {
+            let template::Piece::Placeholder { name, position } = piece else {
+                continue;
+            };
+            match self.entries.get(name).copied() {
+                None => self.push(
+                    line,
+                    format!(
+                        "field `{field}`: placeholder `{{{name}}}` names no [[configuration]] \
+                         entry (declare one with key = {name:?})"
+                    ),
+                ),
+                Some(entry) if entry.secret && !secrets_ok => self.push(
+                    line,
+                    format!(
+                        "field `{field}`: placeholder `{{{name}}}` names a secret entry; \
+                         secrets may only be used in `oauth.token_params`"
+                    ),
+                ),
+                Some(entry) => {
+                    let bad_default = entry.default_value.as_deref().filter(|d| {
+                        *position == template::Position::Host && !template::is_host_label(d)
+                    });
+                    if let Some(d) = bad_default {
+                        self.push(
+                            line,
+                            format!(
+                                "field `{field}`: the default value {d:?} of `{name}` is not a \
+                                 single host name label"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn url(
+        &mut self,
+        from: usize,
+        section: Option<&str>,
+        field: &str,
+        url: &str,
+        secrets_ok: bool,
+    ) {
+        let name = field.rsplit('.').next().unwrap_or(field);
+        let line = self.line(from, section, name);
+        if !url_is_valid(url) {
+            self.push(
+                line,
+                format!("field `{field}`: {url:?} is not an absolute http(s) URL"),
+            );
+            return;
+        }
+        match template::parse_url(url) {
+            Ok(pieces) => self.placeholders(line, field, &pieces, secrets_ok),
+            Err(e) => self.push(line, format!("field `{field}`: {e}")),
+        }
+    }
+
+    fn params(
+        &mut self,
+        from: usize,
+        section: &str,
+        params: &BTreeMap<String, String>,
+        reserved: &[&str],
+        secrets_ok: bool,
+    ) {
+        for (name, value) in params {
+            let field = format!("{section}.{name}");
+            let line = self.line(from, Some(section), name);
+            if reserved.contains(&name.as_str()) {
+                self.push(
+                    line,
+                    format!("field `{field}`: `{name}` is a standard parameter and is written by the flow itself"),
+                );
+            }
+            match template::parse_value(value) {
+                Ok(pieces) => self.placeholders(line, &field, &pieces, secrets_ok),
+                Err(e) => self.push(line, format!("field `{field}`: {e}")),
+            }
+        }
+    }
+
+    fn oauth(&mut self, from: usize, o: &OAuthSpec) {
+        self.url(
+            from,
+            None,
+            "oauth.authorization_url",
+            &o.authorization_url,
+            false,
+        );
+        self.url(from, None, "oauth.token_url", &o.token_url, false);
+        if let Some(url) = &o.refresh_url {
+            self.url(from, None, "oauth.refresh_url", url, false);
+        }
+        for (name, url) in &o.endpoints {
+            self.url(
+                from,
+                Some("oauth.endpoints"),
+                &format!("oauth.endpoints.{name}"),
+                url,
+                false,
+            );
+        }
+        let scope_param = o.scope_param.as_str();
+        if scope_param.is_empty() || STANDARD_AUTHORIZATION_PARAMS.contains(&scope_param) {
+            let line = self.line(from, None, "scope_param");
+            self.push(
+                line,
+                format!(
+                    "field `oauth.scope_param`: {scope_param:?} cannot name the scope parameter"
+                ),
+            );
+        }
+        let mut reserved = STANDARD_AUTHORIZATION_PARAMS.to_vec();
+        reserved.push(scope_param);
+        self.params(
+            from,
+            "oauth.authorization_params",
+            &o.authorization_params,
+            &reserved,
+            false,
+        );
+        self.params(
+            from,
+            "oauth.token_params",
+            &o.token_params,
+            STANDARD_TOKEN_FIELDS,
+            true,
+        );
+        for (name, path) in o.token_response.paths() {
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                let line = self.line(from, Some("oauth.token_response"), name);
+                self.push(
+                    line,
+                    format!(
+                        "field `oauth.token_response.{name}`: {path:?} is not a dotted path \
+                         (names separated by single dots)"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+impl ElementSpec {
+    /// Parses one catalog file. `file` is only used in error messages.
+    ///
+    /// Returns every error found in the file.
+    pub fn parse(file: &str, text: &str) -> Result<ElementSpec, Vec<CatalogError>> {
+        let err = |span: Range<usize>, message: String| CatalogError {
+            file: file.to_owned(),
+            line: Some(line_of(text, span.start)),
+            message,
+        };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            vec![CatalogError {
+                file: file.to_owned(),
+                line: e.span().map(|s| line_of(text, s.start)),
+                message: e.message().trim_end().to_owned(),
+            }]
+        })?;
+
+        let mut errors = Vec::new();
+        if !key_is_valid(raw.key.get_ref()) {
+            errors.push(err(
+                raw.key.span(),
+                format!(
+                    "field `key`: {:?} must be lower-case letters, digits, `-` or `_`",
+                    raw.key.get_ref()
+                ),
+            ));
+        }
+        if *raw.id.get_ref() == 0 {
+            errors.push(err(raw.id.span(), "field `id`: must be positive".into()));
+        }
+        let auth = *raw.authentication.get_ref();
+        match (&raw.oauth, auth.is_oauth()) {
+            (None, true) => errors.push(err(
+                raw.authentication.span(),
+                format!(
+                    "field `authentication`: `{}` needs an [oauth] section",
+                    auth.as_str()
+                ),
+            )),
+            (Some(oauth), false) => errors.push(err(
+                oauth.span(),
+                format!(
+                    "field `oauth`: not allowed when authentication is `{}`",
+                    auth.as_str()
+                ),
+            )),
+            _ => {}
+        }
+        let mut checker = Checker {
+            file,
+            text,
+            entries: raw
+                .configuration
+                .iter()
+                .map(|e| (e.get_ref().key.as_str(), e.get_ref()))
+                .collect(),
+            errors: Vec::new(),
+        };
+        if let Some(url) = &raw.api_base_url {
+            checker.url(url.span().start, None, "api_base_url", url.get_ref(), false);
+        }
+        if let Some(oauth) = &raw.oauth {
+            checker.oauth(oauth.span().start, oauth.get_ref());
+        }
+        errors.append(&mut checker.errors);
+        let mut seen = BTreeMap::new();
+        for entry in &raw.configuration {
+            let key = &entry.get_ref().key;
+            if key.is_empty() {
+                errors.push(err(
+                    entry.span(),
+                    "field `configuration.key`: must not be empty".into(),
+                ));
+            }
+            if let Some(first) = seen.insert(key.clone(), line_of(text, entry.span().start)) {
+                errors.push(err(
+                    entry.span(),
+                    format!(
+                        "field `configuration.key`: {key:?} is declared twice (first on line {first})"
+                    ),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        Ok(ElementSpec {
+            source: Source {
+                file: file.to_owned(),
+                key_line: line_of(text, raw.key.span().start),
+                id_line: line_of(text, raw.id.span().start),
+            },
+            id: raw.id.into_inner(),
+            key: raw.key.into_inner(),
+            name: raw.name,
+            description: raw.description,
+            image: raw.image,
+            active: raw.active,
+            deleted: raw.deleted,
+            trial_account: raw.trial_account,
+            existing_account_description: raw.existing_account_description,
+            config_description: raw.config_description,
+            hub: raw.hub,
+            authentication: auth,
+            api_base_url: raw.api_base_url.map(Spanned::into_inner),
+            oauth: raw.oauth.map(Spanned::into_inner),
+            configuration: raw
+                .configuration
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClientAuth, Configuration};
+
+    const MINIMAL: &str = r#"id = 7
+key = "demo"
+name = "Demo"
+description = "d"
+image = "i"
+hub = "general"
+authentication = "apikey"
+existing_account_description = "e"
+config_description = "c"
+"#;
+
+    fn check_err(extra: &str, line: usize, needle: &str) {
+        let text = format!("{MINIMAL}{extra}");
+        let errs = ElementSpec::parse("demo.toml", &text).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.line == Some(line) && e.message.contains(needle)),
+            "expected line {line} containing {needle:?}, got {errs:?}"
+        );
+    }
+
+    #[test]
+    fn urls_must_be_absolute_http_or_https() {
+        for ok in [
+            "https://example.com/a",
+            "http://127.0.0.1:8080/token",
+            "https://{subdomain}.zendesk.com/oauth/tokens",
+            "https://login.example.com/{tenant}/oauth2/v2.0/authorize?x={y}",
+        ] {
+            assert!(url_is_valid(ok), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com/a",
+            "HTTPS://example.com/a",
+            "https:example.com/a",
+            "/relative",
+            "https://exa mple.com/a",
+            "https://example.com/a\n",
+            "https://",
+        ] {
+            assert!(!url_is_valid(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn minimal_parses() {
+        let spec = ElementSpec::parse("demo.toml", MINIMAL).unwrap();
+        assert_eq!((spec.id, spec.key.as_str()), (7, "demo"));
+        assert!(spec.active && !spec.deleted && !spec.authentication.is_oauth());
+        assert_eq!(spec.source.key_line, 2);
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        check_err("colour = \"red\"\n", 10, "unknown field `colour`");
+        check_err(
+            "[[configuration]]\nkey = \"a\"\nname = \"A\"\nsecrets = true\n",
+            13,
+            "unknown field `secrets`",
+        );
+        check_err(
+            "[oauth]\nauthorization_url = \"https://a\"\ntoken_url = \"https://b\"\n",
+            10,
+            "field `oauth`",
+        );
+        let bad_key = MINIMAL.replace("\"demo\"", "\"De mo\"");
+        let errs = ElementSpec::parse("x.toml", &bad_key).unwrap_err();
+        assert_eq!(errs[0].to_string().split(':').nth(1), Some("2"));
+        assert!(errs[0].message.contains("field `key`"));
+        let no_oauth = MINIMAL.replace("apikey", "oauth2");
+        let errs = ElementSpec::parse("x.toml", &no_oauth).unwrap_err();
+        assert_eq!(errs[0].line, Some(7));
+        assert!(errs[0].message.contains("[oauth]"));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let text = MINIMAL.replace("name = \"Demo\"\n", "");
+        let errs = ElementSpec::parse("x.toml", &text).unwrap_err();
+        assert!(errs[0].message.contains("missing field `name`"), "{errs:?}");
+    }
+
+    #[test]
+    fn templates_are_checked_with_the_line_of_the_field() {
+        let oauth = "[oauth]\nauthorization_url = \"https://{sub}.example.com/a\"\n\
+                     token_url = \"https://example.com/t\"\n";
+        // Line 11: the placeholder names no configuration entry.
+        let text = format!("{}{oauth}", MINIMAL.replace("apikey", "oauth2"));
+        let errs = ElementSpec::parse("x.toml", &text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(11));
+        assert!(errs[0]
+            .message
+            .contains("placeholder `{sub}` names no [[configuration]]"));
+        // Declared, it parses; a host default must be a label.
+        let entry = "[[configuration]]\nkey = \"sub\"\nname = \"S\"\n";
+        let ok = format!("{text}{entry}");
+        let spec = ElementSpec::parse("x.toml", &ok).unwrap();
+        assert_eq!(spec.placeholders(), ["sub"]);
+        assert_eq!(spec.authorization_placeholders(), ["sub"]);
+        let bad_default = format!("{ok}default_value = \"a.b\"\n");
+        let errs = ElementSpec::parse("x.toml", &bad_default).unwrap_err();
+        assert!(
+            errs[0].message.contains("not a single host name label"),
+            "{errs:?}"
+        );
+        // Secrets stay out of URLs.
+        let secret = format!("{ok}secret = true\n");
+        let errs = ElementSpec::parse("x.toml", &secret).unwrap_err();
+        assert!(errs[0].message.contains("names a secret entry"), "{errs:?}");
+        // Placement rules and syntax.
+        let domain = text.replace("{sub}.example.com", "{sub}.com");
+        let errs = ElementSpec::parse("x.toml", &format!("{domain}{entry}")).unwrap_err();
+        assert!(errs[0].message.contains("last two labels"), "{errs:?}");
+        let unmatched = text.replace("/a\"", "/{a\"");
+        let errs = ElementSpec::parse("x.toml", &format!("{unmatched}{entry}")).unwrap_err();
+        assert!(errs[0].message.contains("unmatched `{`"), "{errs:?}");
+        assert_eq!(errs[0].line, Some(11));
+    }
+
+    #[test]
+    fn new_oauth_fields_parse_and_are_checked() {
+        let base = MINIMAL.replace("apikey", "oauth2");
+        let text = format!(
+            "{base}api_base_url = \"https://api.example.com/{{tenant}}\"\n\
+             [oauth]\nauthorization_url = \"https://example.com/a\"\n\
+             token_url = \"https://example.com/t\"\nclient_auth = \"none\"\n\
+             scope_param = \"user_scope\"\nstate_required = true\n\
+             [oauth.authorization_params]\naudience = \"{{tenant}}\"\n\
+             [oauth.token_params]\nclient_assertion = \"{{key}}\"\n\
+             [oauth.token_response]\naccess_token = \"data.token\"\n\
+             [[configuration]]\nkey = \"tenant\"\nname = \"T\"\ndefault_value = \"common\"\n\
+             [[configuration]]\nkey = \"key\"\nname = \"K\"\nsecret = true\n"
+        );
+        let spec = ElementSpec::parse("x.toml", &text).unwrap();
+        let o = spec.oauth.as_ref().unwrap();
+        assert_eq!(o.client_auth, ClientAuth::None);
+        assert_eq!(o.scope_param, "user_scope");
+        assert!(o.state_required);
+        assert_eq!(o.token_response.access_token, "data.token");
+        assert_eq!(o.token_response.refresh_token, "refresh_token");
+        assert_eq!(spec.placeholders(), ["tenant", "key"]);
+        assert_eq!(
+            spec.base_url_for(&Configuration::new()).unwrap().as_deref(),
+            Some("https://api.example.com/common")
+        );
+        // (Its JSON view, `apiBaseUrl`, is tested in elements-server's element_view.)
+        assert_eq!(
+            spec.api_base_url.as_deref(),
+            Some("https://api.example.com/{tenant}")
+        );
+
+        let line_of_error = |from: &str, to: &str| {
+            let errs = ElementSpec::parse("x.toml", &text.replace(from, to)).unwrap_err();
+            (errs[0].line, errs[0].message.clone())
+        };
+        let (line, msg) = line_of_error("audience = ", "state = ");
+        assert_eq!(line, Some(18));
+        assert!(msg.contains("`state` is a standard parameter"), "{msg}");
+        let (line, msg) = line_of_error("client_assertion", "code");
+        assert_eq!(line, Some(20));
+        assert!(msg.contains("oauth.token_params.code"), "{msg}");
+        let (line, msg) = line_of_error("\"data.token\"", "\"data.\"");
+        assert_eq!(line, Some(22));
+        assert!(msg.contains("not a dotted path"), "{msg}");
+        let (_, msg) = line_of_error("\"user_scope\"", "\"state\"");
+        assert!(msg.contains("oauth.scope_param"), "{msg}");
+        let (line, msg) = line_of_error("access_token = ", "access_tokens = ");
+        assert_eq!(line, Some(22));
+        assert!(msg.contains("unknown field `access_tokens`"), "{msg}");
+        let (_, msg) = line_of_error("\"none\"", "\"jwt\"");
+        assert!(msg.contains("unknown variant `jwt`"), "{msg}");
+        // A secret may be used in token_params, not in the API base URL.
+        let (line, msg) = line_of_error("example.com/{tenant}", "example.com/{key}");
+        assert_eq!(line, Some(10));
+        assert!(msg.contains("field `api_base_url`"), "{msg}");
+    }
+
+    #[test]
+    fn non_default_fields_name_every_optional_oauth_field() {
+        let base = MINIMAL.replace("apikey", "oauth2");
+        let plain = format!(
+            "{base}[oauth]\nauthorization_url = \"https://example.com/a\"\n\
+             token_url = \"https://example.com/t\"\n"
+        );
+        let spec = ElementSpec::parse("x.toml", &plain).unwrap();
+        assert!(spec.oauth.unwrap().non_default_fields().is_empty());
+        let every = format!(
+            "{plain}refresh_url = \"https://example.com/r\"\nscope_separator = \",\"\n\
+             scope_param = \"user_scope\"\npkce = true\nstate_required = true\n\
+             client_auth = \"basic\"\ndefault_scope = \"read\"\n\
+             [oauth.authorization_params]\naudience = \"a\"\n\
+             [oauth.token_params]\nresource = \"r\"\n\
+             [oauth.token_response]\naccess_token = \"data.token\"\n\
+             [oauth.endpoints]\nother = \"https://example.com/o\"\n"
+        );
+        let spec = ElementSpec::parse("x.toml", &every).unwrap();
+        assert_eq!(
+            spec.oauth.unwrap().non_default_fields(),
+            OAuthSpec::OPTIONAL_FIELDS
+        );
+        assert_eq!(line_of_field(&every, "oauth.pkce"), 16);
+        assert_eq!(line_of_field(&every, "oauth.token_params"), 22);
+    }
+
+    #[test]
+    fn duplicate_configuration_keys_are_refused() {
+        check_err(
+            "[[configuration]]\nkey = \"a\"\nname = \"A\"\n[[configuration]]\nkey = \"a\"\nname = \"B\"\n",
+            13,
+            "declared twice",
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! The types of a catalog file, as TOML (and the JSON Schema) sees them.
+
+use std::collections::BTreeMap;
+
+#[cfg(feature = "schema")]
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// How an element authenticates against its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Authentication {
+    /// OAuth 2.0 authorization code flow.
+    Oauth2,
+    /// OAuth 1.0a.
+    Oauth1,
+    /// A static API key.
+    Apikey,
+    /// HTTP basic authentication.
+    Basic,
+    /// Anything else, described by the configuration entries.
+    Custom,
+}
+
+impl Authentication {
+    /// Whether this is an OAuth flavour (the `typeOauth` of the element object).
+    pub fn is_oauth(self) -> bool {
+        matches!(self, Authentication::Oauth2 | Authentication::Oauth1)
+    }
+
+    /// The lower-case name used in TOML and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Authentication::Oauth2 => "oauth2",
+            Authentication::Oauth1 => "oauth1",
+            Authentication::Apikey => "apikey",
+            Authentication::Basic => "basic",
+            Authentication::Custom => "custom",
+        }
+    }
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body.
+    #[default]
+    Body,
+    /// HTTP Basic `client_id:client_secret`.
+    Basic,
+    /// A public client (RFC 6749 §2.1, usually with PKCE): `client_id` in the
+    /// form body and no client secret; `oauth.api.secret` is not needed.
+    None,
+}
+
+/// The `[oauth]` section: the provider's endpoints and OAuth quirks.
+///
+/// Every URL and every parameter value may contain `{name}` placeholders,
+/// where `name` is the key of a `[[configuration]]` entry: the value comes
+/// from the `oauth/url` request parameter of that name (authorization URL) or
+/// from the instance configuration (code exchange, refresh), else from the
+/// entry's `default_value`. A placeholder in the host must be a whole label
+/// in front of two literal labels (`https://{subdomain}.zendesk.com`) and its
+/// value one DNS label; elsewhere in a URL the value is percent-encoded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSpec {
+    /// Where the user is sent to authorize the application (a URL template).
+    pub authorization_url: String,
+    /// Where an authorization code is exchanged for tokens (a URL template).
+    pub token_url: String,
+    /// Where a refresh token is exchanged for new tokens (a URL template);
+    /// `token_url` when absent.
+    #[serde(default)]
+    pub refresh_url: Option<String>,
+    /// Joins several scopes in the scope parameter; a space by default. The
+    /// caller may separate scopes with spaces or commas: they are re-joined
+    /// with this separator.
+    #[serde(default = "default_scope_separator")]
+    pub scope_separator: String,
+    /// The name of the authorization URL's scope parameter; `scope` by default
+    /// (Slack's user tokens: `user_scope`).
+    #[serde(default = "default_scope_param")]
+    pub scope_param: String,
+    /// Whether to send a PKCE S256 `code_challenge` (RFC 7636); the caller
+    /// then gives a code verifier.
+    #[serde(default)]
+    pub pkce: bool,
+    /// Whether the provider requires a `state` parameter: building a URL
+    /// without one is refused (it is always sent when given).
+    #[serde(default)]
+    pub state_required: bool,
+    /// How the client authenticates at the token endpoint: `body`
+    /// (`client_id` and `client_secret` form fields), `basic` (HTTP Basic) or
+    /// `none` (public client: `client_id` only).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Scope used when the caller gives none.
+    #[serde(default)]
+    pub default_scope: Option<String>,
+    /// Extra parameters of the authorization URL, appended in key order after
+    /// the standard ones. Values may contain `{name}` placeholders. They may
+    /// not redefine a standard parameter (`response_type`, `client_id`,
+    /// `redirect_uri`, the scope parameter, `state`, `code_challenge`,
+    /// `code_challenge_method`).
+    #[serde(default)]
+    pub authorization_params: BTreeMap<String, String>,
+    /// Extra form fields sent to the token endpoint (code exchange and
+    /// refresh). Values may contain `{name}` placeholders, which may name
+    /// secret entries. They may not redefine a standard field.
+    #[serde(default)]
+    pub token_params: BTreeMap<String, String>,
+    /// Where the token response keeps its fields, for providers whose answer
+    /// is nested or differently named. Defaults to RFC 6749's names.
+    #[serde(default)]
+    pub token_response: TokenResponseSpec,
+    /// Further named endpoints an element crate may use (for example a
+    /// second authorization URL for a newer flow). Overridable like the others.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+}
+
+/// The `[oauth.token_response]` table: where each field of a token response
+/// is, as a dotted path into the JSON object (`authed_user.access_token` is
+/// the `access_token` member of the `authed_user` object). A key that itself
+/// contains dots is found too: the whole path is tried as one key first.
+/// When a mapped path is absent from a response, the standard top-level name
+/// is tried (a provider that nests its first answer may answer a refresh
+/// flat). Responses may also be `application/x-www-form-urlencoded`; then only
+/// top-level names exist.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TokenResponseSpec {
+    /// The access token (required in every successful response).
+    #[serde(default = "default_access_token_path")]
+    pub access_token: String,
+    /// The refresh token, if the provider sends one.
+    #[serde(default = "default_refresh_token_path")]
+    pub refresh_token: String,
+    /// Seconds until the access token expires (a number or a numeric string).
+    #[serde(default = "default_expires_in_path")]
+    pub expires_in: String,
+    /// The token type, usually `bearer`.
+    #[serde(default = "default_token_type_path")]
+    pub token_type: String,
+    /// The granted scope.
+    #[serde(default = "default_scope_path")]
+    pub scope: String,
+}
+
+impl Default for TokenResponseSpec {
+    fn default() -> Self {
+        TokenResponseSpec {
+            access_token: default_access_token_path(),
+            refresh_token: default_refresh_token_path(),
+            expires_in: default_expires_in_path(),
+            token_type: default_token_type_path(),
+            scope: default_scope_path(),
+        }
+    }
+}
+
+impl TokenResponseSpec {
+    /// (field name, path) of every mapped field.
+    pub(crate) fn paths(&self) -> [(&'static str, &str); 5] {
+        [
+            ("access_token", &self.access_token),
+            ("refresh_token", &self.refresh_token),
+            ("expires_in", &self.expires_in),
+            ("token_type", &self.token_type),
+            ("scope", &self.scope),
+        ]
+    }
+}
+
+fn default_access_token_path() -> String {
+    "access_token".to_owned()
+}
+
+fn default_refresh_token_path() -> String {
+    "refresh_token".to_owned()
+}
+
+fn default_expires_in_path() -> String {
+    "expires_in".to_owned()
+}
+
+fn default_token_type_path() -> String {
+    "token_type".to_owned()
+}
+
+fn default_scope_path() -> String {
+    "scope".to_owned()
+}
+
+fn default_scope_param() -> String {
+    "scope".to_owned()
+}
+
+impl OAuthSpec {
+    /// The refresh endpoint: `refresh_url`, or `token_url` when absent.
+    pub fn refresh_url(&self) -> &str {
+        self.refresh_url.as_deref().unwrap_or(&self.token_url)
+    }
+
+    /// Every optional field of the section, as `oauth.<field>`: what an
+    /// element crate may declare unsupported.
+    pub(crate) const OPTIONAL_FIELDS: [&'static str; 11] = [
+        "oauth.refresh_url",
+        "oauth.scope_separator",
+        "oauth.scope_param",
+        "oauth.pkce",
+        "oauth.state_required",
+        "oauth.client_auth",
+        "oauth.default_scope",
+        "oauth.authorization_params",
+        "oauth.token_params",
+        "oauth.token_response",
+        "oauth.endpoints",
+    ];
+
+    /// The optional fields of the section set to something other than their
+    /// default, as `oauth.<field>` (the URLs are always set and not listed).
+    pub(crate) fn non_default_fields(&self) -> Vec<&'static str> {
+        let set = [
+            ("oauth.refresh_url", self.refresh_url.is_some()),
+            (
+                "oauth.scope_separator",
+                self.scope_separator != default_scope_separator(),
+            ),
+            (
+                "oauth.scope_param",
+                self.scope_param != default_scope_param(),
+            ),
+            ("oauth.pkce", self.pkce),
+            ("oauth.state_required", self.state_required),
+            (
+                "oauth.client_auth",
+                self.client_auth != ClientAuth::default(),
+            ),
+            ("oauth.default_scope", self.default_scope.is_some()),
+            (
+                "oauth.authorization_params",
+                !self.authorization_params.is_empty(),
+            ),
+            ("oauth.token_params", !self.token_params.is_empty()),
+            (
+                "oauth.token_response",
+                self.token_response != TokenResponseSpec::default(),
+            ),
+            ("oauth.endpoints", !self.endpoints.is_empty()),
+        ];
+        set.into_iter()
+            .filter(|(_, is_set)| *is_set)
+            .map(|(field, _)| field)
+            .collect()
+    }
+}
+
+fn default_scope_separator() -> String {
+    " ".to_owned()
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+fn default_config_type() -> String {
+    "TEXTFIELD_32".to_owned()
+}
+
+/// One `[[configuration]]` entry: a value an instance of the element needs.
+///
+/// An entry is also what a `{key}` placeholder of a URL or parameter names.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(
+    deny_unknown_fields,
+    rename_all(serialize = "camelCase", deserialize = "snake_case")
+)]
+pub struct ConfigEntry {
+    /// The configuration key, e.g. `oauth.api.key`.
+    pub key: String,
+    /// A human-readable name.
+    pub name: String,
+    /// The Cloud Elements field type, e.g. `TEXTFIELD_32`.
+    #[serde(rename = "type", default = "default_config_type")]
+    pub kind: String,
+    /// Whether provisioning fails without it (unless it has a default).
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// The value used when none is given.
+    #[serde(default)]
+    pub default_value: Option<String>,
+    /// A description for people.
+    #[serde(default)]
+    pub description: String,
+    /// Whether consoles should hide the field.
+    #[serde(default)]
+    pub hide_from_console: bool,
+    /// Whether the value is a secret: masked in responses and encrypted at rest.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// One element of the catalog: the contents of one `elements/<key>.toml`
+/// file. Unknown fields are refused.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "schema", schemars(title = "Element", rename = "Element"))]
+pub(crate) struct RawSpec {
+    /// Unique, stable numeric id. Never reuse or change one: clients store it.
+    #[cfg_attr(feature = "schema", schemars(with = "u64", range(min = 1)))]
+    pub(crate) id: Spanned<u64>,
+    /// Unique key, used in URLs: lower-case ASCII letters, digits, `-` and `_`,
+    /// starting with a letter or digit. The file is named `<key>.toml`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "String", regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))
+    )]
+    pub(crate) key: Spanned<String>,
+    /// Display name.
+    pub(crate) name: String,
+    /// One-paragraph description.
+    pub(crate) description: String,
+    /// Image path, `elements/provider_<key>.png`.
+    pub(crate) image: String,
+    /// Whether the element is offered.
+    #[serde(default = "default_true")]
+    pub(crate) active: bool,
+    /// Whether the element is withdrawn.
+    #[serde(default)]
+    pub(crate) deleted: bool,
+    /// Whether a trial account exists.
+    #[serde(default)]
+    pub(crate) trial_account: bool,
+    /// Text shown when connecting an existing account.
+    pub(crate) existing_account_description: String,
+    /// Text shown about configuring the element.
+    pub(crate) config_description: String,
+    /// The Cloud Elements hub: `crm`, `marketing`, `helpdesk`, `documents`,
+    /// `messaging`, `collaboration`, `finance`, `payments`, `ecommerce`, `social`, ...
+    pub(crate) hub: String,
+    /// How the element authenticates: `oauth2` and `oauth1` need an `[oauth]`
+    /// section; `apikey`, `basic` and `custom` must not have one and describe
+    /// their credentials as configuration entries.
+    #[cfg_attr(feature = "schema", schemars(with = "Authentication"))]
+    pub(crate) authentication: Spanned<Authentication>,
+    /// The provider's API base URL, a URL template like the OAuth URLs (e.g.
+    /// `https://{subdomain}.freshdesk.com/api/v2`). Optional; informational
+    /// for clients and element crates.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub(crate) api_base_url: Option<Spanned<String>>,
+    /// OAuth settings; required exactly when `authentication` is an OAuth flavour.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<OAuthSpec>"))]
+    pub(crate) oauth: Option<Spanned<OAuthSpec>>,
+    /// The configuration an instance needs, one `[[configuration]]` table each.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<ConfigEntry>"))]
+    pub(crate) configuration: Vec<Spanned<ConfigEntry>>,
+}
+
+/// The JSON Schema (draft 2020-12) of a catalog file, generated from the
+/// Rust types; their doc comments are the descriptions. Checked in as
+/// `docs/element.schema.json`.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    schemars::schema_for!(RawSpec).to_value()
+}
