@@ -32,7 +32,7 @@ use elements_core::ElementSpec;
 use elements_store::{hash_secret, Instance, InstancePatch, Principal, StoreError};
 use serde::Deserialize;
 
-use crate::wire::{is_secret_key, rfc3339, MASK};
+use crate::wire::{is_secret_key, MASK};
 use crate::AppState;
 
 pub mod session;
@@ -122,7 +122,10 @@ pub fn router(settings: Settings) -> Router<AppState> {
             "/console/instances/{id}/delete",
             get(confirm_delete).post(delete),
         )
-        .route("/console/callback-urls", get(callbacks).post(save_callbacks))
+        .route(
+            "/console/callback-urls",
+            get(callbacks).post(save_callbacks),
+        )
         .route("/console/{*rest}", get(unknown_page))
         .layer(Extension(console))
         .layer(axum::middleware::from_fn(security_headers))
@@ -142,7 +145,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
 
 async fn style() -> Response {
     (
-        [(CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"))],
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/css; charset=utf-8"),
+        )],
         STYLE,
     )
         .into_response()
@@ -182,6 +188,15 @@ fn read_session(console: &Console, headers: &HeaderMap) -> Result<Option<Session
         Some(session) if session.expires_at > now() => Ok(Some(session)),
         _ => Err(()),
     }
+}
+
+/// Unix milliseconds for people: `2026-11-27 09:42 UTC`.
+fn when(unix_millis: i64) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix_millis.div_euclid(1000))
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_default()
 }
 
 fn now() -> i64 {
@@ -469,7 +484,9 @@ async fn element(
     key: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let nav = anonymous_nav(&state, &console, &headers).await;
-    let Some(element) = key.ok().and_then(|Path(key)| state.registry.by_key(&key).cloned())
+    let Some(element) = key
+        .ok()
+        .and_then(|Path(key)| state.registry.by_key(&key).cloned())
     else {
         return not_found(nav, "There is no element with this key in the catalog.");
     };
@@ -516,10 +533,9 @@ fn login_page(
         csrf: session.csrf_token(),
     };
     let mut response = render(status, &LoginPage { nav, notice, error });
-    response.headers_mut().append(
-        SET_COOKIE,
-        session_cookie(console, headers, &session),
-    );
+    response
+        .headers_mut()
+        .append(SET_COOKIE, session_cookie(console, headers, &session));
     response
 }
 
@@ -583,9 +599,14 @@ async fn login(
     let organization = form.organization_secret.trim();
     let user = form.user_secret.trim();
     let wrong = "The organization secret or the user secret is wrong.";
-    if organization.is_empty() || user.is_empty() || organization.len() > 512 || user.len() > 512
-    {
-        return login_page(&console, &headers, StatusCode::UNAUTHORIZED, None, Some(wrong));
+    if organization.is_empty() || user.is_empty() || organization.len() > 512 || user.len() > 512 {
+        return login_page(
+            &console,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            None,
+            Some(wrong),
+        );
     }
     let hashes = (hash_secret(user), hash_secret(organization));
     match state.store.authenticate(&hashes.0, &hashes.1).await {
@@ -603,7 +624,13 @@ async fn login(
                 .append(SET_COOKIE, session_cookie(&console, &headers, &session));
             response
         }
-        Ok(None) => login_page(&console, &headers, StatusCode::UNAUTHORIZED, None, Some(wrong)),
+        Ok(None) => login_page(
+            &console,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            None,
+            Some(wrong),
+        ),
         Err(e) => store_failure(e),
     }
 }
@@ -709,7 +736,7 @@ async fn instances(
             element: element_name(&state, i),
             valid: i.valid,
             disabled: i.disabled,
-            created: rfc3339(i.created_at),
+            created: when(i.created_at),
         })
         .collect();
     render(
@@ -803,8 +830,8 @@ async fn instance(
             invalid_reason: instance.invalid_reason.clone(),
             disabled: instance.disabled,
             tags: instance.tags.clone(),
-            created: rfc3339(instance.created_at),
-            updated: rfc3339(instance.updated_at),
+            created: when(instance.created_at),
+            updated: when(instance.updated_at),
             user: format!(
                 "{} {} <{}>",
                 instance.user.first_name, instance.user.last_name, instance.user.email
@@ -996,7 +1023,9 @@ fn parse_callbacks(text: &str) -> Result<Vec<String>, String> {
         .map(str::to_owned)
         .collect();
     if urls.len() > MAX_CALLBACKS {
-        return Err(format!("At most {MAX_CALLBACKS} callback URLs are allowed."));
+        return Err(format!(
+            "At most {MAX_CALLBACKS} callback URLs are allowed."
+        ));
     }
     for (n, url) in urls.iter().enumerate() {
         if url.chars().count() > 2048 {
@@ -1074,7 +1103,9 @@ mod tests {
         let many = "https://a.test/\n".repeat(MAX_CALLBACKS + 1);
         assert_eq!(
             parse_callbacks(&many),
-            Err(format!("At most {MAX_CALLBACKS} callback URLs are allowed."))
+            Err(format!(
+                "At most {MAX_CALLBACKS} callback URLs are allowed."
+            ))
         );
     }
 }

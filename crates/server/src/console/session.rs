@@ -95,10 +95,9 @@ impl Session {
         let csrf: [u8; 32] = rest[8..40].try_into().ok()?;
         let account = match (rest[40], &rest[41..]) {
             (0, []) => None,
-            (1, hashes) if hashes.len() == 64 => Some((
-                hashes[..32].try_into().ok()?,
-                hashes[32..].try_into().ok()?,
-            )),
+            (1, hashes) if hashes.len() == 64 => {
+                Some((hashes[..32].try_into().ok()?, hashes[32..].try_into().ok()?))
+            }
             _ => return None,
         };
         Some(Session {
