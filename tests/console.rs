@@ -247,6 +247,7 @@ async fn sign_in_and_manage_instances_in_a_browser() {
         "The organization secret or the user secret is wrong."
     );
     assert_eq!(browser.title().await.unwrap(), "Sign in · elements console");
+    browser.screenshot_to(&screenshot("login")).await.unwrap();
 
     // The right ones: the organization's instances, names as text.
     browser_sign_in(&browser, &server.base, &account).await;
@@ -881,5 +882,49 @@ async fn replicas_sharing_a_secret_share_sessions() {
         .unwrap();
     assert_eq!(on_default.status(), 303);
     assert_eq!(on_default.headers()[LOCATION], "/console/login?expired=1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn instances_are_paged_twenty_at_a_time() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    for n in 0..21 {
+        create_instance(&server, &server.account, &format!("instance {n:02}")).await;
+    }
+    let (cookie, _, _) = http_sign_in(&server.base, &server.account, &[]).await;
+    let client = http();
+    let page = |q: &'static str| {
+        client
+            .get(format!("{}/console/instances{q}", server.base))
+            .header(COOKIE, &cookie)
+            .send()
+    };
+    let rows = Regex::new(r#"<a href="/console/instances/\d+">instance (\d\d)</a>"#).unwrap();
+    let first = page("").await.unwrap().text().await.unwrap();
+    assert!(first.contains("21 instances · page 1 of 2"));
+    let names: Vec<&str> = rows
+        .captures_iter(&first)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert_eq!(names.len(), 20);
+    assert_eq!(names[0], "20", "newest first");
+    assert!(first.contains(r#"<a href="/console/instances?page=2" rel="next">"#));
+    let second = page("?page=2").await.unwrap().text().await.unwrap();
+    let names: Vec<&str> = rows
+        .captures_iter(&second)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert_eq!(names, vec!["00"]);
+    assert!(second.contains(r#"<a href="/console/instances?page=1" rel="prev">"#));
+    for (q, status, message) in [
+        ("?page=3", 404, "There is no such page of instances."),
+        ("?page=0", 400, "`page` must be a whole number from 1 on."),
+        ("?page=abc", 400, "`page` must be a whole number from 1 on."),
+    ] {
+        let response = page(q).await.unwrap();
+        assert_eq!(response.status(), status, "{q}");
+        assert!(response.text().await.unwrap().contains(message), "{q}");
+    }
     server.stop().await;
 }
