@@ -624,13 +624,16 @@ async fn login(
                 .append(SET_COOKIE, session_cookie(&console, &headers, &session));
             response
         }
-        Ok(None) => login_page(
-            &console,
-            &headers,
-            StatusCode::UNAUTHORIZED,
-            None,
-            Some(wrong),
-        ),
+        Ok(None) => {
+            tracing::info!("console sign-in refused: wrong secrets");
+            login_page(
+                &console,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                None,
+                Some(wrong),
+            )
+        }
         Err(e) => store_failure(e),
     }
 }
