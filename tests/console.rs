@@ -542,6 +542,26 @@ async fn every_console_page_carries_strict_headers_and_the_api_keeps_json() {
             assert!(!html.contains("style="), "{path}: no inline styles");
         }
     }
+    // A method a console page does not take: an HTML 405, same headers.
+    for (method, path) in [
+        (Method::PUT, "/console"),
+        (Method::POST, "/"),
+        (Method::DELETE, "/console/instances/1"),
+        (Method::GET, "/console/logout"),
+    ] {
+        let response = client
+            .request(method.clone(), format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("This page does not answer that kind of request."));
+    }
     // The API is unchanged: JSON, JSON 404s inside and outside it.
     for path in [
         "/elements/api-v2/nope",

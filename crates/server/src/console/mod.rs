@@ -127,6 +127,7 @@ pub fn router(settings: Settings) -> Router<AppState> {
             get(callbacks).post(save_callbacks),
         )
         .route("/console/{*rest}", get(unknown_page))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(console))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -372,6 +373,15 @@ async fn unknown_page(
 ) -> Response {
     let nav = anonymous_nav(&state, &console, &headers).await;
     not_found(nav, "There is no such page in the console.")
+}
+
+async fn method_not_allowed() -> Response {
+    error_page(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Nav::anonymous(),
+        "Method not allowed",
+        "This page does not answer that kind of request.",
+    )
 }
 
 /// The layout of a page that does not need a signed-in caller, showing
