@@ -94,10 +94,16 @@ impl Browser {
             .ok_or_else(|| BrowserError("chromium is not on PATH: run scripts/setup.sh".into()))?;
         let profile = tempfile::tempdir()
             .map_err(|e| BrowserError(format!("temporary profile directory: {e}")))?;
+        // Chromium's own temporary directories go inside the profile's, so
+        // they are removed with it even when Chromium is killed.
+        let tmp = profile.path().join("tmp");
+        std::fs::create_dir(&tmp).map_err(|e| BrowserError(format!("temporary directory: {e}")))?;
+        let user_data = profile.path().join("profile");
         let port = free_port()?;
         let mut command = Command::new(&driver_path);
         command
             .arg(format!("--port={port}"))
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -116,7 +122,7 @@ impl Browser {
         wait_listening(port, guard.0.as_mut().expect("spawned")).await?;
 
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
-        args.push(format!("--user-data-dir={}", profile.path().display()));
+        args.push(format!("--user-data-dir={}", user_data.display()));
         args.push(format!("--window-size={},{}", WINDOW.0, WINDOW.1));
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), "chrome".into());
