@@ -1,22 +1,43 @@
 #!/usr/bin/env bash
-# Installs what the tests need beyond the Rust toolchain: PostgreSQL's server
-# binaries (initdb, pg_ctl), which the store and multi-replica tests use to
-# start their own throwaway cluster. Idempotent; does nothing when present.
+# Installs what the tests need beyond the Rust toolchain:
+# - PostgreSQL's server binaries (initdb, pg_ctl), which the store and
+#   multi-replica tests use to start their own throwaway cluster;
+# - Chromium and chromium-driver, which the console's browser tests drive
+#   headless (elements_testkit::browser).
+# Idempotent; installs only what is missing, after one `apt-get update`.
 set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+UPDATED=0
+apt_install() {
+  if [ "$UPDATED" -eq 0 ]; then
+    $SUDO apt-get update -qq
+    UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
 
 have_pg() {
   command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
 }
 
+have_chromium() {
+  command -v chromedriver >/dev/null 2>&1 \
+    && { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }
+}
+
 if ! have_pg; then
   echo "setup: installing PostgreSQL server binaries" >&2
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  apt_install postgresql
 fi
 if [ "$(id -u)" -eq 0 ] && ! id -u postgres >/dev/null 2>&1; then
   # initdb refuses to run as root; the test harness runs it as `postgres`.
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+
+if ! have_chromium; then
+  echo "setup: installing chromium and chromium-driver" >&2
+  apt_install chromium chromium-driver
 fi

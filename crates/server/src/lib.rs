@@ -22,6 +22,7 @@ pub mod auth;
 pub mod auth_limit;
 pub mod body;
 pub mod config;
+pub mod console;
 pub mod element_view;
 pub mod error;
 pub mod flight;
@@ -53,14 +54,21 @@ pub struct AppState {
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
 }
 
-/// The API router, with every route under `/elements/api-v2`.
+/// The API router, with every route under `/elements/api-v2`, and the
+/// console at `/` and `/console` with its default settings.
 pub fn router(state: AppState) -> Router {
+    router_with(state, console::Settings::default())
+}
+
+/// [`router`] with the console's settings given.
+pub fn router_with(state: AppState, console: console::Settings) -> Router {
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
         .merge(routes::organizations::router());
     Router::new()
         .nest("/elements/api-v2", api)
+        .merge(console::router(console))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
