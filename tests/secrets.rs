@@ -267,9 +267,21 @@ async fn flows(server: &Binary, d: &Deployment, fake: &FakeProvider) -> Known {
     // A refusal, whose provider message could echo what we sent.
     fake.invalid_grant_next(1);
     let (status, refused) = credentials(&http, &server.base, by_tokens_id, &by_tokens_token).await;
+    // The refusal marks the instance invalid; its access token is still
+    // valid for minutes, so it is still served (issue 12.4).
+    assert_eq!(status, 200, "a still-valid token is served: {refused}");
+    let instance: Value = http
+        .get(server.url(&format!("/instances/{by_tokens_id}")))
+        .header("Authorization", d.header())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
-        status, 409,
-        "a refused refresh marks the instance invalid: {refused}"
+        instance["valid"], false,
+        "a refused refresh marks the instance invalid: {instance}"
     );
 
     // 3. GitLab: PKCE.

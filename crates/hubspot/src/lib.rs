@@ -66,13 +66,20 @@ impl HubSpot {
         Box::new(HubSpot { spec })
     }
 
-    fn current_authorization_url(&self) -> &str {
+    /// The current flow's authorization URL, from the catalog file (never a
+    /// constant here, so deployments can override it like any endpoint).
+    fn current_authorization_url(&self) -> Result<&str, OAuthError> {
         self.spec
             .oauth
             .as_ref()
             .and_then(|o| o.endpoints.get("current_authorization_url"))
             .map(String::as_str)
-            .unwrap_or("https://app.hubspot.com/oauth/authorize")
+            .ok_or_else(|| OAuthError::InvalidParameter {
+                name: FLOW.into(),
+                reason: "the catalog file declares no `oauth.endpoints.current_authorization_url` \
+                         for the current flow"
+                    .into(),
+            })
     }
 }
 
@@ -102,7 +109,7 @@ impl Element for HubSpot {
                 .param("portalId", portal_id)
                 .param("redirect_uri", callback)
                 .param("scope", scope),
-            Flow::Current => QueryBuilder::new(self.current_authorization_url())
+            Flow::Current => QueryBuilder::new(self.current_authorization_url()?)
                 .param("client_id", client_id)
                 .param("redirect_uri", callback)
                 .param("scope", scope),
