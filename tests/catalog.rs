@@ -577,7 +577,10 @@ fn every_element_uses_https_and_its_documented_hosts() {
         assert!(table.contains_key(*key), "{key}: no row in hosts.toml");
     }
     for key in table.keys() {
-        assert!(keys.contains(&key.as_str()), "hosts.toml: `{key}` is not shipped");
+        assert!(
+            keys.contains(&key.as_str()),
+            "hosts.toml: `{key}` is not shipped"
+        );
     }
     assert!(keys.len() >= 300, "only {} elements", keys.len());
 
