@@ -548,6 +548,111 @@ fn sage_continues_the_query_of_its_authorization_url() {
     );
 }
 
+/// The hosts every element is documented to use
+/// (`tests/data/catalog/hosts.toml`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hosts {
+    authorization: Option<String>,
+    token: Option<String>,
+    api: Option<String>,
+}
+
+/// The host of an `https` URL (refusing any other scheme).
+fn https_host(key: &str, url: &str) -> String {
+    let rest = url
+        .strip_prefix("https://")
+        .unwrap_or_else(|| panic!("{key}: not an https URL: {url}"));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+#[test]
+fn every_element_uses_https_and_its_documented_hosts() {
+    let registry = registry();
+    let table: BTreeMap<String, Hosts> = data_file("hosts.toml");
+    let keys: Vec<&str> = registry.iter().map(|e| e.spec().key.as_str()).collect();
+    // Every shipped element has a row, and every row an element.
+    for key in &keys {
+        assert!(table.contains_key(*key), "{key}: no row in hosts.toml");
+    }
+    for key in table.keys() {
+        assert!(
+            keys.contains(&key.as_str()),
+            "hosts.toml: `{key}` is not shipped"
+        );
+    }
+    assert!(keys.len() >= 300, "only {} elements", keys.len());
+
+    let code = Secret::new("c");
+    for e in registry.iter() {
+        let spec = e.spec();
+        let key = spec.key.as_str();
+        let row = &table[key];
+        let values = placeholder_values(spec);
+        let mut config: Configuration = [
+            ("oauth.api.key", "client-id"),
+            ("oauth.api.secret", "123456"),
+            ("oauth.callback.url", "https://app.test/cb"),
+        ]
+        .into_iter()
+        .collect();
+        for (name, value) in &values {
+            config.insert(name.as_str(), value.as_str());
+        }
+        if let Some(api) = &spec.api_base_url {
+            let url = spec
+                .base_url_for(&config)
+                .unwrap_or_else(|err| panic!("{key}: {err}"))
+                .unwrap_or_else(|| panic!("{key}: {api}"));
+            let host = https_host(key, &url);
+            if let Some(expected) = &row.api {
+                assert_eq!(&host, expected, "{key}: API host of {url}");
+            }
+        }
+        let Some(o) = &spec.oauth else {
+            assert!(
+                row.authorization.is_none() && row.token.is_none(),
+                "{key}: hosts.toml gives OAuth hosts to an element without OAuth"
+            );
+            continue;
+        };
+        let url = e
+            .oauth_url(&OAuthUrlRequest {
+                api_key: Some("client-id".into()),
+                api_secret: Some("123456".into()),
+                scope: Some("scope-a scope-b".into()),
+                callback_url: Some("https://app.test/cb".into()),
+                state: Some("st-1".into()),
+                code_verifier: Some(VERIFIER.into()),
+                params: values.clone(),
+            })
+            .unwrap_or_else(|err| panic!("{key}: {err}"))
+            .url;
+        assert_eq!(
+            Some(https_host(key, &url)),
+            row.authorization,
+            "{key}: authorization host of {url}"
+        );
+        let request = e
+            .code_exchange_request(&CodeExchange {
+                code: &code,
+                configuration: &config,
+                code_verifier: e.uses_pkce().then_some(VERIFIER),
+            })
+            .unwrap_or_else(|err| panic!("{key}: {err}"));
+        assert_eq!(
+            Some(https_host(key, &request.url)),
+            row.token,
+            "{key}: token host of {}",
+            request.url
+        );
+        if let Some(refresh) = &o.refresh_url {
+            https_host(key, refresh);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- templates
 
 #[test]
