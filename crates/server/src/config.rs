@@ -372,6 +372,19 @@ mod tests {
     }
 
     #[test]
+    fn ops_settings_are_read_from_the_config_file() {
+        let file: FileConfig =
+            toml::from_str("metrics_listen = \"127.0.0.1:9091\"\nconsole_session_seconds = 600\n")
+                .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9091"));
+        assert_eq!(config.console_session_seconds, 600);
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.metrics_listen, None);
+        assert_eq!(defaults.console_session_seconds, 12 * 3600);
+    }
+
+    #[test]
     fn limits_are_clamped_to_workable_values() {
         let mut limits = Limits::default();
         limits.apply(&LimitSettings {
