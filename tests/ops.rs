@@ -414,6 +414,19 @@ async fn metrics_count_requests_by_route_provider_calls_and_refreshes() {
         assert_eq!(r.status(), 404);
     }
 
+    // Made-up methods share one series.
+    for method in ["XYZZY1", "XYZZY2"] {
+        let r = client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                server.url("/elements/hubspot"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+
     // An instance from tokens, read with a margin that refreshes every read.
     let (access, refresh) = fake.issue_tokens(&client_id);
     let created: Value = client
@@ -455,6 +468,14 @@ async fn metrics_count_requests_by_route_provider_calls_and_refreshes() {
     assert_eq!(moved(unknown), 1.0, "{text}");
     assert_eq!(moved(unmatched), 2.0, "{text}");
     assert_eq!(moved(durations), 4.0, "{text}");
+    assert_eq!(
+        moved(
+            r#"elements_http_requests_total{method="other",route="/elements/api-v2/elements/{key_or_id}",status="405"}"#
+        ),
+        2.0,
+        "{text}"
+    );
+    assert!(!text.contains("XYZZY"), "{text}");
     assert_eq!(
         moved(
             r#"elements_http_requests_total{method="POST",route="/elements/api-v2/instances",status="200"}"#

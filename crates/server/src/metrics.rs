@@ -7,7 +7,8 @@
 //!   `elements_http_request_duration_seconds{route,method}`: `route` is the
 //!   route template (axum's `MatchedPath`, e.g.
 //!   `/elements/api-v2/elements/{key_or_id}`), `unmatched` for a path no
-//!   route takes — never the raw path.
+//!   route takes — never the raw path; `method` is `other` for a
+//!   non-standard method.
 //! - `elements_provider_requests_total{element,outcome}` and
 //!   `elements_provider_request_duration_seconds{element,outcome}`: calls
 //!   to providers; `outcome` is `ok` (2xx), `status` (another status),
@@ -152,6 +153,22 @@ pub fn provider_call(element: &str, outcome: &'static str, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// The standard methods as themselves; any other (a client may send any
+/// token as a method) as `other`, so clients cannot create series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts and times every request by route template, method and status.
 pub async fn middleware(request: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -159,15 +176,15 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let route = route.as_deref().unwrap_or("unmatched");
     let m = metrics();
     m.http_requests
-        .with_label_values(&[route, method.as_str(), response.status().as_str()])
+        .with_label_values(&[route, method, response.status().as_str()])
         .inc();
     m.http_duration
-        .with_label_values(&[route, method.as_str()])
+        .with_label_values(&[route, method])
         .observe(start.elapsed().as_secs_f64());
     response
 }
