@@ -65,6 +65,23 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage instances.
+    Instances {
+        #[command(subcommand)]
+        command: InstancesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InstancesCommand {
+    /// Give an instance a new random token; the old one stops working at
+    /// once. Prints `{"id": ..., "token": ...}`.
+    RotateToken {
+        /// The instance id.
+        id: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +194,14 @@ struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Serve /metrics (and the probes) on this address instead of the main
+    /// listener [default: /metrics on the main listener].
+    #[arg(long, env = "ELEMENTS_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// How long a console session lasts, in seconds (at least 60)
+    /// [default: 43200].
+    #[arg(long, env = "ELEMENTS_CONSOLE_SESSION_SECONDS")]
+    console_session_seconds: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +220,19 @@ enum AccountsCommand {
         /// The user's last name.
         #[arg(long, default_value = "")]
         last_name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Give an organization or a user a new random secret; the old one
+    /// stops working at once. Prints the new secret as JSON.
+    #[command(group(clap::ArgGroup::new("who").required(true).args(["organization", "user"])))]
+    Rotate {
+        /// The organization id.
+        #[arg(long)]
+        organization: Option<i64>,
+        /// The user id.
+        #[arg(long)]
+        user: Option<i64>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -248,6 +286,50 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Check { dirs } => check(&cli.catalog, dirs),
         Command::Serve(args) => serve(&cli.catalog, args),
         Command::Keys { command } => keys(&cli.catalog, command),
+        Command::Instances {
+            command: InstancesCommand::RotateToken { id, store },
+        } => {
+            let _logs = init_logging("text");
+            let config = server_config(&cli.catalog, &store, None)?;
+            runtime()?.block_on(async {
+                let store = elements_server::startup::open_store(&config).await?;
+                let token =
+                    elements_server::startup::rotate_instance_token(store.as_ref(), id).await?;
+                print_json(&serde_json::json!({ "id": id, "token": token }).to_string())
+            })
+        }
+        Command::Accounts {
+            command:
+                AccountsCommand::Rotate {
+                    organization,
+                    user,
+                    store,
+                },
+        } => {
+            let _logs = init_logging("text");
+            let config = server_config(&cli.catalog, &store, None)?;
+            runtime()?.block_on(async {
+                let store = elements_server::startup::open_store(&config).await?;
+                let printed = match (organization, user) {
+                    (Some(id), None) => {
+                        let secret = elements_server::startup::rotate_organization_secret(
+                            store.as_ref(),
+                            id,
+                        )
+                        .await?;
+                        serde_json::json!({ "organization": { "id": id, "secret": secret } })
+                    }
+                    (None, Some(id)) => {
+                        let secret =
+                            elements_server::startup::rotate_user_secret(store.as_ref(), id)
+                                .await?;
+                        serde_json::json!({ "user": { "id": id, "secret": secret } })
+                    }
+                    _ => bail!("give exactly one of --organization ID and --user ID"),
+                };
+                print_json(&printed.to_string())
+            })
+        }
         Command::Accounts {
             command:
                 AccountsCommand::Create {
@@ -291,7 +373,14 @@ fn keys(catalog: &CatalogArgs, command: KeysCommand) -> anyhow::Result<ExitCode>
             runtime()?.block_on(async {
                 let keyring = elements_server::startup::keyring(&config)?;
                 let store = elements_server::startup::open_store(&config).await?;
-                let report = elements_store::rewrap(store.as_ref(), &keyring).await?;
+                let mut progress = Progress::new("rewrap");
+                let report = elements_store::rewrap_with_progress(
+                    store.as_ref(),
+                    &keyring,
+                    &mut |done, total| progress.update(done, total),
+                )
+                .await?;
+                progress.finish();
                 let stranded: Vec<serde_json::Value> = report
                     .stranded
                     .iter()
@@ -387,6 +476,12 @@ fn server_config(
         }
         config.organization_secret = serve.organization_secret.clone().map(Into::into);
         config.user_secret = serve.user_secret.clone().map(Into::into);
+        if let Some(addr) = &serve.metrics_listen {
+            config.metrics_listen = Some(addr.clone());
+        }
+        if let Some(s) = serve.console_session_seconds {
+            config.console_session_seconds = s.max(60);
+        }
     }
     Ok(config)
 }
@@ -505,6 +600,68 @@ fn check(args: &CatalogArgs, mut dirs: Vec<PathBuf>) -> anyhow::Result<ExitCode>
             }
             eprintln!("{} error(s)", errors.0.len());
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// Progress of a command that walks the whole database, on standard error:
+/// a bar on a terminal; otherwise plain lines (`rewrap: 100/1000 rows`)
+/// every 10% and at the end.
+struct Progress {
+    what: &'static str,
+    bar: Option<indicatif::ProgressBar>,
+    last: (u64, u64),
+    printed: u64,
+}
+
+impl Progress {
+    fn new(what: &'static str) -> Self {
+        use std::io::IsTerminal as _;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {pos}/{len} rows ({eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(what);
+            bar
+        });
+        Progress {
+            what,
+            bar,
+            last: (0, 0),
+            printed: 0,
+        }
+    }
+
+    fn update(&mut self, done: u64, total: u64) {
+        if done < self.last.0 {
+            // A new pass over the rows.
+            self.printed = 0;
+        }
+        self.last = (done, total);
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            None => {
+                let step = (total / 10).max(1);
+                if done >= self.printed + step && done < total {
+                    self.printed = done;
+                    eprintln!("{}: {done}/{total} rows", self.what);
+                }
+            }
+        }
+    }
+
+    fn finish(self) {
+        let (done, total) = self.last;
+        match self.bar {
+            Some(bar) => bar.finish_and_clear(),
+            None => eprintln!("{}: {done}/{total} rows, done", self.what),
         }
     }
 }

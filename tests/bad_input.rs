@@ -1093,6 +1093,81 @@ fn patch_cases(id: i64) -> Vec<Case> {
     c
 }
 
+/// Rotation routes (ops): bad ids, unknown and foreign instances, wrong
+/// methods, missing credentials. `foreign`: an instance of another
+/// organization.
+fn rotation_cases(foreign: i64) -> Vec<Case> {
+    let mut c = Vec::new();
+    let post_to =
+        |name: &str, path: String, auth: Option<Option<Vec<u8>>>, status, n: &[&str]| Case {
+            name: name.into(),
+            method: Method::POST,
+            path,
+            auth,
+            content_type: None,
+            body: None,
+            status,
+            needles: needles(n),
+        };
+    for raw in ["abc", "0", "-1", "1.5", "99999999999999999999"] {
+        c.push(post_to(
+            &format!("rotate token of instance {raw}"),
+            format!("/instances/{raw}/token/rotate"),
+            None,
+            400,
+            &["instance id must be a positive integer"],
+        ));
+    }
+    c.push(post_to(
+        "rotate token of an unknown instance",
+        "/instances/987654321/token/rotate".into(),
+        None,
+        404,
+        &["no instance with id 987654321"],
+    ));
+    c.push(post_to(
+        "rotate token of another organization's instance",
+        format!("/instances/{foreign}/token/rotate"),
+        None,
+        404,
+        &[&format!("no instance with id {foreign}")],
+    ));
+    for path in [
+        "/organizations/me/secret/rotate",
+        "/users/me/secret/rotate",
+        "/instances/1/token/rotate",
+    ] {
+        for (what, header) in [
+            ("no credentials", None),
+            (
+                "wrong secrets",
+                Some(b"User nope, Organization nope".to_vec()),
+            ),
+        ] {
+            c.push(post_to(
+                &format!("{path}: {what}"),
+                path.into(),
+                Some(header),
+                401,
+                &["invalid or missing credentials: expected `Authorization: User <secret>, Organization <secret>`"],
+            ));
+        }
+        for method in [Method::GET, Method::PUT, Method::DELETE] {
+            c.push(Case {
+                name: format!("{method} {path}"),
+                method: method.clone(),
+                path: path.into(),
+                auth: None,
+                content_type: None,
+                body: None,
+                status: 405,
+                needles: needles(&["method not allowed on this resource"]),
+            });
+        }
+    }
+    c
+}
+
 /// The guard itself: it refuses what used to pass vacuously.
 #[test]
 fn the_guard_refuses_needles_that_cannot_fail() {
@@ -1144,8 +1219,14 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     assert_eq!(status, 200, "{created}");
     let id = created["id"].as_i64().unwrap();
 
+    let other = server.other_account("other").await;
+    let (status, foreign) = server.post_instance(&other, &seed()).await;
+    assert_eq!(status, 200, "{foreign}");
+    let foreign = foreign["id"].as_i64().unwrap();
+
     let mut all = cases(&server.account, non_oauth);
     all.extend(patch_cases(id));
+    all.extend(rotation_cases(foreign));
     let weak = weak_needles(&all);
     assert!(
         weak.is_empty(),

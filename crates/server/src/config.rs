@@ -30,6 +30,8 @@ use crate::tokens::TokenPolicy;
 /// max_configuration_entries = 100
 /// max_configuration_bytes = 32768
 /// strict_key_permissions = false
+/// metrics_listen = "127.0.0.1:9090"   # /metrics on its own listener
+/// console_session_seconds = 43200
 ///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
 /// token_url = "http://127.0.0.1:9999/oauth/v1/token"
@@ -76,6 +78,10 @@ pub struct FileConfig {
     /// Per-element settings.
     #[serde(default)]
     pub elements: BTreeMap<String, ElementSettings>,
+    /// Serve `/metrics` on this address instead of the main listener.
+    pub metrics_listen: Option<String>,
+    /// How long a console session lasts, in seconds.
+    pub console_session_seconds: Option<i64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -251,6 +257,11 @@ pub struct ServerConfig {
     /// Refuse to start (instead of warning) when the key file is readable
     /// by group or others.
     pub strict_key_permissions: bool,
+    /// `/metrics` on its own listener at this address (then not on the
+    /// main one); `None`: on the main listener.
+    pub metrics_listen: Option<String>,
+    /// How long a console session lasts.
+    pub console_session_seconds: i64,
 }
 
 impl Default for ServerConfig {
@@ -269,6 +280,8 @@ impl Default for ServerConfig {
             provider_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             strict_key_permissions: false,
+            metrics_listen: None,
+            console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
         }
     }
 }
@@ -299,6 +312,12 @@ impl ServerConfig {
         }
         if let Some(strict) = file.strict_key_permissions {
             self.strict_key_permissions = strict;
+        }
+        if let Some(addr) = file.metrics_listen {
+            self.metrics_listen = Some(addr);
+        }
+        if let Some(s) = file.console_session_seconds {
+            self.console_session_seconds = s.max(60);
         }
         for (key, settings) in file.elements {
             self.overrides.insert(key, settings.oauth);
@@ -350,6 +369,19 @@ mod tests {
             }
         );
         assert!(config.strict_key_permissions);
+    }
+
+    #[test]
+    fn ops_settings_are_read_from_the_config_file() {
+        let file: FileConfig =
+            toml::from_str("metrics_listen = \"127.0.0.1:9091\"\nconsole_session_seconds = 600\n")
+                .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(config.metrics_listen.as_deref(), Some("127.0.0.1:9091"));
+        assert_eq!(config.console_session_seconds, 600);
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.metrics_listen, None);
+        assert_eq!(defaults.console_session_seconds, 12 * 3600);
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub mod element_view;
 pub mod error;
 pub mod flight;
 pub mod headers;
+pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;
@@ -60,8 +62,19 @@ pub fn router(state: AppState) -> Router {
     router_with(state, console::Settings::default())
 }
 
-/// [`router`] with the console's settings given.
+/// [`router`] with the console's settings given (and `/metrics`).
 pub fn router_with(state: AppState, console: console::Settings) -> Router {
+    router_full(state, console, true)
+}
+
+/// [`router_with`], with `/metrics` only if `with_metrics` (else it is
+/// served on its own listener: [`metrics::router`]). `/healthz` and
+/// `/readyz` are always there; every request is counted in the metrics.
+pub fn router_full(state: AppState, console: console::Settings, with_metrics: bool) -> Router {
+    let mut ops = health::router();
+    if with_metrics {
+        ops = ops.merge(metrics::router());
+    }
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
@@ -69,6 +82,7 @@ pub fn router_with(state: AppState, console: console::Settings) -> Router {
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))
+        .merge(ops)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
@@ -78,6 +92,7 @@ pub fn router_with(state: AppState, console: console::Settings) -> Router {
         ))
         .layer(axum::middleware::from_fn(headers::limit))
         .layer(axum::middleware::from_fn(request_id::middleware))
+        .layer(axum::middleware::from_fn(metrics::middleware))
         .with_state(state)
 }
 

@@ -74,3 +74,35 @@ impl Transport for HttpTransport {
         Ok(ProviderResponse { status, body })
     }
 }
+
+/// A transport that records each call in the metrics
+/// (`elements_provider_requests_total{element,outcome}` and its latency),
+/// labelled with the element's key — never the URL, which may name a
+/// tenant.
+pub struct Measured<'a> {
+    inner: &'a dyn Transport,
+    element: &'a str,
+}
+
+/// `inner`, measured as calls of `element`.
+pub fn measured<'a>(inner: &'a dyn Transport, element: &'a str) -> Measured<'a> {
+    Measured { inner, element }
+}
+
+#[async_trait]
+impl Transport for Measured<'_> {
+    async fn send(&self, request: &ProviderRequest) -> Result<ProviderResponse, TransportError> {
+        let start = std::time::Instant::now();
+        let result = self.inner.send(request).await;
+        let outcome = match &result {
+            Ok(r) if (200..300).contains(&r.status) => "ok",
+            Ok(_) => "status",
+            Err(TransportError::Timeout) => "timeout",
+            Err(TransportError::Connect(_)) => "connect",
+            Err(TransportError::TooLarge) => "too_large",
+            Err(_) => "error",
+        };
+        crate::metrics::provider_call(self.element, outcome, start.elapsed());
+        result
+    }
+}

@@ -204,33 +204,74 @@ fn created(p: Principal, org_secret: String, user_secret: String) -> CreatedAcco
     }
 }
 
+/// The `meta` key recording which organization the configured
+/// `ELEMENTS_ORGANIZATION_SECRET`/`ELEMENTS_USER_SECRET` account is.
+const ENV_ACCOUNT: &str = "env_account_organization_id";
+
 /// Makes sure an account exists: the one named by the configured secrets,
 /// or — if the database has none at all — a new one, whose secrets are
 /// printed once on standard output.
+///
+/// The account created from `ELEMENTS_ORGANIZATION_SECRET` and
+/// `ELEMENTS_USER_SECRET` is remembered (`meta`). If later the configured
+/// secrets no longer open it — they were changed, or the account's secrets
+/// were rotated — the server refuses to start, naming the account, instead
+/// of creating a second account beside it while the old secrets keep
+/// working. (Rotating automatically to the configured values was rejected:
+/// two replicas with different values would rotate each other's secrets
+/// away at every restart.)
 pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<()> {
     match (&config.organization_secret, &config.user_secret) {
         (Some(org), Some(user)) => {
             let (uh, oh) = (hash_secret(user.expose()), hash_secret(org.expose()));
-            if store
+            let recorded = store
+                .meta(ENV_ACCOUNT)
+                .await
+                .context("checking the account")?;
+            match store
                 .authenticate(&uh, &oh)
                 .await
                 .context("checking the account")?
-                .is_none()
             {
-                store
-                    .create_account(NewAccount {
-                        organization_name: "default".into(),
-                        organization_secret_hash: oh,
-                        email: "admin@localhost".into(),
-                        first_name: "Admin".into(),
-                        last_name: "".into(),
-                        user_secret_hash: uh,
-                    })
-                    .await
-                    .context(
-                        "creating the account of ELEMENTS_ORGANIZATION_SECRET/ELEMENTS_USER_SECRET",
-                    )?;
-                tracing::info!("created the account given by ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET");
+                Some(principal) => {
+                    let id = principal.organization_id.to_string();
+                    if recorded.as_deref() != Some(id.as_str()) {
+                        store
+                            .set_meta(ENV_ACCOUNT, &id)
+                            .await
+                            .context("recording the account")?;
+                    }
+                }
+                None => {
+                    if let Some(id) = recorded {
+                        return Err(anyhow!(
+                            "ELEMENTS_ORGANIZATION_SECRET/ELEMENTS_USER_SECRET do not open the account \
+                             they created (organization {id}): they were changed, or the account's \
+                             secrets were rotated. Set them to the account's current secrets (get new \
+                             ones with `elements accounts rotate --organization {id}` and \
+                             `elements accounts rotate --user ID`); refusing to start rather than \
+                             create a second account"
+                        ));
+                    }
+                    let principal = store
+                        .create_account(NewAccount {
+                            organization_name: "default".into(),
+                            organization_secret_hash: oh,
+                            email: "admin@localhost".into(),
+                            first_name: "Admin".into(),
+                            last_name: "".into(),
+                            user_secret_hash: uh,
+                        })
+                        .await
+                        .context(
+                            "creating the account of ELEMENTS_ORGANIZATION_SECRET/ELEMENTS_USER_SECRET",
+                        )?;
+                    store
+                        .set_meta(ENV_ACCOUNT, &principal.organization_id.to_string())
+                        .await
+                        .context("recording the account")?;
+                    tracing::info!("created the account given by ELEMENTS_ORGANIZATION_SECRET and ELEMENTS_USER_SECRET");
+                }
             }
         }
         (None, None) => {
@@ -262,6 +303,47 @@ pub async fn ensure_account(store: &dyn Store, config: &ServerConfig) -> Result<
     Ok(())
 }
 
+/// A new random secret for organization `id` (`elements accounts rotate
+/// --organization`); the old one stops working at once.
+pub async fn rotate_organization_secret(store: &dyn Store, id: i64) -> Result<String> {
+    let secret = crate::pkce::random_token(32);
+    if !store
+        .set_organization_secret(id, &hash_secret(&secret))
+        .await?
+    {
+        return Err(anyhow!("no organization with id {id}"));
+    }
+    Ok(secret)
+}
+
+/// A new random secret for user `id` (`elements accounts rotate --user`).
+pub async fn rotate_user_secret(store: &dyn Store, id: i64) -> Result<String> {
+    let secret = crate::pkce::random_token(32);
+    if !store.set_user_secret(id, &hash_secret(&secret)).await? {
+        return Err(anyhow!("no user with id {id}"));
+    }
+    Ok(secret)
+}
+
+/// A new random token for instance `id` (`elements instances rotate-token`).
+pub async fn rotate_instance_token(store: &dyn Store, id: i64) -> Result<String> {
+    let instance = store
+        .instance_any(id)
+        .await?
+        .ok_or_else(|| anyhow!("no instance with id {id}"))?;
+    let token = crate::pkce::random_token(32);
+    if !store
+        .set_instance_token(instance.organization_id, id, &hash_secret(&token))
+        .await?
+    {
+        return Err(anyhow!("no instance with id {id}"));
+    }
+    Ok(token)
+}
+
+/// The HKDF info label of the console's session key.
+pub const CONSOLE_KEY_LABEL: &str = "elements console session key v1";
+
 /// Builds the application state over an open store.
 pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -> AppState {
     let registry = Arc::new(registry);
@@ -288,12 +370,36 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
 pub async fn run(config: ServerConfig) -> Result<()> {
     let registry = registry(&config)?;
     let store = open_store(&config).await?;
+    // The key file exists now (open_store created it if it was missing).
+    let console_key = keyring(&config)?.derive(CONSOLE_KEY_LABEL);
     ensure_account(store.as_ref(), &config).await?;
     let state = state(&config, registry, store.clone());
     let listener = TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr().context("local address")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_server = match &config.metrics_listen {
+        Some(metrics_addr) => {
+            let metrics_listener = TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("listening on {metrics_addr} (metrics)"))?;
+            let bound = metrics_listener.local_addr().context("local address")?;
+            println!("metrics on http://{bound}/metrics");
+            let router = crate::metrics::router()
+                .merge(crate::health::router())
+                .with_state(state.clone());
+            let limits = state.limits.clone();
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                crate::listener::serve(metrics_listener, router, &limits, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     tracing::info!(
         %addr,
         engine = store.engine(),
@@ -302,14 +408,23 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     );
     println!("listening on http://{addr}");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tokens = state.tokens.clone();
     let background = tokio::spawn(
         tokens
             .clone()
             .run_background(config.refresh_interval, stop_rx),
     );
-    crate::serve(listener, state, async move {
+    let limits = state.limits.clone();
+    let router = crate::router_full(
+        state,
+        crate::console::Settings {
+            secret: Some(console_key.to_vec()),
+            session_seconds: config.console_session_seconds,
+            ..crate::console::Settings::default()
+        },
+        config.metrics_listen.is_none(),
+    );
+    crate::listener::serve(listener, router, &limits, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
     })
@@ -317,6 +432,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     .context("serving")?;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
     Ok(())

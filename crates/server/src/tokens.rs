@@ -518,7 +518,7 @@ impl Core {
         };
         let result = element
             .refresh(
-                self.transport.as_ref(),
+                &crate::provider::measured(self.transport.as_ref(), element.key()),
                 RefreshRequest {
                     refresh_token: &refresh_token,
                     configuration: &current.configuration,
@@ -527,8 +527,12 @@ impl Core {
             .await;
         match result {
             Ok(set) => match self.policy.accept(now_seconds(), set) {
-                Ok(tokens) => (RefreshDecision::Update(tokens), None),
+                Ok(tokens) => {
+                    crate::metrics::refresh("ok");
+                    (RefreshDecision::Update(tokens), None)
+                }
                 Err(rejected) => {
+                    crate::metrics::refresh("transient");
                     tracing::warn!(
                         instance_id = current.id,
                         reason = %rejected.reason,
@@ -554,6 +558,7 @@ impl Core {
                 // We hold the lock and used the refresh token as stored
                 // under it: the refusal is about this grant, not a race.
                 let reason = invalid_reason(&e);
+                crate::metrics::refresh("invalid");
                 tracing::warn!(
                     instance_id = current.id,
                     %reason,
@@ -565,6 +570,7 @@ impl Core {
                 )
             }
             Err(e) => {
+                crate::metrics::refresh("transient");
                 tracing::warn!(instance_id = current.id, error = %e, "refresh failed; will retry");
                 (
                     RefreshDecision::Unchanged,
@@ -585,7 +591,7 @@ impl Core {
         })?;
         let set = element
             .exchange_code(
-                self.transport.as_ref(),
+                &crate::provider::measured(self.transport.as_ref(), element.key()),
                 CodeExchange {
                     code: &code,
                     configuration: &new.configuration,
@@ -665,7 +671,7 @@ impl TokenManager {
     ) -> Result<Tokens, ProviderError> {
         let set = element
             .exchange_code(
-                self.core.transport.as_ref(),
+                &crate::provider::measured(self.core.transport.as_ref(), element.key()),
                 CodeExchange {
                     code,
                     configuration,

@@ -35,6 +35,9 @@ const TAG_LEN: usize = 16;
 #[derive(Clone)]
 pub struct Keyring {
     keys: Vec<(String, Aes256Gcm)>,
+    /// HKDF-SHA256 pseudo-random key extracted from the first key, for
+    /// [`Keyring::derive`] (never printed).
+    derive_prk: [u8; 32],
 }
 
 impl Keyring {
@@ -56,7 +59,11 @@ impl Keyring {
             }
             out.push((id, Aes256Gcm::new(key.into())));
         }
-        Ok(Keyring { keys: out })
+        let (prk, _) = hkdf::Hkdf::<Sha256>::extract(Some(b"elements keyring derive"), &keys[0]);
+        Ok(Keyring {
+            keys: out,
+            derive_prk: prk.into(),
+        })
     }
 
     /// Parses the value of `ELEMENTS_MASTER_KEY`: one or more comma-separated
@@ -110,6 +117,18 @@ impl Keyring {
     /// A key in the form [`Keyring::parse`] reads (standard base64).
     pub fn encode_key(key: &[u8; 32]) -> String {
         STANDARD.encode(key)
+    }
+
+    /// A 32-byte key for another purpose, derived from the encrypting key
+    /// with HKDF-SHA256 and `label` as the info: the same master key gives
+    /// the same value in every process, distinct labels give unrelated
+    /// values, and none reveals the master key.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let hk = hkdf::Hkdf::<Sha256>::from_prk(&self.derive_prk).expect("a 32-byte PRK is valid");
+        let mut out = [0u8; 32];
+        hk.expand(label.as_bytes(), &mut out)
+            .expect("32 bytes is a valid HKDF-SHA256 length");
+        out
     }
 
     /// The id of the key that encrypts.

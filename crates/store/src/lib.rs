@@ -339,7 +339,57 @@ pub trait Store: Send + Sync + 'static {
     /// The durability settings the store's own connections run with, as the
     /// database reports them.
     async fn durability(&self) -> Result<Durability>;
+
+    // --- ops: secret rotation, readiness, metrics ---
+
+    /// Replaces organization `organization_id`'s secret hash (the old secret
+    /// stops working at once); false if there is no such organization.
+    async fn set_organization_secret(
+        &self,
+        organization_id: i64,
+        hash: &SecretHash,
+    ) -> Result<bool>;
+
+    /// Replaces user `user_id`'s secret hash; false if there is no such user.
+    async fn set_user_secret(&self, user_id: i64, hash: &SecretHash) -> Result<bool>;
+
+    /// Replaces instance `id`'s token hash if it belongs to
+    /// `organization_id`; false if there is no such instance there.
+    async fn set_instance_token(
+        &self,
+        organization_id: i64,
+        id: i64,
+        hash: &SecretHash,
+    ) -> Result<bool>;
+
+    /// Instances of every organization by state (one cheap count query).
+    async fn instance_states(&self) -> Result<InstanceStates>;
+
+    /// The readiness checks, in order: `database` (a query answers),
+    /// `migrations` (the latest embedded migration is applied), `key` (the
+    /// sealed key check opens with this store's keyring). Each is `Ok` or
+    /// the reason it failed (never a secret).
+    async fn readiness(&self) -> Vec<(&'static str, std::result::Result<(), String>)>;
+
+    /// The connection pool: (open connections, idle connections).
+    fn pool_usage(&self) -> (u32, usize);
 }
+
+/// Instances by state, for metrics: `disabled` counts every disabled
+/// instance; `valid` and `invalid` count the enabled ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstanceStates {
+    /// Enabled and valid.
+    pub valid: u64,
+    /// Enabled, marked invalid (the provider refused its refresh token).
+    pub invalid: u64,
+    /// Disabled.
+    pub disabled: u64,
+}
+
+/// What [`rewrap_with_progress`] reports after each row: (rows handled in
+/// this pass, rows in this pass).
+pub type Progress<'a> = &'a mut (dyn FnMut(u64, u64) + Send);
 
 /// What [`Store::list_instances`] found.
 #[derive(Debug, Default)]
@@ -430,9 +480,9 @@ pub struct Stranded {
     pub key_in_keyring: bool,
 }
 
-const KEY_CHECK: &str = "key_check";
-const KEY_CHECK_AAD: &str = "meta:key_check";
-const KEY_CHECK_VALUE: &[u8] = b"elements key check";
+pub(crate) const KEY_CHECK: &str = "key_check";
+pub(crate) const KEY_CHECK_AAD: &str = "meta:key_check";
+pub(crate) const KEY_CHECK_VALUE: &[u8] = b"elements key check";
 
 /// Refuses a keyring that cannot read this database: a value sealed with
 /// the key in force when the database was created (or last rewrapped) must
@@ -477,6 +527,16 @@ const REWRAP_PASSES: usize = 5;
 /// key first) is not seen: restart every replica with the new key first,
 /// then run rewrap, and again until it reports nothing stranded.
 pub async fn rewrap(store: &dyn Store, keyring: &Keyring) -> Result<RewrapReport> {
+    rewrap_with_progress(store, keyring, &mut |_, _| {}).await
+}
+
+/// [`rewrap`], calling `progress(done, total)` as it reaches each row of
+/// each pass (a pass reads every row again).
+pub async fn rewrap_with_progress(
+    store: &dyn Store,
+    keyring: &Keyring,
+    progress: Progress<'_>,
+) -> Result<RewrapReport> {
     let current = keyring.current_key_id().to_owned();
     let under_current = |v: &str| key_id_of(v) == Some(current.as_str());
     let reseal = |id: i64, column: &str, v: &str| -> Result<String> {
@@ -488,7 +548,10 @@ pub async fn rewrap(store: &dyn Store, keyring: &Keyring) -> Result<RewrapReport
     for _pass in 0..REWRAP_PASSES {
         let mut changed_underfoot = false;
         report.unchanged = 0;
-        for row in store.sealed_rows().await? {
+        let rows = store.sealed_rows().await?;
+        let total = rows.len() as u64;
+        for (done, row) in (1u64..).zip(rows) {
+            progress(done, total);
             let all_current = under_current(&row.configuration)
                 && row.access_token.as_deref().is_none_or(under_current)
                 && row.refresh_token.as_deref().is_none_or(under_current);

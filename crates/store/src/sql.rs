@@ -642,4 +642,140 @@ impl Store for SqlStore {
             Db::Postgres(engine) => engine.durability().await,
         }
     }
+
+    // --- ops: secret rotation, readiness, metrics ---
+
+    async fn set_organization_secret(
+        &self,
+        organization_id: i64,
+        hash: &SecretHash,
+    ) -> Result<bool> {
+        let n = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE organizations SET secret_hash = $1 WHERE id = $2"
+        )
+        .bind(&hash[..])
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(|e| match unique_violation(&e) {
+            Some(col) => conflict(&col),
+            None => db_err(e),
+        })?;
+        Ok(n > 0)
+    }
+
+    async fn set_user_secret(&self, user_id: i64, hash: &SecretHash) -> Result<bool> {
+        let n = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE users SET secret_hash = $1 WHERE id = $2"
+        )
+        .bind(&hash[..])
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(|e| match unique_violation(&e) {
+            Some(col) => conflict(&col),
+            None => db_err(e),
+        })?;
+        Ok(n > 0)
+    }
+
+    async fn set_instance_token(
+        &self,
+        organization_id: i64,
+        id: i64,
+        hash: &SecretHash,
+    ) -> Result<bool> {
+        let n = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE instances SET token_hash = $1, updated_at = $2 \
+             WHERE id = $3 AND organization_id = $4"
+        )
+        .bind(&hash[..])
+        .bind(now_millis())
+        .bind(id)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(|e| match unique_violation(&e) {
+            Some(col) => conflict(&col),
+            None => db_err(e),
+        })?;
+        Ok(n > 0)
+    }
+
+    async fn instance_states(&self) -> Result<crate::InstanceStates> {
+        type Counts = (Option<i64>, Option<i64>, Option<i64>);
+        let (valid, invalid, disabled): Counts = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT \
+             SUM(CASE WHEN disabled = FALSE AND valid = TRUE THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN disabled = FALSE AND valid = FALSE THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN disabled = TRUE THEN 1 ELSE 0 END) FROM instances"
+        )
+        .fetch_one(pool)
+        .await)
+        .map_err(db_err)?;
+        let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
+        Ok(crate::InstanceStates {
+            valid: n(valid),
+            invalid: n(invalid),
+            disabled: n(disabled),
+        })
+    }
+
+    async fn readiness(&self) -> Vec<(&'static str, std::result::Result<(), String>)> {
+        let latest = match &self.db {
+            Db::Sqlite(_) => sqlx::migrate!("./migrations/sqlite")
+                .iter()
+                .map(|m| m.version)
+                .max(),
+            Db::Postgres(_) => sqlx::migrate!("./migrations/postgres")
+                .iter()
+                .map(|m| m.version)
+                .max(),
+        }
+        .unwrap_or(0);
+        let applied: std::result::Result<Option<i64>, sqlx::Error> =
+            on_pool!(&self.db, |pool| sqlx::query_scalar(
+                "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE"
+            )
+            .fetch_one(pool)
+            .await);
+        let applied = match applied {
+            Ok(v) => v.unwrap_or(0),
+            Err(e) => {
+                let reason = format!("the database does not answer: {}", db_err(e));
+                return vec![
+                    ("database", Err(reason)),
+                    ("migrations", Err("not checked".into())),
+                    ("key", Err("not checked".into())),
+                ];
+            }
+        };
+        let migrations = if applied >= latest {
+            Ok(())
+        } else {
+            Err(format!(
+                "migration {latest} is not applied (latest applied: {applied})"
+            ))
+        };
+        let key = match self.meta(crate::KEY_CHECK).await {
+            Ok(Some(sealed)) => match self.keyring.decrypt(crate::KEY_CHECK_AAD, &sealed) {
+                Ok(v) if v == crate::KEY_CHECK_VALUE => Ok(()),
+                _ => Err("the master key does not open the database's key check".into()),
+            },
+            Ok(None) => Err("the database has no key check".into()),
+            Err(e) => Err(format!("reading the key check: {e}")),
+        };
+        vec![
+            ("database", Ok(())),
+            ("migrations", migrations),
+            ("key", key),
+        ]
+    }
+
+    fn pool_usage(&self) -> (u32, usize) {
+        on_pool!(&self.db, |pool| (pool.size(), pool.num_idle()))
+    }
 }

@@ -152,6 +152,41 @@ impl PgCluster {
         Ok(cluster)
     }
 
+    /// Stops the server (fast shutdown: open connections are cut), keeping
+    /// its files, to test what happens while the database is unreachable.
+    pub fn stop_server(&self) -> io::Result<()> {
+        let data = self.root().join("data");
+        let out = self
+            .server_command("pg_ctl")
+            .arg("stop")
+            .arg("-D")
+            .arg(&data)
+            .args(["-m", "fast", "-w", "-t", "60"])
+            .output();
+        check("pg_ctl stop", out)
+    }
+
+    /// Starts the server again after [`PgCluster::stop_server`], on the
+    /// same port; blocks until it accepts connections.
+    pub fn start_server(&self) -> io::Result<()> {
+        let data = self.root().join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            self.port,
+            self.root().join("sock").display()
+        );
+        let out = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(self.root().join("server.log"))
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .output();
+        check("pg_ctl start", out)
+    }
+
     /// The port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port

@@ -1,0 +1,236 @@
+//! Prometheus metrics: `GET /metrics` in the text exposition format.
+//!
+//! Series (no label ever carries a secret, a token, an organization or an
+//! instance id — cardinality is bounded by routes, elements and outcomes):
+//!
+//! - `elements_http_requests_total{route,method,status}` and
+//!   `elements_http_request_duration_seconds{route,method}`: `route` is the
+//!   route template (axum's `MatchedPath`, e.g.
+//!   `/elements/api-v2/elements/{key_or_id}`), `unmatched` for a path no
+//!   route takes — never the raw path; `method` is `other` for a
+//!   non-standard method.
+//! - `elements_provider_requests_total{element,outcome}` and
+//!   `elements_provider_request_duration_seconds{element,outcome}`: calls
+//!   to providers; `outcome` is `ok` (2xx), `status` (another status),
+//!   `timeout`, `connect`, `too_large` or `error`.
+//! - `elements_token_refreshes_total{outcome}`: `ok`, `transient`
+//!   (the instance stays valid, retried later) or `invalid`.
+//! - `elements_instances{state}` (`valid`, `invalid`, `disabled`),
+//!   computed at each scrape by one count query.
+//! - `elements_store_pool_connections{state}` (`open`, `idle`) and
+//!   `elements_store_scrape_query_seconds` (the latency of that count query).
+//!
+//! The registry is the process's: one server per process.
+
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::AppState;
+
+/// Latency buckets, in seconds (1 ms to 10 s).
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every series of the process.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    provider_requests: IntCounterVec,
+    provider_duration: HistogramVec,
+    refreshes: IntCounterVec,
+    instances: IntGaugeVec,
+    pool: IntGaugeVec,
+    scrape_query: Gauge,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let http_requests = IntCounterVec::new(
+        Opts::new("elements_http_requests_total", "HTTP requests answered"),
+        &["route", "method", "status"],
+    )?;
+    let http_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "elements_http_request_duration_seconds",
+            "Time to answer an HTTP request (to the response head)",
+        )
+        .buckets(BUCKETS.to_vec()),
+        &["route", "method"],
+    )?;
+    let provider_requests = IntCounterVec::new(
+        Opts::new(
+            "elements_provider_requests_total",
+            "Requests to providers' token endpoints",
+        ),
+        &["element", "outcome"],
+    )?;
+    let provider_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "elements_provider_request_duration_seconds",
+            "Time of a provider request",
+        )
+        .buckets(BUCKETS.to_vec()),
+        &["element", "outcome"],
+    )?;
+    let refreshes = IntCounterVec::new(
+        Opts::new(
+            "elements_token_refreshes_total",
+            "Token refreshes by outcome",
+        ),
+        &["outcome"],
+    )?;
+    let instances = IntGaugeVec::new(
+        Opts::new("elements_instances", "Instances by state"),
+        &["state"],
+    )?;
+    let pool = IntGaugeVec::new(
+        Opts::new(
+            "elements_store_pool_connections",
+            "Database pool connections",
+        ),
+        &["state"],
+    )?;
+    let scrape_query = Gauge::new(
+        "elements_store_scrape_query_seconds",
+        "Latency of the instance count query of the last scrape",
+    )?;
+    registry.register(Box::new(http_requests.clone()))?;
+    registry.register(Box::new(http_duration.clone()))?;
+    registry.register(Box::new(provider_requests.clone()))?;
+    registry.register(Box::new(provider_duration.clone()))?;
+    registry.register(Box::new(refreshes.clone()))?;
+    registry.register(Box::new(instances.clone()))?;
+    registry.register(Box::new(pool.clone()))?;
+    registry.register(Box::new(scrape_query.clone()))?;
+    for outcome in ["ok", "transient", "invalid"] {
+        refreshes.with_label_values(&[outcome]);
+    }
+    Ok(Metrics {
+        registry,
+        http_requests,
+        http_duration,
+        provider_requests,
+        provider_duration,
+        refreshes,
+        instances,
+        pool,
+        scrape_query,
+    })
+}
+
+static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().expect("metric names and labels are valid"));
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// Counts a token refresh: `ok`, `transient` or `invalid`.
+pub fn refresh(outcome: &'static str) {
+    metrics().refreshes.with_label_values(&[outcome]).inc();
+}
+
+/// Records a provider call.
+pub fn provider_call(element: &str, outcome: &'static str, elapsed: Duration) {
+    let m = metrics();
+    m.provider_requests
+        .with_label_values(&[element, outcome])
+        .inc();
+    m.provider_duration
+        .with_label_values(&[element, outcome])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// The standard methods as themselves; any other (a client may send any
+/// token as a method) as `other`, so clients cannot create series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Counts and times every request by route template, method and status.
+pub async fn middleware(request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or("unmatched");
+    let m = metrics();
+    m.http_requests
+        .with_label_values(&[route, method, response.status().as_str()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[route, method])
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`.
+pub async fn handler(State(state): State<AppState>) -> Response {
+    let m = metrics();
+    let start = Instant::now();
+    match state.store.instance_states().await {
+        Ok(s) => {
+            m.scrape_query.set(start.elapsed().as_secs_f64());
+            m.instances
+                .with_label_values(&["valid"])
+                .set(s.valid as i64);
+            m.instances
+                .with_label_values(&["invalid"])
+                .set(s.invalid as i64);
+            m.instances
+                .with_label_values(&["disabled"])
+                .set(s.disabled as i64);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count instances"),
+    }
+    let (open, idle) = state.store.pool_usage();
+    m.pool.with_label_values(&["open"]).set(i64::from(open));
+    m.pool.with_label_values(&["idle"]).set(idle as i64);
+    let mut body = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&m.registry.gather(), &mut body) {
+        tracing::error!(error = %e, "metrics: cannot encode");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The router of `GET /metrics` (on the main listener, or on its own with
+/// `--metrics-listen`).
+pub fn router() -> axum::Router<AppState> {
+    axum::Router::new().route("/metrics", axum::routing::get(handler))
+}
