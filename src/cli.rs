@@ -202,6 +202,14 @@ struct ServeArgs {
     /// [default: 43200].
     #[arg(long, env = "ELEMENTS_CONSOLE_SESSION_SECONDS")]
     console_session_seconds: Option<i64>,
+    /// The server's public base URL, e.g. https://elements.example.com;
+    /// required by the hosted connect page (the OAuth callback is
+    /// <public url>/elements/api-v2/oauth/callback).
+    #[arg(long, env = "ELEMENTS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How long a connect session lasts, in seconds [default: 900].
+    #[arg(long, env = "ELEMENTS_CONNECT_SESSION_SECONDS")]
+    connect_session_seconds: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -481,6 +489,12 @@ fn server_config(
         }
         if let Some(s) = serve.console_session_seconds {
             config.console_session_seconds = s.max(60);
+        }
+        if let Some(url) = &serve.public_url {
+            config.public_url = Some(url.clone());
+        }
+        if let Some(s) = serve.connect_session_seconds {
+            config.connect_session_seconds = s.max(0);
         }
     }
     Ok(config)

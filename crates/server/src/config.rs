@@ -32,6 +32,8 @@ use crate::tokens::TokenPolicy;
 /// strict_key_permissions = false
 /// metrics_listen = "127.0.0.1:9090"   # /metrics on its own listener
 /// console_session_seconds = 43200
+/// public_url = "https://elements.example.com"  # required for connect
+/// connect_session_seconds = 900
 ///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
 /// token_url = "http://127.0.0.1:9999/oauth/v1/token"
@@ -82,6 +84,10 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// How long a console session lasts, in seconds.
     pub console_session_seconds: Option<i64>,
+    /// The server's public base URL (connect: the OAuth callback).
+    pub public_url: Option<String>,
+    /// How long a connect session lasts, in seconds.
+    pub connect_session_seconds: Option<i64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -262,6 +268,11 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// How long a console session lasts.
     pub console_session_seconds: i64,
+    /// The public base URL (`https://host[:port][/prefix]`), needed by
+    /// connect: the OAuth callback is `<public_url>/elements/api-v2/oauth/callback`.
+    pub public_url: Option<String>,
+    /// How long a connect session lasts, in seconds (0 or more).
+    pub connect_session_seconds: i64,
 }
 
 impl Default for ServerConfig {
@@ -282,6 +293,8 @@ impl Default for ServerConfig {
             strict_key_permissions: false,
             metrics_listen: None,
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
+            public_url: None,
+            connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
         }
     }
 }
@@ -318,6 +331,12 @@ impl ServerConfig {
         }
         if let Some(s) = file.console_session_seconds {
             self.console_session_seconds = s.max(60);
+        }
+        if let Some(url) = file.public_url {
+            self.public_url = Some(url);
+        }
+        if let Some(s) = file.connect_session_seconds {
+            self.connect_session_seconds = s.max(0);
         }
         for (key, settings) in file.elements {
             self.overrides.insert(key, settings.oauth);

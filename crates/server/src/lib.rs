@@ -22,6 +22,7 @@ pub mod auth;
 pub mod auth_limit;
 pub mod body;
 pub mod config;
+pub mod connect;
 pub mod console;
 pub mod element_view;
 pub mod error;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub limits: Arc<config::Limits>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
+    /// Connect: the public URL and the session lifetime.
+    pub connect: Arc<connect::Settings>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the
@@ -78,7 +81,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
-        .merge(routes::organizations::router());
+        .merge(routes::organizations::router())
+        .merge(connect::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))

@@ -363,6 +363,10 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.limits.auth_failure_burst,
             config.limits.auth_failures_per_minute,
         )),
+        connect: Arc::new(crate::connect::Settings::new(
+            config.public_url.as_deref(),
+            config.connect_session_seconds,
+        )),
     }
 }
 

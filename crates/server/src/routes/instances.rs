@@ -53,14 +53,14 @@ fn render(state: &AppState, instance: &Instance) -> Response {
     Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response()
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::BadRequest("`name` must not be empty".into()));
     }
     check_text("name", name, MAX_NAME)
 }
 
-fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_TAGS} `tags` are allowed"
@@ -135,17 +135,6 @@ async fn create(
     if let Some(verifier) = &provider_data.code_verifier {
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
-    let count = state
-        .store
-        .count_instances(principal.organization_id)
-        .await?;
-    if count >= limits.max_instances_per_organization {
-        return Err(ApiError::Forbidden(format!(
-            "the organization already has {count} instances, the most allowed \
-             (max_instances_per_organization = {}); delete one first",
-            limits.max_instances_per_organization
-        )));
-    }
     let mut exchange = None;
     let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {
         if element.spec().oauth.is_none() {
@@ -188,13 +177,62 @@ async fn create(
         Tokens::default()
     };
 
+    let (instance, token) = provision(
+        &state,
+        (principal.organization_id, principal.user.id),
+        element,
+        body.name,
+        tags,
+        configuration,
+        tokens,
+        exchange,
+    )
+    .await?;
+    // The answer carries the instance token: never cached.
+    Ok(crate::headers::no_store(
+        Json(InstanceJson::new(
+            &instance,
+            Some(element.spec()),
+            Some(&token),
+        ))
+        .into_response(),
+    ))
+}
+
+/// Stores a new instance of `element` for `(organization id, user id)`: checks the
+/// organization's instance limit, then inserts (exchanging `exchange`'s
+/// code first, if given). Answers the instance and its `Element` token.
+/// Shared by `POST /instances` and the hosted connect flow (connect/).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn provision(
+    state: &AppState,
+    (organization_id, user_id): (i64, i64),
+    element: &dyn Element,
+    name: String,
+    tags: Vec<String>,
+    configuration: Configuration,
+    tokens: Tokens,
+    exchange: Option<(elements_core::Secret, Option<elements_core::Secret>)>,
+) -> Result<(Instance, String), ApiError> {
+    let limits = &state.limits;
+    let count = state
+        .store
+        .count_instances(organization_id)
+        .await?;
+    if count >= limits.max_instances_per_organization {
+        return Err(ApiError::Forbidden(format!(
+            "the organization already has {count} instances, the most allowed \
+             (max_instances_per_organization = {}); delete one first",
+            limits.max_instances_per_organization
+        )));
+    }
     let token = crate::pkce::random_token(32);
     let new = NewInstance {
-        organization_id: principal.organization_id,
-        user_id: principal.user.id,
+        organization_id: organization_id,
+        user_id: user_id,
         element_key: element.key().to_owned(),
         element_id: element.id(),
-        name: body.name,
+        name,
         tags,
         configuration,
         token_hash: hash_secret(&token),
@@ -211,15 +249,7 @@ async fn create(
         element = element.key(),
         "instance provisioned"
     );
-    // The answer carries the instance token: never cached.
-    Ok(crate::headers::no_store(
-        Json(InstanceJson::new(
-            &instance,
-            Some(element.spec()),
-            Some(&token),
-        ))
-        .into_response(),
-    ))
+    Ok((instance, token))
 }
 
 async fn list(
