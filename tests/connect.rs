@@ -465,7 +465,7 @@ async fn hubspot_current_flow_connects_and_the_legacy_flow_is_refused() {
         .call(Method::POST, "/connect/sessions", hubspot("legacy"))
         .await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("`oauth.flow` to `current`"));
+    assert!(body["message"].as_str().unwrap().contains("set `configuration.oauth.flow` to `current`"), "{body}");
     let (_, url) = setup.session(hubspot("current")).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
