@@ -572,3 +572,156 @@ async fn session_creation_checks_the_allow_list_and_the_public_url() {
     assert!(setup.instances().await.is_empty());
     server.stop().await;
 }
+
+/// The whole flow against the real binary (trace logging) over `store`:
+/// the log never holds the session token, the state, the code, the client
+/// secret or the tokens. Answers (log text, data directory).
+async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
+    let fake = FakeProvider::start().await;
+    let client_secret = format!("client-secret-{:032x}", rand::random::<u128>());
+    fake.add_client("connect-client", &client_secret);
+    let config = dir.join("elements.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "public_url = \"http://elements.invalid\"\n\
+             [elements.gitlab.oauth]\n\
+             authorization_url = \"{}\"\n\
+             token_url = \"{}\"\n",
+            fake.consent_url(),
+            fake.token_url()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.join("server.log");
+    let org = format!("org-{:032x}", rand::random::<u128>());
+    let user = format!("user-{:032x}", rand::random::<u128>());
+    let key = elements_store::Keyring::encode_key(&elements_store::Keyring::generate_key());
+    let mut args = store.to_vec();
+    args.extend(["--config", config.to_str().unwrap()]);
+    let mut server = Binary::serve_logging_to(
+        &args,
+        &[
+            ("ELEMENTS_LOG", "trace"),
+            ("ELEMENTS_MASTER_KEY", &key),
+            ("ELEMENTS_ORGANIZATION_SECRET", &org),
+            ("ELEMENTS_USER_SECRET", &user),
+        ],
+        std::fs::File::create(&log_path).unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let auth = format!("User {user}, Organization {org}");
+    let answer: Value = client
+        .post(server.url("/connect/sessions"))
+        .header("Authorization", &auth)
+        .json(&json!({
+            "element": {"key": "gitlab"},
+            "name": "Logged GitLab",
+            "configuration": {"oauth.api.key": "connect-client", "oauth.api.secret": client_secret},
+            "redirectUrl": "https://app.example/connected"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = answer["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        answer["url"],
+        format!("http://elements.invalid/elements/api-v2/connect/{token}")
+    );
+    let response = client
+        .get(server.url(&format!("/connect/{token}/authorize")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let to_provider = response.headers()["location"].to_str().unwrap().to_owned();
+    let response = client
+        .post(fake.consent_url())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("{}&decision=allow", to_provider.split_once('?').unwrap().1))
+        .send()
+        .await
+        .unwrap();
+    let back = response.headers()["location"].to_str().unwrap().to_owned();
+    let query = back
+        .strip_prefix("http://elements.invalid/elements/api-v2/oauth/callback?")
+        .expect("the provider returns to the public URL's callback")
+        .to_owned();
+    let response = client
+        .get(server.url(&format!("/oauth/callback?{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let instances: Vec<Value> = client
+        .get(server.url("/instances"))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(instances.len(), 1);
+    let id = instances[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        location,
+        format!("https://app.example/connected?instanceId={id}")
+    );
+    let access: Value = client
+        .get(server.url(&format!("/instances/{id}/credentials")))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = access["accessToken"].as_str().unwrap().to_owned();
+    assert!(fake.is_access_token_valid(&access));
+    assert!(server.terminate().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("connect: connected"), "{log}");
+    let code = query.split('&').find_map(|p| p.strip_prefix("code=")).unwrap();
+    let state = query.split('&').find_map(|p| p.strip_prefix("state=")).unwrap();
+    for (what, secret) in [
+        ("session token", token.as_str()),
+        ("state", state),
+        ("code", code),
+        ("client secret", client_secret.as_str()),
+        ("access token", access.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {what} is in the log: {}", log.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n"));
+    }
+    let stored = all_bytes(dir);
+    for (what, secret) in [
+        ("session token", token.as_str()),
+        ("state", state),
+        ("client secret", client_secret.as_str()),
+    ] {
+        assert!(!contains(&stored, secret), "the {what} is stored in plaintext");
+    }
+    log
+}
+
+#[tokio::test]
+async fn the_binary_over_sqlite_keeps_secrets_out_of_the_log_and_the_files() {
+    let dir = data_dir();
+    let data = dir.path().join("data");
+    binary_flow(&["--data-dir", data.to_str().unwrap()], dir.path()).await;
+}
+
+#[tokio::test]
+async fn the_binary_over_postgresql_runs_the_same_flow() {
+    let pg = elements_testkit::pg::PgCluster::start().expect("a throwaway PostgreSQL cluster");
+    let url = pg.create_database("connect").unwrap();
+    let dir = data_dir();
+    binary_flow(&["--database-url", &url], dir.path()).await;
+}

@@ -114,6 +114,23 @@ impl Settings {
     }
 }
 
+/// `path` for the request log: a connect session token in it (a bearer
+/// secret until used) is replaced by `[token]`.
+pub fn loggable_path(path: &str) -> String {
+    const PREFIX: &str = "/elements/api-v2/connect/";
+    match path.strip_prefix(PREFIX) {
+        Some(rest) if rest != "sessions" && rest != "popup.js" => {
+            let tail = rest.split_once('/').map_or("", |(_, t)| t);
+            if tail.is_empty() {
+                format!("{PREFIX}[token]")
+            } else {
+                format!("{PREFIX}[token]/{tail}")
+            }
+        }
+        _ => path.to_owned(),
+    }
+}
+
 /// Connect's routes, nested under `/elements/api-v2`.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -939,5 +956,36 @@ fn finish(session: &ConnectSession, popup: bool, outcome: Result<i64, Failure>) 
             "Something went wrong",
             "The application's return address is not valid.",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_tokens_never_reach_the_request_log() {
+        let p = "/elements/api-v2/connect/";
+        assert_eq!(loggable_path(&format!("{p}abc")), format!("{p}[token]"));
+        assert_eq!(
+            loggable_path(&format!("{p}abc/authorize")),
+            format!("{p}[token]/authorize")
+        );
+        assert_eq!(loggable_path(&format!("{p}sessions")), format!("{p}sessions"));
+        assert_eq!(loggable_path(&format!("{p}popup.js")), format!("{p}popup.js"));
+        assert_eq!(loggable_path("/elements/api-v2/instances"), "/elements/api-v2/instances");
+    }
+
+    #[test]
+    fn the_public_url_must_be_an_absolute_http_url() {
+        let s = Settings::new(Some("https://elements.example.com/"), 60);
+        assert_eq!(
+            s.callback_url().as_deref(),
+            Some("https://elements.example.com/elements/api-v2/oauth/callback")
+        );
+        for bad in ["elements.example.com", "ftp://x.example", "https://x.example/?a=1", ""] {
+            assert_eq!(Settings::new(Some(bad), 60).public_url, None, "{bad}");
+        }
+        assert_eq!(Settings::new(None, -5).session_seconds, 0);
     }
 }
