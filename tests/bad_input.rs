@@ -1292,7 +1292,12 @@ fn connect_cases() -> Vec<Case> {
     ];
     c.push(Case {
         method: Method::GET,
-        ..at("GET", Vec::new(), 405, &["method not allowed on this resource"])
+        ..at(
+            "GET",
+            Vec::new(),
+            405,
+            &["method not allowed on this resource"],
+        )
     });
     c
 }

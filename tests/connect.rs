@@ -94,9 +94,12 @@ impl Setup {
             "hubspot".into(),
             OAuthOverride {
                 token_url: Some(provider.token_url()),
-                endpoints: [("current_authorization_url".to_owned(), provider.consent_url())]
-                    .into_iter()
-                    .collect(),
+                endpoints: [(
+                    "current_authorization_url".to_owned(),
+                    provider.consent_url(),
+                )]
+                .into_iter()
+                .collect(),
                 ..Default::default()
             },
         );
@@ -151,7 +154,10 @@ impl Setup {
     async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
         let mut request = self
             .client
-            .request(method.clone(), format!("{}/elements/api-v2{path}", self.base))
+            .request(
+                method.clone(),
+                format!("{}/elements/api-v2{path}", self.base),
+            )
             .header("Authorization", self.account.header());
         if method != Method::GET {
             request = request.json(&body);
@@ -222,7 +228,10 @@ async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert!(csp.contains("script-src 'self'"), "{csp}");
-    assert!(csp.contains(&format!("form-action 'self' {}", setup.app)), "{csp}");
+    assert!(
+        csp.contains(&format!("form-action 'self' {}", setup.app)),
+        "{csp}"
+    );
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
 
@@ -259,7 +268,10 @@ async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
         Some(format!("{}/elements/api-v2/oauth/callback", setup.base).as_str())
     );
     let source = browser.source().await.unwrap();
-    assert_clean(&format!("{final_url}{source}"), &["code=", "state=", "test-secret", &token]);
+    assert_clean(
+        &format!("{final_url}{source}"),
+        &["code=", "state=", "test-secret", &token],
+    );
 
     // The link is spent.
     browser.goto(&url).await.unwrap();
@@ -325,7 +337,10 @@ async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
     let (_, _) = setup.session(setup.gitlab(json!({}))).await;
     let (token, _) = setup.session(setup.gitlab(json!({}))).await;
     let callback = allowed_callback(&setup, &token).await;
-    assert!(callback.starts_with(&format!("{}/elements/api-v2/oauth/callback?code=", setup.base)));
+    assert!(callback.starts_with(&format!(
+        "{}/elements/api-v2/oauth/callback?code=",
+        setup.base
+    )));
     let code = callback
         .split(['?', '&'])
         .find_map(|p| p.strip_prefix("code="))
@@ -343,7 +358,11 @@ async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
     };
     browser.goto(&tampered).await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Sign-in not recognised");
-    assert!(browser.text("#message").await.unwrap().contains("Nothing was stored"));
+    assert!(browser
+        .text("#message")
+        .await
+        .unwrap()
+        .contains("Nothing was stored"));
     assert_clean(&browser.source().await.unwrap(), &[&code, "test-secret"]);
     assert!(setup.instances().await.is_empty());
     assert_eq!(setup.provider.code_exchanges(), 0);
@@ -368,7 +387,10 @@ async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
     // No state at all.
     let response = setup
         .client
-        .get(format!("{}/elements/api-v2/oauth/callback?code=x", setup.base))
+        .get(format!(
+            "{}/elements/api-v2/oauth/callback?code=x",
+            setup.base
+        ))
         .send()
         .await
         .unwrap();
@@ -385,12 +407,13 @@ async fn an_expired_session_shows_a_clear_page_and_stores_nothing() {
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Link expired");
-    browser
-        .goto(&format!("{url}/authorize"))
-        .await
-        .unwrap();
+    browser.goto(&format!("{url}/authorize")).await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Link expired");
-    assert!(!browser.url().await.unwrap().contains(&setup.provider.base_url()));
+    assert!(!browser
+        .url()
+        .await
+        .unwrap()
+        .contains(&setup.provider.base_url()));
     assert_clean(&browser.source().await.unwrap(), &[&token, "test-secret"]);
     assert!(setup.instances().await.is_empty());
     // An unknown token.
@@ -405,9 +428,7 @@ async fn an_expired_session_shows_a_clear_page_and_stores_nothing() {
 #[tokio::test]
 async fn popup_mode_resolves_the_promise_in_the_opener() {
     let setup = Setup::start(900).await;
-    let (_, url) = setup
-        .session(setup.gitlab(json!({"mode": "popup"})))
-        .await;
+    let (_, url) = setup.session(setup.gitlab(json!({"mode": "popup"}))).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     let opener = format!(
         "{}/opener?url={}",
@@ -436,7 +457,13 @@ async fn popup_mode_resolves_the_promise_in_the_opener() {
     browser.wait_for("#allow").await.unwrap();
     browser.click("#allow").await.unwrap();
     client.switch_to_window(main).await.unwrap();
-    let outcome = browser.wait_for("#outcome").await.unwrap().text().await.unwrap();
+    let outcome = browser
+        .wait_for("#outcome")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
     let id = instances[0]["id"].as_i64().unwrap();
@@ -465,7 +492,13 @@ async fn hubspot_current_flow_connects_and_the_legacy_flow_is_refused() {
         .call(Method::POST, "/connect/sessions", hubspot("legacy"))
         .await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("set `configuration.oauth.flow` to `current`"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("set `configuration.oauth.flow` to `current`"),
+        "{body}"
+    );
     let (_, url) = setup.session(hubspot("current")).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
@@ -498,9 +531,18 @@ async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
     browser.goto(&url).await.unwrap();
     assert_eq!(browser.title().await.unwrap(), "Connect SendGrid · Connect");
     let input = browser.find("input[name='api.key']").await.unwrap();
-    assert_eq!(input.attr("type").await.unwrap().as_deref(), Some("password"));
-    assert_eq!(browser.find_all("#credentials input").await.unwrap().len(), 1);
-    browser.screenshot_to(&screenshot("connect-form")).await.unwrap();
+    assert_eq!(
+        input.attr("type").await.unwrap().as_deref(),
+        Some("password")
+    );
+    assert_eq!(
+        browser.find_all("#credentials input").await.unwrap().len(),
+        1
+    );
+    browser
+        .screenshot_to(&screenshot("connect-form"))
+        .await
+        .unwrap();
 
     // "Wrong": SendGrid declares no verification, so wrong is a key of
     // spaces only (the browser's `required` lets it through; we refuse).
@@ -523,7 +565,10 @@ async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
     assert_eq!(final_url, format!("{}?instanceId={id}", setup.done_url()));
     assert_clean(&final_url, &["SG.right-key-123", &token]);
     let stored = setup.state.store.instance_any(id).await.unwrap().unwrap();
-    assert_eq!(stored.configuration.get("api.key"), Some("SG.right-key-123"));
+    assert_eq!(
+        stored.configuration.get("api.key"),
+        Some("SG.right-key-123")
+    );
 
     // Used twice: the form again is refused, nothing more stored.
     let response = setup
@@ -644,7 +689,10 @@ async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
     let response = client
         .post(fake.consent_url())
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("{}&decision=allow", to_provider.split_once('?').unwrap().1))
+        .body(format!(
+            "{}&decision=allow",
+            to_provider.split_once('?').unwrap().1
+        ))
         .send()
         .await
         .unwrap();
@@ -689,8 +737,14 @@ async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
     assert!(server.terminate().success());
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("connect: connected"), "{log}");
-    let code = query.split('&').find_map(|p| p.strip_prefix("code=")).unwrap();
-    let state = query.split('&').find_map(|p| p.strip_prefix("state=")).unwrap();
+    let code = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap();
+    let state = query
+        .split('&')
+        .find_map(|p| p.strip_prefix("state="))
+        .unwrap();
     for (what, secret) in [
         ("session token", token.as_str()),
         ("state", state),
@@ -698,7 +752,14 @@ async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
         ("client secret", client_secret.as_str()),
         ("access token", access.as_str()),
     ] {
-        assert!(!log.contains(secret), "the {what} is in the log: {}", log.lines().filter(|l| l.contains(secret)).collect::<Vec<_>>().join("\n"));
+        assert!(
+            !log.contains(secret),
+            "the {what} is in the log: {}",
+            log.lines()
+                .filter(|l| l.contains(secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     let stored = all_bytes(dir);
     for (what, secret) in [
@@ -706,7 +767,10 @@ async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
         ("state", state),
         ("client secret", client_secret.as_str()),
     ] {
-        assert!(!contains(&stored, secret), "the {what} is stored in plaintext");
+        assert!(
+            !contains(&stored, secret),
+            "the {what} is stored in plaintext"
+        );
     }
     log
 }

@@ -404,6 +404,23 @@ mod tests {
     }
 
     #[test]
+    fn connect_settings_are_read_from_the_config_file() {
+        let file: FileConfig = toml::from_str(
+            "public_url = \"https://elements.example.com\"\nconnect_session_seconds = 120\n",
+        )
+        .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://elements.example.com")
+        );
+        assert_eq!(config.connect_session_seconds, 120);
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.public_url, None);
+        assert_eq!(defaults.connect_session_seconds, 900);
+    }
+
+    #[test]
     fn limits_are_clamped_to_workable_values() {
         let mut limits = Limits::default();
         limits.apply(&LimitSettings {

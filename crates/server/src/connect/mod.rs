@@ -40,8 +40,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use elements_core::{keys, ConfigEntry, Configuration, Element, OAuthUrlRequest, Secret};
 use elements_store::{
-    hash_secret, now_millis, ConnectSession, ConnectStage, ConnectTaken, NewConnectSession,
-    Tokens,
+    hash_secret, now_millis, ConnectSession, ConnectStage, ConnectTaken, NewConnectSession, Tokens,
 };
 use serde::Deserialize;
 
@@ -110,7 +109,9 @@ impl Settings {
 
     /// The deployment's OAuth callback URL.
     pub fn callback_url(&self) -> Option<String> {
-        self.public_url.as_ref().map(|u| format!("{u}{CALLBACK_PATH}"))
+        self.public_url
+            .as_ref()
+            .map(|u| format!("{u}{CALLBACK_PATH}"))
     }
 }
 
@@ -252,9 +253,8 @@ async fn create_session(
     let tags = body.tags.unwrap_or_else(|| vec![body.name.clone()]);
     check_tags(&tags)?;
     check_text("redirectUrl", &body.redirect_url, MAX_REDIRECT)?;
-    elements_core::standard::check_callback_url(&body.redirect_url).map_err(|e| {
-        ApiError::BadRequest(e.to_string().replace("callbackUrl", "redirectUrl"))
-    })?;
+    elements_core::standard::check_callback_url(&body.redirect_url)
+        .map_err(|e| ApiError::BadRequest(e.to_string().replace("callbackUrl", "redirectUrl")))?;
     let allowed = state.store.callback_urls(principal.organization_id).await?;
     if !allowed.is_empty() && !allowed.iter().any(|a| *a == body.redirect_url) {
         return Err(ApiError::BadRequest(
@@ -545,9 +545,14 @@ fn render_page(
     );
     // The form's answer redirects to the app: let the form go there.
     if let Some(origin) = origin_of(&session.redirect_url) {
-        let csp = CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}"));
+        let csp = CSP.replace(
+            "form-action 'self'",
+            &format!("form-action 'self' {origin}"),
+        );
         if let Ok(value) = HeaderValue::from_str(&csp) {
-            response.headers_mut().insert(CONTENT_SECURITY_POLICY, value);
+            response
+                .headers_mut()
+                .insert(CONTENT_SECURITY_POLICY, value);
         }
     }
     response
@@ -696,7 +701,11 @@ async fn submit(
     let mut missing = Vec::new();
     let mut invalid = Vec::new();
     for field in form_fields(element, &session.configuration) {
-        let label = if field.name.is_empty() { &field.key } else { &field.name };
+        let label = if field.name.is_empty() {
+            &field.key
+        } else {
+            &field.name
+        };
         match submitted.get(field.key.as_str()).map(|v| v.trim()) {
             None | Some("") => missing.push(label.clone()),
             Some(v) if v.len() > MAX_CONFIG_VALUE || v.chars().any(char::is_control) => {
@@ -803,7 +812,8 @@ async fn callback(State(state): State<AppState>, QueryPairs(pairs): QueryPairs) 
     }
     let Some(oauth_state) = params
         .get("state")
-        .copied().filter(|s| !s.is_empty() && s.len() <= MAX_TOKEN)
+        .copied()
+        .filter(|s| !s.is_empty() && s.len() <= MAX_TOKEN)
     else {
         return error_page(
             StatusCode::BAD_REQUEST,
@@ -905,7 +915,11 @@ async fn callback_outcome(
 /// that posts the outcome to the opener).
 fn finish(session: &ConnectSession, popup: bool, outcome: Result<i64, Failure>) -> Response {
     match &outcome {
-        Ok(id) => tracing::info!(session_id = session.id, instance_id = id, "connect: connected"),
+        Ok(id) => tracing::info!(
+            session_id = session.id,
+            instance_id = id,
+            "connect: connected"
+        ),
         Err(f) => tracing::info!(session_id = session.id, error = f.code, "connect: failed"),
     }
     let Ok(mut url) = reqwest::Url::parse(&session.redirect_url) else {
@@ -930,7 +944,10 @@ fn finish(session: &ConnectSession, popup: bool, outcome: Result<i64, Failure>) 
     if popup {
         let origin = origin_of(&session.redirect_url).unwrap_or_default();
         let (title, description) = match &outcome {
-            Ok(_) => ("Connected", "Your account is connected. You can close this window.".to_owned()),
+            Ok(_) => (
+                "Connected",
+                "Your account is connected. You can close this window.".to_owned(),
+            ),
             Err(f) => ("Not connected", f.description.clone()),
         };
         return render(
@@ -971,9 +988,18 @@ mod tests {
             loggable_path(&format!("{p}abc/authorize")),
             format!("{p}[token]/authorize")
         );
-        assert_eq!(loggable_path(&format!("{p}sessions")), format!("{p}sessions"));
-        assert_eq!(loggable_path(&format!("{p}popup.js")), format!("{p}popup.js"));
-        assert_eq!(loggable_path("/elements/api-v2/instances"), "/elements/api-v2/instances");
+        assert_eq!(
+            loggable_path(&format!("{p}sessions")),
+            format!("{p}sessions")
+        );
+        assert_eq!(
+            loggable_path(&format!("{p}popup.js")),
+            format!("{p}popup.js")
+        );
+        assert_eq!(
+            loggable_path("/elements/api-v2/instances"),
+            "/elements/api-v2/instances"
+        );
     }
 
     #[test]
@@ -983,7 +1009,12 @@ mod tests {
             s.callback_url().as_deref(),
             Some("https://elements.example.com/elements/api-v2/oauth/callback")
         );
-        for bad in ["elements.example.com", "ftp://x.example", "https://x.example/?a=1", ""] {
+        for bad in [
+            "elements.example.com",
+            "ftp://x.example",
+            "https://x.example/?a=1",
+            "",
+        ] {
             assert_eq!(Settings::new(Some(bad), 60).public_url, None, "{bad}");
         }
         assert_eq!(Settings::new(None, -5).session_seconds, 0);

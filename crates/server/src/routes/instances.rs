@@ -215,10 +215,7 @@ pub(crate) async fn provision(
     exchange: Option<(elements_core::Secret, Option<elements_core::Secret>)>,
 ) -> Result<(Instance, String), ApiError> {
     let limits = &state.limits;
-    let count = state
-        .store
-        .count_instances(organization_id)
-        .await?;
+    let count = state.store.count_instances(organization_id).await?;
     if count >= limits.max_instances_per_organization {
         return Err(ApiError::Forbidden(format!(
             "the organization already has {count} instances, the most allowed \

@@ -90,7 +90,10 @@ pub(super) async fn decide(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
         pairs.push(("code", code));
     } else {
         pairs.push(("error", "access_denied".to_owned()));
-        pairs.push(("error_description", "The user denied the request".to_owned()));
+        pairs.push((
+            "error_description",
+            "The user denied the request".to_owned(),
+        ));
     }
     if let Some(state) = param(&params, "state") {
         pairs.push(("state", state.to_string()));

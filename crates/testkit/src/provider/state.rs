@@ -146,8 +146,8 @@ impl Shared {
             return oauth_error("invalid_grant", "authorization code already used");
         }
         if let Some(challenge) = &record.code_challenge {
-            let ok = param(form, "code_verifier")
-                .is_some_and(|v| super::consent::s256(v) == *challenge);
+            let ok =
+                param(form, "code_verifier").is_some_and(|v| super::consent::s256(v) == *challenge);
             if !ok {
                 return oauth_error(
                     "invalid_grant",
