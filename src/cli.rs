@@ -33,6 +33,8 @@ struct CatalogArgs {
     elements_dirs: Vec<PathBuf>,
 }
 
+// Parsed once at start-up: the size of `Serve` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the elements, sorted by id.

@@ -792,7 +792,7 @@ pub struct ConnectSession {
 #[derive(Debug)]
 pub enum ConnectTaken {
     /// The session, now used, with its PKCE verifier if it had one.
-    Taken(ConnectSession, Option<Secret>),
+    Taken(Box<ConnectSession>, Option<Secret>),
     /// The state belonged to a session already used (a replay).
     AlreadyUsed,
     /// No session has this state (forged, tampered, or swept).

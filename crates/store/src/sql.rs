@@ -907,7 +907,7 @@ impl Store for SqlStore {
         }
         let (mut session, verifier) = row.open(&self.keyring)?;
         session.stage = crate::ConnectStage::Done;
-        Ok(crate::ConnectTaken::Taken(session, verifier))
+        Ok(crate::ConnectTaken::Taken(Box::new(session), verifier))
     }
 
     async fn finish_connect_session(&self, id: i64, now_millis: i64) -> Result<bool> {

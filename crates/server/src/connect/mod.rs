@@ -256,7 +256,7 @@ async fn create_session(
     elements_core::standard::check_callback_url(&body.redirect_url)
         .map_err(|e| ApiError::BadRequest(e.to_string().replace("callbackUrl", "redirectUrl")))?;
     let allowed = state.store.callback_urls(principal.organization_id).await?;
-    if !allowed.is_empty() && !allowed.iter().any(|a| *a == body.redirect_url) {
+    if !allowed.is_empty() && !allowed.contains(&body.redirect_url) {
         return Err(ApiError::BadRequest(
             "`redirectUrl` is not in the organization's allow-list of callback URLs".into(),
         ));
@@ -826,7 +826,7 @@ async fn callback(State(state): State<AppState>, QueryPairs(pairs): QueryPairs) 
         .take_connect_state(&hash_secret(oauth_state))
         .await
     {
-        Ok(ConnectTaken::Taken(session, verifier)) => (session, verifier),
+        Ok(ConnectTaken::Taken(session, verifier)) => (*session, verifier),
         Ok(ConnectTaken::AlreadyUsed) => {
             tracing::warn!("connect: a callback reused a state");
             return error_page(

@@ -225,8 +225,8 @@ pub(crate) async fn provision(
     }
     let token = crate::pkce::random_token(32);
     let new = NewInstance {
-        organization_id: organization_id,
-        user_id: user_id,
+        organization_id,
+        user_id,
         element_key: element.key().to_owned(),
         element_id: element.id(),
         name,
