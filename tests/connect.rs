@@ -789,3 +789,75 @@ async fn the_binary_over_postgresql_runs_the_same_flow() {
     let dir = data_dir();
     binary_flow(&["--database-url", &url], dir.path()).await;
 }
+
+/// Runs one SQL statement on the test server's SQLite file (a second
+/// connection, as an operator's shell would); answers the first row's
+/// columns joined by `|` (empty for statements without rows).
+async fn sqlite(setup: &Setup, statement: &str) -> String {
+    use sqlx::{Connection as _, Row as _};
+    let url = format!(
+        "sqlite://{}",
+        setup._dir.path().join("elements.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let row = sqlx::query(statement)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+    let out = row.map_or(String::new(), |row| {
+        (0..row.len())
+            .map(|i| {
+                row.try_get::<String, _>(i)
+                    .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+            .join("|")
+    });
+    conn.close().await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_session_that_expires_at_the_provider_returns_an_error_and_is_swept() {
+    let setup = Setup::start(900).await;
+    let (token, _) = setup.session(setup.gitlab(json!({}))).await;
+    let callback = allowed_callback(&setup, &token).await;
+    // Time passes while the user is at the provider: forge the expiry.
+    sqlite(&setup, "UPDATE connect_sessions SET expires_at = 1").await;
+    let browser = Browser::start().await.expect("a headless Chromium");
+    browser.goto(&callback).await.unwrap();
+    browser.wait_for("h1").await.unwrap();
+    assert_eq!(
+        browser.url().await.unwrap(),
+        format!(
+            "{}?error=expired_session&errorDescription=the+connect+session+expired+before+the+provider+answered",
+            setup.done_url()
+        )
+    );
+    assert!(setup.instances().await.is_empty());
+    assert_eq!(setup.provider.code_exchanges(), 0);
+    // Used up and its secrets wiped; the next session creation sweeps it.
+    assert_eq!(
+        sqlite(
+            &setup,
+            "SELECT stage, configuration_enc IS NULL, verifier_enc IS NULL FROM connect_sessions"
+        )
+        .await,
+        "done|1|1"
+    );
+    setup.session(setup.gitlab(json!({}))).await;
+    assert_eq!(
+        sqlite(
+            &setup,
+            "SELECT COUNT(*) FROM connect_sessions WHERE expires_at = 1"
+        )
+        .await,
+        "0"
+    );
+    assert_eq!(
+        sqlite(&setup, "SELECT COUNT(*) FROM connect_sessions").await,
+        "1"
+    );
+    browser.close().await.unwrap();
+}
