@@ -861,3 +861,52 @@ async fn a_session_that_expires_at_the_provider_returns_an_error_and_is_swept() 
     );
     browser.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn other_provider_errors_and_a_missing_code_reach_the_app_sanitized() {
+    let setup = Setup::start(900).await;
+    for (query, expected) in [
+        (
+            "error=temporarily_unavailable",
+            "error=provider_error&errorDescription=the+provider+answered+with+error+%60temporarily_unavailable%60",
+        ),
+        (
+            "error=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+            "error=provider_error&errorDescription=the+provider+answered+with+an+error",
+        ),
+        (
+            "nothing=here",
+            "error=invalid_response&errorDescription=the+provider%27s+answer+carries+no+authorization+code",
+        ),
+    ] {
+        let (token, _) = setup.session(setup.gitlab(json!({}))).await;
+        let response = setup
+            .client
+            .get(format!("{}/elements/api-v2/connect/{token}/authorize", setup.base))
+            .send()
+            .await
+            .unwrap();
+        let to_provider = response.headers()["location"].to_str().unwrap().to_owned();
+        let state = to_provider
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("state="))
+            .unwrap()
+            .to_owned();
+        let response = setup
+            .client
+            .get(format!(
+                "{}/elements/api-v2/oauth/callback?{query}&state={state}",
+                setup.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "{query}");
+        assert_eq!(
+            response.headers()["location"].to_str().unwrap(),
+            format!("{}?{expected}", setup.done_url())
+        );
+    }
+    assert!(setup.instances().await.is_empty());
+    assert_eq!(setup.provider.code_exchanges(), 0);
+}
