@@ -150,6 +150,8 @@ mod tests {
             description: String::new(),
             hide_from_console: false,
             secret: false,
+            allowed_values: Vec::new(),
+            custom_host: false,
         }
     }
 
