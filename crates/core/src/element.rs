@@ -667,6 +667,16 @@ pub mod standard {
                     v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
                     _ => return None,
                 };
+                // A kept host or origin must pass the host rules, and every
+                // value its entry's allowed_values: else it is not kept.
+                let entry = spec.config_entry(key);
+                if entry.is_some_and(|e| e.custom_host)
+                    && template::check_custom_origin(&value, &[]).is_err()
+                {
+                    return None;
+                }
+                spec.check_value(key, template::Position::Value, &value)
+                    .ok()?;
                 Some((key.clone(), value))
             })
             .collect()

@@ -30,6 +30,7 @@ pub mod headers;
 pub mod listener;
 pub mod pkce;
 pub mod provider;
+pub mod revocation;
 pub mod request_id;
 pub mod routes;
 pub mod startup;

@@ -173,7 +173,10 @@ impl Checker<'_> {
                     ),
                 ),
                 Some(entry)
-                    if *position == template::Position::WholeHost && !entry.custom_host =>
+                    if matches!(
+                        position,
+                        template::Position::WholeHost | template::Position::Origin
+                    ) && !entry.custom_host =>
                 {
                     self.push(
                         line,
@@ -229,7 +232,13 @@ impl Checker<'_> {
     ) {
         let name = field.rsplit('.').next().unwrap_or(field);
         let line = self.line(from, section, name);
-        if !url_is_valid(url) {
+        // A template that starts with a placeholder (its whole origin) is
+        // checked as a URL with an example origin in its place.
+        let as_url = match url.strip_prefix('{').and_then(|r| r.split_once('}')) {
+            Some((_, rest)) => format!("https://origin.example{rest}"),
+            None => url.to_owned(),
+        };
+        if !url_is_valid(&as_url) {
             self.push(
                 line,
                 format!("field `{field}`: {url:?} is not an absolute http(s) URL"),
@@ -305,7 +314,7 @@ impl Checker<'_> {
                 if let Some(Err(reason)) = e
                     .default_value
                     .as_deref()
-                    .map(|d| template::check_custom_host(d, &[]))
+                    .map(|d| template::check_custom_origin(d, &[]))
                 {
                     let line = self.line(from, None, "default_value");
                     self.push(

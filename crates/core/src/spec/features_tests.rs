@@ -267,3 +267,46 @@ fn kept_fields_captured_values_and_revocation() {
         assert!(err.contains(needle), "{needle}\n got {err}");
     }
 }
+
+#[test]
+fn an_origin_placeholder_takes_a_kept_instance_url() {
+    let text = format!(
+        "{}api_base_url = \"{{salesforce.instance_url}}/services/data/v60.0\"\n{}",
+        "",
+        SALESFORCE.replace(
+            "key = \"salesforce.instance_url\"\nname = \"Instance URL\"\nrequired = false\n",
+            "key = \"salesforce.instance_url\"\nname = \"Instance URL\"\nrequired = false\ncustom_host = true\n"
+        )
+    );
+    let spec = parse(&text).unwrap();
+    let mut config = config(&[]);
+    assert!(matches!(
+        spec.base_url_for(&config),
+        Err(OAuthError::MissingConfiguration(m)) if m.keys == ["salesforce.instance_url"]
+    ));
+    let response = ProviderResponse {
+        status: 200,
+        body: br#"{"access_token":"a","instance_url":"https://acme.my.salesforce.com"}"#.to_vec(),
+    };
+    for (k, v) in standard::kept_values(&spec, &response) {
+        config.insert(k, v);
+    }
+    assert_eq!(
+        spec.base_url_for(&config).unwrap().as_deref(),
+        Some("https://acme.my.salesforce.com/services/data/v60.0")
+    );
+    // An instance_url that is no https origin of a proper host is not kept.
+    let evil = ProviderResponse {
+        status: 200,
+        body: br#"{"access_token":"a","instance_url":"http://169.254.169.254"}"#.to_vec(),
+    };
+    assert!(standard::kept_values(&spec, &evil).is_empty());
+    let mut c = Configuration::new();
+    c.insert("salesforce.instance_url", "https://10.0.0.1");
+    assert!(matches!(spec.base_url_for(&c), Err(OAuthError::InvalidParameter { reason, .. }) if reason.contains("IP address")));
+    // Without custom_host the origin placeholder is refused, naming the rule.
+    let err = parse(&text.replace("required = false\ncustom_host = true\n", "required = false\n")).unwrap_err();
+    assert!(err.starts_with("demo.toml:10: field `api_base_url`: placeholder `{salesforce.instance_url}` is the whole host"), "{err}");
+    let err = parse(&text.replace("}/services/data", "}x/services/data")).unwrap_err();
+    assert!(err.contains("is its whole origin and must be followed by `/`"), "{err}");
+}

@@ -290,7 +290,9 @@ impl ElementSpec {
             template::Position::RestrictedHost if allowed.is_empty() => {
                 template::refuse_restricted(name, position, value)
             }
-            template::Position::WholeHost if !entry.is_some_and(|e| e.custom_host) => {
+            template::Position::WholeHost | template::Position::Origin
+                if !entry.is_some_and(|e| e.custom_host) =>
+            {
                 template::refuse_restricted(name, position, value)
             }
             _ => Ok(()),
@@ -313,7 +315,7 @@ impl ElementSpec {
                 .filter(|v| !v.trim().is_empty())
                 .or_else(|| entry.default_value.clone());
             if let Some(value) = value {
-                check_custom_host(&value, allowed_domains).map_err(|reason| {
+                template::check_custom_origin(&value, allowed_domains).map_err(|reason| {
                     OAuthError::InvalidParameter {
                         name: entry.key.clone(),
                         reason,
@@ -351,6 +353,9 @@ impl ElementSpec {
             }
             self.check_value(name, template::Position::Value, &value)
                 .map_err(invalid)?;
+            if self.config_entry(name).is_some_and(|e| e.custom_host) {
+                template::check_custom_origin(&value, &[]).map_err(invalid)?;
+            }
             out.push((name.clone(), value));
         }
         Ok(out)

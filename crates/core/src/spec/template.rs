@@ -17,6 +17,11 @@ pub enum Position {
     /// (`accounts.zoho.{region_domain}`, `ca-{environment}.adyen.com`): the
     /// value must be one of the entry's declared `allowed_values`.
     RestrictedHost,
+    /// The whole origin at the start of a template
+    /// (`{salesforce.instance_url}/services/data`): the entry must declare
+    /// `custom_host = true`; the value must be `https://` and a host that
+    /// passes [`check_custom_host`], nothing else.
+    Origin,
     /// The whole host (`https://{host}/...`): the entry must declare
     /// `custom_host = true`; the value must pass [`check_custom_host`].
     WholeHost,
@@ -164,6 +169,13 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
     for piece in pieces {
         match piece {
             Piece::Literal(text) => {
+                if scheme_seen == "origin" && out.len() == 1 && !text.starts_with(['/', '?']) {
+                    return Err(SyntaxError(
+                        "a placeholder at the start of a URL is its whole origin and must be \
+                         followed by `/`, `?` or nothing"
+                            .into(),
+                    ));
+                }
                 for c in text.chars() {
                     match position {
                         Position::Scheme => {
@@ -206,6 +218,16 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
             }
             Piece::Placeholder { name, .. } => {
                 match position {
+                    Position::Scheme if out.is_empty() => {
+                        // The whole origin: `{origin}` then `/`, `?` or the end.
+                        out.push(Piece::Placeholder {
+                            name,
+                            position: Position::Origin,
+                        });
+                        position = Position::Path;
+                        scheme_seen = "origin".into();
+                        continue;
+                    }
                     Position::Scheme => {
                         return Err(SyntaxError(format!(
                             "placeholder `{{{name}}}` in the scheme: the URL must start with \
@@ -305,6 +327,16 @@ pub fn check_custom_host(host: &str, allowed_domains: &[String]) -> Result<(), S
     Ok(())
 }
 
+/// Checks the value of a `custom_host` entry: a host ([`check_custom_host`])
+/// or an origin, `https://` and such a host (as Salesforce's `instance_url`).
+pub fn check_custom_origin(value: &str, allowed_domains: &[String]) -> Result<(), String> {
+    match value.strip_prefix("https://") {
+        Some(host) => check_custom_host(host, allowed_domains),
+        None if value.contains("://") => Err("must be an https origin".into()),
+        None => check_custom_host(value, allowed_domains),
+    }
+}
+
 /// Whether `value` is one or more dot-separated host labels (an allowed
 /// value of a restricted host placeholder, e.g. `com.au`).
 pub fn is_host_labels(value: &str) -> bool {
@@ -350,7 +382,9 @@ pub fn refuse_restricted(_name: &str, position: Position, _value: &str) -> Resul
         Position::RestrictedHost => Err("no allowed values are declared for this placeholder \
              of the host"
             .into()),
-        Position::WholeHost => Err("the entry is not declared `custom_host = true`".into()),
+        Position::WholeHost | Position::Origin => {
+            Err("the entry is not declared `custom_host = true`".into())
+        }
         _ => Ok(()),
     }
 }
@@ -386,6 +420,10 @@ fn fill(
                     }
                     Position::WholeHost => {
                         check_custom_host(&value, &[]).map_err(|reason| invalid(&reason))?;
+                        out.push_str(&value);
+                    }
+                    Position::Origin => {
+                        check_custom_origin(&value, &[]).map_err(|reason| invalid(&reason))?;
                         out.push_str(&value);
                     }
                     Position::Host => {
@@ -638,7 +676,7 @@ mod tests {
         let bad = [
             ("http://{host}/x", "only allowed after `https://`"),
             ("https://{a}{b}.example.com", "follows another placeholder"),
-            ("{scheme}://example.com", "scheme"),
+            ("{scheme}://example.com", "whole origin"),
             ("https://example.com:{port}/x", "port"),
             ("https://{u}@example.com", "user information"),
             ("https://example.com/{a", "unmatched `{`"),

@@ -320,11 +320,13 @@ async fn delete(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
+    let doomed = state.store.instance(principal.organization_id, id).await?;
     if state
         .store
         .delete_instance(principal.organization_id, id)
         .await?
     {
+        crate::revocation::revoke_on_delete(&state, doomed).await;
         Ok(axum::http::StatusCode::OK.into_response())
     } else {
         Err(ApiError::NotFound(format!("no instance with id {id}")))
