@@ -423,6 +423,9 @@ fn fill(
                         out.push_str(&value);
                     }
                     Position::Origin => {
+                        if !value.starts_with("https://") {
+                            return Err(invalid("must be an https origin (`https://host`)"));
+                        }
                         check_custom_origin(&value, &[]).map_err(|reason| invalid(&reason))?;
                         out.push_str(&value);
                     }
