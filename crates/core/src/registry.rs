@@ -99,9 +99,6 @@ pub struct OAuthOverride {
     /// Replaces named entries of `endpoints`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
-    /// Replaces `revocation_url`.
-    #[serde(default)]
-    pub revocation_url: Option<String>,
 }
 
 /// Collects catalog layers and endpoint overrides, then builds a [`Registry`].
@@ -223,9 +220,6 @@ impl RegistryBuilder {
             }
             if let Some(url) = o.refresh_url {
                 oauth.refresh_url = Some(url);
-            }
-            if let Some(url) = o.revocation_url {
-                oauth.revocation_url = Some(url);
             }
             oauth.endpoints.extend(o.endpoints);
         }
