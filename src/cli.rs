@@ -177,6 +177,11 @@ struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Domains a custom host (self-hosted or custom-domain provider) must be
+    /// or be under, comma-separated; none: any host that passes the
+    /// built-in rules.
+    #[arg(long, env = "ELEMENTS_ALLOWED_CUSTOM_HOSTS", value_delimiter = ',')]
+    allowed_custom_hosts: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +392,9 @@ fn server_config(
         }
         config.organization_secret = serve.organization_secret.clone().map(Into::into);
         config.user_secret = serve.user_secret.clone().map(Into::into);
+        if !serve.allowed_custom_hosts.is_empty() {
+            config.allowed_custom_hosts = serve.allowed_custom_hosts.clone();
+        }
     }
     Ok(config)
 }

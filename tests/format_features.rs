@@ -31,8 +31,14 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
     let elements = dir.path().join("elements");
     std::fs::create_dir(&elements).unwrap();
     for (name, text) in [
-        ("jsonbody.toml", element(90001, "jsonbody", fake, "token_request_format = \"json\"")),
-        ("getquery.toml", element(90002, "getquery", fake, "token_request_format = \"query\"")),
+        (
+            "jsonbody.toml",
+            element(90001, "jsonbody", fake, "token_request_format = \"json\""),
+        ),
+        (
+            "getquery.toml",
+            element(90002, "getquery", fake, "token_request_format = \"query\""),
+        ),
         (
             "revoking.toml",
             element(
@@ -51,11 +57,22 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
                 "revocation_url = \"http://127.0.0.1:1/revoke\"",
             ),
         ),
+        (
+            "selfhosted.toml",
+            "id = 90005\nkey = \"selfhosted\"\nname = \"S\"\ndescription = \"d\"\nimage = \"i\"\n\
+             hub = \"crm\"\nauthentication = \"oauth2\"\nexisting_account_description = \"e\"\n\
+             config_description = \"c\"\n[oauth]\n\
+             authorization_url = \"https://{host}/realms/main/auth\"\n\
+             token_url = \"https://{host}/realms/main/token\"\n\
+             [[configuration]]\nkey = \"host\"\nname = \"Host\"\ncustom_host = true\n"
+                .to_owned(),
+        ),
     ] {
         std::fs::write(elements.join(name), text).unwrap();
     }
     let mut config = config_in(dir.path());
     config.elements_dirs.push(elements);
+    config.allowed_custom_hosts = vec!["acme.com".into()];
     let server = TestServer::start(config).await;
     (dir, server)
 }
@@ -208,10 +225,90 @@ async fn aliases_resolve_over_http_and_region_domains_are_restricted() {
     assert_eq!(evil.status().as_u16(), 400);
     let body: Value = evil.json().await.unwrap();
     assert!(
-        body.to_string()
-            .contains("region_domain") && body.to_string().contains("must be one of com, eu"),
+        body.to_string().contains("region_domain")
+            && body.to_string().contains("must be one of com, eu"),
         "{body}"
     );
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_hosts_obey_the_rules_and_the_allow_list() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let query = "apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
+    let get = |host: &str| {
+        server
+            .authed(
+                Method::GET,
+                &format!("/elements/selfhosted/oauth/url?{query}&host={host}"),
+            )
+            .send()
+    };
+    let ok: Value = get("sso.acme.com").await.unwrap().json().await.unwrap();
+    assert!(
+        ok["oauthUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://sso.acme.com/realms/main/auth?"),
+        "{ok}"
+    );
+    for (host, needle) in [
+        ("sso.evil.test", "allowed_custom_hosts: acme.com"),
+        ("10.0.0.1", "not an IP address"),
+        ("localhost", "not a single label"),
+    ] {
+        let r = get(host).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{host}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("host") && body.contains(needle),
+            "{host}: {body}"
+        );
+    }
+    let body = json!({
+        "element": { "key": "selfhosted" },
+        "name": "s",
+        "providerData": { "access_token": "at-1" },
+        "configuration": { "host": "sso.evil.test" }
+    });
+    let (status, answer) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains("allowed_custom_hosts"),
+        "{answer}"
+    );
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_values_are_captured_into_the_configuration() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let body = json!({
+        "element": { "key": "quickbooks" },
+        "name": "qb",
+        "providerData": { "access_token": "at-1", "realmId": "4620816365", "other": "dropped" },
+        "configuration": {
+            "oauth.api.key": "cid",
+            "oauth.api.secret": "cs",
+            "oauth.callback.url": "https://app.test/cb"
+        }
+    });
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let instance = server
+        .state
+        .store
+        .instance_any(id)
+        .await
+        .unwrap()
+        .expect("instance stored");
+    assert_eq!(instance.configuration.get("realmId"), Some("4620816365"));
+    assert_eq!(instance.configuration.get("other"), None);
     server.stop().await;
     fake.shutdown().await;
 }

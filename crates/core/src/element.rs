@@ -244,9 +244,9 @@ pub mod standard {
         ProviderResponse, RefreshRequest,
     };
     use crate::secret::Secret;
-    use serde_json::Value;
     use crate::spec::template::{self, FillError};
     use crate::spec::{ClientAuth, ElementSpec, OAuthSpec};
+    use serde_json::Value;
 
     /// The `[oauth]` section, or [`OAuthError::NotOAuth`].
     pub fn oauth(spec: &ElementSpec) -> Result<&OAuthSpec, OAuthError> {
@@ -448,7 +448,11 @@ pub mod standard {
             .or_else(|| oauth.default_scope.clone());
         let scope = with_fixed_scope(oauth, asked);
         let name = |standard: &'static str| -> Option<&str> {
-            if oauth.omit_authorization_params.iter().any(|o| o == standard) {
+            if oauth
+                .omit_authorization_params
+                .iter()
+                .any(|o| o == standard)
+            {
                 return None;
             }
             Some(
@@ -486,7 +490,11 @@ pub mod standard {
     /// The fixed scopes first, then the asked ones not already among them,
     /// joined with the provider's separator.
     fn with_fixed_scope(oauth: &OAuthSpec, asked: Option<String>) -> Option<String> {
-        let Some(fixed) = oauth.fixed_scope.as_deref().filter(|f| !f.trim().is_empty()) else {
+        let Some(fixed) = oauth
+            .fixed_scope
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        else {
             return asked;
         };
         let fixed = join_scopes(fixed, &oauth.scope_separator);

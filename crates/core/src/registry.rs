@@ -537,7 +537,10 @@ mod tests {
     #[test]
     fn aliases_resolve_and_clashes_are_refused() {
         let r = build(&[&[
-            ("salesforce.toml", with_aliases(1, "salesforce", r#"["sfdc"]"#)),
+            (
+                "salesforce.toml",
+                with_aliases(1, "salesforce", r#"["sfdc"]"#),
+            ),
             ("close.toml", with_aliases(2, "close", r#"["closeio"]"#)),
         ]])
         .unwrap();
@@ -547,7 +550,10 @@ mod tests {
         assert_eq!(r.len(), 2);
 
         let err = build(&[&[
-            ("salesforce.toml", with_aliases(1, "salesforce", r#"["close"]"#)),
+            (
+                "salesforce.toml",
+                with_aliases(1, "salesforce", r#"["close"]"#),
+            ),
             ("close.toml", file(2, "close")),
         ]])
         .unwrap_err();
@@ -566,7 +572,8 @@ mod tests {
         );
         let err = build(&[&[("a.toml", with_aliases(1, "ant", r#"["Bad Alias"]"#))]]).unwrap_err();
         assert!(
-            err.to_string().starts_with("a.toml:3: field `aliases`: \"Bad Alias\" must be"),
+            err.to_string()
+                .starts_with("a.toml:3: field `aliases`: \"Bad Alias\" must be"),
             "{err}"
         );
     }

@@ -76,6 +76,13 @@ pub struct FileConfig {
     /// Per-element settings.
     #[serde(default)]
     pub elements: BTreeMap<String, ElementSettings>,
+    // --- format ---
+    /// Domains a `custom_host` configuration value (self-hosted and
+    /// custom-domain providers) must be, or be under; empty: any host that
+    /// passes the built-in rules (https, no IP address, no localhost, two
+    /// labels or more).
+    #[serde(default)]
+    pub allowed_custom_hosts: Vec<String>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -251,6 +258,9 @@ pub struct ServerConfig {
     /// Refuse to start (instead of warning) when the key file is readable
     /// by group or others.
     pub strict_key_permissions: bool,
+    // --- format ---
+    /// `allowed_custom_hosts` (`ELEMENTS_ALLOWED_CUSTOM_HOSTS`, comma-separated).
+    pub allowed_custom_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -269,6 +279,7 @@ impl Default for ServerConfig {
             provider_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             strict_key_permissions: false,
+            allowed_custom_hosts: Vec::new(),
         }
     }
 }
@@ -302,6 +313,9 @@ impl ServerConfig {
         }
         for (key, settings) in file.elements {
             self.overrides.insert(key, settings.oauth);
+        }
+        if !file.allowed_custom_hosts.is_empty() {
+            self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
         self
     }

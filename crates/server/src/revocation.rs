@@ -50,7 +50,11 @@ pub async fn revoke_on_delete(state: &AppState, instance: Option<Instance>) -> R
             tracing::debug!(instance_id = id, why, "no token revocation")
         }
         RevocationOutcome::Failed(why) => {
-            tracing::warn!(instance_id = id, why = why.as_str(), "token revocation failed")
+            tracing::warn!(
+                instance_id = id,
+                why = why.as_str(),
+                "token revocation failed"
+            )
         }
     }
     outcome
@@ -60,7 +64,10 @@ async fn revoke(state: &AppState, instance: Instance) -> RevocationOutcome {
     let Some(element) = state.registry.by_key(&instance.element_key).cloned() else {
         return RevocationOutcome::Skipped("element no longer in the catalog");
     };
-    let (token, hint) = match (&instance.tokens.refresh_token, &instance.tokens.access_token) {
+    let (token, hint) = match (
+        &instance.tokens.refresh_token,
+        &instance.tokens.access_token,
+    ) {
         (Some(rt), _) => (rt.clone(), "refresh_token"),
         (None, Some(at)) => (at.clone(), "access_token"),
         (None, None) => return RevocationOutcome::Skipped("no token"),
@@ -71,9 +78,8 @@ async fn revoke(state: &AppState, instance: Instance) -> RevocationOutcome {
         Err(e) => return RevocationOutcome::Failed(e.to_string()),
     };
     let transport = state.tokens.transport();
-    let work = async move {
-        tokio::time::timeout(REVOCATION_TIMEOUT, transport.send(&request)).await
-    };
+    let work =
+        async move { tokio::time::timeout(REVOCATION_TIMEOUT, transport.send(&request)).await };
     match detached(work).await {
         Err(_) => RevocationOutcome::Failed("the revocation task stopped".into()),
         Ok(Err(_)) => RevocationOutcome::Failed("provider timed out".into()),

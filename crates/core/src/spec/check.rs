@@ -284,7 +284,10 @@ impl Checker<'_> {
             let from = spanned.span().start;
             if !e.allowed_values.is_empty() {
                 let line = self.line(from, None, "allowed_values");
-                if let Some(bad) = e.allowed_values.iter().find(|v| !template::is_host_labels(v))
+                if let Some(bad) = e
+                    .allowed_values
+                    .iter()
+                    .find(|v| !template::is_host_labels(v))
                 {
                     self.push(
                         line,

@@ -88,18 +88,26 @@ fn whole_host_needs_a_custom_host_entry_and_https() {
 
     let undeclared = parse(&KEYCLOAK.replace("custom_host = true\n", "")).unwrap_err();
     assert!(
-        undeclared.starts_with("demo.toml:11: field `oauth.authorization_url`: placeholder `{host}` is the whole host"),
+        undeclared.starts_with(
+            "demo.toml:11: field `oauth.authorization_url`: placeholder `{host}` is the whole host"
+        ),
         "{undeclared}"
     );
     assert!(undeclared.contains("declare the entry `custom_host = true`"));
-    let http = parse(&KEYCLOAK.replace("\"https://{host}/realms/{realm}/protocol/openid-connect/token", "\"http://{host}/t")).unwrap_err();
+    let http = parse(&KEYCLOAK.replace(
+        "\"https://{host}/realms/{realm}/protocol/openid-connect/token",
+        "\"http://{host}/t",
+    ))
+    .unwrap_err();
     assert!(
         http.starts_with("demo.toml:12: field `oauth.token_url`: placeholder `{host}` is the whole host: only allowed after `https://`"),
         "{http}"
     );
-    let bad_default = parse(&format!("{KEYCLOAK}")
-        .replace("custom_host = true\n", "custom_host = true\ndefault_value = \"localhost\"\n"))
-        .unwrap_err();
+    let bad_default = parse(&format!("{KEYCLOAK}").replace(
+        "custom_host = true\n",
+        "custom_host = true\ndefault_value = \"localhost\"\n",
+    ))
+    .unwrap_err();
     assert!(bad_default.contains("field `configuration.default_value` of `host`: a custom host must be a fully qualified host name"), "{bad_default}");
 }
 
@@ -113,9 +121,14 @@ allowed_values = [\"com\", \"eu\", \"in\", \"com.au\", \"jp\"]\n\
 #[test]
 fn host_label_placeholders_need_declared_values() {
     let spec = parse(ZOHO).unwrap();
-    let url = standard::authorization_url(&spec, &url_request(&[("region_domain", "com.au")]))
-        .unwrap();
-    assert!(url.url.starts_with("https://accounts.zoho.com.au/oauth/v2/auth?"), "{}", url.url);
+    let url =
+        standard::authorization_url(&spec, &url_request(&[("region_domain", "com.au")])).unwrap();
+    assert!(
+        url.url
+            .starts_with("https://accounts.zoho.com.au/oauth/v2/auth?"),
+        "{}",
+        url.url
+    );
     let default = standard::authorization_url(&spec, &url_request(&[])).unwrap();
     assert!(default.url.starts_with("https://accounts.zoho.com/oauth/"));
     assert_eq!(
@@ -136,7 +149,8 @@ fn host_label_placeholders_need_declared_values() {
     .unwrap();
     assert_eq!(refresh.url, "https://ca-live.adyen.com/token");
 
-    let undeclared = parse(&ZOHO.replace("allowed_values = [\"live\", \"test\"]\n", "")).unwrap_err();
+    let undeclared =
+        parse(&ZOHO.replace("allowed_values = [\"live\", \"test\"]\n", "")).unwrap_err();
     assert!(
         undeclared.starts_with("demo.toml:12: field `oauth.token_url`: placeholder `{environment}` is part of a host label"),
         "{undeclared}"
@@ -144,8 +158,12 @@ fn host_label_placeholders_need_declared_values() {
     assert!(undeclared.contains("allowed_values = [\"com\", \"eu\"]"));
     let bad_value = parse(&ZOHO.replace("\"jp\"", "\"evil.com/x\"")).unwrap_err();
     assert!(bad_value.contains("demo.toml:17: field `configuration.allowed_values`: \"evil.com/x\" of `region_domain` is not dot-separated host name labels"), "{bad_value}");
-    let bad_default = parse(&ZOHO.replace("default_value = \"com\"", "default_value = \"de\"")).unwrap_err();
-    assert!(bad_default.contains("\"de\" of `region_domain` is not one of its allowed_values"), "{bad_default}");
+    let bad_default =
+        parse(&ZOHO.replace("default_value = \"com\"", "default_value = \"de\"")).unwrap_err();
+    assert!(
+        bad_default.contains("\"de\" of `region_domain` is not one of its allowed_values"),
+        "{bad_default}"
+    );
 }
 
 const RENAMES: &str = "[oauth]\n\
@@ -166,9 +184,15 @@ fn standard_parameters_can_be_renamed_omitted_and_scopes_fixed() {
         "https://example.com/auth?client_key=cid&redirect_url=https%3A%2F%2Fapp.test%2Fcb\
          &scope=openid%20profile%20email&state=st"
     );
-    let with_type = parse(&RENAMES.replace("omit_authorization_params = [\"response_type\"]\n", "")).unwrap();
-    let url = standard::authorization_url(&with_type, &url_request(&[])).unwrap().url;
-    assert!(url.starts_with("https://example.com/auth?response_type=code%20id_token&client_key=cid&"), "{url}");
+    let with_type =
+        parse(&RENAMES.replace("omit_authorization_params = [\"response_type\"]\n", "")).unwrap();
+    let url = standard::authorization_url(&with_type, &url_request(&[]))
+        .unwrap()
+        .url;
+    assert!(
+        url.starts_with("https://example.com/auth?response_type=code%20id_token&client_key=cid&"),
+        "{url}"
+    );
     assert!(url.contains("&scope=openid%20profile&"), "{url}");
 
     for (from, to, needle) in [
@@ -195,8 +219,14 @@ fn token_requests_may_be_json_or_query() {
         )
         .unwrap()
     };
-    assert_eq!(refresh(&parse(base).unwrap()).format, TokenRequestFormat::Form);
-    for (name, want) in [("json", TokenRequestFormat::Json), ("query", TokenRequestFormat::Query)] {
+    assert_eq!(
+        refresh(&parse(base).unwrap()).format,
+        TokenRequestFormat::Form
+    );
+    for (name, want) in [
+        ("json", TokenRequestFormat::Json),
+        ("query", TokenRequestFormat::Query),
+    ] {
         let spec = parse(&format!("{base}token_request_format = \"{name}\"\n")).unwrap();
         let r = refresh(&spec);
         assert_eq!(r.format, want);
@@ -204,7 +234,10 @@ fn token_requests_may_be_json_or_query() {
         assert_eq!(r.get("client_secret"), Some("csecret"));
     }
     let err = parse(&format!("{base}token_request_format = \"xml\"\n")).unwrap_err();
-    assert!(err.starts_with("demo.toml:13:") && err.contains("unknown variant `xml`"), "{err}");
+    assert!(
+        err.starts_with("demo.toml:13:") && err.contains("unknown variant `xml`"),
+        "{err}"
+    );
 }
 
 const SALESFORCE: &str = "[oauth]\n\
@@ -229,7 +262,10 @@ fn kept_fields_captured_values_and_revocation() {
     assert_eq!(
         standard::kept_values(&spec, &response),
         [
-            ("salesforce.instance_url".to_owned(), "https://acme.my.salesforce.com".to_owned()),
+            (
+                "salesforce.instance_url".to_owned(),
+                "https://acme.my.salesforce.com".to_owned()
+            ),
             ("team_id".to_owned(), "T1".to_owned()),
         ]
     );
@@ -239,7 +275,9 @@ fn kept_fields_captured_values_and_revocation() {
         [("realmId".to_owned(), "4620816365".to_owned())]
     );
     let bad = |_: &str| Some("a\nb".to_owned());
-    assert!(matches!(spec.captured_values(&bad), Err(OAuthError::InvalidParameter { name, .. }) if name == "realmId"));
+    assert!(
+        matches!(spec.captured_values(&bad), Err(OAuthError::InvalidParameter { name, .. }) if name == "realmId")
+    );
 
     let revoke = standard::revocation_request(
         &spec,
@@ -249,13 +287,26 @@ fn kept_fields_captured_values_and_revocation() {
     )
     .unwrap()
     .unwrap();
-    assert_eq!(revoke.url, "https://acme.my.salesforce.com/services/oauth2/revoke");
+    assert_eq!(
+        revoke.url,
+        "https://acme.my.salesforce.com/services/oauth2/revoke"
+    );
     assert_eq!(revoke.get("token"), Some("rt-1"));
     assert_eq!(revoke.get("token_type_hint"), Some("refresh_token"));
-    assert_eq!(revoke.basic_auth.as_ref().map(|(id, _)| id.as_str()), Some("cid"));
+    assert_eq!(
+        revoke.basic_auth.as_ref().map(|(id, _)| id.as_str()),
+        Some("cid")
+    );
     assert!(!format!("{revoke:?}").contains("rt-1"));
-    let none = parse(&SALESFORCE.replace("revocation_url = \"https://{my_domain}/services/oauth2/revoke\"\n", "")).unwrap();
-    assert_eq!(standard::revocation_request(&none, &config(&[]), &Secret::new("t"), None), Ok(None));
+    let none = parse(&SALESFORCE.replace(
+        "revocation_url = \"https://{my_domain}/services/oauth2/revoke\"\n",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(
+        standard::revocation_request(&none, &config(&[]), &Secret::new("t"), None),
+        Ok(None)
+    );
 
     for (from, to, needle) in [
         ("\"team_id\" }", "\"nope\" }", "demo.toml:17: field `oauth.token_response.keep`: \"nope\" names no [[configuration]] entry"),
@@ -303,10 +354,19 @@ fn an_origin_placeholder_takes_a_kept_instance_url() {
     assert!(standard::kept_values(&spec, &evil).is_empty());
     let mut c = Configuration::new();
     c.insert("salesforce.instance_url", "https://10.0.0.1");
-    assert!(matches!(spec.base_url_for(&c), Err(OAuthError::InvalidParameter { reason, .. }) if reason.contains("IP address")));
+    assert!(
+        matches!(spec.base_url_for(&c), Err(OAuthError::InvalidParameter { reason, .. }) if reason.contains("IP address"))
+    );
     // Without custom_host the origin placeholder is refused, naming the rule.
-    let err = parse(&text.replace("required = false\ncustom_host = true\n", "required = false\n")).unwrap_err();
+    let err = parse(&text.replace(
+        "required = false\ncustom_host = true\n",
+        "required = false\n",
+    ))
+    .unwrap_err();
     assert!(err.starts_with("demo.toml:10: field `api_base_url`: placeholder `{salesforce.instance_url}` is the whole host"), "{err}");
     let err = parse(&text.replace("}/services/data", "}x/services/data")).unwrap_err();
-    assert!(err.contains("is its whole origin and must be followed by `/`"), "{err}");
+    assert!(
+        err.contains("is its whole origin and must be followed by `/`"),
+        "{err}"
+    );
 }

@@ -307,7 +307,10 @@ pub fn check_custom_host(host: &str, allowed_domains: &[String]) -> Result<(), S
     if labels.len() < 2 {
         return Err("must be a fully qualified host name, not a single label".into());
     }
-    if labels.last().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err("must be a host name, not an IP address".into());
     }
     if labels.last() == Some(&"localhost") {
@@ -712,8 +715,16 @@ mod tests {
             ("https://{sub}.zendesk.com/x", "sub", Host),
             ("https://{host}/oauth/token", "host", WholeHost),
             ("https://{host}:8443/oauth/token", "host", WholeHost),
-            ("https://accounts.zoho.{region_domain}/oauth", "region_domain", RestrictedHost),
-            ("https://ca-{environment}.adyen.com/x", "environment", RestrictedHost),
+            (
+                "https://accounts.zoho.{region_domain}/oauth",
+                "region_domain",
+                RestrictedHost,
+            ),
+            (
+                "https://ca-{environment}.adyen.com/x",
+                "environment",
+                RestrictedHost,
+            ),
             ("https://{a}.com/x", "a", RestrictedHost),
             ("https://x.{a}.com", "a", RestrictedHost),
             ("https://a{b}.example.com", "b", RestrictedHost),

@@ -17,8 +17,7 @@ use serde_json::{json, Map, Value};
 
 use super::state::{random_token, AuthCode, Inner, Shared};
 use super::{
-    AUTHORIZE_PATH, LEGACY_AUTHENTICATE_PATH, LEGACY_REFRESH_PATH, ME_PATH, REVOKE_PATH,
-    TOKEN_PATH,
+    AUTHORIZE_PATH, LEGACY_AUTHENTICATE_PATH, LEGACY_REFRESH_PATH, ME_PATH, REVOKE_PATH, TOKEN_PATH,
 };
 
 /// Characters left as-is when building redirect query strings (RFC 3986
