@@ -103,7 +103,7 @@ fn whole_host_needs_a_custom_host_entry_and_https() {
         http.starts_with("demo.toml:12: field `oauth.token_url`: placeholder `{host}` is the whole host: only allowed after `https://`"),
         "{http}"
     );
-    let bad_default = parse(&format!("{KEYCLOAK}").replace(
+    let bad_default = parse(&KEYCLOAK.replace(
         "custom_host = true\n",
         "custom_host = true\ndefault_value = \"localhost\"\n",
     ))

@@ -206,11 +206,7 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
                             '?' => position = Position::Query,
                             _ => {}
                         },
-                        Position::Path => {
-                            if c == '?' {
-                                position = Position::Query;
-                            }
-                        }
+                        Position::Path if c == '?' => position = Position::Query,
                         _ => {}
                     }
                 }
