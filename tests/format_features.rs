@@ -282,33 +282,3 @@ async fn custom_hosts_obey_the_rules_and_the_allow_list() {
     server.stop().await;
     fake.shutdown().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callback_values_are_captured_into_the_configuration() {
-    let fake = FakeProvider::start().await;
-    let (_dir, server) = start(&fake).await;
-    let body = json!({
-        "element": { "key": "quickbooks" },
-        "name": "qb",
-        "providerData": { "access_token": "at-1", "realmId": "4620816365", "other": "dropped" },
-        "configuration": {
-            "oauth.api.key": "cid",
-            "oauth.api.secret": "cs",
-            "oauth.callback.url": "https://app.test/cb"
-        }
-    });
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let instance = server
-        .state
-        .store
-        .instance_any(id)
-        .await
-        .unwrap()
-        .expect("instance stored");
-    assert_eq!(instance.configuration.get("realmId"), Some("4620816365"));
-    assert_eq!(instance.configuration.get("other"), None);
-    server.stop().await;
-    fake.shutdown().await;
-}

@@ -60,10 +60,6 @@ pub struct ProviderData {
     /// The client id (the seed sends it; configuration is authoritative).
     #[serde(default)]
     pub apikey: Option<String>,
-    /// format: further callback values (`realmId`, `shop`, ...); only those
-    /// the element declares in `callback_capture` are kept.
-    #[serde(flatten)]
-    pub captured: std::collections::BTreeMap<String, Value>,
 }
 
 /// A configuration value: a string (numbers and booleans are taken as text).

@@ -132,15 +132,7 @@ async fn create(
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
-    // format: callback values the element captures, and custom hosts.
-    let captured = |k: &str| {
-        provider_data
-            .captured
-            .get(k)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    configuration.extend(element.spec().captured_values(&captured)?);
+    // format: custom hosts must pass the rules and the allow-list.
     element.spec().check_custom_hosts(
         &|k| configuration.get(k).map(str::to_owned),
         &state.allowed_custom_hosts,
