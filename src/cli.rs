@@ -202,6 +202,11 @@ struct ServeArgs {
     /// [default: 43200].
     #[arg(long, env = "ELEMENTS_CONSOLE_SESSION_SECONDS")]
     console_session_seconds: Option<i64>,
+    /// Domains a custom host (self-hosted or custom-domain provider) must be
+    /// or be under, comma-separated; none: any host that passes the
+    /// built-in rules.
+    #[arg(long, env = "ELEMENTS_ALLOWED_CUSTOM_HOSTS", value_delimiter = ',')]
+    allowed_custom_hosts: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -481,6 +486,9 @@ fn server_config(
         }
         if let Some(s) = serve.console_session_seconds {
             config.console_session_seconds = s.max(60);
+        }
+        if !serve.allowed_custom_hosts.is_empty() {
+            config.allowed_custom_hosts = serve.allowed_custom_hosts.clone();
         }
     }
     Ok(config)

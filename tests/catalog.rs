@@ -151,7 +151,15 @@ fn every_catalog_file_cites_the_providers_documentation() {
 fn placeholder_values(spec: &elements_core::ElementSpec) -> BTreeMap<String, String> {
     spec.placeholders()
         .into_iter()
-        .map(|name| (name.to_owned(), "acme-1".to_owned()))
+        .map(|name| {
+            // Declared values (format: allowed_values, custom_host) first.
+            let value = match spec.config_entry(name) {
+                Some(e) if !e.allowed_values.is_empty() => e.allowed_values[0].clone(),
+                Some(e) if e.custom_host => "https://acme-1.example.com".to_owned(),
+                _ => "acme-1".to_owned(),
+            };
+            (name.to_owned(), value)
+        })
         .collect()
 }
 

@@ -104,8 +104,8 @@ pub use secret::Secret;
 #[cfg(feature = "schema")]
 pub use spec::json_schema;
 pub use spec::{
-    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec, OAuthSpec, Source,
-    TokenResponseSpec,
+    check_custom_host, Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec,
+    OAuthSpec, Source, TokenRequestFormat, TokenResponseSpec,
 };
 
 // Re-exported so element crates can register without depending on inventory

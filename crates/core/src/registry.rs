@@ -284,11 +284,51 @@ impl RegistryBuilder {
             })
             .collect();
         elements.sort_by_key(|e| e.id());
-        let by_key = elements
+        let mut by_key: HashMap<String, usize> = elements
             .iter()
             .enumerate()
             .map(|(i, e)| (e.key().to_owned(), i))
             .collect();
+        // Aliases: refused when they clash with a key or another alias.
+        let mut alias_errors = Vec::new();
+        let mut alias_of: HashMap<&str, &ElementSpec> = HashMap::new();
+        for element in &elements {
+            let spec = element.spec();
+            for alias in &spec.aliases {
+                let clash = if let Some(&j) = by_key.get(alias.as_str()) {
+                    let other = elements[j].spec();
+                    Some(format!(
+                        "is the key of the element in {}:{}",
+                        other.source.file, other.source.key_line
+                    ))
+                } else {
+                    alias_of.get(alias.as_str()).map(|other| {
+                        format!(
+                            "is already an alias of `{}` ({})",
+                            other.key, other.source.file
+                        )
+                    })
+                };
+                if let Some(clash) = clash {
+                    alias_errors.push(CatalogError {
+                        file: spec.source.file.clone(),
+                        line: Some(spec.source.aliases_line),
+                        message: format!("field `aliases`: {alias:?} {clash}"),
+                    });
+                } else {
+                    alias_of.insert(alias, spec);
+                }
+            }
+        }
+        if !alias_errors.is_empty() {
+            return Err(CatalogErrors(alias_errors));
+        }
+        let aliases: Vec<(String, usize)> = elements
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| e.spec().aliases.iter().map(move |a| (a.clone(), i)))
+            .collect();
+        by_key.extend(aliases);
         let by_id = elements
             .iter()
             .enumerate()
@@ -336,7 +376,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The element with this key.
+    /// The element with this key or alias (`sfdc` is `salesforce`).
     pub fn by_key(&self, key: &str) -> Option<&Arc<dyn Element>> {
         self.by_key.get(key).map(|&i| &self.elements[i])
     }
@@ -488,5 +528,53 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown element `nope`"));
+    }
+
+    fn with_aliases(id: u64, key: &str, aliases: &str) -> String {
+        file(id, key).replacen("name = ", &format!("aliases = {aliases}\nname = "), 1)
+    }
+
+    #[test]
+    fn aliases_resolve_and_clashes_are_refused() {
+        let r = build(&[&[
+            (
+                "salesforce.toml",
+                with_aliases(1, "salesforce", r#"["sfdc"]"#),
+            ),
+            ("close.toml", with_aliases(2, "close", r#"["closeio"]"#)),
+        ]])
+        .unwrap();
+        assert_eq!(r.by_key("sfdc").unwrap().key(), "salesforce");
+        assert_eq!(r.get("closeio").unwrap().key(), "close");
+        assert_eq!(r.get("salesforce").unwrap().spec().aliases, ["sfdc"]);
+        assert_eq!(r.len(), 2);
+
+        let err = build(&[&[
+            (
+                "salesforce.toml",
+                with_aliases(1, "salesforce", r#"["close"]"#),
+            ),
+            ("close.toml", file(2, "close")),
+        ]])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "salesforce.toml:3: field `aliases`: \"close\" is the key of the element in close.toml:2"
+        );
+        let err = build(&[&[
+            ("a.toml", with_aliases(1, "ant", r#"["x"]"#)),
+            ("b.toml", with_aliases(2, "bee", r#"["x"]"#)),
+        ]])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.toml:3: field `aliases`: \"x\" is already an alias of `ant` (a.toml)"
+        );
+        let err = build(&[&[("a.toml", with_aliases(1, "ant", r#"["Bad Alias"]"#))]]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("a.toml:3: field `aliases`: \"Bad Alias\" must be"),
+            "{err}"
+        );
     }
 }

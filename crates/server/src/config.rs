@@ -82,6 +82,13 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// How long a console session lasts, in seconds.
     pub console_session_seconds: Option<i64>,
+    // --- format ---
+    /// Domains a `custom_host` configuration value (self-hosted and
+    /// custom-domain providers) must be, or be under; empty: any host that
+    /// passes the built-in rules (https, no IP address, no localhost, two
+    /// labels or more).
+    #[serde(default)]
+    pub allowed_custom_hosts: Vec<String>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -262,6 +269,9 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// How long a console session lasts.
     pub console_session_seconds: i64,
+    // --- format ---
+    /// `allowed_custom_hosts` (`ELEMENTS_ALLOWED_CUSTOM_HOSTS`, comma-separated).
+    pub allowed_custom_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -282,6 +292,7 @@ impl Default for ServerConfig {
             strict_key_permissions: false,
             metrics_listen: None,
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
+            allowed_custom_hosts: Vec::new(),
         }
     }
 }
@@ -321,6 +332,9 @@ impl ServerConfig {
         }
         for (key, settings) in file.elements {
             self.overrides.insert(key, settings.oauth);
+        }
+        if !file.allowed_custom_hosts.is_empty() {
+            self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
         self
     }

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;
+pub mod revocation;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub limits: Arc<config::Limits>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
+    /// format: the domains `custom_host` values must be within (empty: any).
+    pub allowed_custom_hosts: Arc<Vec<String>>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the

@@ -363,6 +363,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.limits.auth_failure_burst,
             config.limits.auth_failures_per_minute,
         )),
+        allowed_custom_hosts: Arc::new(config.allowed_custom_hosts.clone()),
     }
 }
 

@@ -648,6 +648,11 @@ impl TokenManager {
         &self.core.policy
     }
 
+    /// The transport to providers (format: token revocation uses it too).
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.core.transport.clone()
+    }
+
     /// Waits, at most `limit`, for the refreshes and code exchanges still
     /// running (their callers may be gone) to store their results; for a
     /// graceful shutdown. Whether they all finished.

@@ -158,6 +158,11 @@ async fn oauth_url(
         request.code_verifier = Some(crate::pkce::new_code_verifier());
     }
     let url = element.oauth_url(&request)?;
+    // format: a custom host must be within the deployment's allow-list.
+    element.spec().check_custom_hosts(
+        &|k| request.params.get(k).cloned(),
+        &state.allowed_custom_hosts,
+    )?;
     if let (Some(org), Some(callback)) = (organization, request.callback_url.as_deref()) {
         super::organizations::check_allowed(&state, org, callback).await?;
     }

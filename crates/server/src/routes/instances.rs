@@ -132,6 +132,11 @@ async fn create(
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
+    // format: custom hosts must pass the rules and the allow-list.
+    element.spec().check_custom_hosts(
+        &|k| configuration.get(k).map(str::to_owned),
+        &state.allowed_custom_hosts,
+    )?;
     if let Some(verifier) = &provider_data.code_verifier {
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
@@ -320,11 +325,13 @@ async fn delete(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
+    let doomed = state.store.instance(principal.organization_id, id).await?;
     if state
         .store
         .delete_instance(principal.organization_id, id)
         .await?
     {
+        crate::revocation::revoke_on_delete(&state, doomed).await;
         Ok(axum::http::StatusCode::OK.into_response())
     } else {
         Err(ApiError::NotFound(format!("no instance with id {id}")))

@@ -19,6 +19,7 @@ pub(super) struct Shared {
     pub(super) refresh_calls: AtomicU64,
     pub(super) code_exchanges: AtomicU64,
     pub(super) revoked_families: AtomicU64,
+    pub(super) revocation_calls: AtomicU64,
     pub(super) issued_access_tokens: AtomicU64,
 }
 
@@ -86,6 +87,7 @@ impl Shared {
             refresh_calls: AtomicU64::new(0),
             code_exchanges: AtomicU64::new(0),
             revoked_families: AtomicU64::new(0),
+            revocation_calls: AtomicU64::new(0),
             issued_access_tokens: AtomicU64::new(0),
         }
     }
