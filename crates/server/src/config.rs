@@ -29,6 +29,9 @@ use crate::tokens::TokenPolicy;
 /// max_instances_per_organization = 10000
 /// max_configuration_entries = 100
 /// max_configuration_bytes = 32768
+/// default_page_size = 200            # GET /instances without pageSize
+/// max_page_size = 500                # largest pageSize
+/// cors_allowed_origins = []          # e.g. ["https://app.example.com"]
 /// strict_key_permissions = false
 ///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
@@ -71,6 +74,12 @@ pub struct FileConfig {
     pub max_configuration_entries: Option<usize>,
     /// Most configuration bytes (keys and values) per instance.
     pub max_configuration_bytes: Option<usize>,
+    /// compat: `GET /instances` page size when `pageSize` is absent.
+    pub default_page_size: Option<u32>,
+    /// compat: the largest `pageSize` allowed.
+    pub max_page_size: Option<u32>,
+    /// compat: origins allowed to call the API from a browser (CORS).
+    pub cors_allowed_origins: Option<Vec<String>>,
     /// Refuse to start when the key file is readable by group or others.
     pub strict_key_permissions: Option<bool>,
     /// Per-element settings.
@@ -104,6 +113,13 @@ pub struct Limits {
     pub max_configuration_entries: usize,
     /// Most configuration bytes (keys plus values) per instance.
     pub max_configuration_bytes: usize,
+    /// compat: `GET /instances` page size when `pageSize` is absent.
+    pub default_page_size: u32,
+    /// compat: the largest `pageSize` allowed (larger is a 400).
+    pub max_page_size: u32,
+    /// compat: exact origins (`https://app.example.com`) allowed to call the
+    /// API from a browser; empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Limits {
@@ -118,6 +134,9 @@ impl Default for Limits {
             max_instances_per_organization: 10_000,
             max_configuration_entries: 100,
             max_configuration_bytes: 32 * 1024,
+            default_page_size: 200,
+            max_page_size: 500,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -144,6 +163,12 @@ pub struct LimitSettings {
     pub max_configuration_entries: Option<usize>,
     /// `max_configuration_bytes`.
     pub max_configuration_bytes: Option<usize>,
+    /// `default_page_size` (compat).
+    pub default_page_size: Option<u32>,
+    /// `max_page_size` (compat).
+    pub max_page_size: Option<u32>,
+    /// `cors_allowed_origins` (compat).
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 impl Limits {
@@ -177,6 +202,16 @@ impl Limits {
         if let Some(n) = s.max_configuration_bytes {
             self.max_configuration_bytes = n;
         }
+        if let Some(n) = s.max_page_size {
+            self.max_page_size = n.max(1);
+        }
+        if let Some(n) = s.default_page_size {
+            self.default_page_size = n.max(1);
+        }
+        self.default_page_size = self.default_page_size.min(self.max_page_size);
+        if let Some(origins) = &s.cors_allowed_origins {
+            self.cors_allowed_origins = origins.clone();
+        }
     }
 }
 
@@ -193,6 +228,9 @@ impl FileConfig {
             max_instances_per_organization: self.max_instances_per_organization,
             max_configuration_entries: self.max_configuration_entries,
             max_configuration_bytes: self.max_configuration_bytes,
+            default_page_size: self.default_page_size,
+            max_page_size: self.max_page_size,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod auth_limit;
 pub mod body;
 pub mod config;
 pub mod console;
+pub mod cors;
+use cors::ApplyCors as _;
 pub mod element_view;
 pub mod error;
 pub mod flight;
@@ -65,6 +67,7 @@ pub fn router_with(state: AppState, console: console::Settings) -> Router {
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
+        .merge(routes::element_instances::router())
         .merge(routes::organizations::router());
     Router::new()
         .nest("/elements/api-v2", api)
@@ -78,7 +81,8 @@ pub fn router_with(state: AppState, console: console::Settings) -> Router {
         ))
         .layer(axum::middleware::from_fn(headers::limit))
         .layer(axum::middleware::from_fn(request_id::middleware))
-        .with_state(state)
+        .with_state(state.clone())
+        .apply_cors(&state.limits.cors_allowed_origins)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then gives the

@@ -111,18 +111,6 @@ pub struct CreateInstance {
     pub name: String,
 }
 
-/// The body of `PATCH /instances/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PatchInstance {
-    /// New name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// New tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-}
-
 /// The user object inside an instance.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
