@@ -680,18 +680,20 @@ impl Store for SqlStore {
             " ORDER BY i.seq DESC LIMIT ${}",
             patterns.len() + 3
         ));
+        // One row more than the page: whether another page follows.
         let limit = i64::from(query.limit.max(1));
-        let rows: Vec<PagedRaw> = on_pool!(&self.db, |pool| {
+        let mut rows: Vec<PagedRaw> = on_pool!(&self.db, |pool| {
             let mut q = sqlx::query_as(&sql)
                 .bind(organization_id)
                 .bind(query.after.unwrap_or(i64::MAX));
             for p in &patterns {
                 q = q.bind(p);
             }
-            q.bind(limit).fetch_all(pool).await
+            q.bind(limit + 1).fetch_all(pool).await
         })
         .map_err(db_err)?;
-        let next = if rows.len() as i64 == limit {
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
             rows.last().map(|r| r.page_seq)
         } else {
             None
