@@ -348,7 +348,10 @@ pub trait Store: Send + Sync + 'static {
     /// case-insensitive) and which have every tag in `query.tags`; at most
     /// `query.limit` rows are read. Unreadable rows are named apart, as in
     /// [`Store::list_instances`]; a page may hold fewer rows than `limit`
-    /// while `next` is still set.
+    /// while `next` is still set. Unfiltered, `next` is set only when
+    /// another row follows; filtered (search, tags), whenever the page is
+    /// full, so the last page of a filtered list may be empty (finding the
+    /// next match could mean scanning every older row).
     async fn instance_page(&self, organization_id: i64, query: &PageQuery) -> Result<InstancePage>;
 
     /// How many instances the organization holds per element key, by key.

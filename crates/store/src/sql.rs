@@ -680,8 +680,12 @@ impl Store for SqlStore {
             " ORDER BY i.seq DESC LIMIT ${}",
             patterns.len() + 3
         ));
-        // One row more than the page: whether another page follows.
+        // Unfiltered, one row more than the page tells whether another
+        // follows (the next row in the index). Filtered, that row may lie
+        // a million rows further: a full page gets a cursor, and the last
+        // page of a filtered list may come back empty.
         let limit = i64::from(query.limit.max(1));
+        let probe = i64::from(patterns.is_empty());
         let mut rows: Vec<PagedRaw> = on_pool!(&self.db, |pool| {
             let mut q = sqlx::query_as(&sql)
                 .bind(organization_id)
@@ -689,10 +693,10 @@ impl Store for SqlStore {
             for p in &patterns {
                 q = q.bind(p);
             }
-            q.bind(limit + 1).fetch_all(pool).await
+            q.bind(limit + probe).fetch_all(pool).await
         })
         .map_err(db_err)?;
-        let next = if rows.len() as i64 > limit {
+        let next = if rows.len() as i64 >= limit + probe {
             rows.truncate(limit as usize);
             rows.last().map(|r| r.page_seq)
         } else {

@@ -72,7 +72,10 @@ pub(crate) fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'
 }
 
 fn render(state: &AppState, instance: &Instance) -> Response {
-    Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response()
+    with_instance_id(
+        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        instance.id,
+    )
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
