@@ -1007,7 +1007,7 @@ fn cases(account: &Account, non_oauth: Option<NonOAuth>) -> Vec<Case> {
         (Method::PUT, "/elements"),
         (Method::POST, "/elements/hubspot"),
         (Method::DELETE, "/elements/keys"),
-        (Method::PATCH, "/instances"),
+        (Method::PUT, "/instances"),
         (Method::POST, "/instances/1/configuration"),
     ] {
         c.push(Case {
@@ -1102,47 +1102,144 @@ fn patch_cases(id: i64) -> Vec<Case> {
 fn compat_cases(id: i64, other: &str) -> Vec<Case> {
     let mut c = Vec::new();
     for (path, status, said) in [
-        ("/instances?pageSize=0", 400, &["`pageSize` must be a whole number from 1 to 500 (max_page_size)"][..]),
-        ("/instances?pageSize=abc", 400, &["`pageSize` must be a whole number from 1 to 500"]),
-        ("/instances?pageSize=501", 400, &["`pageSize` must be a whole number from 1 to 500"]),
-        ("/instances?nextPage=zzz", 400, &["`nextPage` is not a page token"]),
-        ("/instances?nextPage=aTE6LTU", 400, &["`nextPage` is not a page token"]),
-        ("/instances?where=name%3D1", 400, &["unknown query parameter `where`"]),
-        ("/instances?searchText=a%01b", 400, &["`searchText` must not contain control characters"]),
-        ("/instances/count?x=1", 400, &["unknown query parameter `x`", "takes none"]),
+        (
+            "/instances?pageSize=0",
+            400,
+            &["`pageSize` must be a whole number from 1 to 500 (max_page_size)"][..],
+        ),
+        (
+            "/instances?pageSize=abc",
+            400,
+            &["`pageSize` must be a whole number from 1 to 500"],
+        ),
+        (
+            "/instances?pageSize=501",
+            400,
+            &["`pageSize` must be a whole number from 1 to 500"],
+        ),
+        (
+            "/instances?nextPage=zzz",
+            400,
+            &["`nextPage` is not a page token"],
+        ),
+        (
+            "/instances?nextPage=aTE6LTU",
+            400,
+            &["`nextPage` is not a page token"],
+        ),
+        (
+            "/instances?where=name%3D1",
+            400,
+            &["unknown query parameter `where`"],
+        ),
+        (
+            "/instances?searchText=a%01b",
+            400,
+            &["`searchText` must not contain control characters"],
+        ),
+        (
+            "/instances/count?x=1",
+            400,
+            &["unknown query parameter `x`", "takes none"],
+        ),
         ("/instances/configuration", 400, &["`Element` token"]),
-        (&*format!("/instances/{id}/configuration/0"), 400, &["configuration id must be a positive integer"]),
-        (&*format!("/instances/{id}/configuration/x"), 400, &["configuration id must be a positive integer"]),
-        (&*format!("/instances/{id}/configuration/99"), 404, &["has no configuration entry 99"]),
-        ("/instances/abc/configuration/1", 400, &["instance id must be a positive integer"]),
-        ("/instances/999/configuration/1", 404, &["no instance with id 999"]),
-        ("/elements/nope/instances", 404, &["no element with key or id `nope`"]),
-        ("/elements/hubspot/instances?pageSize=-1", 400, &["`pageSize` must be a whole number"]),
+        (
+            &*format!("/instances/{id}/configuration/0"),
+            400,
+            &["configuration id must be a positive integer"],
+        ),
+        (
+            &*format!("/instances/{id}/configuration/x"),
+            400,
+            &["configuration id must be a positive integer"],
+        ),
+        (
+            &*format!("/instances/{id}/configuration/99"),
+            404,
+            &["has no configuration entry 99"],
+        ),
+        (
+            "/instances/abc/configuration/1",
+            400,
+            &["instance id must be a positive integer"],
+        ),
+        (
+            "/instances/999/configuration/1",
+            404,
+            &["no instance with id 999"],
+        ),
+        (
+            "/elements/nope/instances",
+            404,
+            &["no element with key or id `nope`"],
+        ),
+        (
+            "/elements/hubspot/instances?pageSize=-1",
+            400,
+            &["`pageSize` must be a whole number"],
+        ),
     ] {
-        c.push(get(format!("compat GET {path}"), path, status, said));
+        c.push(Case {
+            // With the account's credentials (`get` sends none).
+            auth: None,
+            ..get(format!("compat GET {path}"), path, status, said)
+        });
     }
-    let json = |name: &str, method: Method, path: String, body: &str, status: u16, said: &[&str]| Case {
-        name: format!("compat {name}"),
-        method,
-        path,
-        auth: None,
-        content_type: Some("application/json"),
-        body: Some(body.as_bytes().to_vec()),
-        status,
-        needles: needles(said),
-    };
-    c.push(json("PUT no name", Method::PUT, format!("/instances/{id}"), r#"{"tags":["a"]}"#, 400, &["`name` is required"]));
+    let json =
+        |name: &str, method: Method, path: String, body: &str, status: u16, said: &[&str]| Case {
+            name: format!("compat {name}"),
+            method,
+            path,
+            auth: None,
+            content_type: Some("application/json"),
+            body: Some(body.as_bytes().to_vec()),
+            status,
+            needles: needles(said),
+        };
+    c.push(json(
+        "PUT no name",
+        Method::PUT,
+        format!("/instances/{id}"),
+        r#"{"tags":["a"]}"#,
+        400,
+        &["`name` is required"],
+    ));
     c.push(json(
         "PUT missing configuration",
         Method::PUT,
         format!("/instances/{id}"),
         r#"{"name":"a","configuration":{"oauth.api.key":"k"}}"#,
         400,
-        &["missing required configuration", "oauth.api.secret", "oauth.callback.url"],
+        &[
+            "missing required configuration",
+            "oauth.api.secret",
+            "oauth.callback.url",
+        ],
     ));
-    c.push(json("PUT empty name", Method::PUT, format!("/instances/{id}"), r#"{"name":" "}"#, 400, &["`name` must not be empty"]));
-    c.push(json("PUT bad id", Method::PUT, "/instances/abc".into(), r#"{"name":"a"}"#, 400, &["instance id must be a positive integer"]));
-    c.push(json("PUT unknown id", Method::PUT, "/instances/999".into(), r#"{"name":"a"}"#, 404, &["no instance with id 999"]));
+    c.push(json(
+        "PUT empty name",
+        Method::PUT,
+        format!("/instances/{id}"),
+        r#"{"name":" "}"#,
+        400,
+        &["`name` must not be empty"],
+    ));
+    c.push(json(
+        "PUT bad id",
+        Method::PUT,
+        "/instances/abc".into(),
+        r#"{"name":"a"}"#,
+        400,
+        &["instance id must be a positive integer"],
+    ));
+    c.push(json(
+        "PUT unknown id",
+        Method::PUT,
+        "/instances/999".into(),
+        r#"{"name":"a"}"#,
+        404,
+        &["no instance with id 999"],
+    ));
     c.push(json(
         "PUT bad expires_in",
         Method::PUT,
@@ -1151,21 +1248,88 @@ fn compat_cases(id: i64, other: &str) -> Vec<Case> {
         400,
         &["`providerData.expires_in` must be a whole number of seconds"],
     ));
-    c.push(json("PATCH configuration NUL", Method::PATCH, format!("/instances/{id}"), r#"{"configuration":{"oauth.scope":"a\u0000"}}"#, 400, &["`configuration.oauth.scope` must be at most"]));
-    c.push(json("PATCH empty configuration key", Method::PATCH, format!("/instances/{id}"), r#"{"configuration":{"":"a"}}"#, 400, &["`configuration` keys must not be empty"]));
-    c.push(json("PATCH /instances without Element", Method::PATCH, "/instances".into(), r#"{"tags":["a"]}"#, 400, &["`Element` token"]));
-    c.push(json("PATCH entry without value", Method::PATCH, format!("/instances/{id}/configuration/1"), r#"{"key":"x"}"#, 400, &["missing field `propertyValue`"]));
-    c.push(json("POST element mismatch", Method::POST, "/elements/github/instances".into(), r#"{"element":{"key":"hubspot"},"name":"a"}"#, 400, &["`element` names another element than the path (`github`)"]));
-    c.push(json("POST element instances no name", Method::POST, "/elements/github/instances".into(), r#"{}"#, 400, &["missing field `name`"]));
-    c.push(json("POST oauth/url array", Method::POST, "/elements/hubspot/oauth/url".into(), r#"{"apiKey":[]}"#, 400, &["`apiKey` must be a string, a number or a boolean"]));
-    c.push(json("POST oauth/url query", Method::POST, "/elements/hubspot/oauth/url?apiKey=x".into(), r#"{}"#, 400, &["query parameter `apiKey`", "in the JSON body"]));
-    c.push(json("POST oauth/url missing", Method::POST, "/elements/hubspot/oauth/url".into(), r#"{"apiKey":"k"}"#, 400, &["apiSecret"]));
+    c.push(json(
+        "PATCH configuration NUL",
+        Method::PATCH,
+        format!("/instances/{id}"),
+        r#"{"configuration":{"oauth.scope":"a\u0000"}}"#,
+        400,
+        &["`configuration.oauth.scope` must be at most"],
+    ));
+    c.push(json(
+        "PATCH empty configuration key",
+        Method::PATCH,
+        format!("/instances/{id}"),
+        r#"{"configuration":{"":"a"}}"#,
+        400,
+        &["`configuration` keys must not be empty"],
+    ));
+    c.push(json(
+        "PATCH /instances without Element",
+        Method::PATCH,
+        "/instances".into(),
+        r#"{"tags":["a"]}"#,
+        400,
+        &["`Element` token"],
+    ));
+    c.push(json(
+        "PATCH entry without value",
+        Method::PATCH,
+        format!("/instances/{id}/configuration/1"),
+        r#"{"key":"x"}"#,
+        400,
+        &["missing field `propertyValue`"],
+    ));
+    c.push(json(
+        "POST element mismatch",
+        Method::POST,
+        "/elements/github/instances".into(),
+        r#"{"element":{"key":"hubspot"},"name":"a"}"#,
+        400,
+        &["`element` names another element than the path (`github`)"],
+    ));
+    c.push(json(
+        "POST element instances no name",
+        Method::POST,
+        "/elements/github/instances".into(),
+        r#"{}"#,
+        400,
+        &["missing field `name`"],
+    ));
+    c.push(json(
+        "POST oauth/url array",
+        Method::POST,
+        "/elements/hubspot/oauth/url".into(),
+        r#"{"apiKey":[]}"#,
+        400,
+        &["`apiKey` must be a string, a number or a boolean"],
+    ));
+    c.push(json(
+        "POST oauth/url query",
+        Method::POST,
+        "/elements/hubspot/oauth/url?apiKey=x".into(),
+        r#"{}"#,
+        400,
+        &["query parameter `apiKey`", "in the JSON body"],
+    ));
+    c.push(json(
+        "POST oauth/url missing",
+        Method::POST,
+        "/elements/hubspot/oauth/url".into(),
+        r#"{"apiKey":"k"}"#,
+        400,
+        &["apiSecret"],
+    ));
     // Another organization's instance: a 404, as if it did not exist.
     for (method, path, body) in [
         (Method::PUT, format!("/instances/{id}"), r#"{"name":"a"}"#),
         (Method::PATCH, format!("/instances/{id}"), r#"{"name":"a"}"#),
         (Method::GET, format!("/instances/{id}/configuration/1"), ""),
-        (Method::PATCH, format!("/instances/{id}/configuration/1"), r#"{"propertyValue":"a"}"#),
+        (
+            Method::PATCH,
+            format!("/instances/{id}/configuration/1"),
+            r#"{"propertyValue":"a"}"#,
+        ),
     ] {
         c.push(Case {
             name: format!("compat other organization {method} {path}"),

@@ -11,7 +11,12 @@ use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-async fn send(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value, reqwest::header::HeaderMap) {
+async fn send(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
     let mut request = server.authed(method, path);
     if let Some(body) = body {
         request = request.json(&body);
@@ -56,20 +61,48 @@ async fn list_pages_with_cursor_and_paging_headers() {
     for n in 0..5 {
         create(&server, &named(&format!("i{n}"), &["t"])).await;
     }
-    let (status, page1, h1) = send(&server, Method::GET, "/instances?pageSize=2&hydrate=false", None).await;
+    let (status, page1, h1) = send(
+        &server,
+        Method::GET,
+        "/instances?pageSize=2&hydrate=false",
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{page1}");
     assert_eq!(names(&page1), ["i4", "i3"]);
     assert_eq!(header(&h1, "elements-returned-count"), Some("2"));
     assert_eq!(header(&h1, "elements-total-count"), Some("5"));
-    let token = header(&h1, "elements-next-page-token").expect("a next page").to_owned();
-    let (_, page2, h2) = send(&server, Method::GET, &format!("/instances?pageSize=2&nextPage={token}"), None).await;
+    let token = header(&h1, "elements-next-page-token")
+        .expect("a next page")
+        .to_owned();
+    let (_, page2, h2) = send(
+        &server,
+        Method::GET,
+        &format!("/instances?pageSize=2&nextPage={token}"),
+        None,
+    )
+    .await;
     assert_eq!(names(&page2), ["i2", "i1"]);
-    assert_eq!(header(&h2, "elements-total-count"), None, "counted on the first page only");
+    assert_eq!(
+        header(&h2, "elements-total-count"),
+        None,
+        "counted on the first page only"
+    );
     let token = header(&h2, "elements-next-page-token").unwrap().to_owned();
-    let (_, page3, h3) = send(&server, Method::GET, &format!("/instances?pageSize=2&nextPage={token}"), None).await;
+    let (_, page3, h3) = send(
+        &server,
+        Method::GET,
+        &format!("/instances?pageSize=2&nextPage={token}"),
+        None,
+    )
+    .await;
     assert_eq!(names(&page3), ["i0"]);
     assert_eq!(header(&h3, "elements-returned-count"), Some("1"));
-    assert_eq!(header(&h3, "elements-next-page-token"), None, "the last page");
+    assert_eq!(
+        header(&h3, "elements-next-page-token"),
+        None,
+        "the last page"
+    );
     // Without pageSize: the default page size (200) holds all five.
     let (_, all, h) = send(&server, Method::GET, "/instances", None).await;
     assert_eq!(names(&all).len(), 5);
@@ -96,16 +129,31 @@ async fn page_size_is_capped_by_max_page_size() {
         body["message"],
         "`pageSize` must be a whole number from 1 to 3 (max_page_size)"
     );
-    let (status, body, _) = send(&server, Method::GET, "/instances?nextPage=bm90LWEtdG9rZW4", None).await;
+    let (status, body, _) = send(
+        &server,
+        Method::GET,
+        "/instances?nextPage=bm90LWEtdG9rZW4",
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(
         body["message"],
         "`nextPage` is not a page token from `Elements-Next-Page-Token`"
     );
-    let (status, body, _) = send(&server, Method::GET, "/instances?where=name%3D%27x%27", None).await;
+    let (status, body, _) = send(
+        &server,
+        Method::GET,
+        "/instances?where=name%3D%27x%27",
+        None,
+    )
+    .await;
     assert_eq!(status, 400);
     assert!(
-        body["message"].as_str().unwrap().starts_with("unknown query parameter `where`"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown query parameter `where`"),
         "{body}"
     );
     server.stop().await;
@@ -121,11 +169,31 @@ async fn search_text_and_tags_combine() {
     create(&server, &named("50%_off", &["x\"crm\""])).await;
     let (_, body, h) = send(&server, Method::GET, "/instances?searchText=ACME", None).await;
     assert_eq!(names(&body), ["acme billing", "Acme CRM"]);
-    assert_eq!(header(&h, "elements-total-count"), None, "not counted when filtered");
-    let (_, body, _) = send(&server, Method::GET, "/instances?searchText=acme&tags[]=crm", None).await;
+    assert_eq!(
+        header(&h, "elements-total-count"),
+        None,
+        "not counted when filtered"
+    );
+    let (_, body, _) = send(
+        &server,
+        Method::GET,
+        "/instances?searchText=acme&tags[]=crm",
+        None,
+    )
+    .await;
     assert_eq!(names(&body), ["Acme CRM"]);
-    let (_, body, _) = send(&server, Method::GET, "/instances?tags[]=crm&tags[]=prod", None).await;
-    assert_eq!(names(&body), ["Other CRM", "Acme CRM"], "a tag containing `\"crm\"` is not the tag `crm`");
+    let (_, body, _) = send(
+        &server,
+        Method::GET,
+        "/instances?tags[]=crm&tags[]=prod",
+        None,
+    )
+    .await;
+    assert_eq!(
+        names(&body),
+        ["Other CRM", "Acme CRM"],
+        "a tag containing `\"crm\"` is not the tag `crm`"
+    );
     // LIKE wildcards in the search are literal.
     let (_, body, _) = send(&server, Method::GET, "/instances?searchText=%25_", None).await;
     assert_eq!(names(&body), ["50%_off"]);
@@ -183,22 +251,46 @@ async fn put_replaces_and_reprovisions() {
     .await;
     assert_eq!(status, 400, "{body}");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains("oauth.api.secret") && message.contains("oauth.callback.url"), "{message}");
-    let (status, body, _) = send(&server, Method::PUT, &format!("/instances/{id}"), Some(json!({"tags": ["x"]}))).await;
-    assert_eq!((status, body["message"].as_str()), (400, Some("`name` is required")));
+    assert!(
+        message.contains("oauth.api.secret") && message.contains("oauth.callback.url"),
+        "{message}"
+    );
+    let (status, body, _) = send(
+        &server,
+        Method::PUT,
+        &format!("/instances/{id}"),
+        Some(json!({"tags": ["x"]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("`name` is required"))
+    );
 
     let mut full = seed_instance_body("at-new", "rt-new");
     full["name"] = json!("after");
     full["tags"] = json!(["b", "c"]);
     full["id"] = json!(id);
     full["token"] = json!("ignored");
-    let (status, body, headers) = send(&server, Method::PUT, &format!("/instances/{id}"), Some(full)).await;
+    let (status, body, headers) = send(
+        &server,
+        Method::PUT,
+        &format!("/instances/{id}"),
+        Some(full),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "after");
     assert_eq!(body["tags"], json!(["b", "c"]));
     assert_eq!(body["id"], id);
-    assert!(body.get("token").is_none(), "the token is shown only at creation");
-    assert_eq!(header(&headers, "elements-instance-id"), Some(id.to_string().as_str()));
+    assert!(
+        body.get("token").is_none(),
+        "the token is shown only at creation"
+    );
+    assert_eq!(
+        header(&headers, "elements-instance-id"),
+        Some(id.to_string().as_str())
+    );
     let (status, credentials) = credentials(&server.client, &server.base, id, &token).await;
     assert_eq!(status, 200, "{credentials}");
     assert_eq!(credentials["accessToken"], "at-new", "re-provisioned");
@@ -228,12 +320,21 @@ async fn patch_ignores_read_only_fields_and_merges_configuration() {
     echoed["name"] = json!("renamed");
     echoed["configuration"] = json!({"oauth.scope": "contacts"});
     echoed["providerData"] = json!({"access_token": "at-patched", "expires_in": 1800});
-    let (status, body, _) = send(&server, Method::PATCH, &format!("/instances/{id}"), Some(echoed)).await;
+    let (status, body, _) = send(
+        &server,
+        Method::PATCH,
+        &format!("/instances/{id}"),
+        Some(echoed),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "renamed");
     assert_eq!(body["tags"], json!(["a"]), "unchanged");
     assert_eq!(body["configuration"]["oauth.scope"], "contacts");
-    assert_eq!(body["configuration"]["oauth.callback.url"], "www.samplecallbackurl.com", "kept");
+    assert_eq!(
+        body["configuration"]["oauth.callback.url"], "www.samplecallbackurl.com",
+        "kept"
+    );
     assert_eq!(body["configuration"]["oauth.api.key"], "********");
     let (_, credentials) = credentials(&server.client, &server.base, id, &token).await;
     assert_eq!(credentials["accessToken"], "at-patched");
@@ -244,8 +345,16 @@ async fn patch_ignores_read_only_fields_and_merges_configuration() {
 async fn configuration_entries_one_by_one() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let id = create(&server, &named("c", &["a"])).await["id"].as_i64().unwrap();
-    let (_, all, _) = send(&server, Method::GET, &format!("/instances/{id}/configuration"), None).await;
+    let id = create(&server, &named("c", &["a"])).await["id"]
+        .as_i64()
+        .unwrap();
+    let (_, all, _) = send(
+        &server,
+        Method::GET,
+        &format!("/instances/{id}/configuration"),
+        None,
+    )
+    .await;
     let scope = all
         .as_array()
         .unwrap()
@@ -254,7 +363,13 @@ async fn configuration_entries_one_by_one() {
         .unwrap()
         .clone();
     let entry_id = scope["id"].as_u64().unwrap();
-    let (status, one, _) = send(&server, Method::GET, &format!("/instances/{id}/configuration/{entry_id}"), None).await;
+    let (status, one, _) = send(
+        &server,
+        Method::GET,
+        &format!("/instances/{id}/configuration/{entry_id}"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(one, scope);
     let (status, one, _) = send(
@@ -266,16 +381,34 @@ async fn configuration_entries_one_by_one() {
     .await;
     assert_eq!(status, 200, "{one}");
     assert_eq!(one["propertyValue"], "crm.objects.read");
-    let (status, body, _) = send(&server, Method::GET, &format!("/instances/{id}/configuration/99"), None).await;
-    assert_eq!((status, body["message"].as_str().unwrap()), (404, format!("instance {id} has no configuration entry 99").as_str()));
+    let (status, body, _) = send(
+        &server,
+        Method::GET,
+        &format!("/instances/{id}/configuration/99"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].as_str().unwrap()),
+        (
+            404,
+            format!("instance {id} has no configuration entry 99").as_str()
+        )
+    );
     server.stop().await;
 }
 
-async fn with_element(server: &TestServer, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = server
-        .client
-        .request(method, server.url(path))
-        .header("Authorization", format!("{}, Element {token}", server.account.header()));
+async fn with_element(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = server.client.request(method, server.url(path)).header(
+        "Authorization",
+        format!("{}, Element {token}", server.account.header()),
+    );
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -291,24 +424,67 @@ async fn element_token_routes_act_on_its_instance() {
     let created = create(&server, &named("scoped", &["a"])).await;
     let id = created["id"].as_i64().unwrap();
     let token = created["token"].as_str().unwrap().to_owned();
-    let (status, config) = with_element(&server, Method::GET, "/instances/configuration", &token, None).await;
+    let (status, config) = with_element(
+        &server,
+        Method::GET,
+        "/instances/configuration",
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{config}");
     assert_eq!(config.as_array().unwrap().len(), 4);
-    let (status, body) = with_element(&server, Method::PATCH, "/instances", &token, Some(json!({"tags": ["z"]}))).await;
+    let (status, body) = with_element(
+        &server,
+        Method::PATCH,
+        "/instances",
+        &token,
+        Some(json!({"tags": ["z"]})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["id"].as_i64(), &body["tags"]), (Some(id), &json!(["z"])));
+    assert_eq!(
+        (body["id"].as_i64(), &body["tags"]),
+        (Some(id), &json!(["z"]))
+    );
     // Without an Element token the route names what it needs.
-    let (status, body, _) = send(&server, Method::PATCH, "/instances", Some(json!({"tags": ["z"]}))).await;
+    let (status, body, _) = send(
+        &server,
+        Method::PATCH,
+        "/instances",
+        Some(json!({"tags": ["z"]})),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("`Element` token"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("`Element` token"),
+        "{body}"
+    );
     let (status, _) = with_element(&server, Method::DELETE, "/instances", &token, None).await;
     assert_eq!(status, 200);
     let (status, _, _) = send(&server, Method::GET, &format!("/instances/{id}"), None).await;
     assert_eq!(status, 404, "deleted");
     // The token of a deleted instance: 401, as any bad credential.
-    let (status, body) = with_element(&server, Method::GET, "/instances/configuration", &token, None).await;
+    let (status, body) = with_element(
+        &server,
+        Method::GET,
+        "/instances/configuration",
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, 401, "{body}");
-    let (status, _) = with_element(&server, Method::GET, &format!("/instances/{id}/credentials"), &token, None).await;
+    let (status, _) = with_element(
+        &server,
+        Method::GET,
+        &format!("/instances/{id}/credentials"),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
     server.stop().await;
 }
@@ -320,7 +496,13 @@ async fn element_scoped_instances_list_and_create() {
     create(&server, &named("h", &["a"])).await;
     let mut body = named("g", &["a"]);
     body.as_object_mut().unwrap().remove("element");
-    let (status, created, _) = send(&server, Method::POST, "/elements/github/instances", Some(body.clone())).await;
+    let (status, created, _) = send(
+        &server,
+        Method::POST,
+        "/elements/github/instances",
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["element"]["key"], "github");
     assert!(created["token"].is_string());
@@ -330,9 +512,18 @@ async fn element_scoped_instances_list_and_create() {
     let (_, list, _) = send(&server, Method::GET, "/elements/43/instances", None).await;
     assert_eq!(names(&list), ["h"], "by element id too");
     body["element"] = json!({"key": "hubspot"});
-    let (status, error, _) = send(&server, Method::POST, "/elements/github/instances", Some(body)).await;
+    let (status, error, _) = send(
+        &server,
+        Method::POST,
+        "/elements/github/instances",
+        Some(body),
+    )
+    .await;
     assert_eq!(status, 400);
-    assert_eq!(error["message"], "`element` names another element than the path (`github`)");
+    assert_eq!(
+        error["message"],
+        "`element` names another element than the path (`github`)"
+    );
     server.stop().await;
 }
 
@@ -348,9 +539,20 @@ async fn cors_only_for_allowed_origins_and_exposes_paging_headers() {
         .send()
         .await
         .unwrap();
-    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
-    let exposed = allowed.headers()["access-control-expose-headers"].to_str().unwrap().to_owned();
-    for name in ["elements-next-page-token", "elements-returned-count", "elements-total-count", "x-request-id"] {
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let exposed = allowed.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in [
+        "elements-next-page-token",
+        "elements-returned-count",
+        "elements-total-count",
+        "x-request-id",
+    ] {
         assert!(exposed.contains(name), "{exposed}");
     }
     let preflight = server
@@ -363,7 +565,10 @@ async fn cors_only_for_allowed_origins_and_exposes_paging_headers() {
         .await
         .unwrap();
     assert_eq!(preflight.status(), 200);
-    assert!(preflight.headers()["access-control-allow-methods"].to_str().unwrap().contains("PATCH"));
+    assert!(preflight.headers()["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("PATCH"));
     let other = server
         .authed(Method::GET, "/instances")
         .header("Origin", "https://evil.example.com")
@@ -382,7 +587,10 @@ async fn cors_only_for_allowed_origins_and_exposes_paging_headers() {
         .send()
         .await
         .unwrap();
-    assert!(response.headers().get("access-control-allow-origin").is_none());
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
     server.stop().await;
 }
 
@@ -397,16 +605,24 @@ async fn replay_a_recorded_client_session() {
         serde_json::from_str(include_str!("data/compat/session.json")).expect("session.json");
     let mut vars: Vec<(String, String)> = Vec::new();
     let fill = |text: &str, vars: &[(String, String)]| {
-        vars.iter()
-            .fold(text.to_owned(), |t, (k, v)| t.replace(&format!("{{{{{k}}}}}"), v))
+        vars.iter().fold(text.to_owned(), |t, (k, v)| {
+            t.replace(&format!("{{{{{k}}}}}"), v)
+        })
     };
     for (n, step) in session["steps"].as_array().unwrap().iter().enumerate() {
         let method = Method::from_bytes(step["method"].as_str().unwrap().as_bytes()).unwrap();
         let path = fill(step["path"].as_str().unwrap(), &vars);
-        let body = step.get("body").map(|b| serde_json::from_str(&fill(&b.to_string(), &vars)).unwrap());
+        let body = step
+            .get("body")
+            .map(|b| serde_json::from_str(&fill(&b.to_string(), &vars)).unwrap());
         let (status, answer, headers) = send(&server, method, &path, body).await;
-        let expect: Value = serde_json::from_str(&fill(&step["expect"].to_string(), &vars)).unwrap();
-        assert_eq!(status, expect["status"].as_u64().unwrap() as u16, "step {n} {path}: {answer}");
+        let expect: Value =
+            serde_json::from_str(&fill(&step["expect"].to_string(), &vars)).unwrap();
+        assert_eq!(
+            status,
+            expect["status"].as_u64().unwrap() as u16,
+            "step {n} {path}: {answer}"
+        );
         if let Some(fields) = expect["fields"].as_object() {
             for (pointer, value) in fields {
                 // `null`: absent.
@@ -416,7 +632,13 @@ async fn replay_a_recorded_client_session() {
         }
         if let Some(wanted) = expect["headers"].as_object() {
             for (name, value) in wanted {
-                assert_eq!(header(&headers, name).map(Value::from).unwrap_or(Value::Null), *value, "step {n} {path}: header {name}");
+                assert_eq!(
+                    header(&headers, name)
+                        .map(Value::from)
+                        .unwrap_or(Value::Null),
+                    *value,
+                    "step {n} {path}: header {name}"
+                );
             }
         }
         if let Some(save) = step.get("save").and_then(Value::as_object) {
@@ -455,10 +677,11 @@ async fn paging_a_million_instances_stays_flat() {
     }
     let url = format!("sqlite://{}", dir.path().join("elements.db").display());
     let db = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let (org, user): (i64, i64) = sqlx::query_as("SELECT organization_id, user_id FROM instances LIMIT 1")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let (org, user): (i64, i64) =
+        sqlx::query_as("SELECT organization_id, user_id FROM instances LIMIT 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
     let started = Instant::now();
     sqlx::query(
         "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < $1) \
@@ -481,7 +704,8 @@ async fn paging_a_million_instances_stays_flat() {
     }
 
     // The first page: the newest 200, and the total.
-    let (status, first, headers) = send(&server, Method::GET, "/instances?pageSize=200", None).await;
+    let (status, first, headers) =
+        send(&server, Method::GET, "/instances?pageSize=200", None).await;
     assert_eq!(status, 200);
     assert_eq!(names(&first)[0], "new-199");
     assert_eq!(names(&first)[199], "new-0");
@@ -518,5 +742,67 @@ async fn paging_a_million_instances_stays_flat() {
          first page filtered by tag (no count) {first_no_count:?}, page 1,000,000 rows deep {deep_page:?}; \
          GET /instances/count {count:?}"
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn post_oauth_url_answers_what_get_answers() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let response = server
+        .client
+        .post(server.url("/elements/hubspot/oauth/url"))
+        .json(&json!({
+            "apiKey": "123456789d-1234-12e4-bda9-12345b8bf20",
+            "apiSecret": 123456,
+            "scope": "contacts-rw offline",
+            "callbackUrl": "http://demonstrab.ly"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), SEED_OAUTH_ANSWER);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn configuration_default_value_is_a_string_or_absent() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    for path in ["/elements/github/configuration", "/elements/github"] {
+        let body: Value = server.get(path).send().await.unwrap().json().await.unwrap();
+        let entries = if path.ends_with("configuration") {
+            &body
+        } else {
+            &body["configuration"]
+        };
+        let entries = entries.as_array().expect("an array of entries");
+        let key = entries
+            .iter()
+            .find(|e| e["key"] == "oauth.api.key")
+            .unwrap();
+        assert!(key.get("defaultValue").is_none(), "{path}: {key}");
+        assert_eq!(key["required"], true);
+        let scope = entries.iter().find(|e| e["key"] == "oauth.scope").unwrap();
+        assert_eq!(scope["defaultValue"], "repo read:user", "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn instance_answers_name_their_instance() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let id = create(&server, &named("h", &["a"])).await["id"]
+        .as_i64()
+        .unwrap();
+    let (status, _, headers) = send(&server, Method::GET, &format!("/instances/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "elements-instance-id"),
+        Some(id.to_string().as_str())
+    );
+    assert!(header(&headers, "x-request-id").is_some_and(|v| !v.is_empty()));
     server.stop().await;
 }

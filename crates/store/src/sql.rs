@@ -674,7 +674,10 @@ impl Store for SqlStore {
         for tag in &query.tags {
             let json = serde_json::to_string(tag).expect("a string serializes");
             patterns.push(format!("%{}%", like_escape(&json)));
-            sql.push_str(&format!(" AND i.tags LIKE ${} ESCAPE '\\'", patterns.len() + 2));
+            sql.push_str(&format!(
+                " AND i.tags LIKE ${} ESCAPE '\\'",
+                patterns.len() + 2
+            ));
         }
         sql.push_str(&format!(
             " ORDER BY i.seq DESC LIMIT ${}",

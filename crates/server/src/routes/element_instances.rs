@@ -18,10 +18,7 @@ use crate::AppState;
 
 /// Routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/elements/{key_or_id}/instances",
-        get(list).post(create),
-    )
+    Router::new().route("/elements/{key_or_id}/instances", get(list).post(create))
 }
 
 async fn list(

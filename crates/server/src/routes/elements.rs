@@ -168,14 +168,15 @@ async fn oauth_url_post(
     PathParam(key_or_id): PathParam<String>,
     QueryPairs(query): QueryPairs,
     headers: HeaderMap,
-    crate::body::JsonBody(body): crate::body::JsonBody<
-        crate::body::UniqueMap<serde_json::Value>,
-    >,
+    crate::body::JsonBody(body): crate::body::JsonBody<crate::body::UniqueMap<serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     if let Some((name, _)) = query.first() {
         return Err(ApiError::BadRequest(format!(
             "query parameter `{}`: `POST .../oauth/url` takes its parameters in the JSON body",
-            name.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
         )));
     }
     let mut pairs = Vec::with_capacity(body.0.len());
@@ -188,7 +189,10 @@ async fn oauth_url_post(
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "`{}` must be a string, a number or a boolean",
-                    name.chars().filter(|c| !c.is_control()).take(64).collect::<String>()
+                    name.chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>()
                 )))
             }
         };

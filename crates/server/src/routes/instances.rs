@@ -247,7 +247,11 @@ pub(crate) async fn create(
     ))
 }
 
-pub(crate) async fn owned(state: &AppState, organization_id: i64, raw_id: &str) -> Result<Instance, ApiError> {
+pub(crate) async fn owned(
+    state: &AppState,
+    organization_id: i64,
+    raw_id: &str,
+) -> Result<Instance, ApiError> {
     let id = instance_id(raw_id)?;
     state
         .store

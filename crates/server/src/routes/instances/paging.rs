@@ -88,9 +88,7 @@ pub async fn list_page(
                         ))
                     })?
             }
-            "nextPage" | "page" if !value.is_empty() => {
-                query.after = Some(decode_cursor(&value)?)
-            }
+            "nextPage" | "page" if !value.is_empty() => query.after = Some(decode_cursor(&value)?),
             "nextPage" | "page" => {}
             "searchText" => {
                 crate::body::check_text("searchText", &value, MAX_SEARCH)?;
@@ -111,10 +109,7 @@ pub async fn list_page(
         && query.tags.is_empty()
         && query.search.is_none()
         && query.element.is_none();
-    let page = state
-        .store
-        .instance_page(organization_id, &query)
-        .await?;
+    let page = state.store.instance_page(organization_id, &query).await?;
     for unreadable in &page.list.unreadable {
         tracing::error!(
             instance_id = unreadable.id,

@@ -12,7 +12,9 @@ use elements_core::{lenient_seconds, Configuration, Element};
 use elements_store::{hash_secret, Instance, ReplaceInstance, Tokens};
 use serde::Deserialize;
 
-use super::{check_name, check_tags, owned, spec_of, MAX_CONFIG_KEY, MAX_CONFIG_VALUE, MAX_EXPIRES_IN};
+use super::{
+    check_name, check_tags, owned, spec_of, MAX_CONFIG_KEY, MAX_CONFIG_VALUE, MAX_EXPIRES_IN,
+};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonBody, UniqueMap};
 use crate::error::ApiError;
