@@ -806,3 +806,40 @@ async fn instance_answers_name_their_instance() {
     assert!(header(&headers, "x-request-id").is_some_and(|v| !v.is_empty()));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn markup_is_removed_from_names_and_tags() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let created = create(
+        &server,
+        &named(r#"<a href="https://evil.example">x</a>"#, &["<b>prod</b>"]),
+    )
+    .await;
+    assert_eq!(created["name"], "x");
+    assert_eq!(created["tags"], json!(["prod"]));
+    let id = created["id"].as_i64().unwrap();
+    let (status, body, _) = send(
+        &server,
+        Method::PATCH,
+        &format!("/instances/{id}"),
+        Some(json!({"name": "<i>R&amp;D</i> < 5", "tags": ["<script>x</script>ok"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["name"], "R&D < 5");
+    assert_eq!(body["tags"], json!(["ok"]));
+    // A name of nothing but markup is an empty name.
+    let (status, body, _) = send(
+        &server,
+        Method::PATCH,
+        &format!("/instances/{id}"),
+        Some(json!({"name": "<script>x</script>"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("`name` must not be empty"))
+    );
+    server.stop().await;
+}

@@ -369,6 +369,9 @@ mod tests {
              max_instances_per_organization = 8\n\
              max_configuration_entries = 9\n\
              max_configuration_bytes = 1000\n\
+             default_page_size = 50\n\
+             max_page_size = 100\n\
+             cors_allowed_origins = [\"https://app.example.com\"]\n\
              strict_key_permissions = true\n",
         )
         .unwrap();
@@ -385,6 +388,9 @@ mod tests {
                 max_instances_per_organization: 8,
                 max_configuration_entries: 9,
                 max_configuration_bytes: 1000,
+                default_page_size: 50,
+                max_page_size: 100,
+                cors_allowed_origins: vec!["https://app.example.com".into()],
             }
         );
         assert!(config.strict_key_permissions);

@@ -30,6 +30,7 @@ pub mod error;
 pub mod flight;
 pub mod headers;
 pub mod listener;
+pub mod markup;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;

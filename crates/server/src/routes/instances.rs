@@ -105,8 +105,13 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
 pub(crate) async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateInstance>,
+    JsonBody(mut body): JsonBody<CreateInstance>,
 ) -> Result<Response, ApiError> {
+    // compat: no markup in names and tags.
+    body.name = crate::markup::strip(&body.name);
+    body.tags = body
+        .tags
+        .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
     let element: &dyn Element = match (&body.element.key, body.element.id) {
         (Some(key), _) => find(&state, key)?.as_ref(),
         (None, Some(id)) => find(&state, &id.to_string())?.as_ref(),

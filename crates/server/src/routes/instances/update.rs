@@ -178,6 +178,11 @@ async fn apply_instance(
     body: UpdateInstance,
     full: bool,
 ) -> Result<Instance, ApiError> {
+    let mut body = body;
+    body.name = body.name.map(|n| crate::markup::strip(&n));
+    body.tags = body
+        .tags
+        .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
     let element = super::super::elements::find(state, &instance.element_key)?.clone();
     match &body.name {
         Some(name) => check_name(name)?,
