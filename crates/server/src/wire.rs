@@ -111,6 +111,27 @@ pub struct CreateInstance {
     pub name: String,
 }
 
+/// The body of `PUT` and `PATCH /instances/{id}` (and `PATCH /instances`
+/// with an `Element` token). Fields the update does not change (`id`,
+/// `element`, `token`, `valid`, ...) are ignored, as Cloud Elements ignores
+/// them: clients send back what they read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchInstance {
+    /// New name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// New tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Configuration: the whole of it (`PUT`) or entries to set (`PATCH`).
+    #[serde(default)]
+    pub configuration: Option<UniqueMap<ConfigValue>>,
+    /// New tokens or a code: re-provisions the instance.
+    #[serde(default)]
+    pub provider_data: Option<ProviderData>,
+}
+
 /// The user object inside an instance.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

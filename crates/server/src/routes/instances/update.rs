@@ -28,25 +28,7 @@ use crate::AppState;
 /// The instance a response is about.
 pub const INSTANCE_ID: &str = "elements-instance-id";
 
-/// The body of `PUT` and `PATCH /instances/{id}`. Fields the update does
-/// not change (`id`, `element`, `token`, `valid`, ...) are ignored, as
-/// Cloud Elements ignores them: clients send back what they read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UpdateInstance {
-    /// New name.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// New tags.
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    /// Configuration: the whole of it (`PUT`) or entries to set (`PATCH`).
-    #[serde(default)]
-    pub configuration: Option<UniqueMap<ConfigValue>>,
-    /// New tokens or a code: re-provisions the instance.
-    #[serde(default)]
-    pub provider_data: Option<ProviderData>,
-}
+use crate::wire::PatchInstance as UpdateInstance;
 
 /// The body of `PATCH /instances/{id}/configuration/{configId}`.
 #[derive(Debug, Deserialize)]
