@@ -632,7 +632,6 @@ async fn replay_on_postgres() {
 }
 
 async fn replay(server: &TestServer) {
-    let server = server;
     let session: Value =
         serde_json::from_str(include_str!("data/compat/session.json")).expect("session.json");
     let mut vars: Vec<(String, String)> = Vec::new();
