@@ -5,6 +5,20 @@
 
 /// `text` with every HTML tag removed, as plain text (entities decoded).
 pub fn strip(text: &str) -> String {
+    // Until nothing changes: decoding `&lt;b&gt;` yields `<b>`, which the
+    // next pass removes, so what is stored parses as text alone.
+    let mut current = text.to_owned();
+    for _ in 0..8 {
+        let next = strip_once(&current);
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
+fn strip_once(text: &str) -> String {
     if !text.contains(['<', '&']) {
         return text.to_owned();
     }
@@ -31,7 +45,10 @@ mod tests {
         );
         assert_eq!(strip("R&D < 5 > 3"), "R&D < 5 > 3");
         assert_eq!(strip("Tom &amp; Jerry"), "Tom & Jerry");
+        assert_eq!(strip("Tom &amp;amp; Jerry"), "Tom & Jerry");
         assert_eq!(strip("plain"), "plain");
         assert_eq!(strip("<img src=x onerror=alert(1)>"), "");
+        assert_eq!(strip("&lt;b&gt;x&lt;/b&gt;"), "x", "encoded markup too");
+        assert_eq!(strip("&amp;lt;i&amp;gt;y"), "y");
     }
 }
