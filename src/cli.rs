@@ -158,6 +158,17 @@ struct LimitArgs {
     /// [default: 32768].
     #[arg(long, env = "ELEMENTS_MAX_CONFIGURATION_BYTES")]
     max_configuration_bytes: Option<usize>,
+    /// `GET /instances` page size when the client gives no `pageSize`
+    /// [default: 200].
+    #[arg(long, env = "ELEMENTS_DEFAULT_PAGE_SIZE")]
+    default_page_size: Option<u32>,
+    /// The largest `pageSize` of `GET /instances` [default: 500].
+    #[arg(long, env = "ELEMENTS_MAX_PAGE_SIZE")]
+    max_page_size: Option<u32>,
+    /// Origins allowed to call the API from a browser (CORS), comma
+    /// separated, e.g. https://app.example.com [default: none].
+    #[arg(long, env = "ELEMENTS_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    cors_allowed_origins: Option<Vec<String>>,
 }
 
 impl LimitArgs {
@@ -172,6 +183,9 @@ impl LimitArgs {
             max_instances_per_organization: self.max_instances_per_organization,
             max_configuration_entries: self.max_configuration_entries,
             max_configuration_bytes: self.max_configuration_bytes,
+            default_page_size: self.default_page_size,
+            max_page_size: self.max_page_size,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
         }
     }
 }

@@ -29,6 +29,9 @@ use crate::tokens::TokenPolicy;
 /// max_instances_per_organization = 10000
 /// max_configuration_entries = 100
 /// max_configuration_bytes = 32768
+/// default_page_size = 200            # GET /instances without pageSize
+/// max_page_size = 500                # largest pageSize
+/// cors_allowed_origins = []          # e.g. ["https://app.example.com"]
 /// strict_key_permissions = false
 /// metrics_listen = "127.0.0.1:9090"   # /metrics on its own listener
 /// console_session_seconds = 43200
@@ -73,6 +76,12 @@ pub struct FileConfig {
     pub max_configuration_entries: Option<usize>,
     /// Most configuration bytes (keys and values) per instance.
     pub max_configuration_bytes: Option<usize>,
+    /// compat: `GET /instances` page size when `pageSize` is absent.
+    pub default_page_size: Option<u32>,
+    /// compat: the largest `pageSize` allowed.
+    pub max_page_size: Option<u32>,
+    /// compat: origins allowed to call the API from a browser (CORS).
+    pub cors_allowed_origins: Option<Vec<String>>,
     /// Refuse to start when the key file is readable by group or others.
     pub strict_key_permissions: Option<bool>,
     /// Per-element settings.
@@ -117,6 +126,13 @@ pub struct Limits {
     pub max_configuration_entries: usize,
     /// Most configuration bytes (keys plus values) per instance.
     pub max_configuration_bytes: usize,
+    /// compat: `GET /instances` page size when `pageSize` is absent.
+    pub default_page_size: u32,
+    /// compat: the largest `pageSize` allowed (larger is a 400).
+    pub max_page_size: u32,
+    /// compat: exact origins (`https://app.example.com`) allowed to call the
+    /// API from a browser; empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Limits {
@@ -131,6 +147,9 @@ impl Default for Limits {
             max_instances_per_organization: 10_000,
             max_configuration_entries: 100,
             max_configuration_bytes: 32 * 1024,
+            default_page_size: 200,
+            max_page_size: 500,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -157,6 +176,12 @@ pub struct LimitSettings {
     pub max_configuration_entries: Option<usize>,
     /// `max_configuration_bytes`.
     pub max_configuration_bytes: Option<usize>,
+    /// `default_page_size` (compat).
+    pub default_page_size: Option<u32>,
+    /// `max_page_size` (compat).
+    pub max_page_size: Option<u32>,
+    /// `cors_allowed_origins` (compat).
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 impl Limits {
@@ -190,6 +215,16 @@ impl Limits {
         if let Some(n) = s.max_configuration_bytes {
             self.max_configuration_bytes = n;
         }
+        if let Some(n) = s.max_page_size {
+            self.max_page_size = n.max(1);
+        }
+        if let Some(n) = s.default_page_size {
+            self.default_page_size = n.max(1);
+        }
+        self.default_page_size = self.default_page_size.min(self.max_page_size);
+        if let Some(origins) = &s.cors_allowed_origins {
+            self.cors_allowed_origins = origins.clone();
+        }
     }
 }
 
@@ -206,6 +241,9 @@ impl FileConfig {
             max_instances_per_organization: self.max_instances_per_organization,
             max_configuration_entries: self.max_configuration_entries,
             max_configuration_bytes: self.max_configuration_bytes,
+            default_page_size: self.default_page_size,
+            max_page_size: self.max_page_size,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
         }
     }
 }
@@ -364,6 +402,9 @@ mod tests {
              max_instances_per_organization = 8\n\
              max_configuration_entries = 9\n\
              max_configuration_bytes = 1000\n\
+             default_page_size = 50\n\
+             max_page_size = 100\n\
+             cors_allowed_origins = [\"https://app.example.com\"]\n\
              strict_key_permissions = true\n",
         )
         .unwrap();
@@ -380,6 +421,9 @@ mod tests {
                 max_instances_per_organization: 8,
                 max_configuration_entries: 9,
                 max_configuration_bytes: 1000,
+                default_page_size: 50,
+                max_page_size: 100,
+                cors_allowed_origins: vec!["https://app.example.com".into()],
             }
         );
         assert!(config.strict_key_permissions);

@@ -23,12 +23,15 @@ pub mod auth_limit;
 pub mod body;
 pub mod config;
 pub mod console;
+pub mod cors;
+use cors::ApplyCors as _;
 pub mod element_view;
 pub mod error;
 pub mod flight;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod markup;
 pub mod metrics;
 pub mod pkce;
 pub mod provider;
@@ -81,6 +84,7 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
+        .merge(routes::element_instances::router())
         .merge(routes::organizations::router());
     Router::new()
         .nest("/elements/api-v2", api)
@@ -96,7 +100,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .layer(axum::middleware::from_fn(headers::limit))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .layer(axum::middleware::from_fn(metrics::middleware))
-        .with_state(state)
+        .with_state(state.clone())
+        .apply_cors(&state.limits.cors_allowed_origins)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then gives the

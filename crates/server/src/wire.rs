@@ -111,9 +111,12 @@ pub struct CreateInstance {
     pub name: String,
 }
 
-/// The body of `PATCH /instances/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `PUT` and `PATCH /instances/{id}` (and `PATCH /instances`
+/// with an `Element` token). Fields the update does not change (`id`,
+/// `element`, `token`, `valid`, ...) are ignored, as Cloud Elements ignores
+/// them: clients send back what they read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PatchInstance {
     /// New name.
     #[serde(default)]
@@ -121,6 +124,12 @@ pub struct PatchInstance {
     /// New tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// Configuration: the whole of it (`PUT`) or entries to set (`PATCH`).
+    #[serde(default)]
+    pub configuration: Option<UniqueMap<ConfigValue>>,
+    /// New tokens or a code: re-provisions the instance.
+    #[serde(default)]
+    pub provider_data: Option<ProviderData>,
 }
 
 /// The user object inside an instance.

@@ -373,6 +373,70 @@ pub trait Store: Send + Sync + 'static {
 
     /// The connection pool: (open connections, idle connections).
     fn pool_usage(&self) -> (u32, usize);
+    // ---- compat: instance paging and counts ----
+
+    /// One keyset page of the organization's instances, newest first:
+    /// those strictly older than `query.after` (a [`InstancePage::next`] of
+    /// the previous page), whose name contains `query.search` (ASCII
+    /// case-insensitive) and which have every tag in `query.tags`; at most
+    /// `query.limit` rows are read. Unreadable rows are named apart, as in
+    /// [`Store::list_instances`]; a page may hold fewer rows than `limit`
+    /// while `next` is still set. Unfiltered, `next` is set only when
+    /// another row follows; filtered (search, tags), whenever the page is
+    /// full, so the last page of a filtered list may be empty (finding the
+    /// next match could mean scanning every older row).
+    async fn instance_page(&self, organization_id: i64, query: &PageQuery) -> Result<InstancePage>;
+
+    /// How many instances the organization holds per element key, by key.
+    async fn instance_counts(&self, organization_id: i64) -> Result<Vec<(String, u64)>>;
+
+    /// Replaces an instance's name, tags and, when given, configuration and
+    /// provider tokens (a re-provisioning: the instance becomes valid again).
+    /// `None` if there is no such instance in the organization.
+    async fn replace_instance(
+        &self,
+        organization_id: i64,
+        id: i64,
+        replace: ReplaceInstance,
+    ) -> Result<Option<Instance>>;
+}
+
+/// What [`Store::instance_page`] selects (compat).
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    /// Every one of these tags.
+    pub tags: Vec<String>,
+    /// A substring of the name.
+    pub search: Option<String>,
+    /// The cursor: rows older than this position.
+    pub after: Option<i64>,
+    /// Most rows read.
+    pub limit: u32,
+    /// Only instances of this element key.
+    pub element: Option<String>,
+}
+
+/// One page of instances (compat).
+#[derive(Debug, Default)]
+pub struct InstancePage {
+    /// The rows of the page.
+    pub list: InstanceList,
+    /// The cursor of the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+/// What [`Store::replace_instance`] writes (compat).
+#[derive(Debug, Clone)]
+pub struct ReplaceInstance {
+    /// New name.
+    pub name: Option<String>,
+    /// New tags.
+    pub tags: Option<Vec<String>>,
+    /// New configuration (the whole of it).
+    pub configuration: Option<Configuration>,
+    /// New provider tokens (re-provisioned): replaces all token columns and
+    /// marks the instance valid.
+    pub tokens: Option<Tokens>,
 }
 
 /// Instances by state, for metrics: `disabled` counts every disabled

@@ -778,4 +778,175 @@ impl Store for SqlStore {
     fn pool_usage(&self) -> (u32, usize) {
         on_pool!(&self.db, |pool| (pool.size(), pool.num_idle()))
     }
+
+    // ---- compat: instance paging and counts ----
+
+    async fn instance_page(
+        &self,
+        organization_id: i64,
+        query: &crate::PageQuery,
+    ) -> Result<crate::InstancePage> {
+        // Keyset on the (organization_id, seq) index, newest first. Filters
+        // are LIKE patterns: the name's (ASCII-lowercased on both sides, so
+        // both engines agree), and one per tag on the tags' JSON text, a
+        // pre-filter confirmed exactly below (a tag's JSON text may occur
+        // inside another tag's).
+        let mut patterns = Vec::new();
+        let mut sql = format!(
+            "SELECT {INSTANCE_COLUMNS}, i.seq AS page_seq {INSTANCE_FROM} \
+             WHERE i.organization_id = $1 AND i.seq < $2"
+        );
+        if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
+            patterns.push(format!("%{}%", like_escape(&search.to_ascii_lowercase())));
+            sql.push_str(&format!(
+                " AND LOWER(i.name) LIKE ${} ESCAPE '\\'",
+                patterns.len() + 2
+            ));
+        }
+        if let Some(element) = &query.element {
+            patterns.push(element.clone());
+            sql.push_str(&format!(" AND i.element_key = ${}", patterns.len() + 2));
+        }
+        for tag in &query.tags {
+            let json = serde_json::to_string(tag).expect("a string serializes");
+            patterns.push(format!("%{}%", like_escape(&json)));
+            sql.push_str(&format!(
+                " AND i.tags LIKE ${} ESCAPE '\\'",
+                patterns.len() + 2
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY i.seq DESC LIMIT ${}",
+            patterns.len() + 3
+        ));
+        // Unfiltered, one row more than the page tells whether another
+        // follows (the next row in the index). Filtered, that row may lie
+        // a million rows further: a full page gets a cursor, and the last
+        // page of a filtered list may come back empty.
+        let limit = i64::from(query.limit.max(1));
+        let probe = i64::from(patterns.is_empty());
+        let mut rows: Vec<PagedRaw> = on_pool!(&self.db, |pool| {
+            let mut q = sqlx::query_as(&sql)
+                .bind(organization_id)
+                .bind(query.after.unwrap_or(i64::MAX));
+            for p in &patterns {
+                q = q.bind(p);
+            }
+            q.bind(limit + probe).fetch_all(pool).await
+        })
+        .map_err(db_err)?;
+        let next = if rows.len() as i64 >= limit + probe {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.page_seq)
+        } else {
+            None
+        };
+        let mut list = InstanceList::default();
+        for PagedRaw { raw, .. } in rows {
+            let id = raw.id;
+            let stored = match raw.tags() {
+                Ok(stored) if !has_tags(&stored, &query.tags) => continue,
+                Ok(stored) => stored,
+                Err(error) => {
+                    list.unreadable.push(Unreadable { id, error });
+                    continue;
+                }
+            };
+            match raw.open_tagged(&self.keyring, stored) {
+                Ok(instance) => list.instances.push(instance),
+                Err(error) => list.unreadable.push(Unreadable { id, error }),
+            }
+        }
+        Ok(crate::InstancePage { list, next })
+    }
+
+    async fn instance_counts(&self, organization_id: i64) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT element_key, COUNT(*) FROM instances WHERE organization_id = $1 \
+             GROUP BY element_key ORDER BY element_key",
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        Ok(rows.into_iter().map(|(k, n)| (k, n as u64)).collect())
+    }
+
+    async fn replace_instance(
+        &self,
+        organization_id: i64,
+        id: i64,
+        replace: crate::ReplaceInstance,
+    ) -> Result<Option<Instance>> {
+        let configuration = replace
+            .configuration
+            .as_ref()
+            .map(|c| seal_configuration(&self.keyring, id, c));
+        let tokens = replace
+            .tokens
+            .as_ref()
+            .map(|t| seal_tokens(&self.keyring, id, t));
+        let reprovision = tokens.is_some();
+        let t = tokens.unwrap_or(crate::common::SealedTokens {
+            access_token_enc: None,
+            refresh_token_enc: None,
+            token_type: None,
+            expires_at: None,
+        });
+        // `$6` true: every token column is replaced (NULLs included), the
+        // token version moves on and the instance is valid again.
+        let updated = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
+             configuration_enc = COALESCE($3, configuration_enc), \
+             access_token_enc = CASE WHEN $6 THEN $7 ELSE access_token_enc END, \
+             refresh_token_enc = CASE WHEN $6 THEN $8 ELSE refresh_token_enc END, \
+             token_type = CASE WHEN $6 THEN $9 ELSE token_type END, \
+             expires_at = CASE WHEN $6 THEN $10 ELSE expires_at END, \
+             token_version = CASE WHEN $6 THEN token_version + 1 ELSE token_version END, \
+             valid = CASE WHEN $6 THEN TRUE ELSE valid END, \
+             invalid_reason = CASE WHEN $6 THEN NULL ELSE invalid_reason END, \
+             updated_at = $4 WHERE id = $5 AND organization_id = $11",
+        )
+        .bind(&replace.name)
+        .bind(replace.tags.as_deref().map(tags_json))
+        .bind(&configuration)
+        .bind(now_millis())
+        .bind(id)
+        .bind(reprovision)
+        .bind(&t.access_token_enc)
+        .bind(&t.refresh_token_enc)
+        .bind(&t.token_type)
+        .bind(t.expires_at)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.instance(organization_id, id).await
+    }
+}
+
+// ---- compat: instance paging ----
+
+/// A paged row: the instance and its position.
+#[derive(sqlx::FromRow)]
+struct PagedRaw {
+    #[sqlx(flatten)]
+    raw: RawInstance,
+    page_seq: i64,
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -11,21 +11,43 @@ use elements_core::{Configuration, Element, ElementSpec};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
 use super::elements::find;
-use super::{instance_id, PathParam, QueryPairs};
+use super::{instance_id, PathParam};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonBody};
 use crate::error::ApiError;
 use crate::tokens::now_seconds;
 use crate::wire::{
-    is_secret_key, ConfigurationEntryJson, CreateInstance, CredentialsJson, InstanceJson,
-    PatchInstance, MASK,
+    is_secret_key, ConfigurationEntryJson, CreateInstance, CredentialsJson, InstanceJson, MASK,
 };
 use crate::AppState;
 
+pub(crate) mod paging;
+mod update;
+
+pub use update::{with_instance_id, INSTANCE_ID};
+
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/instances", get(list).post(create))
-        .route("/instances/{id}", get(show).patch(patch).delete(delete))
+        .route(
+            "/instances",
+            get(paging::list)
+                .post(create)
+                .patch(update::token_patch)
+                .delete(update::token_delete),
+        )
+        .route("/instances/count", get(paging::count))
+        .route("/instances/configuration", get(update::token_configuration))
+        .route(
+            "/instances/{id}",
+            get(show)
+                .put(update::put)
+                .patch(update::patch)
+                .delete(delete),
+        )
+        .route(
+            "/instances/{id}/configuration/{config_id}",
+            get(update::entry).patch(update::patch_entry),
+        )
         .route(
             "/instances/{id}/enabled",
             axum::routing::put(enable).delete(disable),
@@ -37,12 +59,12 @@ pub fn router() -> Router<AppState> {
 const MAX_NAME: usize = 200;
 const MAX_TAG: usize = 100;
 const MAX_TAGS: usize = 50;
-const MAX_CONFIG_KEY: usize = 200;
-const MAX_CONFIG_VALUE: usize = 8192;
+pub(crate) const MAX_CONFIG_KEY: usize = 200;
+pub(crate) const MAX_CONFIG_VALUE: usize = 8192;
 /// Ten years: a longer `providerData.expires_in` is refused.
-const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
+pub(crate) const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
-fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
+pub(crate) fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
     state
         .registry
         .by_key(&instance.element_key)
@@ -50,17 +72,20 @@ fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSp
 }
 
 fn render(state: &AppState, instance: &Instance) -> Response {
-    Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response()
+    with_instance_id(
+        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        instance.id,
+    )
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::BadRequest("`name` must not be empty".into()));
     }
     check_text("name", name, MAX_NAME)
 }
 
-fn check_tags(tags: &[String]) -> Result<(), ApiError> {
+pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::BadRequest(format!(
             "at most {MAX_TAGS} `tags` are allowed"
@@ -77,11 +102,16 @@ fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateInstance>,
+    JsonBody(mut body): JsonBody<CreateInstance>,
 ) -> Result<Response, ApiError> {
+    // compat: no markup in names and tags.
+    body.name = crate::markup::strip(&body.name);
+    body.tags = body
+        .tags
+        .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
     let element: &dyn Element = match (&body.element.key, body.element.id) {
         (Some(key), _) => find(&state, key)?.as_ref(),
         (None, Some(id)) => find(&state, &id.to_string())?.as_ref(),
@@ -227,46 +257,11 @@ async fn create(
     ))
 }
 
-async fn list(
-    State(state): State<AppState>,
-    Account { principal }: Account,
-    QueryPairs(pairs): QueryPairs,
-) -> Result<Response, ApiError> {
-    let mut tags = Vec::new();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "tags[]" | "tags" => tags.push(value),
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{}` (expected `tags[]`)",
-                    name.chars().take(64).collect::<String>()
-                )))
-            }
-        }
-    }
-    check_tags(&tags)?;
-    let list = state
-        .store
-        .list_instances(principal.organization_id, &tags)
-        .await?;
-    // One unreadable row (a secret under a retired key, say) must not hide
-    // the others: it is left out and named in the log.
-    for unreadable in &list.unreadable {
-        tracing::error!(
-            instance_id = unreadable.id,
-            error = %unreadable.error,
-            "instance left out of the list: it cannot be read"
-        );
-    }
-    let body: Vec<InstanceJson<'_>> = list
-        .instances
-        .iter()
-        .map(|i| InstanceJson::new(i, spec_of(&state, i), None))
-        .collect();
-    Ok(Json(body).into_response())
-}
-
-async fn owned(state: &AppState, organization_id: i64, raw_id: &str) -> Result<Instance, ApiError> {
+pub(crate) async fn owned(
+    state: &AppState,
+    organization_id: i64,
+    raw_id: &str,
+) -> Result<Instance, ApiError> {
     let id = instance_id(raw_id)?;
     state
         .store
@@ -297,26 +292,6 @@ async fn update(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))?;
     Ok(render(state, &instance))
-}
-
-async fn patch(
-    State(state): State<AppState>,
-    Account { principal }: Account,
-    PathParam(id): PathParam<String>,
-    JsonBody(body): JsonBody<PatchInstance>,
-) -> Result<Response, ApiError> {
-    if let Some(name) = &body.name {
-        check_name(name)?;
-    }
-    if let Some(tags) = &body.tags {
-        check_tags(tags)?;
-    }
-    let patch = InstancePatch {
-        name: body.name,
-        tags: body.tags,
-        disabled: None,
-    };
-    update(&state, principal.organization_id, &id, patch).await
 }
 
 async fn delete(

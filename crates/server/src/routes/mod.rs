@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+pub mod element_instances;
 pub mod elements;
 pub mod instances;
 pub mod organizations;
