@@ -85,6 +85,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod credential;
 mod element;
 mod encode;
 mod oauth;
@@ -93,6 +94,12 @@ mod secret;
 mod spec;
 
 pub use config::{Configuration, MissingConfiguration};
+pub use credential::{
+    apply as apply_credential, client_credentials_request, oauth1_access_token_request,
+    oauth1_authorization, oauth1_authorize_url, oauth1_consumer, oauth1_request_token_request,
+    AppliedCredential, BasicSpec, CredentialError, CredentialSpec, OAuth1Request, OAuth1Spec,
+    SignatureMethod, SignedRequest, ACCESS_TOKEN_PLACEHOLDER,
+};
 pub use element::{keys, standard, Element, ElementFactory};
 pub use encode::QueryBuilder;
 pub use oauth::{

@@ -196,6 +196,11 @@ pub struct ElementSpec {
     pub api_base_url: Option<String>,
     /// Where this spec was read from.
     pub source: Source,
+    // --- credential kinds ---
+    /// How the credential is applied to provider requests (`[credential]`).
+    pub credential: Option<crate::credential::CredentialSpec>,
+    /// OAuth 1.0a endpoints; present exactly when `authentication` is `oauth1`.
+    pub oauth1: Option<crate::credential::OAuth1Spec>,
 }
 
 impl ElementSpec {
@@ -217,6 +222,13 @@ impl ElementSpec {
             templates.extend(o.endpoints.values().map(String::as_str));
         }
         templates.extend(self.api_base_url.as_deref());
+        if let Some(o) = &self.oauth1 {
+            templates.extend([
+                o.request_token_url.as_str(),
+                o.authorize_url.as_str(),
+                o.access_token_url.as_str(),
+            ]);
+        }
         let mut names: Vec<&str> = Vec::new();
         for name in templates.into_iter().flat_map(template::placeholders) {
             if !names.contains(&name) {
