@@ -113,7 +113,9 @@ pub struct AppliedCredential {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CredentialError {
     /// The element has no `[credential]` table and its kind has no default.
-    #[error("element `{0}` does not declare how its credential is applied (no [credential] table)")]
+    #[error(
+        "element `{0}` does not declare how its credential is applied (no [credential] table)"
+    )]
     NotDeclared(String),
     /// The kind signs every request: use [`oauth1_authorization`].
     #[error("element `{0}` signs each request (OAuth 1.0a): give the request's method and URL")]
@@ -158,7 +160,11 @@ impl Authentication {
 /// The default `[credential]` of the OAuth 2.0 kinds.
 fn bearer_default() -> CredentialSpec {
     CredentialSpec {
-        headers: [("Authorization".to_owned(), "Bearer {access_token}".to_owned())].into(),
+        headers: [(
+            "Authorization".to_owned(),
+            "Bearer {access_token}".to_owned(),
+        )]
+        .into(),
         ..CredentialSpec::default()
     }
 }
@@ -624,7 +630,10 @@ pub(crate) fn check_credential(
     }
     for name in spec.query.keys() {
         if name.is_empty() {
-            errors.push(("credential.query".into(), "a parameter name is empty".into()));
+            errors.push((
+                "credential.query".into(),
+                "a parameter name is empty".into(),
+            ));
         }
     }
     if spec.headers.is_empty() && spec.query.is_empty() && spec.basic.is_none() {
@@ -724,7 +733,10 @@ mod tests {
         let s = spec("oauth2_client_credentials", cc);
         let token = Secret::new("at-1");
         let (headers, _) = shown(&apply(&s, &Configuration::new(), Some(&token)).unwrap());
-        assert_eq!(headers, [("Authorization".to_owned(), "Bearer at-1".to_owned())]);
+        assert_eq!(
+            headers,
+            [("Authorization".to_owned(), "Bearer at-1".to_owned())]
+        );
         assert_eq!(
             apply(&s, &Configuration::new(), None).unwrap_err(),
             CredentialError::NoAccessToken
@@ -742,7 +754,9 @@ mod tests {
     fn apikey_without_credential_and_oauth1_cannot_be_applied() {
         let s = spec("apikey", "");
         assert_eq!(
-            apply(&s, &Configuration::new(), None).unwrap_err().to_string(),
+            apply(&s, &Configuration::new(), None)
+                .unwrap_err()
+                .to_string(),
             "element `demo` does not declare how its credential is applied (no [credential] table)"
         );
     }
@@ -768,7 +782,10 @@ mod tests {
         assert_eq!(r.get("grant_type"), Some("client_credentials"));
         assert_eq!(r.get("scope"), Some("read write"));
         assert_eq!(r.get("audience"), Some("https://api.example.com/"));
-        assert_eq!(r.basic_auth.as_ref().map(|(id, _)| id.as_str()), Some("cid"));
+        assert_eq!(
+            r.basic_auth.as_ref().map(|(id, _)| id.as_str()),
+            Some("cid")
+        );
         let err = client_credentials_request(&s, &Configuration::new()).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -875,8 +892,10 @@ mod tests {
         let errs = errors("apikey", "[credential]\nheaders = { X-Key = \"{nope}\" }\n");
         assert_eq!(
             errs,
-            ["demo.toml:11: field `credential.headers.X-Key`: placeholder `{nope}` names no \
-              [[configuration]] entry (use a configuration key)"]
+            [
+                "demo.toml:11: field `credential.headers.X-Key`: placeholder `{nope}` names no \
+              [[configuration]] entry (use a configuration key)"
+            ]
         );
         let errs = errors("apikey", "[credential]\nheaders = { \"X Key\" = \"v\" }\n");
         assert_eq!(
@@ -889,8 +908,14 @@ mod tests {
             ["demo.toml:10: field `credential`: declare at least one of `headers`, `query` or `basic`"]
         );
         let errs = errors("apikey", "[credential]\nbasic = { user = \"u\" }\n");
-        assert!(errs[0].starts_with("demo.toml:11: unknown field `user`"), "{errs:?}");
-        let errs = errors("apikey", "[credential]\nquery = { k = \"{access_token}\" }\n");
+        assert!(
+            errs[0].starts_with("demo.toml:11: unknown field `user`"),
+            "{errs:?}"
+        );
+        let errs = errors(
+            "apikey",
+            "[credential]\nquery = { k = \"{access_token}\" }\n",
+        );
         assert!(errs[0].contains("placeholder `{access_token}`"), "{errs:?}");
         let errs = errors("oauth1", "");
         assert_eq!(
@@ -904,17 +929,25 @@ mod tests {
         );
         assert_eq!(
             errs,
-            ["demo.toml:14: field `credential`: not allowed when authentication is `oauth1` \
-              (requests are signed)"]
+            [
+                "demo.toml:14: field `credential`: not allowed when authentication is `oauth1` \
+              (requests are signed)"
+            ]
         );
-        let errs = errors("oauth1", "[oauth1]\nrequest_token_url = \"ftp://e.com/r\"\n\
-             authorize_url = \"https://e.com/a\"\naccess_token_url = \"https://e.com/t\"\n");
+        let errs = errors(
+            "oauth1",
+            "[oauth1]\nrequest_token_url = \"ftp://e.com/r\"\n\
+             authorize_url = \"https://e.com/a\"\naccess_token_url = \"https://e.com/t\"\n",
+        );
         assert_eq!(
             errs,
             ["demo.toml:11: field `oauth1.request_token_url`: \"ftp://e.com/r\" is not an absolute http(s) URL"]
         );
-        let errs = errors("apikey", "[oauth1]\nrequest_token_url = \"https://e.com/r\"\n\
-             authorize_url = \"https://e.com/a\"\naccess_token_url = \"https://e.com/t\"\n");
+        let errs = errors(
+            "apikey",
+            "[oauth1]\nrequest_token_url = \"https://e.com/r\"\n\
+             authorize_url = \"https://e.com/a\"\naccess_token_url = \"https://e.com/t\"\n",
+        );
         assert_eq!(
             errs,
             ["demo.toml:10: field `oauth1`: not allowed when authentication is `apikey`"]
@@ -930,8 +963,10 @@ mod tests {
         );
         assert_eq!(
             errs,
-            ["demo.toml:11: field `oauth.authorization_url`: not used by \
-              `oauth2_client_credentials` (remove it)"]
+            [
+                "demo.toml:11: field `oauth.authorization_url`: not used by \
+              `oauth2_client_credentials` (remove it)"
+            ]
         );
         let errs = errors("oauth2_client_credentials", "");
         assert_eq!(

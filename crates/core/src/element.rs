@@ -562,7 +562,8 @@ pub mod standard {
     ) -> Result<ProviderRequest, OAuthError> {
         let oauth = oauth(spec)?;
         let required = required_keys(oauth, &[]);
-        let (mut request, params) = token_request(spec, oauth, &oauth.token_url, config, &required)?;
+        let (mut request, params) =
+            token_request(spec, oauth, &oauth.token_url, config, &required)?;
         request = request.field("grant_type", "client_credentials");
         let scope = config
             .get(keys::SCOPE)

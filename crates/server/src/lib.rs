@@ -23,6 +23,7 @@ pub mod auth_limit;
 pub mod body;
 pub mod config;
 pub mod console;
+pub mod credentials;
 pub mod element_view;
 pub mod error;
 pub mod flight;

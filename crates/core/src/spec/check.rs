@@ -372,9 +372,21 @@ impl Checker<'_> {
         if let Some(o) = &raw.oauth1 {
             let from = o.span().start;
             let o = o.get_ref();
-            self.url(from, None, "oauth1.request_token_url", &o.request_token_url, false);
+            self.url(
+                from,
+                None,
+                "oauth1.request_token_url",
+                &o.request_token_url,
+                false,
+            );
             self.url(from, None, "oauth1.authorize_url", &o.authorize_url, false);
-            self.url(from, None, "oauth1.access_token_url", &o.access_token_url, false);
+            self.url(
+                from,
+                None,
+                "oauth1.access_token_url",
+                &o.access_token_url,
+                false,
+            );
         }
         if let Some(c) = &raw.credential {
             let from = c.span().start;
