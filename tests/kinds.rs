@@ -279,8 +279,8 @@ async fn apikey_and_basic_produce_exactly_the_declared_headers_and_query() {
     assert_eq!(status, 400);
     assert_eq!(
         err["message"],
-        "element `sendgrid` uses `apikey` credentials: `providerData.code` is not accepted \
-         (its credential is in the configuration)"
+        "element `sendgrid` does not use OAuth: `providerData.code` is not accepted \
+         (its `apikey` credential is in the configuration)"
     );
     // Missing configuration is the usual 400 listing keys.
     let (status, err) = server
@@ -445,4 +445,43 @@ async fn element_json_shows_the_kind_and_api_base_url() {
         "https://{tenant}.{region}.auth0.com/api/v2"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn api_base_url_can_be_overridden_from_the_config_file() {
+    let dir = data_dir();
+    let file = dir.path().join("elements.toml");
+    std::fs::write(
+        &file,
+        "[elements.freshdesk]\napi_base_url = \"http://127.0.0.1:9/api/v2\"\n",
+    )
+    .unwrap();
+    let loaded = elements_server::config::FileConfig::load(&file).unwrap();
+    let config = config_in(dir.path()).with_file(loaded);
+    assert_eq!(
+        config.api_base_urls.get("freshdesk").map(String::as_str),
+        Some("http://127.0.0.1:9/api/v2")
+    );
+    assert!(config.overrides.is_empty(), "{:?}", config.overrides);
+    let server = TestServer::start(config).await;
+    let e: Value = server.fetch(Method::GET, "/elements/freshdesk").await;
+    assert_eq!(e["apiBaseUrl"], "http://127.0.0.1:9/api/v2");
+    server.stop().await;
+
+    // An unknown element or a relative URL refuses to start, naming it.
+    let mut bad = config_in(dir.path());
+    bad.api_base_urls
+        .insert("nosuch".into(), "https://x.test".into());
+    bad.api_base_urls.insert("stripe".into(), "/v1".into());
+    let err = elements_server::startup::registry(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("api_base_url override for unknown element `nosuch`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("api_base_url override for `stripe`: \"/v1\" is not an absolute http(s) URL"),
+        "{err}"
+    );
 }

@@ -968,6 +968,11 @@ mod tests {
               `oauth2_client_credentials` (remove it)"
             ]
         );
+        let errs = errors("apikey", "api_base_url = \"http://api.example.com\"\n");
+        assert_eq!(
+            errs,
+            ["demo.toml:10: field `api_base_url`: must be an https URL"]
+        );
         let errs = errors("oauth2_client_credentials", "");
         assert_eq!(
             errs,

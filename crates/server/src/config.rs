@@ -31,6 +31,9 @@ use crate::tokens::TokenPolicy;
 /// max_configuration_bytes = 32768
 /// strict_key_permissions = false
 ///
+/// [elements.freshdesk]               # per element key:
+/// api_base_url = "http://127.0.0.1:9998/api/v2"   # replaces the API base URL
+///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
 /// token_url = "http://127.0.0.1:9999/oauth/v1/token"
 /// refresh_url = "http://127.0.0.1:9999/auth/v1/refresh"
@@ -204,6 +207,9 @@ pub struct ElementSettings {
     /// Replaces the same-named fields of the element's `[oauth]` section.
     #[serde(default)]
     pub oauth: OAuthOverride,
+    /// Replaces the element's `api_base_url` (any kind of element).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
 }
 
 impl FileConfig {
@@ -251,6 +257,8 @@ pub struct ServerConfig {
     /// Refuse to start (instead of warning) when the key file is readable
     /// by group or others.
     pub strict_key_permissions: bool,
+    /// `api_base_url` overrides by element key (`[elements.<key>] api_base_url`).
+    pub api_base_urls: BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -269,6 +277,7 @@ impl Default for ServerConfig {
             provider_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             strict_key_permissions: false,
+            api_base_urls: BTreeMap::new(),
         }
     }
 }
@@ -301,7 +310,12 @@ impl ServerConfig {
             self.strict_key_permissions = strict;
         }
         for (key, settings) in file.elements {
-            self.overrides.insert(key, settings.oauth);
+            if let Some(url) = settings.api_base_url {
+                self.api_base_urls.insert(key.clone(), url);
+            }
+            if settings.oauth != OAuthOverride::default() {
+                self.overrides.insert(key, settings.oauth);
+            }
         }
         self
     }

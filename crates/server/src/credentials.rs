@@ -115,10 +115,15 @@ pub fn provision(
             }))
         }
         Authentication::Apikey | Authentication::Basic | Authentication::Custom => {
-            let why = "its credential is in the configuration";
-            refuse(&oauth2_fields, why)?;
-            refuse(&oauth1_fields, why)?;
-            Ok(Provision::Configuration)
+            let given = oauth2_fields.iter().chain(&oauth1_fields).find(|(_, g)| *g);
+            match given {
+                Some((name, _)) => Err(ApiError::BadRequest(format!(
+                    "element `{key}` does not use OAuth: `providerData.{name}` is not accepted \
+                     (its `{}` credential is in the configuration)",
+                    kind.as_str()
+                ))),
+                None => Ok(Provision::Configuration),
+            }
         }
     }
 }

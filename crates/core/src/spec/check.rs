@@ -348,6 +348,14 @@ impl Checker<'_> {
     /// The `[oauth]` URL each OAuth 2.0 kind needs or refuses, the
     /// `[oauth1]` URLs and the `[credential]` templates.
     fn kinds(&mut self, raw: &RawSpec, auth: Authentication) {
+        if let Some(url) = raw
+            .api_base_url
+            .as_ref()
+            .filter(|u| !u.get_ref().starts_with("https://"))
+        {
+            let line = line_of(self.text, url.span().start);
+            self.push(line, "field `api_base_url`: must be an https URL".into());
+        }
         if let Some(oauth) = &raw.oauth {
             let from = oauth.span().start;
             let has_url = !oauth.get_ref().authorization_url.is_empty();
