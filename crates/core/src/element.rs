@@ -389,6 +389,10 @@ pub mod standard {
         req: &OAuthUrlRequest,
     ) -> Result<OAuthUrl, OAuthError> {
         let oauth = oauth(spec)?;
+        // The client credentials kind has no authorization step.
+        if oauth.authorization_url.is_empty() {
+            return Err(OAuthError::NotOAuth(spec.key.clone()));
+        }
         let mut missing = Vec::new();
         let client_id = OAuthUrlRequest::require(&req.api_key, "apiKey", &mut missing);
         let callback = OAuthUrlRequest::require(&req.callback_url, "callbackUrl", &mut missing);
