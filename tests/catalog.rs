@@ -173,7 +173,10 @@ fn every_element_builds_an_authorization_url_or_refuses_with_not_oauth() {
         };
         // Only the authorization code kind has an authorization URL.
         if spec.authentication != elements_core::Authentication::Oauth2 {
-            let no_url = spec.oauth.as_ref().is_none_or(|o| o.authorization_url.is_empty());
+            let no_url = spec
+                .oauth
+                .as_ref()
+                .is_none_or(|o| o.authorization_url.is_empty());
             assert!(no_url && !e.uses_pkce(), "{key}");
             assert_eq!(
                 e.oauth_url(&req),
