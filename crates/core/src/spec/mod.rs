@@ -44,7 +44,7 @@ pub struct Source {
 /// description = "HubSpot is an inbound marketing software platform ..."
 /// image = "elements/provider_hubspot.png"
 /// hub = "marketing"              # Cloud Elements hub: crm, marketing, helpdesk, ...
-/// authentication = "oauth2"      # oauth2 | oauth1 | apikey | basic | custom
+/// authentication = "oauth2"      # oauth2 | oauth2_client_credentials | oauth1 | apikey | basic | custom
 /// existing_account_description = "..."
 /// config_description = "..."
 /// # active = true, deleted = false, trial_account = false are the defaults
@@ -72,6 +72,14 @@ pub struct Source {
 /// expires_in = "expires_in"
 /// token_type = "token_type"
 /// scope = "scope"
+///
+/// [credential]                  # how the credential is applied to a provider request
+/// headers = { Authorization = "Bearer {access_token}" }   # the OAuth 2.0 default; apikey:
+/// # headers = { X-Api-Key = "{api.key}" }, query = { key = "{api.key}" },
+/// # basic = { username = "{api.key}", password = "" }  (see `CredentialSpec`)
+///
+/// # [oauth1]                     # instead of [oauth] when authentication = "oauth1"
+/// # request_token_url = "...", authorize_url = "...", access_token_url = "..."
 ///
 /// [[configuration]]              # one table per configuration entry
 /// key = "oauth.api.key"
