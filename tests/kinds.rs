@@ -293,8 +293,6 @@ async fn apikey_and_basic_produce_exactly_the_declared_headers_and_query() {
         "{message}"
     );
     // `method`/`url` are for oauth1 only.
-    let (status, err) = credentials(&server.client, &server.base, id, &format!("{token}")).await;
-    assert_eq!(status, 200, "{err}");
     let response = server
         .client
         .get(format!(

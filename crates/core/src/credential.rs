@@ -672,7 +672,9 @@ mod tests {
         .collect()
     }
 
-    fn shown(applied: &AppliedCredential) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    type Pairs = Vec<(String, String)>;
+
+    fn shown(applied: &AppliedCredential) -> (Pairs, Pairs) {
         let show = |v: &[(String, Secret)]| {
             v.iter()
                 .map(|(k, s)| (k.clone(), s.expose().to_owned()))
@@ -796,7 +798,7 @@ mod tests {
     #[test]
     fn twitter_documented_signature() {
         // https://developer.x.com/en/docs/authentication/oauth-1-0a/creating-a-signature
-        let params = vec![
+        let params = [
             ("include_entities".to_owned(), "true".to_owned()),
             (
                 "status".to_owned(),
