@@ -179,8 +179,13 @@ fn every_element_builds_an_authorization_url_or_refuses_with_not_oauth() {
             code_verifier: Some(VERIFIER.into()),
             params: BTreeMap::new(),
         };
-        if !spec.authentication.is_oauth() {
-            assert!(spec.oauth.is_none() && !e.uses_pkce(), "{key}");
+        // Only the authorization code kind has an authorization URL.
+        if spec.authentication != elements_core::Authentication::Oauth2 {
+            let no_url = spec
+                .oauth
+                .as_ref()
+                .is_none_or(|o| o.authorization_url.is_empty());
+            assert!(no_url && !e.uses_pkce(), "{key}");
             assert_eq!(
                 e.oauth_url(&req),
                 Err(OAuthError::NotOAuth(key.to_owned())),

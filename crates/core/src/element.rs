@@ -412,6 +412,10 @@ pub mod standard {
         req: &OAuthUrlRequest,
     ) -> Result<OAuthUrl, OAuthError> {
         let oauth = oauth(spec)?;
+        // The client credentials kind has no authorization step.
+        if oauth.authorization_url.is_empty() {
+            return Err(OAuthError::NotOAuth(spec.key.clone()));
+        }
         let mut missing = Vec::new();
         let client_id = OAuthUrlRequest::require(&req.api_key, "apiKey", &mut missing);
         let callback = OAuthUrlRequest::require(&req.callback_url, "callbackUrl", &mut missing);
@@ -688,6 +692,30 @@ pub mod standard {
                 Some((key.clone(), value))
             })
             .collect()
+    }
+
+    /// The client credentials grant (RFC 6749 §4.4) at `token_url`: the
+    /// client id and secret from the configuration (as `client_auth` says),
+    /// `scope` from `oauth.scope` or `default_scope` when set, and the
+    /// `token_params`.
+    pub fn client_credentials_request(
+        spec: &ElementSpec,
+        config: &Configuration,
+    ) -> Result<ProviderRequest, OAuthError> {
+        let oauth = oauth(spec)?;
+        let required = required_keys(oauth, &[]);
+        let (mut request, params) =
+            token_request(spec, oauth, &oauth.token_url, config, &required)?;
+        request = request.field("grant_type", "client_credentials");
+        let scope = config
+            .get(keys::SCOPE)
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| join_scopes(s, &oauth.scope_separator))
+            .or_else(|| oauth.default_scope.clone());
+        if let Some(scope) = scope {
+            request = request.field("scope", scope);
+        }
+        Ok(with_client(request, oauth, config, params))
     }
 
     #[cfg(test)]

@@ -110,6 +110,8 @@ pub struct RegistryBuilder {
     specs: BTreeMap<String, ElementSpec>,
     errors: Vec<CatalogError>,
     overrides: Vec<(String, OAuthOverride)>,
+    /// `api_base_url` overrides by key (credential kinds).
+    api_base_urls: Vec<(String, String)>,
 }
 
 impl RegistryBuilder {
@@ -183,6 +185,13 @@ impl RegistryBuilder {
         self
     }
 
+    /// Replaces the `api_base_url` of the element `key` (applied by `build`;
+    /// an unknown key or a URL that is not absolute http(s) is an error).
+    pub fn override_api_base_url(&mut self, key: &str, url: &str) -> &mut Self {
+        self.api_base_urls.push((key.to_owned(), url.to_owned()));
+        self
+    }
+
     /// Joins the catalog with the registered element crates.
     ///
     /// Refuses: any parse error, two files with the same key or id, an element
@@ -193,7 +202,26 @@ impl RegistryBuilder {
             mut specs,
             mut errors,
             overrides,
+            api_base_urls,
         } = self;
+
+        for (key, url) in api_base_urls {
+            let absolute = url::Url::parse(&url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            match specs.get_mut(&key) {
+                Some(spec) if absolute => spec.api_base_url = Some(url),
+                found => errors.push(CatalogError {
+                    file: "configuration".into(),
+                    line: None,
+                    message: match found {
+                        None => format!("api_base_url override for unknown element `{key}`"),
+                        Some(_) => format!(
+                            "api_base_url override for `{key}`: {url:?} is not an absolute http(s) URL"
+                        ),
+                    },
+                }),
+            }
+        }
 
         for (key, o) in overrides {
             let Some(spec) = specs.get_mut(&key) else {

@@ -36,6 +36,9 @@ use crate::tokens::TokenPolicy;
 /// metrics_listen = "127.0.0.1:9090"   # /metrics on its own listener
 /// console_session_seconds = 43200
 ///
+/// [elements.freshdesk]               # per element key:
+/// api_base_url = "http://127.0.0.1:9998/api/v2"   # replaces the API base URL
+///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
 /// token_url = "http://127.0.0.1:9999/oauth/v1/token"
 /// refresh_url = "http://127.0.0.1:9999/auth/v1/refresh"
@@ -255,6 +258,9 @@ pub struct ElementSettings {
     /// Replaces the same-named fields of the element's `[oauth]` section.
     #[serde(default)]
     pub oauth: OAuthOverride,
+    /// Replaces the element's `api_base_url` (any kind of element).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
 }
 
 impl FileConfig {
@@ -310,6 +316,8 @@ pub struct ServerConfig {
     // --- format ---
     /// `allowed_custom_hosts` (`ELEMENTS_ALLOWED_CUSTOM_HOSTS`, comma-separated).
     pub allowed_custom_hosts: Vec<String>,
+    /// `api_base_url` overrides by element key (`[elements.<key>] api_base_url`).
+    pub api_base_urls: BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -331,6 +339,7 @@ impl Default for ServerConfig {
             metrics_listen: None,
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
             allowed_custom_hosts: Vec::new(),
+            api_base_urls: BTreeMap::new(),
         }
     }
 }
@@ -369,7 +378,12 @@ impl ServerConfig {
             self.console_session_seconds = s.max(60);
         }
         for (key, settings) in file.elements {
-            self.overrides.insert(key, settings.oauth);
+            if let Some(url) = settings.api_base_url {
+                self.api_base_urls.insert(key.clone(), url);
+            }
+            if settings.oauth != OAuthOverride::default() {
+                self.overrides.insert(key, settings.oauth);
+            }
         }
         if !file.allowed_custom_hosts.is_empty() {
             self.allowed_custom_hosts = file.allowed_custom_hosts;

@@ -25,6 +25,7 @@ pub mod config;
 pub mod console;
 pub mod cors;
 use cors::ApplyCors as _;
+pub mod credentials;
 pub mod element_view;
 pub mod error;
 pub mod flight;

@@ -18,12 +18,16 @@ use crate::AppState;
 
 /// The catalog with the configured directories and overrides.
 pub fn registry(config: &ServerConfig) -> Result<Registry> {
-    elements_catalog::load(
+    elements_catalog::load_with(
         &config.elements_dirs,
         config
             .overrides
             .iter()
             .map(|(k, o)| (k.as_str(), o.clone())),
+        config
+            .api_base_urls
+            .iter()
+            .map(|(k, u)| (k.as_str(), u.as_str())),
     )
     .map_err(|e| anyhow!("the catalog is invalid:\n{e}"))
 }

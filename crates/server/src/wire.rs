@@ -60,6 +60,12 @@ pub struct ProviderData {
     /// The client id (the seed sends it; configuration is authoritative).
     #[serde(default)]
     pub apikey: Option<String>,
+    /// OAuth 1.0a: the access token of the 3-legged flow.
+    #[serde(default)]
+    pub oauth_token: Option<Secret>,
+    /// OAuth 1.0a: the access token's secret.
+    #[serde(default)]
+    pub oauth_token_secret: Option<Secret>,
 }
 
 /// A configuration value: a string (numbers and booleans are taken as text).

@@ -399,6 +399,19 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         replace: ReplaceInstance,
     ) -> Result<Option<Instance>>;
+    // --- kinds (credential kinds) ---
+
+    /// Like [`Store::expiring_page`], but also selects the instances of the
+    /// elements in `renewable_elements` that have no refresh token (their
+    /// tokens are renewed by a new grant, e.g. OAuth 2.0 client credentials).
+    /// With an empty list it selects exactly what `expiring_page` selects.
+    async fn expiring_page_renewable(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+        renewable_elements: &[String],
+    ) -> Result<Vec<(i64, i64, i64)>>;
 }
 
 /// What [`Store::instance_page`] selects (compat).

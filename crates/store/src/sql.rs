@@ -927,6 +927,48 @@ impl Store for SqlStore {
         }
         self.instance(organization_id, id).await
     }
+
+    // --- kinds (credential kinds) ---
+
+    async fn expiring_page_renewable(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+        renewable_elements: &[String],
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let (after_expires, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+        // One bind parameter per element key ($5, $6, ...): no text of a key
+        // is ever part of the SQL.
+        let keys: Vec<String> = (0..renewable_elements.len())
+            .map(|i| format!("${}", i + 5))
+            .collect();
+        let renewable = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" OR element_key IN ({})", keys.join(", "))
+        };
+        let sql = format!(
+            "SELECT id, organization_id, expires_at FROM instances \
+             WHERE valid = TRUE AND disabled = FALSE \
+             AND (refresh_token_enc IS NOT NULL{renewable}) \
+             AND expires_at IS NOT NULL AND expires_at < $1 \
+             AND (expires_at > $2 OR (expires_at = $2 AND id > $3)) \
+             ORDER BY expires_at, id LIMIT $4"
+        );
+        on_pool!(&self.db, |pool| {
+            let mut query = sqlx::query_as(&sql)
+                .bind(unix_seconds)
+                .bind(after_expires)
+                .bind(after_id)
+                .bind(limit.max(0));
+            for key in renewable_elements {
+                query = query.bind(key.as_str());
+            }
+            query.fetch_all(pool).await
+        })
+        .map_err(db_err)
+    }
 }
 
 // ---- compat: instance paging ----

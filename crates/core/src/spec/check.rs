@@ -9,7 +9,7 @@ use url::Url;
 
 use super::format::RawSpec;
 use super::template;
-use super::{ConfigEntry, ElementSpec, OAuthSpec, Source};
+use super::{Authentication, ConfigEntry, ElementSpec, OAuthSpec, Source};
 
 /// Authorization URL parameters the standard flow writes itself.
 const STANDARD_AUTHORIZATION_PARAMS: &[&str] = &[
@@ -459,13 +459,16 @@ impl Checker<'_> {
                 Some(_) => {}
             }
         }
-        self.url(
-            from,
-            None,
-            "oauth.authorization_url",
-            &o.authorization_url,
-            false,
-        );
+        // Empty: left out, which only the client credentials kind may (see `kinds`).
+        if !o.authorization_url.is_empty() {
+            self.url(
+                from,
+                None,
+                "oauth.authorization_url",
+                &o.authorization_url,
+                false,
+            );
+        }
         self.url(from, None, "oauth.token_url", &o.token_url, false);
         if let Some(url) = &o.refresh_url {
             self.url(from, None, "oauth.refresh_url", url, false);
@@ -520,6 +523,115 @@ impl Checker<'_> {
     }
 }
 
+// --- credential kinds: which sections each kind needs, and their checks ---
+
+/// The sections an authentication kind needs or refuses: (span, message).
+fn kind_sections(raw: &RawSpec, auth: Authentication) -> Vec<(Range<usize>, String)> {
+    let mut errors = Vec::new();
+    let name = auth.as_str();
+    let wants_oauth = matches!(
+        auth,
+        Authentication::Oauth2 | Authentication::Oauth2ClientCredentials
+    );
+    match (&raw.oauth, wants_oauth) {
+        (None, true) => errors.push((
+            raw.authentication.span(),
+            format!("field `authentication`: `{name}` needs an [oauth] section"),
+        )),
+        (Some(oauth), false) => errors.push((
+            oauth.span(),
+            format!("field `oauth`: not allowed when authentication is `{name}`"),
+        )),
+        _ => {}
+    }
+    match (&raw.oauth1, auth == Authentication::Oauth1) {
+        (None, true) => errors.push((
+            raw.authentication.span(),
+            format!("field `authentication`: `{name}` needs an [oauth1] section"),
+        )),
+        (Some(o), false) => errors.push((
+            o.span(),
+            format!("field `oauth1`: not allowed when authentication is `{name}`"),
+        )),
+        _ => {}
+    }
+    if let (Some(c), Authentication::Oauth1) = (&raw.credential, auth) {
+        errors.push((
+            c.span(),
+            "field `credential`: not allowed when authentication is `oauth1` (requests are signed)"
+                .into(),
+        ));
+    }
+    errors
+}
+
+impl Checker<'_> {
+    /// The `[oauth]` URL each OAuth 2.0 kind needs or refuses, the
+    /// `[oauth1]` URLs and the `[credential]` templates.
+    fn kinds(&mut self, raw: &RawSpec, auth: Authentication) {
+        if let Some(url) = raw
+            .api_base_url
+            .as_ref()
+            .filter(|u| !u.get_ref().starts_with("https://"))
+        {
+            let line = line_of(self.text, url.span().start);
+            self.push(line, "field `api_base_url`: must be an https URL".into());
+        }
+        if let Some(oauth) = &raw.oauth {
+            let from = oauth.span().start;
+            let has_url = !oauth.get_ref().authorization_url.is_empty();
+            match auth {
+                Authentication::Oauth2 if !has_url => self.push(
+                    line_of(self.text, from),
+                    "field `oauth.authorization_url`: required when authentication is `oauth2`"
+                        .into(),
+                ),
+                Authentication::Oauth2ClientCredentials if has_url => {
+                    let line = self.line(from, None, "authorization_url");
+                    self.push(
+                        line,
+                        "field `oauth.authorization_url`: not used by \
+                         `oauth2_client_credentials` (remove it)"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(o) = &raw.oauth1 {
+            let from = o.span().start;
+            let o = o.get_ref();
+            self.url(
+                from,
+                None,
+                "oauth1.request_token_url",
+                &o.request_token_url,
+                false,
+            );
+            self.url(from, None, "oauth1.authorize_url", &o.authorize_url, false);
+            self.url(
+                from,
+                None,
+                "oauth1.access_token_url",
+                &o.access_token_url,
+                false,
+            );
+        }
+        if let Some(c) = &raw.credential {
+            let from = c.span().start;
+            let entries = |name: &str| self.entries.contains_key(name);
+            let found = crate::credential::check_credential(c.get_ref(), auth, &entries);
+            for (field, message) in found {
+                let line = match field.split('.').nth(1) {
+                    Some(key) => self.line(from, Some("credential"), key),
+                    None => line_of(self.text, from),
+                };
+                self.push(line, format!("field `{field}`: {message}"));
+            }
+        }
+    }
+}
+
 impl ElementSpec {
     /// Parses one catalog file. `file` is only used in error messages.
     ///
@@ -565,23 +677,11 @@ impl ElementSpec {
             errors.push(err(raw.id.span(), "field `id`: must be positive".into()));
         }
         let auth = *raw.authentication.get_ref();
-        match (&raw.oauth, auth.is_oauth()) {
-            (None, true) => errors.push(err(
-                raw.authentication.span(),
-                format!(
-                    "field `authentication`: `{}` needs an [oauth] section",
-                    auth.as_str()
-                ),
-            )),
-            (Some(oauth), false) => errors.push(err(
-                oauth.span(),
-                format!(
-                    "field `oauth`: not allowed when authentication is `{}`",
-                    auth.as_str()
-                ),
-            )),
-            _ => {}
-        }
+        errors.extend(
+            kind_sections(&raw, auth)
+                .into_iter()
+                .map(|(span, message)| err(span, message)),
+        );
         let mut checker = Checker {
             file,
             text,
@@ -599,6 +699,7 @@ impl ElementSpec {
             checker.oauth(oauth.span().start, oauth.get_ref());
         }
         checker.entry_declarations(&raw.configuration);
+        checker.kinds(&raw, auth);
         errors.append(&mut checker.errors);
         let mut seen = BTreeMap::new();
         for entry in &raw.configuration {
@@ -647,6 +748,8 @@ impl ElementSpec {
             api_base_url: raw.api_base_url.map(Spanned::into_inner),
             aliases: raw.aliases.map(Spanned::into_inner).unwrap_or_default(),
             oauth: raw.oauth.map(Spanned::into_inner),
+            credential: raw.credential.map(Spanned::into_inner),
+            oauth1: raw.oauth1.map(Spanned::into_inner),
             configuration: raw
                 .configuration
                 .into_iter()

@@ -14,6 +14,11 @@ use toml::Spanned;
 pub enum Authentication {
     /// OAuth 2.0 authorization code flow.
     Oauth2,
+    /// OAuth 2.0 client credentials grant (RFC 6749 §4.4): the server
+    /// obtains and renews the access token itself from the instance's client
+    /// id and secret; the `[oauth]` section needs only `token_url`.
+    #[serde(rename = "oauth2_client_credentials")]
+    Oauth2ClientCredentials,
     /// OAuth 1.0a.
     Oauth1,
     /// A static API key.
@@ -27,13 +32,19 @@ pub enum Authentication {
 impl Authentication {
     /// Whether this is an OAuth flavour (the `typeOauth` of the element object).
     pub fn is_oauth(self) -> bool {
-        matches!(self, Authentication::Oauth2 | Authentication::Oauth1)
+        matches!(
+            self,
+            Authentication::Oauth2
+                | Authentication::Oauth2ClientCredentials
+                | Authentication::Oauth1
+        )
     }
 
     /// The lower-case name used in TOML and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Authentication::Oauth2 => "oauth2",
+            Authentication::Oauth2ClientCredentials => "oauth2_client_credentials",
             Authentication::Oauth1 => "oauth1",
             Authentication::Apikey => "apikey",
             Authentication::Basic => "basic",
@@ -71,6 +82,9 @@ pub enum ClientAuth {
 #[serde(deny_unknown_fields)]
 pub struct OAuthSpec {
     /// Where the user is sent to authorize the application (a URL template).
+    /// Required for `oauth2`; not used (leave it out) for
+    /// `oauth2_client_credentials`.
+    #[serde(default)]
     pub authorization_url: String,
     /// Where an authorization code is exchanged for tokens (a URL template).
     pub token_url: String,
@@ -474,6 +488,22 @@ pub(crate) struct RawSpec {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(with = "Vec<ConfigEntry>"))]
     pub(crate) configuration: Vec<Spanned<ConfigEntry>>,
+    // --- credential kinds (see crate::credential) ---
+    /// How the credential is applied to a provider request (headers, query
+    /// parameters, HTTP Basic). Not allowed for `oauth1` (requests are signed).
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::credential::CredentialSpec>")
+    )]
+    pub(crate) credential: Option<Spanned<crate::credential::CredentialSpec>>,
+    /// OAuth 1.0a endpoints; required exactly when `authentication` is `oauth1`.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::credential::OAuth1Spec>")
+    )]
+    pub(crate) oauth1: Option<Spanned<crate::credential::OAuth1Spec>>,
 }
 
 /// The JSON Schema (draft 2020-12) of a catalog file, generated from the

@@ -52,7 +52,7 @@ pub struct Source {
 /// description = "HubSpot is an inbound marketing software platform ..."
 /// image = "elements/provider_hubspot.png"
 /// hub = "marketing"              # Cloud Elements hub: crm, marketing, helpdesk, ...
-/// authentication = "oauth2"      # oauth2 | oauth1 | apikey | basic | custom
+/// authentication = "oauth2"      # oauth2 | oauth2_client_credentials | oauth1 | apikey | basic | custom
 /// existing_account_description = "..."
 /// config_description = "..."
 /// # active = true, deleted = false, trial_account = false are the defaults
@@ -80,6 +80,14 @@ pub struct Source {
 /// expires_in = "expires_in"
 /// token_type = "token_type"
 /// scope = "scope"
+///
+/// [credential]                  # how the credential is applied to a provider request
+/// headers = { Authorization = "Bearer {access_token}" }   # the OAuth 2.0 default; apikey:
+/// # headers = { X-Api-Key = "{api.key}" }, query = { key = "{api.key}" },
+/// # basic = { username = "{api.key}", password = "" }  (see `CredentialSpec`)
+///
+/// # [oauth1]                     # instead of [oauth] when authentication = "oauth1"
+/// # request_token_url = "...", authorize_url = "...", access_token_url = "..."
 ///
 /// [[configuration]]              # one table per configuration entry
 /// key = "oauth.api.key"
@@ -206,6 +214,11 @@ pub struct ElementSpec {
     pub aliases: Vec<String>,
     /// Where this spec was read from.
     pub source: Source,
+    // --- credential kinds ---
+    /// How the credential is applied to provider requests (`[credential]`).
+    pub credential: Option<crate::credential::CredentialSpec>,
+    /// OAuth 1.0a endpoints; present exactly when `authentication` is `oauth1`.
+    pub oauth1: Option<crate::credential::OAuth1Spec>,
 }
 
 impl ElementSpec {
@@ -227,6 +240,13 @@ impl ElementSpec {
             templates.extend(o.endpoints.values().map(String::as_str));
         }
         templates.extend(self.api_base_url.as_deref());
+        if let Some(o) = &self.oauth1 {
+            templates.extend([
+                o.request_token_url.as_str(),
+                o.authorize_url.as_str(),
+                o.access_token_url.as_str(),
+            ]);
+        }
         let mut names: Vec<&str> = Vec::new();
         for name in templates.into_iter().flat_map(template::placeholders) {
             if !names.contains(&name) {

@@ -6,19 +6,15 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use elements_core::lenient_seconds;
 use elements_core::{Configuration, Element, ElementSpec};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
 use super::elements::find;
-use super::{instance_id, PathParam};
+use super::{instance_id, PathParam, QueryPairs};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonBody};
 use crate::error::ApiError;
-use crate::tokens::now_seconds;
-use crate::wire::{
-    is_secret_key, ConfigurationEntryJson, CreateInstance, CredentialsJson, InstanceJson, MASK,
-};
+use crate::wire::{is_secret_key, ConfigurationEntryJson, CreateInstance, InstanceJson, MASK};
 use crate::AppState;
 
 pub(crate) mod paging;
@@ -181,46 +177,10 @@ pub(crate) async fn create(
             limits.max_instances_per_organization
         )));
     }
-    let mut exchange = None;
-    let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {
-        if element.spec().oauth.is_none() {
-            return Err(ApiError::BadRequest(format!(
-                "element `{}` does not use OAuth: `providerData.code` is not accepted",
-                element.key()
-            )));
-        }
-        exchange = Some((code, provider_data.code_verifier));
-        Tokens::default()
-    } else if let Some(access_token) = provider_data
-        .access_token
-        .filter(|t| !t.expose().is_empty())
-    {
-        let expires_in = match &provider_data.expires_in {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(
-                lenient_seconds(v)
-                    .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
-                        ))
-                    })?,
-            ),
-        };
-        Tokens {
-            access_token: Some(access_token),
-            refresh_token: provider_data
-                .refresh_token
-                .filter(|t| !t.expose().is_empty()),
-            token_type: provider_data.token_type,
-            expires_at: Some(state.tokens.policy().expires_at(now_seconds(), expires_in)),
-        }
-    } else if element.spec().oauth.is_some() {
-        return Err(ApiError::BadRequest(
-            "`providerData` must contain `code` (to exchange) or `access_token`".into(),
-        ));
-    } else {
-        Tokens::default()
+    let provision = crate::credentials::provision(&state, element, provider_data)?;
+    let tokens = match &provision {
+        crate::credentials::Provision::Tokens(tokens) => tokens.clone(),
+        _ => Tokens::default(),
     };
 
     let token = crate::pkce::random_token(32);
@@ -235,11 +195,16 @@ pub(crate) async fn create(
         token_hash: hash_secret(&token),
         tokens,
     };
-    let instance = match exchange {
+    let instance = match provision {
         // Exchange and insert finish even if the client hangs up: the code
         // is spent at the provider, the instance exists (see tokens.rs).
-        Some((code, verifier)) => state.tokens.create_with_code(code, verifier, new).await?,
-        None => state.store.create_instance(new).await?,
+        crate::credentials::Provision::Code(code, verifier) => {
+            state.tokens.create_with_code(code, verifier, new).await?
+        }
+        crate::credentials::Provision::ClientCredentials => {
+            state.tokens.create_with_client_credentials(new).await?
+        }
+        _ => state.store.create_instance(new).await?,
     };
     tracing::info!(
         instance_id = instance.id,
@@ -370,6 +335,7 @@ async fn credentials(
     State(state): State<AppState>,
     caller: AccountOrInstance,
     PathParam(id): PathParam<String>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     let not_found = || ApiError::NotFound(format!("no instance with id {id}"));
@@ -399,30 +365,5 @@ async fn credentials(
     if instance.disabled {
         return Err(ApiError::Forbidden(format!("instance {id} is disabled")));
     }
-    if instance.tokens.access_token.is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "instance {id} has no OAuth tokens (element `{}`)",
-            instance.element_key
-        )));
-    }
-    let instance = state.tokens.fresh(instance).await?;
-    let now = now_seconds();
-    let access = instance
-        .tokens
-        .access_token
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal("refreshed instance has no access token".into()))?;
-    Ok(crate::headers::no_store(
-        Json(CredentialsJson {
-            instance_id: instance.id,
-            access_token: access.expose(),
-            token_type: instance.tokens.token_type.as_deref().unwrap_or("bearer"),
-            expires_at: instance
-                .tokens
-                .expires_at
-                .map(|at| crate::wire::rfc3339(at * 1000)),
-            expires_in: instance.tokens.expires_at.map(|at| (at - now).max(0)),
-        })
-        .into_response(),
-    ))
+    crate::credentials::respond(&state, instance, pairs).await
 }

@@ -314,6 +314,12 @@ impl FakeProvider {
     }
 
     /// Requests to `POST /oauth/v1/token` with
+    /// `grant_type=client_credentials` (any outcome).
+    pub fn client_credentials_grants(&self) -> u64 {
+        self.shared.client_credentials_grants.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `POST /oauth/v1/token` with
     /// `grant_type=authorization_code` (any outcome).
     pub fn code_exchanges(&self) -> u64 {
         self.shared.code_exchanges.load(Ordering::SeqCst)

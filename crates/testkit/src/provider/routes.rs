@@ -161,6 +161,11 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         Some("authorization_code") => {
             shared.code_exchanges.fetch_add(1, Ordering::SeqCst);
         }
+        Some("client_credentials") => {
+            shared
+                .client_credentials_grants
+                .fetch_add(1, Ordering::SeqCst);
+        }
         _ => {}
     }
     if let Some(response) = shared.before_response().await {
@@ -172,7 +177,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     };
     let grant_type = match param(&form, "grant_type") {
         None => return oauth_error("invalid_request", "grant_type is required"),
-        Some(g @ ("authorization_code" | "refresh_token")) => g,
+        Some(g @ ("authorization_code" | "refresh_token" | "client_credentials")) => g,
         Some(other) => {
             return oauth_error(
                 "unsupported_grant_type",
@@ -189,6 +194,8 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     }
     let response = if grant_type == "authorization_code" {
         shared.exchange_code(&form, &client_id)
+    } else if grant_type == "client_credentials" {
+        shared.client_credentials_grant(&client_id)
     } else {
         shared.refresh(&form, &client_id)
     };

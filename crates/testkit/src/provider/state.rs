@@ -21,6 +21,8 @@ pub(super) struct Shared {
     pub(super) revoked_families: AtomicU64,
     pub(super) revocation_calls: AtomicU64,
     pub(super) issued_access_tokens: AtomicU64,
+    /// `grant_type=client_credentials` requests (any outcome).
+    pub(super) client_credentials_grants: AtomicU64,
 }
 
 pub(super) struct Inner {
@@ -89,6 +91,7 @@ impl Shared {
             revoked_families: AtomicU64::new(0),
             revocation_calls: AtomicU64::new(0),
             issued_access_tokens: AtomicU64::new(0),
+            client_credentials_grants: AtomicU64::new(0),
         }
     }
 
@@ -157,6 +160,15 @@ impl Shared {
         let access = self.mint_access(&mut inner, family);
         let refresh = inner.mint_refresh(family);
         token_response(&inner, &access, Some(&refresh))
+    }
+
+    /// The client credentials grant (RFC 6749 §4.4): an access token of a
+    /// new family, no refresh token.
+    pub(super) fn client_credentials_grant(&self, client_id: &str) -> Response {
+        let mut inner = self.lock();
+        let family = inner.new_family(client_id);
+        let access = self.mint_access(&mut inner, family);
+        token_response(&inner, &access, None)
     }
 
     pub(super) fn refresh(&self, form: &Form, client_id: &str) -> Response {
