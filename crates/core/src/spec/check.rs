@@ -572,7 +572,10 @@ impl Checker<'_> {
         if let Some(url) = raw
             .api_base_url
             .as_ref()
-            .filter(|u| !u.get_ref().starts_with("https://"))
+            // A whole-origin placeholder (`{salesforce.instance_url}/...`)
+            // is checked by the template rules: its entry must be
+            // `custom_host`, and its value https.
+            .filter(|u| !u.get_ref().starts_with("https://") && !u.get_ref().starts_with('{'))
         {
             let line = line_of(self.text, url.span().start);
             self.push(line, "field `api_base_url`: must be an https URL".into());
