@@ -177,6 +177,10 @@ struct ServeArgs {
     log_format: String,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http (config key `webhooks_allow_private`).
+    #[arg(long, env = "ELEMENTS_WEBHOOKS_ALLOW_PRIVATE")]
+    webhooks_allow_private: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +391,7 @@ fn server_config(
         }
         config.organization_secret = serve.organization_secret.clone().map(Into::into);
         config.user_secret = serve.user_secret.clone().map(Into::into);
+        config.webhooks.allow_private |= serve.webhooks_allow_private;
     }
     Ok(config)
 }

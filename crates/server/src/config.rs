@@ -76,6 +76,15 @@ pub struct FileConfig {
     /// Per-element settings.
     #[serde(default)]
     pub elements: BTreeMap<String, ElementSettings>,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http.
+    pub webhooks_allow_private: Option<bool>,
+    /// Delays before each webhook retry, in milliseconds.
+    pub webhooks_retry_schedule_ms: Option<Vec<u64>>,
+    /// Timeout of one webhook delivery, in milliseconds.
+    pub webhooks_timeout_ms: Option<u64>,
+    /// How often the webhook worker polls when idle, in milliseconds.
+    pub webhooks_poll_interval_ms: Option<u64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -251,6 +260,8 @@ pub struct ServerConfig {
     /// Refuse to start (instead of warning) when the key file is readable
     /// by group or others.
     pub strict_key_permissions: bool,
+    /// Webhook delivery (issue 16).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 impl Default for ServerConfig {
@@ -269,6 +280,7 @@ impl Default for ServerConfig {
             provider_timeout: Duration::from_secs(10),
             limits: Limits::default(),
             strict_key_permissions: false,
+            webhooks: crate::webhooks::Settings::default(),
         }
     }
 }
@@ -296,6 +308,19 @@ impl ServerConfig {
         }
         if let Some(s) = file.provider_timeout_seconds {
             self.provider_timeout = Duration::from_secs(s.clamp(1, 300));
+        }
+        if let Some(allow) = file.webhooks_allow_private {
+            self.webhooks.allow_private = allow;
+        }
+        if let Some(schedule) = file.webhooks_retry_schedule_ms {
+            self.webhooks.retry_schedule =
+                schedule.into_iter().map(Duration::from_millis).collect();
+        }
+        if let Some(ms) = file.webhooks_timeout_ms {
+            self.webhooks.timeout = Duration::from_millis(ms.clamp(1, 300_000));
+        }
+        if let Some(ms) = file.webhooks_poll_interval_ms {
+            self.webhooks.poll_interval = Duration::from_millis(ms.clamp(1, 60_000));
         }
         if let Some(strict) = file.strict_key_permissions {
             self.strict_key_permissions = strict;

@@ -34,6 +34,7 @@ pub mod request_id;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
+pub mod webhooks;
 pub mod wire;
 
 pub use config::ServerConfig;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub limits: Arc<config::Limits>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
+    /// Webhook settings (issue 16).
+    pub webhooks: Arc<webhooks::Settings>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the
@@ -65,7 +68,8 @@ pub fn router_with(state: AppState, console: console::Settings) -> Router {
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
-        .merge(routes::organizations::router());
+        .merge(routes::organizations::router())
+        .merge(routes::webhooks::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))

@@ -281,6 +281,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.limits.auth_failure_burst,
             config.limits.auth_failures_per_minute,
         )),
+        webhooks: Arc::new(config.webhooks.clone()),
     }
 }
 
@@ -309,6 +310,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             .clone()
             .run_background(config.refresh_interval, stop_rx),
     );
+    let webhooks =
+        crate::webhooks::spawn(store.clone(), config.webhooks.clone(), stop_tx.subscribe());
     crate::serve(listener, state, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -317,6 +320,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     .context("serving")?;
     let _ = stop_tx.send(true);
     let _ = background.await;
+    let _ = webhooks.await;
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
     Ok(())

@@ -183,7 +183,10 @@ impl EventFilter {
     /// Checks a pattern: `*`, a known type, or `prefix.*` matching at least
     /// one known type. The error names the pattern.
     pub fn check_pattern(p: &str) -> Result<(), String> {
-        if EventKind::ALL.iter().any(|k| pattern_matches(p, k.as_str())) {
+        if EventKind::ALL
+            .iter()
+            .any(|k| pattern_matches(p, k.as_str()))
+        {
             Ok(())
         } else {
             let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();

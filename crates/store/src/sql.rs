@@ -716,7 +716,9 @@ impl Store for SqlStore {
     async fn record_check(&self, id: i64, outcome: CheckOutcome) -> Result<bool> {
         let now = now_millis();
         let (sql, text, kind) = match &outcome {
-            CheckOutcome::Transient(error) => return self.record_transient(id, error, "check").await,
+            CheckOutcome::Transient(error) => {
+                return self.record_transient(id, error, "check").await
+            }
             CheckOutcome::Ok => (
                 "UPDATE instances SET valid = TRUE, invalid_reason = NULL, health_failures = 0, \
                  health_last_error = NULL, health_since = $2, updated_at = $2 \
@@ -809,7 +811,9 @@ impl Store for SqlStore {
                 Err(e) => return Err(db_err(e)),
             }
         }
-        Err(StoreError::Database("could not draw an unused webhook id".into()))
+        Err(StoreError::Database(
+            "could not draw an unused webhook id".into(),
+        ))
     }
 
     async fn webhooks(&self, organization_id: i64) -> Result<Vec<Webhook>> {
@@ -1047,8 +1051,20 @@ impl Store for SqlStore {
         .await)
         .map_err(db_err)?;
         let mut out = Vec::with_capacity(rows.len());
-        for (delivery_id, event_id, event_created_at, payload, webhook_id, url, secret_enc, attempts) in rows {
-            let plain = self.keyring.decrypt(&webhook_aad(webhook_id), &secret_enc)?;
+        for (
+            delivery_id,
+            event_id,
+            event_created_at,
+            payload,
+            webhook_id,
+            url,
+            secret_enc,
+            attempts,
+        ) in rows
+        {
+            let plain = self
+                .keyring
+                .decrypt(&webhook_aad(webhook_id), &secret_enc)?;
             let secret = String::from_utf8(plain).map_err(|_| StoreError::Decrypt {
                 what: webhook_aad(webhook_id),
                 reason: "the decrypted value is not UTF-8".into(),
@@ -1080,7 +1096,12 @@ impl Store for SqlStore {
                 status,
                 error,
                 next_attempt_at,
-            } => ("pending", status.map(i64::from), Some(error.clone()), *next_attempt_at),
+            } => (
+                "pending",
+                status.map(i64::from),
+                Some(error.clone()),
+                *next_attempt_at,
+            ),
             DeliveryResult::Dead { status, error } => {
                 ("dead", status.map(i64::from), Some(error.clone()), now)
             }
@@ -1197,7 +1218,14 @@ pub(crate) async fn insert_events(
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
                 let b = 5 * i;
-                format!("(${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5)
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
             })
             .collect();
         let sql = format!(
@@ -1230,18 +1258,23 @@ pub(crate) struct HealthBefore {
 }
 
 async fn health_before(conn: Conn<'_>, id: i64) -> Result<Option<HealthBefore>, sqlx::Error> {
-    let row: Option<(i64, String, bool, i64)> = on_conn!(conn, |c| sqlx::query_as(
+    let row: Option<(i64, String, bool, i64)> =
+        on_conn!(conn, |c| {
+            sqlx::query_as(
         "SELECT organization_id, element_key, valid, health_failures FROM instances WHERE id = $1"
     )
     .bind(id)
     .fetch_optional(&mut *c)
-    .await)?;
-    Ok(row.map(|(organization_id, element_key, valid, failures)| HealthBefore {
-        organization_id,
-        element_key,
-        valid,
-        failures,
-    }))
+    .await
+        })?;
+    Ok(row.map(
+        |(organization_id, element_key, valid, failures)| HealthBefore {
+            organization_id,
+            element_key,
+            valid,
+            failures,
+        },
+    ))
 }
 
 /// The health change and event a written refresh decision causes: new

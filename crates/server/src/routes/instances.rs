@@ -228,9 +228,11 @@ async fn list(
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let mut tags = Vec::new();
+    let mut health = None;
     for (name, value) in pairs {
         match name.as_str() {
             "tags[]" | "tags" => tags.push(value),
+            "health" => health = Some(super::webhooks::health_filter(&value)?),
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter `{}` (expected `tags[]`)",
@@ -256,6 +258,7 @@ async fn list(
     let body: Vec<InstanceJson<'_>> = list
         .instances
         .iter()
+        .filter(|i| health.is_none_or(|h| i.health.state == h))
         .map(|i| InstanceJson::new(i, spec_of(&state, i), None))
         .collect();
     Ok(Json(body).into_response())

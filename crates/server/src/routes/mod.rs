@@ -11,6 +11,7 @@ use crate::error::ApiError;
 pub mod elements;
 pub mod instances;
 pub mod organizations;
+pub mod webhooks;
 
 /// Any path outside the API.
 pub async fn not_found() -> ApiError {
