@@ -1258,15 +1258,14 @@ pub(crate) struct HealthBefore {
 }
 
 async fn health_before(conn: Conn<'_>, id: i64) -> Result<Option<HealthBefore>, sqlx::Error> {
-    let row: Option<(i64, String, bool, i64)> =
-        on_conn!(conn, |c| {
-            sqlx::query_as(
+    let row: Option<(i64, String, bool, i64)> = on_conn!(conn, |c| {
+        sqlx::query_as(
         "SELECT organization_id, element_key, valid, health_failures FROM instances WHERE id = $1"
     )
     .bind(id)
     .fetch_optional(&mut *c)
     .await
-        })?;
+    })?;
     Ok(row.map(
         |(organization_id, element_key, valid, failures)| HealthBefore {
             organization_id,
