@@ -847,3 +847,202 @@ async fn revocation_and_connect_events_can_be_recorded() {
     let _ = env.stop.send(true);
     env.server.stop().await;
 }
+
+/// SIGKILL of the real binary during a burst of state changes and
+/// deliveries, 20 rounds: every committed event is delivered at least once,
+/// duplicates carry the same `webhook-id`, nothing is delivered that was not
+/// committed, every signature verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_events_survive_sigkill_and_are_delivered() {
+    use rand::Rng;
+    const ROUNDS: usize = 20;
+    const WORKERS: usize = 6;
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        "webhooks_allow_private = true\n\
+         webhooks_retry_schedule_ms = [10, 20, 40, 80, 160, 320, 640, 1280, 2560]\n\
+         webhooks_timeout_ms = 1000\n\
+         webhooks_poll_interval_ms = 10\n",
+    )
+    .unwrap();
+    let org = format!("org-{}", rand::rng().random::<u64>());
+    let user = format!("user-{}", rand::rng().random::<u64>());
+    let header = format!("User {user}, Organization {org}");
+    let data = dir.path().join("data");
+    let start = || {
+        Binary::serve(
+            &[
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &[
+                ("ELEMENTS_ORGANIZATION_SECRET", org.as_str()),
+                ("ELEMENTS_USER_SECRET", user.as_str()),
+            ],
+        )
+    };
+    let (receiver, url) = Receiver::start(OK).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    {
+        let server = start();
+        let r = client
+            .post(server.url("/organizations/me/webhooks"))
+            .header("Authorization", &header)
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let created: Value = r.json().await.unwrap();
+        *receiver.secret.lock().unwrap() = Some(created["secret"].as_str().unwrap().to_owned());
+    }
+    let acked_created = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let acked_deleted = Arc::new(Mutex::new(Vec::<i64>::new()));
+    for round in 0..ROUNDS {
+        // Some rounds the receiver fails, so retries are in flight too.
+        receiver
+            .mode
+            .store(if round % 3 == 1 { FAIL } else { OK }, Ordering::SeqCst);
+        let mut server = start();
+        let mut tasks = Vec::new();
+        for _ in 0..WORKERS {
+            let (client, header, base) = (client.clone(), header.clone(), server.base.clone());
+            let (created, deleted) = (acked_created.clone(), acked_deleted.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let r = client
+                        .post(format!("{base}/elements/api-v2/instances"))
+                        .header("Authorization", &header)
+                        .json(&seed_instance_body("a", "r"))
+                        .send()
+                        .await;
+                    let Ok(r) = r else { return };
+                    let Ok(body) = r.json::<Value>().await else {
+                        return;
+                    };
+                    let Some(id) = body["id"].as_i64() else {
+                        return;
+                    };
+                    created.lock().unwrap().push(id);
+                    if id % 2 == 0 {
+                        let r = client
+                            .delete(format!("{base}/elements/api-v2/instances/{id}"))
+                            .header("Authorization", &header)
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status() == 200 => deleted.lock().unwrap().push(id),
+                            _ => return,
+                        }
+                    }
+                }
+            }));
+        }
+        let delay = rand::rng().random_range(50..300);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        server.kill();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    receiver.mode.store(OK, Ordering::SeqCst);
+    let server = start();
+    // The outbox as committed, read through the store of the same file.
+    let mut cfg = config_in(&data);
+    cfg.database_url = None;
+    let store = elements_server::startup::open_store(&cfg).await.unwrap();
+    let org_id = store
+        .authenticate(
+            &elements_store::hash_secret(&user),
+            &elements_store::hash_secret(&org),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .organization_id;
+    let outbox = store.events(org_id, 1_000_000).await.unwrap();
+    let created = acked_created.lock().unwrap().clone();
+    let deleted = acked_deleted.lock().unwrap().clone();
+    let of = |kind: &str| -> BTreeMap<i64, String> {
+        outbox
+            .iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| {
+                let v: Value = serde_json::from_str(&e.payload).unwrap();
+                (v["data"]["instanceId"].as_i64().unwrap(), e.id.clone())
+            })
+            .collect()
+    };
+    let (created_events, deleted_events) = (of("instance.created"), of("instance.deleted"));
+    // Every acknowledged change has its event.
+    for id in &created {
+        assert!(
+            created_events.contains_key(id),
+            "no instance.created for acked {id}"
+        );
+    }
+    for id in &deleted {
+        assert!(
+            deleted_events.contains_key(id),
+            "no instance.deleted for acked {id}"
+        );
+    }
+    // An event exists only for a change that committed: a created instance
+    // exists now unless its deletion's event is there too.
+    for id in created_events.keys() {
+        let exists = store.instance_any(*id).await.unwrap().is_some();
+        assert!(
+            exists != deleted_events.contains_key(id),
+            "instance {id}: exists {exists}"
+        );
+    }
+    // Every committed event is delivered at least once.
+    let ids: std::collections::BTreeSet<String> = outbox.iter().map(|e| e.id.clone()).collect();
+    until("every committed event delivered", || {
+        let got: std::collections::BTreeSet<String> =
+            receiver.got().into_iter().map(|r| r.id).collect();
+        ids.is_subset(&got)
+    })
+    .await;
+    let got = receiver.got();
+    assert!(got.iter().all(|r| r.verified), "a signature did not verify");
+    // Nothing delivered that is not in the outbox; duplicates share the id.
+    let mut by_change: BTreeMap<(String, i64), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    for r in &got {
+        assert!(
+            ids.contains(&r.id),
+            "delivered but never committed: {:?}",
+            r.body
+        );
+        by_change
+            .entry((
+                r.body["type"].as_str().unwrap().to_owned(),
+                r.body["data"]["instanceId"].as_i64().unwrap(),
+            ))
+            .or_default()
+            .insert(r.id.clone());
+    }
+    assert!(
+        by_change.values().all(|s| s.len() == 1),
+        "a change delivered under two ids"
+    );
+    eprintln!(
+        "{ROUNDS} SIGKILL rounds: {} acked creates, {} acked deletes, {} events committed, \
+         {} deliveries received ({} duplicates)",
+        created.len(),
+        deleted.len(),
+        outbox.len(),
+        got.len(),
+        got.len() - ids.len(),
+    );
+    assert!(!created.is_empty() && !deleted.is_empty());
+    drop(server);
+}

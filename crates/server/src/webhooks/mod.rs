@@ -70,8 +70,10 @@ impl Settings {
     }
 
     /// The lease a worker takes on a delivery: longer than the delivery can
-    /// last, so two workers never send it at once.
+    /// last (its timeout) plus recording the result, so two workers never
+    /// send it at once; a crashed worker's deliveries are taken over when
+    /// it ends.
     pub fn lease(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(30)
+        self.timeout * 3 + Duration::from_secs(5)
     }
 }
