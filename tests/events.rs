@@ -47,6 +47,10 @@ struct Receiver {
     mode: Arc<AtomicU8>,
     secret: Arc<Mutex<Option<String>>>,
     got: Arc<Mutex<Vec<Received>>>,
+    /// Deliveries being received now, by webhook-id.
+    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Deliveries that arrived while one with the same id was in flight.
+    overlaps: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The Standard Webhooks verification, written from the specification.
@@ -100,6 +104,12 @@ async fn receive(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if !r.in_flight.lock().unwrap().insert(id.clone()) {
+        r.overlaps.fetch_add(1, Ordering::SeqCst);
+    }
+    // Widen the window in which a concurrent duplicate would be seen.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    r.in_flight.lock().unwrap().remove(&id);
     r.got.lock().unwrap().push(Received {
         id,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -123,6 +133,8 @@ impl Receiver {
             mode: Arc::new(AtomicU8::new(mode)),
             secret: Arc::new(Mutex::new(None)),
             got: Arc::new(Mutex::new(Vec::new())),
+            in_flight: Arc::default(),
+            overlaps: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/hooks", axum::routing::post(receive))
@@ -1045,4 +1057,140 @@ async fn committed_events_survive_sigkill_and_are_delivered() {
     );
     assert!(!created.is_empty() && !deleted.is_empty());
     drop(server);
+}
+
+/// Two replicas of the real binary on one PostgreSQL database share the
+/// delivery of 10,000 events: each is delivered exactly once, and never by
+/// both at the same time (the receiver records overlapping deliveries of
+/// one webhook-id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_postgres_share_ten_thousand_deliveries() {
+    const EVENTS: usize = 10_000;
+    let pg = elements_testkit::pg::PgCluster::shared().expect("postgres");
+    let db_url = pg.create_database("events_replicas").expect("database");
+    let key = elements_store::Keyring::encode_key(&elements_store::Keyring::generate_key());
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        "webhooks_allow_private = true\nwebhooks_poll_interval_ms = 20\nwebhooks_timeout_ms = 5000\n",
+    )
+    .unwrap();
+    let (org, user) = ("org-events-replicas", "user-events-replicas");
+    let replica = || {
+        Binary::serve(
+            &[
+                "--database-url",
+                &db_url,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &[
+                ("ELEMENTS_MASTER_KEY", key.as_str()),
+                ("ELEMENTS_ORGANIZATION_SECRET", org),
+                ("ELEMENTS_USER_SECRET", user),
+            ],
+        )
+    };
+    let a = replica();
+    let b = replica();
+    let (receiver, url) = Receiver::start(OK).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(a.url("/organizations/me/webhooks"))
+        .header("Authorization", format!("User {user}, Organization {org}"))
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    *receiver.secret.lock().unwrap() = Some(created["secret"].as_str().unwrap().to_owned());
+
+    let store = elements_store::connect(&db_url, elements_store::Keyring::parse(&key).unwrap())
+        .await
+        .unwrap();
+    let org_id = store
+        .authenticate(
+            &elements_store::hash_secret(user),
+            &elements_store::hash_secret(org),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .organization_id;
+    // The instance write paths on PostgreSQL: create, disable, delete.
+    let auth = format!("User {user}, Organization {org}");
+    let made: Value = client
+        .post(b.url("/instances"))
+        .header("Authorization", &auth)
+        .json(&seed_instance_body("a", "r"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = made["id"].as_i64().unwrap();
+    for (method, path) in [
+        (Method::DELETE, format!("/instances/{id}/enabled")),
+        (Method::DELETE, format!("/instances/{id}")),
+    ] {
+        let r = client
+            .request(method, b.url(&path))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in (w..EVENTS).step_by(8) {
+                store
+                    .record_event(
+                        org_id,
+                        EventKind::ConnectFailed,
+                        json!({ "element": "hubspot", "n": i }),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    until("every event delivered", || {
+        receiver.got().len() >= EVENTS + 3
+    })
+    .await;
+    let log = store.events(org_id, 100).await.unwrap();
+    assert!(log
+        .iter()
+        .all(|e| e.deliveries.iter().all(|d| d.state == "delivered")));
+    let got = receiver.got();
+    let unique: std::collections::BTreeSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    let overlaps = receiver.overlaps.load(Ordering::SeqCst);
+    eprintln!(
+        "two replicas: {} deliveries of {EVENTS} events, {} unique, {overlaps} overlapping",
+        got.len(),
+        unique.len()
+    );
+    assert_eq!(overlaps, 0, "a delivery was sent by both replicas at once");
+    assert_eq!(unique.len(), EVENTS + 3);
+    assert_eq!(got.len(), EVENTS + 3, "each event delivered exactly once");
+    let mut lifecycle: Vec<String> = types(&got)
+        .into_iter()
+        .filter(|t| t.starts_with("instance."))
+        .collect();
+    lifecycle.sort();
+    assert_eq!(
+        lifecycle,
+        ["instance.created", "instance.deleted", "instance.disabled"]
+    );
+    assert!(got.iter().all(|r| r.verified));
+    drop((a, b));
 }
