@@ -1062,13 +1062,24 @@ impl Store for SqlStore {
             attempts,
         ) in rows
         {
-            let plain = self
-                .keyring
-                .decrypt(&webhook_aad(webhook_id), &secret_enc)?;
-            let secret = String::from_utf8(plain).map_err(|_| StoreError::Decrypt {
-                what: webhook_aad(webhook_id),
-                reason: "the decrypted value is not UTF-8".into(),
-            })?;
+            // One unreadable secret (a retired key) holds up only its own
+            // webhook's deliveries, which stay leased and are retried.
+            let secret = match self.keyring.decrypt(&webhook_aad(webhook_id), &secret_enc) {
+                Ok(plain) => match String::from_utf8(plain) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        tracing::error!(
+                            webhook_id,
+                            "webhook secret is not UTF-8; delivery skipped"
+                        );
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(webhook_id, error = %e, "webhook secret does not decrypt; delivery skipped");
+                    continue;
+                }
+            };
             out.push(DeliveryClaim {
                 delivery_id,
                 event_id,
@@ -1154,8 +1165,8 @@ impl Conn<'_> {
     /// The same connection, borrowed again (to run several statements).
     pub(crate) fn reborrow(&mut self) -> Conn<'_> {
         match self {
-            Conn::Sqlite(c) => Conn::Sqlite(&mut **c),
-            Conn::Postgres(c) => Conn::Postgres(&mut **c),
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
         }
     }
 }
