@@ -101,6 +101,15 @@ pub struct FileConfig {
     /// labels or more).
     #[serde(default)]
     pub allowed_custom_hosts: Vec<String>,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http.
+    pub webhooks_allow_private: Option<bool>,
+    /// Delays before each webhook retry, in milliseconds.
+    pub webhooks_retry_schedule_ms: Option<Vec<u64>>,
+    /// Timeout of one webhook delivery, in milliseconds.
+    pub webhooks_timeout_ms: Option<u64>,
+    /// How often the webhook worker polls when idle, in milliseconds.
+    pub webhooks_poll_interval_ms: Option<u64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -318,6 +327,8 @@ pub struct ServerConfig {
     pub allowed_custom_hosts: Vec<String>,
     /// `api_base_url` overrides by element key (`[elements.<key>] api_base_url`).
     pub api_base_urls: BTreeMap<String, String>,
+    /// Webhook delivery (issue 16).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 impl Default for ServerConfig {
@@ -340,6 +351,7 @@ impl Default for ServerConfig {
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
             allowed_custom_hosts: Vec::new(),
             api_base_urls: BTreeMap::new(),
+            webhooks: crate::webhooks::Settings::default(),
         }
     }
 }
@@ -367,6 +379,19 @@ impl ServerConfig {
         }
         if let Some(s) = file.provider_timeout_seconds {
             self.provider_timeout = Duration::from_secs(s.clamp(1, 300));
+        }
+        if let Some(allow) = file.webhooks_allow_private {
+            self.webhooks.allow_private = allow;
+        }
+        if let Some(schedule) = file.webhooks_retry_schedule_ms {
+            self.webhooks.retry_schedule =
+                schedule.into_iter().map(Duration::from_millis).collect();
+        }
+        if let Some(ms) = file.webhooks_timeout_ms {
+            self.webhooks.timeout = Duration::from_millis(ms.clamp(1, 300_000));
+        }
+        if let Some(ms) = file.webhooks_poll_interval_ms {
+            self.webhooks.poll_interval = Duration::from_millis(ms.clamp(1, 60_000));
         }
         if let Some(strict) = file.strict_key_permissions {
             self.strict_key_permissions = strict;

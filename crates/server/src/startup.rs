@@ -368,6 +368,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.limits.auth_failures_per_minute,
         )),
         allowed_custom_hosts: Arc::new(config.allowed_custom_hosts.clone()),
+        webhooks: Arc::new(config.webhooks.clone()),
     }
 }
 
@@ -419,6 +420,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             .clone()
             .run_background(config.refresh_interval, stop_rx),
     );
+    let webhooks =
+        crate::webhooks::spawn(store.clone(), config.webhooks.clone(), stop_tx.subscribe());
     let limits = state.limits.clone();
     let router = crate::router_full(
         state,
@@ -440,6 +443,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
+    let _ = webhooks.await;
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
     Ok(())
