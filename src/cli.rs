@@ -160,6 +160,17 @@ struct LimitArgs {
     /// [default: 32768].
     #[arg(long, env = "ELEMENTS_MAX_CONFIGURATION_BYTES")]
     max_configuration_bytes: Option<usize>,
+    /// `GET /instances` page size when the client gives no `pageSize`
+    /// [default: 200].
+    #[arg(long, env = "ELEMENTS_DEFAULT_PAGE_SIZE")]
+    default_page_size: Option<u32>,
+    /// The largest `pageSize` of `GET /instances` [default: 500].
+    #[arg(long, env = "ELEMENTS_MAX_PAGE_SIZE")]
+    max_page_size: Option<u32>,
+    /// Origins allowed to call the API from a browser (CORS), comma
+    /// separated, e.g. https://app.example.com [default: none].
+    #[arg(long, env = "ELEMENTS_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    cors_allowed_origins: Option<Vec<String>>,
 }
 
 impl LimitArgs {
@@ -174,6 +185,9 @@ impl LimitArgs {
             max_instances_per_organization: self.max_instances_per_organization,
             max_configuration_entries: self.max_configuration_entries,
             max_configuration_bytes: self.max_configuration_bytes,
+            default_page_size: self.default_page_size,
+            max_page_size: self.max_page_size,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
         }
     }
 }
@@ -204,6 +218,15 @@ struct ServeArgs {
     /// [default: 43200].
     #[arg(long, env = "ELEMENTS_CONSOLE_SESSION_SECONDS")]
     console_session_seconds: Option<i64>,
+    /// Domains a custom host (self-hosted or custom-domain provider) must be
+    /// or be under, comma-separated; none: any host that passes the
+    /// built-in rules.
+    #[arg(long, env = "ELEMENTS_ALLOWED_CUSTOM_HOSTS", value_delimiter = ',')]
+    allowed_custom_hosts: Vec<String>,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http (config key `webhooks_allow_private`).
+    #[arg(long, env = "ELEMENTS_WEBHOOKS_ALLOW_PRIVATE")]
+    webhooks_allow_private: bool,
     /// The server's public base URL, e.g. https://elements.example.com;
     /// required by the hosted connect page (the OAuth callback is
     /// <public url>/elements/api-v2/oauth/callback).
@@ -492,6 +515,10 @@ fn server_config(
         if let Some(s) = serve.console_session_seconds {
             config.console_session_seconds = s.max(60);
         }
+        if !serve.allowed_custom_hosts.is_empty() {
+            config.allowed_custom_hosts = serve.allowed_custom_hosts.clone();
+        }
+        config.webhooks.allow_private |= serve.webhooks_allow_private;
         if let Some(url) = &serve.public_url {
             config.public_url = Some(url.clone());
         }

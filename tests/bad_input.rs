@@ -1007,7 +1007,7 @@ fn cases(account: &Account, non_oauth: Option<NonOAuth>) -> Vec<Case> {
         (Method::PUT, "/elements"),
         (Method::POST, "/elements/hubspot"),
         (Method::DELETE, "/elements/keys"),
-        (Method::PATCH, "/instances"),
+        (Method::PUT, "/instances"),
         (Method::POST, "/instances/1/configuration"),
     ] {
         c.push(Case {
@@ -1027,12 +1027,14 @@ fn cases(account: &Account, non_oauth: Option<NonOAuth>) -> Vec<Case> {
 fn patch_cases(id: i64) -> Vec<Case> {
     let mut c = Vec::new();
     for (what, body, said) in [
+        // Unknown fields are ignored, as Cloud Elements ignores them
+        // (compat.rs); a known field of the wrong type is still refused.
         (
-            "unknown field",
-            r#"{"colour":"red"}"#,
+            "configuration type",
+            r#"{"configuration":"x"}"#,
             &[
-                "at `colour`",
-                "unknown field `colour`, expected `name` or `tags`",
+                "at `configuration`",
+                "invalid type: string \"x\", expected a JSON object",
             ][..],
         ),
         (
@@ -1164,6 +1166,272 @@ fn rotation_cases(foreign: i64) -> Vec<Case> {
                 needles: needles(&["method not allowed on this resource"]),
             });
         }
+    }
+    c
+}
+
+// ---- compat: the instance routes of Issue 17 and the paging of 12.8 ----
+
+/// Bad requests to the compat routes; `other` is another organization's
+/// `Authorization` header.
+fn compat_cases(id: i64, other: &str) -> Vec<Case> {
+    let mut c = Vec::new();
+    for (path, status, said) in [
+        (
+            "/instances?pageSize=0",
+            400,
+            &["`pageSize` must be a whole number from 1 to 500 (max_page_size)"][..],
+        ),
+        (
+            "/instances?pageSize=abc",
+            400,
+            &["`pageSize` must be a whole number from 1 to 500"],
+        ),
+        (
+            "/instances?pageSize=501",
+            400,
+            &["`pageSize` must be a whole number from 1 to 500"],
+        ),
+        (
+            "/instances?nextPage=zzz",
+            400,
+            &["`nextPage` is not a page token"],
+        ),
+        (
+            "/instances?nextPage=aTE6LTU",
+            400,
+            &["`nextPage` is not a page token"],
+        ),
+        (
+            "/instances?where=name%3D1",
+            400,
+            &["unknown query parameter `where`"],
+        ),
+        (
+            "/instances?searchText=a%01b",
+            400,
+            &["`searchText` must not contain control characters"],
+        ),
+        (
+            "/instances/count?x=1",
+            400,
+            &["unknown query parameter `x`", "takes none"],
+        ),
+        ("/instances/configuration", 400, &["`Element` token"]),
+        (
+            &*format!("/instances/{id}/configuration/0"),
+            400,
+            &["configuration id must be a positive integer"],
+        ),
+        (
+            &*format!("/instances/{id}/configuration/x"),
+            400,
+            &["configuration id must be a positive integer"],
+        ),
+        (
+            &*format!("/instances/{id}/configuration/99"),
+            404,
+            &["has no configuration entry 99"],
+        ),
+        (
+            "/instances/abc/configuration/1",
+            400,
+            &["instance id must be a positive integer"],
+        ),
+        (
+            "/instances/999/configuration/1",
+            404,
+            &["no instance with id 999"],
+        ),
+        (
+            "/elements/nope/instances",
+            404,
+            &["no element with key or id `nope`"],
+        ),
+        (
+            "/elements/hubspot/instances?pageSize=-1",
+            400,
+            &["`pageSize` must be a whole number"],
+        ),
+    ] {
+        c.push(Case {
+            // With the account's credentials (`get` sends none).
+            auth: None,
+            ..get(format!("compat GET {path}"), path, status, said)
+        });
+    }
+    let json =
+        |name: &str, method: Method, path: String, body: &str, status: u16, said: &[&str]| Case {
+            name: format!("compat {name}"),
+            method,
+            path,
+            auth: None,
+            content_type: Some("application/json"),
+            body: Some(body.as_bytes().to_vec()),
+            status,
+            needles: needles(said),
+        };
+    c.push(json(
+        "PUT no name",
+        Method::PUT,
+        format!("/instances/{id}"),
+        r#"{"tags":["a"]}"#,
+        400,
+        &["`name` is required"],
+    ));
+    c.push(json(
+        "PUT missing configuration",
+        Method::PUT,
+        format!("/instances/{id}"),
+        r#"{"name":"a","configuration":{"oauth.api.key":"k"}}"#,
+        400,
+        &[
+            "missing required configuration",
+            "oauth.api.secret",
+            "oauth.callback.url",
+        ],
+    ));
+    c.push(json(
+        "PUT empty name",
+        Method::PUT,
+        format!("/instances/{id}"),
+        r#"{"name":" "}"#,
+        400,
+        &["`name` must not be empty"],
+    ));
+    c.push(json(
+        "PUT bad id",
+        Method::PUT,
+        "/instances/abc".into(),
+        r#"{"name":"a"}"#,
+        400,
+        &["instance id must be a positive integer"],
+    ));
+    c.push(json(
+        "PUT unknown id",
+        Method::PUT,
+        "/instances/999".into(),
+        r#"{"name":"a"}"#,
+        404,
+        &["no instance with id 999"],
+    ));
+    c.push(json(
+        "PUT bad expires_in",
+        Method::PUT,
+        format!("/instances/{id}"),
+        r#"{"name":"a","providerData":{"access_token":"t","expires_in":"soon"}}"#,
+        400,
+        &["`providerData.expires_in` must be a whole number of seconds"],
+    ));
+    c.push(json(
+        "PATCH configuration NUL",
+        Method::PATCH,
+        format!("/instances/{id}"),
+        r#"{"configuration":{"oauth.scope":"a\u0000"}}"#,
+        400,
+        &["`configuration.oauth.scope` must be at most"],
+    ));
+    c.push(json(
+        "PATCH empty configuration key",
+        Method::PATCH,
+        format!("/instances/{id}"),
+        r#"{"configuration":{"":"a"}}"#,
+        400,
+        &["`configuration` keys must not be empty"],
+    ));
+    c.push(json(
+        "PATCH /instances without Element",
+        Method::PATCH,
+        "/instances".into(),
+        r#"{"tags":["a"]}"#,
+        400,
+        &["`Element` token"],
+    ));
+    c.push(json(
+        "PATCH entry without value",
+        Method::PATCH,
+        format!("/instances/{id}/configuration/1"),
+        r#"{"key":"x"}"#,
+        400,
+        &["missing field `propertyValue`"],
+    ));
+    c.push(json(
+        "POST element mismatch",
+        Method::POST,
+        "/elements/github/instances".into(),
+        r#"{"element":{"key":"hubspot"},"name":"a"}"#,
+        400,
+        &["`element` names another element than the path (`github`)"],
+    ));
+    c.push(json(
+        "POST element instances no name",
+        Method::POST,
+        "/elements/github/instances".into(),
+        r#"{}"#,
+        400,
+        &["missing field `name`"],
+    ));
+    c.push(json(
+        "POST oauth/url array",
+        Method::POST,
+        "/elements/hubspot/oauth/url".into(),
+        r#"{"apiKey":[]}"#,
+        400,
+        &["`apiKey` must be a string, a number or a boolean"],
+    ));
+    c.push(json(
+        "POST oauth/url query",
+        Method::POST,
+        "/elements/hubspot/oauth/url?apiKey=x".into(),
+        r#"{}"#,
+        400,
+        &["query parameter `apiKey`", "in the JSON body"],
+    ));
+    c.push(json(
+        "POST oauth/url missing",
+        Method::POST,
+        "/elements/hubspot/oauth/url".into(),
+        r#"{"apiKey":"k"}"#,
+        400,
+        &["apiSecret"],
+    ));
+    // Another organization's instance: a 404, as if it did not exist.
+    for (method, path, body) in [
+        (Method::PUT, format!("/instances/{id}"), r#"{"name":"a"}"#),
+        (Method::PATCH, format!("/instances/{id}"), r#"{"name":"a"}"#),
+        (Method::GET, format!("/instances/{id}/configuration/1"), ""),
+        (
+            Method::PATCH,
+            format!("/instances/{id}/configuration/1"),
+            r#"{"propertyValue":"a"}"#,
+        ),
+    ] {
+        c.push(Case {
+            name: format!("compat other organization {method} {path}"),
+            method,
+            path,
+            auth: Some(Some(other.as_bytes().to_vec())),
+            content_type: Some("application/json"),
+            body: (!body.is_empty()).then(|| body.as_bytes().to_vec()),
+            status: 404,
+            needles: needles(&[&format!("no instance with id {id}")]),
+        });
+    }
+    // A bad Element token: the one 401, whatever was wrong.
+    for (method, path) in [
+        (Method::GET, "/instances/configuration"),
+        (Method::DELETE, "/instances"),
+    ] {
+        c.push(Case {
+            name: format!("compat unknown Element token {method} {path}"),
+            method,
+            path: path.into(),
+            auth: Some(Some(b"Element not-a-token".to_vec())),
+            content_type: None,
+            body: None,
+            status: 401,
+            needles: needles(&["invalid or missing credentials"]),
+        });
     }
     c
 }
@@ -1363,6 +1631,9 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     all.extend(patch_cases(id));
     all.extend(rotation_cases(foreign));
     all.extend(connect_cases());
+    let other = server.other_account("compat-other").await;
+    all.extend(compat_cases(id, &other.header()));
+    all.extend(webhook_cases());
     let weak = weak_needles(&all);
     assert!(
         weak.is_empty(),
@@ -1468,7 +1739,9 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
 async fn html_in_names_is_stored_as_text_and_served_as_json() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let name = "<script>alert('x')</script>";
+    // compat: markup is removed (as Cloud Elements does); what is left is
+    // served as JSON text.
+    let name = "<a href=\"https://evil.example\">x</a><script>alert('x')</script> & y";
     let mut body = seed();
     body["name"] = json!(name);
     let (status, created) = server.post_instance(&server.account, &body).await;
@@ -1482,6 +1755,152 @@ async fn html_in_names_is_stored_as_text_and_served_as_json() {
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     let got: Value = response.json().await.unwrap();
-    assert_eq!(got["name"], name);
+    assert_eq!(got["name"], "x & y");
     server.stop().await;
+}
+
+/// Issue 16: webhooks, the event log, the `health` filter.
+fn webhook_cases() -> Vec<Case> {
+    let case =
+        |name: &str, method: Method, path: &str, body: Option<Vec<u8>>, status, n: &[&str]| Case {
+            name: format!("webhooks: {name}"),
+            method,
+            path: path.into(),
+            auth: None,
+            content_type: body.as_ref().map(|_| "application/json"),
+            body,
+            status,
+            needles: needles(n),
+        };
+    let hooks = "/organizations/me/webhooks";
+    let mut c = Vec::new();
+    for (what, body, said) in [
+        (
+            "http",
+            json!({"url": "http://app.example/hooks"}),
+            "`url` must use https",
+        ),
+        (
+            "ftp",
+            json!({"url": "ftp://app.example/"}),
+            "must use https, not `ftp`",
+        ),
+        (
+            "userinfo",
+            json!({"url": "https://u:p@app.example/"}),
+            "must not contain user info",
+        ),
+        (
+            "loopback",
+            json!({"url": "https://127.0.0.1/"}),
+            "private, loopback or link-local",
+        ),
+        (
+            "link-local",
+            json!({"url": "https://169.254.169.254/"}),
+            "private, loopback or link-local",
+        ),
+        (
+            "not a URL",
+            json!({"url": "not a url"}),
+            "`url` is not a valid absolute URL",
+        ),
+        (
+            "long URL",
+            json!({"url": format!("https://app.example/{}", "a".repeat(3000))}),
+            "`url` is longer than 2048",
+        ),
+        ("no url", json!({"events": ["*"]}), "missing field `url`"),
+        (
+            "empty events",
+            json!({"url": "https://app.example/", "events": []}),
+            "`events` must not be empty",
+        ),
+        (
+            "unknown event",
+            json!({"url": "https://app.example/", "events": ["instance.nope"]}),
+            "unknown event type or pattern `instance.nope`",
+        ),
+        (
+            "bad pattern",
+            json!({"url": "https://app.example/", "events": ["inst*"]}),
+            "unknown event type or pattern `inst*`",
+        ),
+        (
+            "events not a list",
+            json!({"url": "https://app.example/", "events": "instance.*"}),
+            "events",
+        ),
+        (
+            "unknown field",
+            json!({"url": "https://app.example/", "secret": "mine"}),
+            "unknown field `secret`",
+        ),
+    ] {
+        c.push(case(
+            what,
+            Method::POST,
+            hooks,
+            Some(body.to_string().into_bytes()),
+            400,
+            &[said],
+        ));
+    }
+    c.push(case(
+        "delete bad id",
+        Method::DELETE,
+        "/organizations/me/webhooks/abc",
+        None,
+        400,
+        &["webhook id must be a positive integer"],
+    ));
+    c.push(case(
+        "delete unknown",
+        Method::DELETE,
+        "/organizations/me/webhooks/12345",
+        None,
+        404,
+        &["no webhook with id 12345"],
+    ));
+    c.push(case(
+        "events limit 0",
+        Method::GET,
+        "/organizations/me/events?limit=0",
+        None,
+        400,
+        &["`limit` must be an integer from 1 to 500"],
+    ));
+    c.push(case(
+        "events unknown param",
+        Method::GET,
+        "/organizations/me/events?foo=1",
+        None,
+        400,
+        &["unknown query parameter `foo`"],
+    ));
+    c.push(case(
+        "redeliver bad id",
+        Method::POST,
+        "/organizations/me/events/xyz/redeliver",
+        None,
+        400,
+        &["event id must be `msg_`"],
+    ));
+    c.push(case(
+        "redeliver unknown",
+        Method::POST,
+        "/organizations/me/events/msg_aaaaaaaaaaaaaaaaaaaaaaaaaa/redeliver",
+        None,
+        404,
+        &["no event with id msg_aaaaaaaaaaaaaaaaaaaaaaaaaa"],
+    ));
+    c.push(case(
+        "health filter",
+        Method::GET,
+        "/instances?health=sick",
+        None,
+        400,
+        &["`health` must be one of active, degraded, invalid, disabled"],
+    ));
+    c
 }

@@ -151,7 +151,15 @@ fn every_catalog_file_cites_the_providers_documentation() {
 fn placeholder_values(spec: &elements_core::ElementSpec) -> BTreeMap<String, String> {
     spec.placeholders()
         .into_iter()
-        .map(|name| (name.to_owned(), "acme-1".to_owned()))
+        .map(|name| {
+            // Declared values (format: allowed_values, custom_host) first.
+            let value = match spec.config_entry(name) {
+                Some(e) if !e.allowed_values.is_empty() => e.allowed_values[0].clone(),
+                Some(e) if e.custom_host => "https://acme-1.example.com".to_owned(),
+                _ => "acme-1".to_owned(),
+            };
+            (name.to_owned(), value)
+        })
         .collect()
 }
 
@@ -171,8 +179,13 @@ fn every_element_builds_an_authorization_url_or_refuses_with_not_oauth() {
             code_verifier: Some(VERIFIER.into()),
             params: BTreeMap::new(),
         };
-        if !spec.authentication.is_oauth() {
-            assert!(spec.oauth.is_none() && !e.uses_pkce(), "{key}");
+        // Only the authorization code kind has an authorization URL.
+        if spec.authentication != elements_core::Authentication::Oauth2 {
+            let no_url = spec
+                .oauth
+                .as_ref()
+                .is_none_or(|o| o.authorization_url.is_empty());
+            assert!(no_url && !e.uses_pkce(), "{key}");
             assert_eq!(
                 e.oauth_url(&req),
                 Err(OAuthError::NotOAuth(key.to_owned())),

@@ -41,6 +41,30 @@ async fn create_instance(server: &TestServer, account: &Account, name: &str) -> 
     answer["id"].as_i64().expect("an id")
 }
 
+/// An instance whose stored name is `name` as given: the API removes
+/// markup from names (compat), so markup reaches the store only in rows
+/// written before that or by other means; the console must escape it.
+async fn create_instance_stored_as(server: &TestServer, account: &Account, name: &str) -> i64 {
+    let id = create_instance(server, account, "placeholder").await;
+    let store = &server.state.store;
+    let org = store
+        .instance_any(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .organization_id;
+    let patch = elements_store::InstancePatch {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    store
+        .update_instance(org, id, patch)
+        .await
+        .unwrap()
+        .unwrap();
+    id
+}
+
 /// The instance as the API shows it: (status, body).
 async fn api_instance(server: &TestServer, id: i64) -> (u16, Value) {
     let response = server
@@ -229,7 +253,7 @@ async fn sign_in_and_manage_instances_in_a_browser() {
     let server = TestServer::start(config_in(dir.path())).await;
     let account = server.account.clone();
     let plain = create_instance(&server, &account, "Marketing CRM").await;
-    let xss = create_instance(&server, &account, XSS_NAME).await;
+    let xss = create_instance_stored_as(&server, &account, XSS_NAME).await;
     let browser = Browser::start().await.expect("a headless Chromium");
 
     // Signed out, the instances send people to sign in.

@@ -74,7 +74,20 @@ pub fn load<'a>(
     dirs: &[PathBuf],
     overrides: impl IntoIterator<Item = (&'a str, OAuthOverride)>,
 ) -> Result<Registry, CatalogErrors> {
+    load_with(dirs, overrides, [])
+}
+
+/// [`load`], then replaces the `api_base_url` of elements by key (a
+/// deployment pointing an element at another API host, a test at a fake).
+pub fn load_with<'a>(
+    dirs: &[PathBuf],
+    overrides: impl IntoIterator<Item = (&'a str, OAuthOverride)>,
+    api_base_urls: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Registry, CatalogErrors> {
     let mut builder = builder();
+    for (key, url) in api_base_urls {
+        builder.override_api_base_url(key, url);
+    }
     let mut errors = Vec::new();
     for dir in dirs {
         match read_dir(dir) {

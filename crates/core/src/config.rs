@@ -128,6 +128,13 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Configuration {
     }
 }
 
+impl<K: Into<String>, V: Into<String>> Extend<(K, V)> for Configuration {
+    fn extend<I: IntoIterator<Item = (K, V)>>(&mut self, iter: I) {
+        self.0
+            .extend(iter.into_iter().map(|(k, v)| (k.into(), v.into())));
+    }
+}
+
 /// Required configuration that was not given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("missing required configuration: {}", keys.join(", "))]
@@ -150,6 +157,8 @@ mod tests {
             description: String::new(),
             hide_from_console: false,
             secret: false,
+            allowed_values: Vec::new(),
+            custom_host: false,
         }
     }
 

@@ -9,6 +9,7 @@ use crate::oauth::{
     self, CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError, ProviderRequest,
     ProviderResponse, RefreshRequest, TokenSet, Transport,
 };
+use crate::secret::Secret;
 use crate::spec::{ConfigEntry, ElementSpec};
 
 /// A connector: catalog metadata plus the behaviour of its provider's OAuth.
@@ -83,6 +84,23 @@ pub trait Element: Send + Sync + fmt::Debug {
             Some(o) => oauth::parse_token_response_with(response, request, &o.token_response),
             None => oauth::parse_token_response(response, request),
         }
+    }
+
+    /// The RFC 7009 revocation request for `token`, or `Ok(None)` when the
+    /// element declares no `revocation_url`.
+    fn revocation_request(
+        &self,
+        config: &Configuration,
+        token: &Secret,
+        token_type_hint: Option<&str>,
+    ) -> Result<Option<ProviderRequest>, OAuthError> {
+        standard::revocation_request(self.spec(), config, token, token_type_hint)
+    }
+
+    /// The token-response fields to keep in the instance configuration
+    /// (`[oauth.token_response] keep`), as (configuration key, value).
+    fn kept_values(&self, response: &ProviderResponse) -> Vec<(String, String)> {
+        standard::kept_values(self.spec(), response)
     }
 
     /// Exchanges an authorization code for tokens.
@@ -222,10 +240,13 @@ pub mod standard {
     use crate::config::{Configuration, MissingConfiguration};
     use crate::encode::QueryBuilder;
     use crate::oauth::{
-        CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderRequest, RefreshRequest,
+        value_at, CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderRequest,
+        ProviderResponse, RefreshRequest,
     };
+    use crate::secret::Secret;
     use crate::spec::template::{self, FillError};
     use crate::spec::{ClientAuth, ElementSpec, OAuthSpec};
+    use serde_json::Value;
 
     /// The `[oauth]` section, or [`OAuthError::NotOAuth`].
     pub fn oauth(spec: &ElementSpec) -> Result<&OAuthSpec, OAuthError> {
@@ -371,7 +392,9 @@ pub mod standard {
         already_missing: &[&str],
     ) -> Result<Vec<String>, OAuthError> {
         let lookup = |name: &str| values.get(spec, name);
-        template::fill_all(templates, &lookup).map_err(|e| fill_error(e, already_missing))
+        let check = |name: &str, position, value: &str| spec.check_value(name, position, value);
+        template::fill_all_checked(templates, &lookup, &check)
+            .map_err(|e| fill_error(e, already_missing))
     }
 
     /// The standard authorization URL: `response_type=code`, `client_id`,
@@ -389,6 +412,10 @@ pub mod standard {
         req: &OAuthUrlRequest,
     ) -> Result<OAuthUrl, OAuthError> {
         let oauth = oauth(spec)?;
+        // The client credentials kind has no authorization step.
+        if oauth.authorization_url.is_empty() {
+            return Err(OAuthError::NotOAuth(spec.key.clone()));
+        }
         let mut missing = Vec::new();
         let client_id = OAuthUrlRequest::require(&req.api_key, "apiKey", &mut missing);
         let callback = OAuthUrlRequest::require(&req.callback_url, "callbackUrl", &mut missing);
@@ -417,18 +444,42 @@ pub mod standard {
         }
         check_callback_url(callback)?;
         let base = filled.next().unwrap_or_default();
-        let scope = req
+        let asked = req
             .scope
             .as_deref()
             .filter(|s| !s.trim().is_empty())
             .map(|s| join_scopes(s, &oauth.scope_separator))
             .or_else(|| oauth.default_scope.clone());
-        let mut url = QueryBuilder::new(&base)
-            .param("response_type", "code")
-            .param("client_id", client_id)
-            .param("redirect_uri", callback)
-            .param_opt(&oauth.scope_param, scope.as_deref())
-            .param_opt("state", req.state.as_deref());
+        let scope = with_fixed_scope(oauth, asked);
+        let name = |standard: &'static str| -> Option<&str> {
+            if oauth
+                .omit_authorization_params
+                .iter()
+                .any(|o| o == standard)
+            {
+                return None;
+            }
+            Some(
+                oauth
+                    .authorization_param_names
+                    .get(standard)
+                    .map_or(standard, String::as_str),
+            )
+        };
+        let mut url = QueryBuilder::new(&base);
+        for (standard, value) in [
+            ("response_type", Some(oauth.response_type.as_str())),
+            ("client_id", Some(client_id)),
+            ("redirect_uri", Some(callback)),
+        ] {
+            if let Some(name) = name(standard) {
+                url = url.param_opt(name, value);
+            }
+        }
+        url = url.param_opt(&oauth.scope_param, scope.as_deref());
+        if let Some(name) = name("state") {
+            url = url.param_opt(name, req.state.as_deref());
+        }
         for (name, value) in oauth.authorization_params.keys().zip(filled) {
             url = url.param(name, &value);
         }
@@ -438,6 +489,32 @@ pub mod standard {
                 .param("code_challenge_method", "S256");
         }
         Ok(OAuthUrl { url: url.finish() })
+    }
+
+    /// The fixed scopes first, then the asked ones not already among them,
+    /// joined with the provider's separator.
+    fn with_fixed_scope(oauth: &OAuthSpec, asked: Option<String>) -> Option<String> {
+        let Some(fixed) = oauth
+            .fixed_scope
+            .as_deref()
+            .filter(|f| !f.trim().is_empty())
+        else {
+            return asked;
+        };
+        let fixed = join_scopes(fixed, &oauth.scope_separator);
+        let split = |s: &str| -> Vec<String> {
+            s.split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut all = split(&fixed);
+        for scope in asked.as_deref().map(split).unwrap_or_default() {
+            if !all.contains(&scope) {
+                all.push(scope);
+            }
+        }
+        Some(all.join(&oauth.scope_separator))
     }
 
     /// The configuration keys a token request of this spec needs: the client
@@ -481,7 +558,8 @@ pub mod standard {
             }
             .into());
         }
-        let request = ProviderRequest::post(filled.next().unwrap_or_default());
+        let mut request = ProviderRequest::post(filled.next().unwrap_or_default());
+        request.format = oauth.token_request_format;
         let params = oauth.token_params.keys().cloned().zip(filled).collect();
         Ok((request, params))
     }
@@ -549,6 +627,94 @@ pub mod standard {
         let request = request
             .field("grant_type", "refresh_token")
             .field("refresh_token", refresh.refresh_token.clone());
+        Ok(with_client(request, oauth, config, params))
+    }
+
+    /// The token revocation request (RFC 7009 §2.1) at `revocation_url`:
+    /// `token`, `token_type_hint` when given, and the client authentication
+    /// of the element (`client_auth`), in the element's
+    /// `token_request_format`. `Ok(None)` when the element declares no
+    /// `revocation_url`.
+    pub fn revocation_request(
+        spec: &ElementSpec,
+        config: &Configuration,
+        token: &Secret,
+        token_type_hint: Option<&str>,
+    ) -> Result<Option<ProviderRequest>, OAuthError> {
+        let oauth = oauth(spec)?;
+        let Some(url) = oauth.revocation_url.as_deref() else {
+            return Ok(None);
+        };
+        let required = required_keys(oauth, &[]);
+        let (request, _) = token_request(spec, oauth, url, config, &required)?;
+        let mut request = request.field("token", token.clone());
+        if let Some(hint) = token_type_hint {
+            request = request.field("token_type_hint", hint);
+        }
+        Ok(Some(with_client(request, oauth, config, Vec::new())))
+    }
+
+    /// The `[oauth.token_response] keep` fields found in a token response,
+    /// as (configuration key, value) pairs to store in the instance
+    /// configuration. Strings are kept as they are, numbers and booleans as
+    /// their JSON text; absent fields are skipped.
+    pub fn kept_values(spec: &ElementSpec, response: &ProviderResponse) -> Vec<(String, String)> {
+        let Some(oauth) = &spec.oauth else {
+            return Vec::new();
+        };
+        if oauth.token_response.keep.is_empty() {
+            return Vec::new();
+        }
+        let Ok(obj) = serde_json::from_slice::<serde_json::Map<String, Value>>(&response.body)
+        else {
+            return Vec::new();
+        };
+        oauth
+            .token_response
+            .keep
+            .iter()
+            .filter_map(|(path, key)| {
+                let value = match value_at(&obj, path)? {
+                    Value::String(s) => s.clone(),
+                    v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                    _ => return None,
+                };
+                // A kept host or origin must pass the host rules, and every
+                // value its entry's allowed_values: else it is not kept.
+                let entry = spec.config_entry(key);
+                if entry.is_some_and(|e| e.custom_host)
+                    && template::check_custom_origin(&value, &[]).is_err()
+                {
+                    return None;
+                }
+                spec.check_value(key, template::Position::Value, &value)
+                    .ok()?;
+                Some((key.clone(), value))
+            })
+            .collect()
+    }
+
+    /// The client credentials grant (RFC 6749 §4.4) at `token_url`: the
+    /// client id and secret from the configuration (as `client_auth` says),
+    /// `scope` from `oauth.scope` or `default_scope` when set, and the
+    /// `token_params`.
+    pub fn client_credentials_request(
+        spec: &ElementSpec,
+        config: &Configuration,
+    ) -> Result<ProviderRequest, OAuthError> {
+        let oauth = oauth(spec)?;
+        let required = required_keys(oauth, &[]);
+        let (mut request, params) =
+            token_request(spec, oauth, &oauth.token_url, config, &required)?;
+        request = request.field("grant_type", "client_credentials");
+        let scope = config
+            .get(keys::SCOPE)
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| join_scopes(s, &oauth.scope_separator))
+            .or_else(|| oauth.default_scope.clone());
+        if let Some(scope) = scope {
+            request = request.field("scope", scope);
+        }
         Ok(with_client(request, oauth, config, params))
     }
 

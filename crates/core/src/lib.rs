@@ -39,6 +39,14 @@
 //!   [`TokenSet`], [`Transport`] and the errors [`OAuthError`],
 //!   [`ProviderError`], [`TransportError`]; [`QueryBuilder`] writes URLs the
 //!   seed's way; [`lenient_seconds`] reads an `expires_in`;
+//! - credential kinds: how a credential is applied ([`CredentialSpec`],
+//!   [`BasicSpec`], [`apply_credential`] giving an [`AppliedCredential`],
+//!   [`CredentialError`]), the client credentials grant
+//!   ([`client_credentials_request`]) and OAuth 1.0a ([`OAuth1Spec`],
+//!   [`SignatureMethod`], [`oauth1_authorization`] of an [`OAuth1Request`],
+//!   the [`SignedRequest`]s of [`oauth1_request_token_request`] and
+//!   [`oauth1_access_token_request`], [`oauth1_authorize_url`],
+//!   [`oauth1_consumer`], [`ACCESS_TOKEN_PLACEHOLDER`]);
 //! - values: [`Configuration`], [`MissingConfiguration`], [`Secret`].
 //!
 //! The `schema` feature adds `json_schema()`, the JSON Schema of a catalog
@@ -85,6 +93,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod credential;
 mod element;
 mod encode;
 mod oauth;
@@ -93,6 +102,12 @@ mod secret;
 mod spec;
 
 pub use config::{Configuration, MissingConfiguration};
+pub use credential::{
+    apply as apply_credential, client_credentials_request, oauth1_access_token_request,
+    oauth1_authorization, oauth1_authorize_url, oauth1_consumer, oauth1_request_token_request,
+    AppliedCredential, BasicSpec, CredentialError, CredentialSpec, OAuth1Request, OAuth1Spec,
+    SignatureMethod, SignedRequest, ACCESS_TOKEN_PLACEHOLDER,
+};
 pub use element::{keys, standard, Element, ElementFactory};
 pub use encode::QueryBuilder;
 pub use oauth::{
@@ -104,8 +119,8 @@ pub use secret::Secret;
 #[cfg(feature = "schema")]
 pub use spec::json_schema;
 pub use spec::{
-    Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec, OAuthSpec, Source,
-    TokenResponseSpec,
+    check_custom_host, Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec,
+    OAuthSpec, Source, TokenRequestFormat, TokenResponseSpec,
 };
 
 // Re-exported so element crates can register without depending on inventory

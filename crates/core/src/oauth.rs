@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::{Configuration, MissingConfiguration};
 use crate::secret::Secret;
-use crate::spec::TokenResponseSpec;
+use crate::spec::{TokenRequestFormat, TokenResponseSpec};
 
 /// A request for an authorization URL, as `GET /elements/{key}/oauth/url`
 /// receives it. Every field is optional so that the element can name all the
@@ -103,6 +103,9 @@ pub struct ProviderRequest {
     pub form: Vec<(String, Secret)>,
     /// HTTP Basic credentials (`client_id`, `client_secret`), if the element uses them.
     pub basic_auth: Option<(String, Secret)>,
+    /// How the fields travel: a form POST (the default), a JSON POST, or a
+    /// GET query string (`token_request_format`).
+    pub format: TokenRequestFormat,
 }
 
 impl ProviderRequest {
@@ -112,6 +115,7 @@ impl ProviderRequest {
             url: url.into(),
             form: Vec::new(),
             basic_auth: None,
+            format: TokenRequestFormat::Form,
         }
     }
 
@@ -152,6 +156,7 @@ impl fmt::Debug for ProviderRequest {
                     .collect::<Vec<_>>(),
             )
             .field("basic_auth", &self.basic_auth.as_ref().map(|(id, _)| id))
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -496,6 +501,7 @@ mod tests {
             expires_in: "authed_user.expires_in".into(),
             token_type: "authed_user.token_type".into(),
             scope: "authed_user.scope".into(),
+            keep: BTreeMap::new(),
         };
         let body = r#"{"ok":true,"app_id":"A1","authed_user":{"id":"U1","scope":"search:read",
             "access_token":"xoxp-1","token_type":"user","refresh_token":"xoxe-1","expires_in":43200},

@@ -110,6 +110,8 @@ pub struct RegistryBuilder {
     specs: BTreeMap<String, ElementSpec>,
     errors: Vec<CatalogError>,
     overrides: Vec<(String, OAuthOverride)>,
+    /// `api_base_url` overrides by key (credential kinds).
+    api_base_urls: Vec<(String, String)>,
 }
 
 impl RegistryBuilder {
@@ -183,6 +185,13 @@ impl RegistryBuilder {
         self
     }
 
+    /// Replaces the `api_base_url` of the element `key` (applied by `build`;
+    /// an unknown key or a URL that is not absolute http(s) is an error).
+    pub fn override_api_base_url(&mut self, key: &str, url: &str) -> &mut Self {
+        self.api_base_urls.push((key.to_owned(), url.to_owned()));
+        self
+    }
+
     /// Joins the catalog with the registered element crates.
     ///
     /// Refuses: any parse error, two files with the same key or id, an element
@@ -193,7 +202,26 @@ impl RegistryBuilder {
             mut specs,
             mut errors,
             overrides,
+            api_base_urls,
         } = self;
+
+        for (key, url) in api_base_urls {
+            let absolute = url::Url::parse(&url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            match specs.get_mut(&key) {
+                Some(spec) if absolute => spec.api_base_url = Some(url),
+                found => errors.push(CatalogError {
+                    file: "configuration".into(),
+                    line: None,
+                    message: match found {
+                        None => format!("api_base_url override for unknown element `{key}`"),
+                        Some(_) => format!(
+                            "api_base_url override for `{key}`: {url:?} is not an absolute http(s) URL"
+                        ),
+                    },
+                }),
+            }
+        }
 
         for (key, o) in overrides {
             let Some(spec) = specs.get_mut(&key) else {
@@ -284,11 +312,51 @@ impl RegistryBuilder {
             })
             .collect();
         elements.sort_by_key(|e| e.id());
-        let by_key = elements
+        let mut by_key: HashMap<String, usize> = elements
             .iter()
             .enumerate()
             .map(|(i, e)| (e.key().to_owned(), i))
             .collect();
+        // Aliases: refused when they clash with a key or another alias.
+        let mut alias_errors = Vec::new();
+        let mut alias_of: HashMap<&str, &ElementSpec> = HashMap::new();
+        for element in &elements {
+            let spec = element.spec();
+            for alias in &spec.aliases {
+                let clash = if let Some(&j) = by_key.get(alias.as_str()) {
+                    let other = elements[j].spec();
+                    Some(format!(
+                        "is the key of the element in {}:{}",
+                        other.source.file, other.source.key_line
+                    ))
+                } else {
+                    alias_of.get(alias.as_str()).map(|other| {
+                        format!(
+                            "is already an alias of `{}` ({})",
+                            other.key, other.source.file
+                        )
+                    })
+                };
+                if let Some(clash) = clash {
+                    alias_errors.push(CatalogError {
+                        file: spec.source.file.clone(),
+                        line: Some(spec.source.aliases_line),
+                        message: format!("field `aliases`: {alias:?} {clash}"),
+                    });
+                } else {
+                    alias_of.insert(alias, spec);
+                }
+            }
+        }
+        if !alias_errors.is_empty() {
+            return Err(CatalogErrors(alias_errors));
+        }
+        let aliases: Vec<(String, usize)> = elements
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| e.spec().aliases.iter().map(move |a| (a.clone(), i)))
+            .collect();
+        by_key.extend(aliases);
         let by_id = elements
             .iter()
             .enumerate()
@@ -336,7 +404,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The element with this key.
+    /// The element with this key or alias (`sfdc` is `salesforce`).
     pub fn by_key(&self, key: &str) -> Option<&Arc<dyn Element>> {
         self.by_key.get(key).map(|&i| &self.elements[i])
     }
@@ -488,5 +556,53 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown element `nope`"));
+    }
+
+    fn with_aliases(id: u64, key: &str, aliases: &str) -> String {
+        file(id, key).replacen("name = ", &format!("aliases = {aliases}\nname = "), 1)
+    }
+
+    #[test]
+    fn aliases_resolve_and_clashes_are_refused() {
+        let r = build(&[&[
+            (
+                "salesforce.toml",
+                with_aliases(1, "salesforce", r#"["sfdc"]"#),
+            ),
+            ("close.toml", with_aliases(2, "close", r#"["closeio"]"#)),
+        ]])
+        .unwrap();
+        assert_eq!(r.by_key("sfdc").unwrap().key(), "salesforce");
+        assert_eq!(r.get("closeio").unwrap().key(), "close");
+        assert_eq!(r.get("salesforce").unwrap().spec().aliases, ["sfdc"]);
+        assert_eq!(r.len(), 2);
+
+        let err = build(&[&[
+            (
+                "salesforce.toml",
+                with_aliases(1, "salesforce", r#"["close"]"#),
+            ),
+            ("close.toml", file(2, "close")),
+        ]])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "salesforce.toml:3: field `aliases`: \"close\" is the key of the element in close.toml:2"
+        );
+        let err = build(&[&[
+            ("a.toml", with_aliases(1, "ant", r#"["x"]"#)),
+            ("b.toml", with_aliases(2, "bee", r#"["x"]"#)),
+        ]])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.toml:3: field `aliases`: \"x\" is already an alias of `ant` (a.toml)"
+        );
+        let err = build(&[&[("a.toml", with_aliases(1, "ant", r#"["Bad Alias"]"#))]]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("a.toml:3: field `aliases`: \"Bad Alias\" must be"),
+            "{err}"
+        );
     }
 }

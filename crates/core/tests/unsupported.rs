@@ -66,7 +66,9 @@ fn fields_a_crate_does_not_read_are_refused_and_declared_names_are_checked() {
              oauth.refresh_url, oauth.scope_separator, oauth.scope_param, oauth.pkce, \
              oauth.state_required, oauth.client_auth, oauth.default_scope, \
              oauth.authorization_params, oauth.token_params, oauth.token_response, \
-             oauth.endpoints)",
+             oauth.endpoints, oauth.response_type, oauth.authorization_param_names, \
+             oauth.omit_authorization_params, oauth.fixed_scope, oauth.token_request_format, \
+             oauth.revocation_url, oauth.callback_capture)",
             pkce.as_str(),
             params.as_str(),
         ]

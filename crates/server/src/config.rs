@@ -29,11 +29,17 @@ use crate::tokens::TokenPolicy;
 /// max_instances_per_organization = 10000
 /// max_configuration_entries = 100
 /// max_configuration_bytes = 32768
+/// default_page_size = 200            # GET /instances without pageSize
+/// max_page_size = 500                # largest pageSize
+/// cors_allowed_origins = []          # e.g. ["https://app.example.com"]
 /// strict_key_permissions = false
 /// metrics_listen = "127.0.0.1:9090"   # /metrics on its own listener
 /// console_session_seconds = 43200
 /// public_url = "https://elements.example.com"  # required for connect
 /// connect_session_seconds = 900
+///
+/// [elements.freshdesk]               # per element key:
+/// api_base_url = "http://127.0.0.1:9998/api/v2"   # replaces the API base URL
 ///
 /// [elements.hubspot.oauth]          # endpoint overrides, per element key
 /// token_url = "http://127.0.0.1:9999/oauth/v1/token"
@@ -75,6 +81,12 @@ pub struct FileConfig {
     pub max_configuration_entries: Option<usize>,
     /// Most configuration bytes (keys and values) per instance.
     pub max_configuration_bytes: Option<usize>,
+    /// compat: `GET /instances` page size when `pageSize` is absent.
+    pub default_page_size: Option<u32>,
+    /// compat: the largest `pageSize` allowed.
+    pub max_page_size: Option<u32>,
+    /// compat: origins allowed to call the API from a browser (CORS).
+    pub cors_allowed_origins: Option<Vec<String>>,
     /// Refuse to start when the key file is readable by group or others.
     pub strict_key_permissions: Option<bool>,
     /// Per-element settings.
@@ -84,6 +96,22 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// How long a console session lasts, in seconds.
     pub console_session_seconds: Option<i64>,
+    // --- format ---
+    /// Domains a `custom_host` configuration value (self-hosted and
+    /// custom-domain providers) must be, or be under; empty: any host that
+    /// passes the built-in rules (https, no IP address, no localhost, two
+    /// labels or more).
+    #[serde(default)]
+    pub allowed_custom_hosts: Vec<String>,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http.
+    pub webhooks_allow_private: Option<bool>,
+    /// Delays before each webhook retry, in milliseconds.
+    pub webhooks_retry_schedule_ms: Option<Vec<u64>>,
+    /// Timeout of one webhook delivery, in milliseconds.
+    pub webhooks_timeout_ms: Option<u64>,
+    /// How often the webhook worker polls when idle, in milliseconds.
+    pub webhooks_poll_interval_ms: Option<u64>,
     /// The server's public base URL (connect: the OAuth callback).
     pub public_url: Option<String>,
     /// How long a connect session lasts, in seconds.
@@ -116,6 +144,13 @@ pub struct Limits {
     pub max_configuration_entries: usize,
     /// Most configuration bytes (keys plus values) per instance.
     pub max_configuration_bytes: usize,
+    /// compat: `GET /instances` page size when `pageSize` is absent.
+    pub default_page_size: u32,
+    /// compat: the largest `pageSize` allowed (larger is a 400).
+    pub max_page_size: u32,
+    /// compat: exact origins (`https://app.example.com`) allowed to call the
+    /// API from a browser; empty: no CORS headers at all.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Limits {
@@ -130,6 +165,9 @@ impl Default for Limits {
             max_instances_per_organization: 10_000,
             max_configuration_entries: 100,
             max_configuration_bytes: 32 * 1024,
+            default_page_size: 200,
+            max_page_size: 500,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -156,6 +194,12 @@ pub struct LimitSettings {
     pub max_configuration_entries: Option<usize>,
     /// `max_configuration_bytes`.
     pub max_configuration_bytes: Option<usize>,
+    /// `default_page_size` (compat).
+    pub default_page_size: Option<u32>,
+    /// `max_page_size` (compat).
+    pub max_page_size: Option<u32>,
+    /// `cors_allowed_origins` (compat).
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 impl Limits {
@@ -189,6 +233,16 @@ impl Limits {
         if let Some(n) = s.max_configuration_bytes {
             self.max_configuration_bytes = n;
         }
+        if let Some(n) = s.max_page_size {
+            self.max_page_size = n.max(1);
+        }
+        if let Some(n) = s.default_page_size {
+            self.default_page_size = n.max(1);
+        }
+        self.default_page_size = self.default_page_size.min(self.max_page_size);
+        if let Some(origins) = &s.cors_allowed_origins {
+            self.cors_allowed_origins = origins.clone();
+        }
     }
 }
 
@@ -205,6 +259,9 @@ impl FileConfig {
             max_instances_per_organization: self.max_instances_per_organization,
             max_configuration_entries: self.max_configuration_entries,
             max_configuration_bytes: self.max_configuration_bytes,
+            default_page_size: self.default_page_size,
+            max_page_size: self.max_page_size,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
         }
     }
 }
@@ -216,6 +273,9 @@ pub struct ElementSettings {
     /// Replaces the same-named fields of the element's `[oauth]` section.
     #[serde(default)]
     pub oauth: OAuthOverride,
+    /// Replaces the element's `api_base_url` (any kind of element).
+    #[serde(default)]
+    pub api_base_url: Option<String>,
 }
 
 impl FileConfig {
@@ -268,6 +328,13 @@ pub struct ServerConfig {
     pub metrics_listen: Option<String>,
     /// How long a console session lasts.
     pub console_session_seconds: i64,
+    // --- format ---
+    /// `allowed_custom_hosts` (`ELEMENTS_ALLOWED_CUSTOM_HOSTS`, comma-separated).
+    pub allowed_custom_hosts: Vec<String>,
+    /// `api_base_url` overrides by element key (`[elements.<key>] api_base_url`).
+    pub api_base_urls: BTreeMap<String, String>,
+    /// Webhook delivery (issue 16).
+    pub webhooks: crate::webhooks::Settings,
     /// The public base URL (`https://host[:port][/prefix]`), needed by
     /// connect: the OAuth callback is `<public_url>/elements/api-v2/oauth/callback`.
     pub public_url: Option<String>,
@@ -293,6 +360,9 @@ impl Default for ServerConfig {
             strict_key_permissions: false,
             metrics_listen: None,
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
+            allowed_custom_hosts: Vec::new(),
+            api_base_urls: BTreeMap::new(),
+            webhooks: crate::webhooks::Settings::default(),
             public_url: None,
             connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
         }
@@ -323,6 +393,19 @@ impl ServerConfig {
         if let Some(s) = file.provider_timeout_seconds {
             self.provider_timeout = Duration::from_secs(s.clamp(1, 300));
         }
+        if let Some(allow) = file.webhooks_allow_private {
+            self.webhooks.allow_private = allow;
+        }
+        if let Some(schedule) = file.webhooks_retry_schedule_ms {
+            self.webhooks.retry_schedule =
+                schedule.into_iter().map(Duration::from_millis).collect();
+        }
+        if let Some(ms) = file.webhooks_timeout_ms {
+            self.webhooks.timeout = Duration::from_millis(ms.clamp(1, 300_000));
+        }
+        if let Some(ms) = file.webhooks_poll_interval_ms {
+            self.webhooks.poll_interval = Duration::from_millis(ms.clamp(1, 60_000));
+        }
         if let Some(strict) = file.strict_key_permissions {
             self.strict_key_permissions = strict;
         }
@@ -339,7 +422,15 @@ impl ServerConfig {
             self.connect_session_seconds = s.max(0);
         }
         for (key, settings) in file.elements {
-            self.overrides.insert(key, settings.oauth);
+            if let Some(url) = settings.api_base_url {
+                self.api_base_urls.insert(key.clone(), url);
+            }
+            if settings.oauth != OAuthOverride::default() {
+                self.overrides.insert(key, settings.oauth);
+            }
+        }
+        if !file.allowed_custom_hosts.is_empty() {
+            self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
         self
     }
@@ -369,6 +460,9 @@ mod tests {
              max_instances_per_organization = 8\n\
              max_configuration_entries = 9\n\
              max_configuration_bytes = 1000\n\
+             default_page_size = 50\n\
+             max_page_size = 100\n\
+             cors_allowed_origins = [\"https://app.example.com\"]\n\
              strict_key_permissions = true\n",
         )
         .unwrap();
@@ -385,6 +479,9 @@ mod tests {
                 max_instances_per_organization: 8,
                 max_configuration_entries: 9,
                 max_configuration_bytes: 1000,
+                default_page_size: 50,
+                max_page_size: 100,
+                cors_allowed_origins: vec!["https://app.example.com".into()],
             }
         );
         assert!(config.strict_key_permissions);

@@ -58,6 +58,9 @@ pub struct ElementView<'a> {
     /// The API base URL template, when the element declares one.
     #[serde(rename = "apiBaseUrl", skip_serializing_if = "Option::is_none")]
     pub api_base_url: Option<&'a str>,
+    /// Other keys that resolve to the element (Cloud Elements' `sfdc`), when any.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub aliases: &'a [String],
 }
 
 /// The JSON views of a catalog spec (`spec.metadata()`, `spec.view()`).
@@ -94,6 +97,7 @@ impl ElementJson for ElementSpec {
             },
             configuration: &self.configuration,
             api_base_url: self.api_base_url.as_deref(),
+            aliases: &self.aliases,
         }
     }
 }
@@ -146,5 +150,16 @@ config_description = "c"
         let plain =
             serde_json::to_value(ElementSpec::parse("demo.toml", MINIMAL).unwrap().view()).unwrap();
         assert!(plain.get("apiBaseUrl").is_none(), "{plain}");
+    }
+
+    #[test]
+    fn view_lists_aliases() {
+        let text = MINIMAL.replace("name = ", "aliases = [\"sfdc\", \"sf\"]\nname = ");
+        let spec = ElementSpec::parse("demo.toml", &text).unwrap();
+        let view = serde_json::to_value(spec.view()).unwrap();
+        assert_eq!(view["aliases"], serde_json::json!(["sfdc", "sf"]));
+        let plain =
+            serde_json::to_value(ElementSpec::parse("demo.toml", MINIMAL).unwrap().view()).unwrap();
+        assert!(plain.get("aliases").is_none(), "{plain}");
     }
 }

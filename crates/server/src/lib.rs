@@ -24,19 +24,25 @@ pub mod body;
 pub mod config;
 pub mod connect;
 pub mod console;
+pub mod cors;
+use cors::ApplyCors as _;
+pub mod credentials;
 pub mod element_view;
 pub mod error;
 pub mod flight;
 pub mod headers;
 pub mod health;
 pub mod listener;
+pub mod markup;
 pub mod metrics;
 pub mod pkce;
 pub mod provider;
 pub mod request_id;
+pub mod revocation;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
+pub mod webhooks;
 pub mod wire;
 
 pub use config::ServerConfig;
@@ -55,6 +61,10 @@ pub struct AppState {
     pub limits: Arc<config::Limits>,
     /// Failed authentications per client address.
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
+    /// format: the domains `custom_host` values must be within (empty: any).
+    pub allowed_custom_hosts: Arc<Vec<String>>,
+    /// Webhook settings (issue 16).
+    pub webhooks: Arc<webhooks::Settings>,
     /// Connect: the public URL and the session lifetime.
     pub connect: Arc<connect::Settings>,
 }
@@ -81,7 +91,9 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
     let api = Router::new()
         .merge(routes::elements::router())
         .merge(routes::instances::router())
+        .merge(routes::element_instances::router())
         .merge(routes::organizations::router())
+        .merge(routes::webhooks::router())
         .merge(connect::router());
     Router::new()
         .nest("/elements/api-v2", api)
@@ -97,7 +109,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .layer(axum::middleware::from_fn(headers::limit))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .layer(axum::middleware::from_fn(metrics::middleware))
-        .with_state(state)
+        .with_state(state.clone())
+        .apply_cors(&state.limits.cors_allowed_origins)
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then gives the

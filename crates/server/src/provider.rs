@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use elements_core::{ProviderRequest, ProviderResponse, Transport, TransportError};
+use elements_core::{
+    ProviderRequest, ProviderResponse, TokenRequestFormat, Transport, TransportError,
+};
 
 /// The largest provider response read.
 pub const MAX_RESPONSE: usize = 256 * 1024;
@@ -54,11 +56,21 @@ impl Transport for HttpTransport {
             .iter()
             .map(|(k, v)| (k.as_str(), v.expose()))
             .collect();
-        let mut builder = self
-            .client
-            .post(&request.url)
-            .header(reqwest::header::ACCEPT, "application/json")
-            .form(&form);
+        let builder = match request.format {
+            TokenRequestFormat::Form => self.client.post(&request.url).form(&form),
+            TokenRequestFormat::Json => {
+                let object: serde_json::Map<String, serde_json::Value> = form
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+                    .collect();
+                self.client
+                    .post(&request.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(serde_json::Value::Object(object).to_string())
+            }
+            TokenRequestFormat::Query => self.client.get(&request.url).query(&form),
+        };
+        let mut builder = builder.header(reqwest::header::ACCEPT, "application/json");
         if let Some((id, secret)) = &request.basic_auth {
             builder = builder.basic_auth(id, Some(secret.expose()));
         }

@@ -18,12 +18,16 @@ use crate::AppState;
 
 /// The catalog with the configured directories and overrides.
 pub fn registry(config: &ServerConfig) -> Result<Registry> {
-    elements_catalog::load(
+    elements_catalog::load_with(
         &config.elements_dirs,
         config
             .overrides
             .iter()
             .map(|(k, o)| (k.as_str(), o.clone())),
+        config
+            .api_base_urls
+            .iter()
+            .map(|(k, u)| (k.as_str(), u.as_str())),
     )
     .map_err(|e| anyhow!("the catalog is invalid:\n{e}"))
 }
@@ -363,6 +367,8 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.limits.auth_failure_burst,
             config.limits.auth_failures_per_minute,
         )),
+        allowed_custom_hosts: Arc::new(config.allowed_custom_hosts.clone()),
+        webhooks: Arc::new(config.webhooks.clone()),
         connect: Arc::new(crate::connect::Settings::new(
             config.public_url.as_deref(),
             config.connect_session_seconds,
@@ -418,6 +424,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             .clone()
             .run_background(config.refresh_interval, stop_rx),
     );
+    let webhooks =
+        crate::webhooks::spawn(store.clone(), config.webhooks.clone(), stop_tx.subscribe());
     let limits = state.limits.clone();
     let router = crate::router_full(
         state,
@@ -439,6 +447,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
+    let _ = webhooks.await;
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
     Ok(())

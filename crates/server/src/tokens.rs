@@ -375,9 +375,36 @@ struct Core {
     failures: Arc<Mutex<HashMap<i64, Failures>>>,
     /// Held by every refresh and code exchange while it runs.
     busy: Tracker,
+    /// Keys of the elements whose tokens are renewed by a new grant rather
+    /// than a refresh token (client credentials).
+    renewable_elements: Arc<Vec<String>>,
 }
 
 impl Core {
+    /// Whether the instance's token can be renewed: it has a refresh token,
+    /// or its element's credential kind obtains tokens itself.
+    fn renewable(&self, instance: &Instance) -> bool {
+        instance.tokens.refresh_token.is_some()
+            || self.renews_without_refresh_token(&instance.element_key)
+    }
+
+    fn renews_without_refresh_token(&self, element_key: &str) -> bool {
+        self.renewable_elements.iter().any(|k| k == element_key)
+    }
+
+    /// A new client credentials grant (RFC 6749 §4.4) for `configuration`.
+    async fn client_credentials(
+        &self,
+        element: &dyn Element,
+        configuration: &elements_core::Configuration,
+    ) -> Result<TokenSet, ProviderError> {
+        let request = elements_core::client_credentials_request(element.spec(), configuration)?;
+        let response = crate::provider::measured(self.transport.as_ref(), element.key())
+            .send(&request)
+            .await?;
+        element.parse_token_response(&response, &request)
+    }
+
     fn is_fresh(&self, instance: &Instance, now: i64) -> bool {
         instance.tokens.access_token.is_some()
             && instance
@@ -481,10 +508,21 @@ impl Core {
             .refresh_locked(id, self.policy.lease_seconds, job)
             .await;
         match stored {
-            Ok(Some(after)) => Outcome {
-                after: Some(after),
-                failure,
-            },
+            Ok(Some(after)) => {
+                // Issue 16: a transient failure degrades the instance's
+                // health (and writes `instance.refresh_failed`).
+                if let Some(f @ (RefreshFailure::Provider(_) | RefreshFailure::Unsupported(_))) =
+                    &failure
+                {
+                    if let Err(e) = self.store.record_refresh_failure(id, &describe(f)).await {
+                        tracing::warn!(instance_id = id, error = %e, "could not record a refresh failure");
+                    }
+                }
+                Outcome {
+                    after: Some(after),
+                    failure,
+                }
+            }
             Ok(None) => Outcome::failed(RefreshFailure::Gone),
             Err(e) => Outcome::failed(RefreshFailure::Store(Arc::new(e))),
         }
@@ -499,12 +537,12 @@ impl Core {
         if !current.valid || (!force && self.is_fresh(&current, now_seconds())) {
             return (RefreshDecision::Unchanged, None);
         }
-        let Some(refresh_token) = current.tokens.refresh_token.clone() else {
+        if !self.renewable(&current) {
             return (
                 RefreshDecision::Unchanged,
                 Some(RefreshFailure::NoRefreshToken),
             );
-        };
+        }
         let Some(element) = self.registry.by_key(&current.element_key) else {
             let reason = format!(
                 "element `{}` is not in this server's catalog",
@@ -516,15 +554,24 @@ impl Core {
                 Some(RefreshFailure::Unsupported(reason)),
             );
         };
-        let result = element
-            .refresh(
-                &crate::provider::measured(self.transport.as_ref(), element.key()),
-                RefreshRequest {
-                    refresh_token: &refresh_token,
-                    configuration: &current.configuration,
-                },
-            )
-            .await;
+        let result = match &current.tokens.refresh_token {
+            Some(refresh_token) => {
+                element
+                    .refresh(
+                        &crate::provider::measured(self.transport.as_ref(), element.key()),
+                        RefreshRequest {
+                            refresh_token,
+                            configuration: &current.configuration,
+                        },
+                    )
+                    .await
+            }
+            // Renewable without one (checked above): a new grant.
+            None => {
+                self.client_credentials(element.as_ref(), &current.configuration)
+                    .await
+            }
+        };
         match result {
             Ok(set) => match self.policy.accept(now_seconds(), set) {
                 Ok(tokens) => {
@@ -605,6 +652,20 @@ impl Core {
             .map_err(|r| ProviderError::InvalidResponse(r.reason))?;
         Ok(self.store.create_instance(new).await?)
     }
+
+    async fn obtain_and_create(&self, mut new: NewInstance) -> Result<Instance, ApiError> {
+        let element = self.registry.by_key(&new.element_key).ok_or_else(|| {
+            ApiError::NotFound(format!("no element with key `{}`", new.element_key))
+        })?;
+        let set = self
+            .client_credentials(element.as_ref(), &new.configuration)
+            .await?;
+        new.tokens = self
+            .policy
+            .accept(now_seconds(), set)
+            .map_err(|r| ProviderError::InvalidResponse(r.reason))?;
+        Ok(self.store.create_instance(new).await?)
+    }
 }
 
 /// Exchanges codes and refreshes tokens for instances.
@@ -633,11 +694,18 @@ impl TokenManager {
         TokenManager {
             core: Core {
                 store,
-                registry,
                 transport,
                 policy,
                 failures: Arc::new(Mutex::new(HashMap::new())),
                 busy: Tracker::default(),
+                renewable_elements: Arc::new(
+                    registry
+                        .iter()
+                        .filter(|e| e.spec().authentication.renews_without_refresh_token())
+                        .map(|e| e.key().to_owned())
+                        .collect(),
+                ),
+                registry,
             },
             flights: SingleFlight::default(),
         }
@@ -646,6 +714,11 @@ impl TokenManager {
     /// The policy.
     pub fn policy(&self) -> &TokenPolicy {
         &self.core.policy
+    }
+
+    /// The transport to providers (format: token revocation uses it too).
+    pub fn transport(&self) -> Arc<dyn Transport> {
+        self.core.transport.clone()
     }
 
     /// Waits, at most `limit`, for the refreshes and code exchanges still
@@ -708,6 +781,27 @@ impl TokenManager {
         })
     }
 
+    /// Obtains an access token with the client credentials grant and stores
+    /// `new` with it, on a task of its own like
+    /// [`TokenManager::create_with_code`] (the provider has issued a token:
+    /// the instance is created even if the caller hangs up).
+    pub async fn create_with_client_credentials(
+        &self,
+        new: NewInstance,
+    ) -> Result<Instance, ApiError> {
+        let core = self.core.clone();
+        detached(async move {
+            let _busy = core.busy.clone();
+            core.obtain_and_create(new).await
+        })
+        .await
+        .unwrap_or_else(|Aborted| {
+            Err(ApiError::Internal(
+                "the client credentials task stopped before it finished".into(),
+            ))
+        })
+    }
+
     /// The instance with an access token that is not about to expire,
     /// refreshing first if needed. When no refresh can be had (none
     /// possible, failed, backing off), a token that is still valid is
@@ -721,7 +815,7 @@ impl TokenManager {
             Some(RefreshFailure::Invalid(
                 instance.invalid_reason.clone().unwrap_or_default(),
             ))
-        } else if instance.tokens.refresh_token.is_none() {
+        } else if !self.core.renewable(&instance) {
             Some(RefreshFailure::NoRefreshToken)
         } else {
             self.core.foreground_backoff(instance.id)
@@ -791,7 +885,12 @@ impl TokenManager {
         let mut queues: BTreeMap<i64, VecDeque<i64>> = BTreeMap::new();
         let (mut taken, mut after, mut next) = (0, resume, None);
         for page_number in 0..MAX_PAGES {
-            let page = match self.core.store.expiring_page(before, after, PAGE).await {
+            let page = match self
+                .core
+                .store
+                .expiring_page_renewable(before, after, PAGE, &self.core.renewable_elements)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     tracing::warn!(error = %e, "background refresh: cannot list expiring instances");

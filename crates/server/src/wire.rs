@@ -60,6 +60,12 @@ pub struct ProviderData {
     /// The client id (the seed sends it; configuration is authoritative).
     #[serde(default)]
     pub apikey: Option<String>,
+    /// OAuth 1.0a: the access token of the 3-legged flow.
+    #[serde(default)]
+    pub oauth_token: Option<Secret>,
+    /// OAuth 1.0a: the access token's secret.
+    #[serde(default)]
+    pub oauth_token_secret: Option<Secret>,
 }
 
 /// A configuration value: a string (numbers and booleans are taken as text).
@@ -111,9 +117,12 @@ pub struct CreateInstance {
     pub name: String,
 }
 
-/// The body of `PATCH /instances/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `PUT` and `PATCH /instances/{id}` (and `PATCH /instances`
+/// with an `Element` token). Fields the update does not change (`id`,
+/// `element`, `token`, `valid`, ...) are ignored, as Cloud Elements ignores
+/// them: clients send back what they read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PatchInstance {
     /// New name.
     #[serde(default)]
@@ -121,6 +130,12 @@ pub struct PatchInstance {
     /// New tags.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
+    /// Configuration: the whole of it (`PUT`) or entries to set (`PATCH`).
+    #[serde(default)]
+    pub configuration: Option<UniqueMap<ConfigValue>>,
+    /// New tokens or a code: re-provisions the instance.
+    #[serde(default)]
+    pub provider_data: Option<ProviderData>,
 }
 
 /// The user object inside an instance.
@@ -173,6 +188,22 @@ pub struct InstanceJson<'a> {
     /// Why the instance is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_reason: Option<&'a str>,
+    /// Health (issue 16): `{state, failures, lastError, since}`.
+    pub health: HealthJson<'a>,
+}
+
+/// An instance's health as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthJson<'a> {
+    /// `active`, `degraded`, `invalid` or `disabled`.
+    pub state: &'static str,
+    /// Transient failures in a row.
+    pub failures: i64,
+    /// The last failure, or why it is invalid.
+    pub last_error: Option<&'a str>,
+    /// When the state began, RFC 3339.
+    pub since: String,
 }
 
 /// The mask shown in place of secret values.
@@ -268,6 +299,12 @@ impl<'a> InstanceJson<'a> {
                 .map(|(k, v)| (k, if is_secret_key(spec, k) { MASK } else { v }))
                 .collect(),
             invalid_reason: instance.invalid_reason.as_deref(),
+            health: HealthJson {
+                state: instance.health.state.as_str(),
+                failures: instance.health.failures,
+                last_error: instance.health.last_error.as_deref(),
+                since: rfc3339(instance.health.since),
+            },
         }
     }
 }

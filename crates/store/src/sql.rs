@@ -44,6 +44,10 @@ use crate::common::{
     unique_violation, Inserted, InstanceRow, RawInstance, ID_ATTEMPTS, INSTANCE_COLUMNS,
     INSTANCE_FROM,
 };
+use crate::events::{
+    CheckOutcome, DeliveryClaim, DeliveryResult, DeliveryState, EventFilter, EventKind,
+    EventSummary, NewEvent, NewWebhook, Webhook,
+};
 use elements_core::Secret;
 
 use crate::{
@@ -117,7 +121,7 @@ pub(crate) struct SqlStore {
 /// it; `None` under PostgreSQL's row lock. Returns the rows written (none for
 /// `Unchanged` without a lease).
 pub(crate) async fn write_decision(
-    conn: Conn<'_>,
+    mut conn: Conn<'_>,
     keyring: &Keyring,
     id: i64,
     decision: &RefreshDecision,
@@ -168,8 +172,13 @@ pub(crate) async fn write_decision(
     let (refresh, token_type, expires_at) = tokens
         .map(|t| (t.refresh_token_enc, t.token_type, t.expires_at))
         .unwrap_or_default();
+    // Health and events (issue 16): the state before, read under the lock.
+    let before = match decision {
+        RefreshDecision::Unchanged => None,
+        _ => health_before(conn.reborrow(), id).await.map_err(db_err)?,
+    };
     let now = now_millis();
-    let done = on_conn!(conn, |c| sqlx::query(&sql)
+    let done = on_conn!(conn.reborrow(), |c| sqlx::query(&sql)
         .bind(text)
         .bind(refresh)
         .bind(token_type)
@@ -181,6 +190,13 @@ pub(crate) async fn write_decision(
         .await
         .map(|d| d.rows_affected()))
     .map_err(db_err)?;
+    if done > 0 {
+        if let Some(before) = before {
+            decision_health(conn, id, decision, &before, now)
+                .await
+                .map_err(db_err)?;
+        }
+    }
     Ok(done)
 }
 
@@ -450,20 +466,51 @@ impl Store for SqlStore {
         id: i64,
         patch: InstancePatch,
     ) -> Result<Option<Instance>> {
-        let updated = on_pool!(&self.db, |pool| sqlx::query(
-            "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
-             disabled = COALESCE($3, disabled), updated_at = $4 \
-             WHERE id = $5 AND organization_id = $6",
-        )
-        .bind(&patch.name)
-        .bind(patch.tags.as_deref().map(tags_json))
-        .bind(patch.disabled)
-        .bind(now_millis())
-        .bind(id)
-        .bind(organization_id)
-        .execute(pool)
-        .await
-        .map(|d| d.rows_affected()))
+        // One transaction: the change and its `instance.enabled` /
+        // `instance.disabled` event (only when `disabled` actually changes).
+        let now = now_millis();
+        let updated = on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            if let Some(disabled) = patch.disabled {
+                let changed: Option<(i64, String)> = sqlx::query_as(
+                    "UPDATE instances SET disabled = $1, health_since = $2 \
+                     WHERE id = $3 AND organization_id = $4 AND disabled <> $1 \
+                     RETURNING organization_id, element_key",
+                )
+                .bind(disabled)
+                .bind(now)
+                .bind(id)
+                .bind(organization_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((org, element)) = changed {
+                    let kind = if disabled {
+                        EventKind::InstanceDisabled
+                    } else {
+                        EventKind::InstanceEnabled
+                    };
+                    let event = NewEvent::instance(kind, org, id, &element, serde_json::json!({}));
+                    insert_events(Conn::from(&mut *tx), &[event]).await?;
+                }
+            }
+            let updated = sqlx::query(
+                "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
+                 disabled = COALESCE($3, disabled), updated_at = $4 \
+                 WHERE id = $5 AND organization_id = $6",
+            )
+            .bind(&patch.name)
+            .bind(patch.tags.as_deref().map(tags_json))
+            .bind(patch.disabled)
+            .bind(now)
+            .bind(id)
+            .bind(organization_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(updated)
+        }
+        .await)
         .map_err(db_err)?;
         if updated == 0 {
             return Ok(None);
@@ -472,16 +519,33 @@ impl Store for SqlStore {
     }
 
     async fn delete_instance(&self, organization_id: i64, id: i64) -> Result<bool> {
-        let deleted = on_pool!(&self.db, |pool| sqlx::query(
-            "DELETE FROM instances WHERE id = $1 AND organization_id = $2"
-        )
-        .bind(id)
-        .bind(organization_id)
-        .execute(pool)
-        .await
-        .map(|d| d.rows_affected()))
+        // One transaction: the delete and its `instance.deleted` event.
+        let deleted = on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let gone: Option<String> = sqlx::query_scalar(
+                "DELETE FROM instances WHERE id = $1 AND organization_id = $2 \
+                 RETURNING element_key",
+            )
+            .bind(id)
+            .bind(organization_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(element) = &gone {
+                let event = NewEvent::instance(
+                    EventKind::InstanceDeleted,
+                    organization_id,
+                    id,
+                    element,
+                    serde_json::json!({}),
+                );
+                insert_events(Conn::from(&mut *tx), &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(gone.is_some())
+        }
+        .await)
         .map_err(db_err)?;
-        Ok(deleted > 0)
+        Ok(deleted)
     }
 
     async fn refresh_locked<'a>(
@@ -781,6 +845,647 @@ impl Store for SqlStore {
         on_pool!(&self.db, |pool| (pool.size(), pool.num_idle()))
     }
 
+    // ---- compat: instance paging and counts ----
+
+    async fn instance_page(
+        &self,
+        organization_id: i64,
+        query: &crate::PageQuery,
+    ) -> Result<crate::InstancePage> {
+        // Keyset on the (organization_id, seq) index, newest first. Filters
+        // are LIKE patterns: the name's (ASCII-lowercased on both sides, so
+        // both engines agree), and one per tag on the tags' JSON text, a
+        // pre-filter confirmed exactly below (a tag's JSON text may occur
+        // inside another tag's).
+        let mut patterns = Vec::new();
+        let mut sql = format!(
+            "SELECT {INSTANCE_COLUMNS}, i.seq AS page_seq {INSTANCE_FROM} \
+             WHERE i.organization_id = $1 AND i.seq < $2"
+        );
+        if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
+            patterns.push(format!("%{}%", like_escape(&search.to_ascii_lowercase())));
+            sql.push_str(&format!(
+                " AND LOWER(i.name) LIKE ${} ESCAPE '\\'",
+                patterns.len() + 2
+            ));
+        }
+        if let Some(element) = &query.element {
+            patterns.push(element.clone());
+            sql.push_str(&format!(" AND i.element_key = ${}", patterns.len() + 2));
+        }
+        for tag in &query.tags {
+            let json = serde_json::to_string(tag).expect("a string serializes");
+            patterns.push(format!("%{}%", like_escape(&json)));
+            sql.push_str(&format!(
+                " AND i.tags LIKE ${} ESCAPE '\\'",
+                patterns.len() + 2
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY i.seq DESC LIMIT ${}",
+            patterns.len() + 3
+        ));
+        // Unfiltered, one row more than the page tells whether another
+        // follows (the next row in the index). Filtered, that row may lie
+        // a million rows further: a full page gets a cursor, and the last
+        // page of a filtered list may come back empty.
+        let limit = i64::from(query.limit.max(1));
+        let probe = i64::from(patterns.is_empty());
+        let mut rows: Vec<PagedRaw> = on_pool!(&self.db, |pool| {
+            let mut q = sqlx::query_as(&sql)
+                .bind(organization_id)
+                .bind(query.after.unwrap_or(i64::MAX));
+            for p in &patterns {
+                q = q.bind(p);
+            }
+            q.bind(limit + probe).fetch_all(pool).await
+        })
+        .map_err(db_err)?;
+        let next = if rows.len() as i64 >= limit + probe {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.page_seq)
+        } else {
+            None
+        };
+        let mut list = InstanceList::default();
+        for PagedRaw { raw, .. } in rows {
+            let id = raw.id;
+            let stored = match raw.tags() {
+                Ok(stored) if !has_tags(&stored, &query.tags) => continue,
+                Ok(stored) => stored,
+                Err(error) => {
+                    list.unreadable.push(Unreadable { id, error });
+                    continue;
+                }
+            };
+            match raw.open_tagged(&self.keyring, stored) {
+                Ok(instance) => list.instances.push(instance),
+                Err(error) => list.unreadable.push(Unreadable { id, error }),
+            }
+        }
+        Ok(crate::InstancePage { list, next })
+    }
+
+    async fn instance_counts(&self, organization_id: i64) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT element_key, COUNT(*) FROM instances WHERE organization_id = $1 \
+             GROUP BY element_key ORDER BY element_key",
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        Ok(rows.into_iter().map(|(k, n)| (k, n as u64)).collect())
+    }
+
+    async fn replace_instance(
+        &self,
+        organization_id: i64,
+        id: i64,
+        replace: crate::ReplaceInstance,
+    ) -> Result<Option<Instance>> {
+        let configuration = replace
+            .configuration
+            .as_ref()
+            .map(|c| seal_configuration(&self.keyring, id, c));
+        let tokens = replace
+            .tokens
+            .as_ref()
+            .map(|t| seal_tokens(&self.keyring, id, t));
+        let reprovision = tokens.is_some();
+        let t = tokens.unwrap_or(crate::common::SealedTokens {
+            access_token_enc: None,
+            refresh_token_enc: None,
+            token_type: None,
+            expires_at: None,
+        });
+        // `$6` true: every token column is replaced (NULLs included), the
+        // token version moves on and the instance is valid again.
+        let updated = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
+             configuration_enc = COALESCE($3, configuration_enc), \
+             access_token_enc = CASE WHEN $6 THEN $7 ELSE access_token_enc END, \
+             refresh_token_enc = CASE WHEN $6 THEN $8 ELSE refresh_token_enc END, \
+             token_type = CASE WHEN $6 THEN $9 ELSE token_type END, \
+             expires_at = CASE WHEN $6 THEN $10 ELSE expires_at END, \
+             token_version = CASE WHEN $6 THEN token_version + 1 ELSE token_version END, \
+             valid = CASE WHEN $6 THEN TRUE ELSE valid END, \
+             invalid_reason = CASE WHEN $6 THEN NULL ELSE invalid_reason END, \
+             updated_at = $4 WHERE id = $5 AND organization_id = $11",
+        )
+        .bind(&replace.name)
+        .bind(replace.tags.as_deref().map(tags_json))
+        .bind(&configuration)
+        .bind(now_millis())
+        .bind(id)
+        .bind(reprovision)
+        .bind(&t.access_token_enc)
+        .bind(&t.refresh_token_enc)
+        .bind(&t.token_type)
+        .bind(t.expires_at)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.instance(organization_id, id).await
+    }
+
+    // --- kinds (credential kinds) ---
+
+    async fn expiring_page_renewable(
+        &self,
+        unix_seconds: i64,
+        after: Option<(i64, i64)>,
+        limit: i64,
+        renewable_elements: &[String],
+    ) -> Result<Vec<(i64, i64, i64)>> {
+        let (after_expires, after_id) = after.unwrap_or((i64::MIN, i64::MIN));
+        // One bind parameter per element key ($5, $6, ...): no text of a key
+        // is ever part of the SQL.
+        let keys: Vec<String> = (0..renewable_elements.len())
+            .map(|i| format!("${}", i + 5))
+            .collect();
+        let renewable = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" OR element_key IN ({})", keys.join(", "))
+        };
+        let sql = format!(
+            "SELECT id, organization_id, expires_at FROM instances \
+             WHERE valid = TRUE AND disabled = FALSE \
+             AND (refresh_token_enc IS NOT NULL{renewable}) \
+             AND expires_at IS NOT NULL AND expires_at < $1 \
+             AND (expires_at > $2 OR (expires_at = $2 AND id > $3)) \
+             ORDER BY expires_at, id LIMIT $4"
+        );
+        on_pool!(&self.db, |pool| {
+            let mut query = sqlx::query_as(&sql)
+                .bind(unix_seconds)
+                .bind(after_expires)
+                .bind(after_id)
+                .bind(limit.max(0));
+            for key in renewable_elements {
+                query = query.bind(key.as_str());
+            }
+            query.fetch_all(pool).await
+        })
+        .map_err(db_err)
+    }
+
+    // ---- events (issue 16): health, the outbox, webhooks ----
+
+    async fn record_refresh_failure(&self, id: i64, error: &str) -> Result<bool> {
+        self.record_transient(id, error, "refresh").await
+    }
+
+    async fn record_check(&self, id: i64, outcome: CheckOutcome) -> Result<bool> {
+        let now = now_millis();
+        let (sql, text, kind) = match &outcome {
+            CheckOutcome::Transient(error) => {
+                return self.record_transient(id, error, "check").await
+            }
+            CheckOutcome::Ok => (
+                "UPDATE instances SET valid = TRUE, invalid_reason = NULL, health_failures = 0, \
+                 health_last_error = NULL, health_since = $2, updated_at = $2 \
+                 WHERE id = $3 AND (valid = FALSE OR health_failures > 0) AND $1 IS NULL \
+                 RETURNING organization_id, element_key",
+                None,
+                EventKind::InstanceRecovered,
+            ),
+            CheckOutcome::Rejected(reason) => (
+                "UPDATE instances SET valid = FALSE, invalid_reason = $1, health_last_error = $1, \
+                 health_since = $2, updated_at = $2 WHERE id = $3 AND valid = TRUE \
+                 RETURNING organization_id, element_key",
+                Some(reason.clone()),
+                EventKind::InstanceInvalid,
+            ),
+        };
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let changed: Option<(i64, String)> = sqlx::query_as(sql)
+                .bind(&text)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((org, element)) = &changed {
+                let extra = match &text {
+                    Some(reason) => serde_json::json!({ "reason": reason, "source": "check" }),
+                    None => serde_json::json!({ "source": "check" }),
+                };
+                let event = NewEvent::instance(kind, *org, id, element, extra);
+                insert_events(Conn::from(&mut *tx), &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(changed.is_some())
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn record_event(
+        &self,
+        organization_id: i64,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<String> {
+        let event = NewEvent::with_data(kind, organization_id, data);
+        let id = event.id.clone();
+        on_pool!(&self.db, |pool| async {
+            let mut c = pool.acquire().await?;
+            insert_events(Conn::from(&mut *c), &[event]).await
+        }
+        .await)
+        .map_err(db_err)?;
+        Ok(id)
+    }
+
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook> {
+        let now = now_millis();
+        let events = serde_json::to_string(&new.events.0).expect("strings serialize");
+        for _ in 0..ID_ATTEMPTS {
+            let id = random_id();
+            let secret_enc = self
+                .keyring
+                .encrypt(&webhook_aad(id), new.secret.expose().as_bytes());
+            let inserted = on_pool!(&self.db, |pool| sqlx::query(
+                "INSERT INTO webhooks (id, organization_id, url, events, secret_enc, enabled, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)",
+            )
+            .bind(id)
+            .bind(new.organization_id)
+            .bind(&new.url)
+            .bind(&events)
+            .bind(&secret_enc)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+            match inserted {
+                Ok(_) => {
+                    return Ok(Webhook {
+                        id,
+                        url: new.url,
+                        events: new.events,
+                        enabled: true,
+                        disabled_reason: None,
+                        created_at: now,
+                    })
+                }
+                Err(e) if unique_violation(&e).is_some() => continue,
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Err(StoreError::Database(
+            "could not draw an unused webhook id".into(),
+        ))
+    }
+
+    async fn webhooks(&self, organization_id: i64) -> Result<Vec<Webhook>> {
+        type Row = (i64, String, String, bool, Option<String>, i64);
+        let rows: Vec<Row> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, url, events, enabled, disabled_reason, created_at FROM webhooks \
+             WHERE organization_id = $1 ORDER BY created_at, id",
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(id, url, events, enabled, disabled_reason, created_at)| {
+                Ok(Webhook {
+                    id,
+                    url,
+                    events: parse_filter(id, &events)?,
+                    enabled,
+                    disabled_reason,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_webhook(&self, organization_id: i64, id: i64) -> Result<bool> {
+        let deleted = on_pool!(&self.db, |pool| sqlx::query(
+            "DELETE FROM webhooks WHERE id = $1 AND organization_id = $2"
+        )
+        .bind(id)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        Ok(deleted > 0)
+    }
+
+    async fn events(&self, organization_id: i64, limit: i64) -> Result<Vec<EventSummary>> {
+        type Row = (i64, String, String, String, i64);
+        type DRow = (i64, i64, String, i64, Option<i64>, Option<String>);
+        let (rows, deliveries): (Vec<Row>, Vec<DRow>) = on_pool!(&self.db, |pool| async {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT seq, id, type, payload, created_at FROM events \
+                 WHERE organization_id = $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(organization_id)
+            .bind(limit.max(0))
+            .fetch_all(pool)
+            .await?;
+            let oldest = rows.last().map(|r| r.0).unwrap_or(i64::MAX);
+            let deliveries: Vec<DRow> = sqlx::query_as(
+                "SELECT d.event_seq, d.webhook_id, d.state, d.attempts, d.last_status, d.last_error \
+                 FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE e.organization_id = $1 AND d.event_seq >= $2 ORDER BY d.webhook_id",
+            )
+            .bind(organization_id)
+            .bind(oldest)
+            .fetch_all(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((rows, deliveries))
+        }
+        .await)
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, id, kind, payload, created_at)| EventSummary {
+                id,
+                kind,
+                payload,
+                created_at,
+                deliveries: deliveries
+                    .iter()
+                    .filter(|d| d.0 == seq)
+                    .map(|d| DeliveryState {
+                        webhook_id: d.1,
+                        state: d.2.clone(),
+                        attempts: d.3,
+                        last_status: d.4,
+                        last_error: d.5.clone(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn redeliver_event(&self, organization_id: i64, event_id: &str) -> Result<Option<u64>> {
+        let now = now_millis();
+        on_pool!(&self.db, |pool| async {
+            let seq: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM events WHERE id = $1 AND organization_id = $2")
+                    .bind(event_id)
+                    .bind(organization_id)
+                    .fetch_optional(pool)
+                    .await?;
+            let Some(seq) = seq else {
+                return Ok(None);
+            };
+            let reset = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
+                 next_attempt_at = $1, last_error = NULL, updated_at = $1 \
+                 WHERE event_seq = $2 AND webhook_id IN \
+                 (SELECT id FROM webhooks WHERE enabled = TRUE AND organization_id = $3)",
+            )
+            .bind(now)
+            .bind(seq)
+            .bind(organization_id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok::<_, sqlx::Error>(Some(reset))
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn fan_out_events(&self, limit: i64) -> Result<u64> {
+        let (begin, lock) = match self.db {
+            Db::Sqlite(_) => ("BEGIN IMMEDIATE", ""),
+            Db::Postgres(_) => ("BEGIN", " FOR UPDATE SKIP LOCKED"),
+        };
+        let select = format!(
+            "SELECT seq, organization_id, type FROM events WHERE fanned_out = FALSE \
+             ORDER BY seq LIMIT $1{lock}"
+        );
+        let now = now_millis();
+        let hooks = on_pool!(&self.db, |pool| async {
+            let mut c = pool.acquire().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *c, begin).await?;
+            let events: Vec<(i64, i64, String)> = sqlx::query_as(&select)
+                .bind(limit.max(0))
+                .fetch_all(&mut *tx)
+                .await?;
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let mut orgs: Vec<i64> = events.iter().map(|e| e.1).collect();
+            orgs.sort_unstable();
+            orgs.dedup();
+            let mut pairs: Vec<(i64, i64)> = Vec::new();
+            for org in orgs {
+                let hooks: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, events FROM webhooks WHERE organization_id = $1 AND enabled = TRUE",
+                )
+                .bind(org)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (hook, filter) in hooks {
+                    let filter = parse_filter(hook, &filter).unwrap_or(EventFilter(Vec::new()));
+                    for e in events.iter().filter(|e| e.1 == org && filter.matches(&e.2)) {
+                        pairs.push((e.0, hook));
+                    }
+                }
+            }
+            for chunk in pairs.chunks(200) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${}, $1, $1)", 2 * i + 2, 2 * i + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO webhook_deliveries (event_seq, webhook_id, next_attempt_at, \
+                     updated_at) VALUES {} ON CONFLICT DO NOTHING",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for (seq, hook) in chunk {
+                    q = q.bind(*seq).bind(*hook);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in events.chunks(200) {
+                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "UPDATE events SET fanned_out = TRUE WHERE seq IN ({})",
+                    list.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q.bind(e.0);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(events.len() as u64)
+        }
+        .await)
+        .map_err(db_err)?;
+        Ok(hooks)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: i64,
+        lease_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryClaim>> {
+        // PostgreSQL: rows another replica is claiming are skipped, not
+        // waited for; SQLite: one writer at a time anyway.
+        let lock = match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        let claim = format!(
+            "UPDATE webhook_deliveries SET lease_until = $1, lease_owner = $2 \
+             WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' \
+             AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+             AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = TRUE) \
+             ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+             AND (lease_until IS NULL OR lease_until < $3)"
+        );
+        let now = now_millis();
+        type Row = (i64, String, i64, String, i64, String, String, i64);
+        let rows: Vec<Row> = on_pool!(&self.db, |pool| async {
+            let claimed = sqlx::query(&claim)
+                .bind(now.saturating_add(lease_millis))
+                .bind(owner)
+                .bind(now)
+                .bind(limit.max(0))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if claimed == 0 {
+                return Ok(Vec::new());
+            }
+            sqlx::query_as(
+                "SELECT d.id, e.id, e.created_at, e.payload, w.id, w.url, w.secret_enc, d.attempts \
+                 FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+                 JOIN webhooks w ON w.id = d.webhook_id \
+                 WHERE d.lease_owner = $1 AND d.state = 'pending' ORDER BY d.next_attempt_at, d.id",
+            )
+            .bind(owner)
+            .fetch_all(pool)
+            .await
+        }
+        .await)
+        .map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (
+            delivery_id,
+            event_id,
+            event_created_at,
+            payload,
+            webhook_id,
+            url,
+            secret_enc,
+            attempts,
+        ) in rows
+        {
+            // One unreadable secret (a retired key) holds up only its own
+            // webhook's deliveries, which stay leased and are retried.
+            let secret = match self.keyring.decrypt(&webhook_aad(webhook_id), &secret_enc) {
+                Ok(plain) => match String::from_utf8(plain) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        tracing::error!(
+                            webhook_id,
+                            "webhook secret is not UTF-8; delivery skipped"
+                        );
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(webhook_id, error = %e, "webhook secret does not decrypt; delivery skipped");
+                    continue;
+                }
+            };
+            out.push(DeliveryClaim {
+                delivery_id,
+                event_id,
+                event_created_at,
+                payload,
+                webhook_id,
+                url,
+                secret: elements_core::Secret::new(secret),
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery_id: i64,
+        owner: i64,
+        result: DeliveryResult,
+    ) -> Result<bool> {
+        let now = now_millis();
+        let (state, status, error, next) = match &result {
+            DeliveryResult::Delivered { status } => ("delivered", Some(*status as i64), None, now),
+            DeliveryResult::Retry {
+                status,
+                error,
+                next_attempt_at,
+            } => (
+                "pending",
+                status.map(i64::from),
+                Some(error.clone()),
+                *next_attempt_at,
+            ),
+            DeliveryResult::Dead { status, error } => {
+                ("dead", status.map(i64::from), Some(error.clone()), now)
+            }
+            DeliveryResult::Gone => (
+                "dead",
+                Some(410),
+                Some("the endpoint answered 410 Gone; webhook disabled".to_owned()),
+                now,
+            ),
+        };
+        let gone = matches!(result, DeliveryResult::Gone);
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, \
+                 last_status = $2, last_error = $3, next_attempt_at = $4, updated_at = $5, \
+                 lease_until = NULL, lease_owner = NULL WHERE id = $6 AND lease_owner = $7",
+            )
+            .bind(state)
+            .bind(status)
+            .bind(&error)
+            .bind(next)
+            .bind(now)
+            .bind(delivery_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done > 0 && gone {
+                sqlx::query(
+                    "UPDATE webhooks SET enabled = FALSE, disabled_reason = $1 WHERE id = \
+                     (SELECT webhook_id FROM webhook_deliveries WHERE id = $2)",
+                )
+                .bind("the endpoint answered 410 Gone")
+                .bind(delivery_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done > 0)
+        }
+        .await)
+        .map_err(db_err)
+    }
     // connect
 
     async fn create_connect_session(
@@ -935,6 +1640,202 @@ impl Store for SqlStore {
         .map(|d| d.rows_affected()))
         .map_err(db_err)
     }
+}
+
+// ---- compat: instance paging ----
+
+/// A paged row: the instance and its position.
+#[derive(sqlx::FromRow)]
+struct PagedRaw {
+    #[sqlx(flatten)]
+    raw: RawInstance,
+    page_seq: i64,
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// ---- events (issue 16): helpers ----
+
+impl Conn<'_> {
+    /// The same connection, borrowed again (to run several statements).
+    pub(crate) fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+impl SqlStore {
+    /// A transient failure (refresh or check): degraded, with an
+    /// `instance.refresh_failed` event, in one transaction.
+    async fn record_transient(&self, id: i64, error: &str, source: &str) -> Result<bool> {
+        let now = now_millis();
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let changed: Option<(i64, String, i64)> = sqlx::query_as(
+                "UPDATE instances SET health_failures = health_failures + 1, \
+                 health_last_error = $1, \
+                 health_since = CASE WHEN health_failures = 0 THEN $2 ELSE health_since END \
+                 WHERE id = $3 AND valid = TRUE \
+                 RETURNING organization_id, element_key, health_failures",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((org, element, attempt)) = &changed {
+                let event = NewEvent::instance(
+                    EventKind::InstanceRefreshFailed,
+                    *org,
+                    id,
+                    element,
+                    serde_json::json!({ "attempt": attempt, "error": error, "source": source }),
+                );
+                insert_events(Conn::from(&mut *tx), &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(changed.is_some())
+        }
+        .await)
+        .map_err(db_err)
+    }
+}
+
+/// The associated data of a webhook's sealed secret.
+fn webhook_aad(id: i64) -> String {
+    format!("webhook:{id}:secret")
+}
+
+fn parse_filter(id: i64, json: &str) -> Result<EventFilter> {
+    serde_json::from_str(json)
+        .map(EventFilter)
+        .map_err(|e| StoreError::Database(format!("webhook {id}: malformed event filter: {e}")))
+}
+
+/// Writes `events` to the outbox on `conn` (a transaction's, so that they
+/// commit with the change that caused them).
+pub(crate) async fn insert_events(
+    mut conn: Conn<'_>,
+    events: &[NewEvent],
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(64) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = 5 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (id, organization_id, type, payload, created_at) VALUES {}",
+            values.join(", ")
+        );
+        on_conn!(conn.reborrow(), |c| {
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(&e.id)
+                    .bind(e.organization_id)
+                    .bind(e.kind)
+                    .bind(&e.payload)
+                    .bind(e.now);
+            }
+            q.execute(&mut *c).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}
+
+/// An instance's health before a refresh decision: (organization, element,
+/// valid, failures).
+pub(crate) struct HealthBefore {
+    organization_id: i64,
+    element_key: String,
+    valid: bool,
+    failures: i64,
+}
+
+async fn health_before(conn: Conn<'_>, id: i64) -> Result<Option<HealthBefore>, sqlx::Error> {
+    let row: Option<(i64, String, bool, i64)> = on_conn!(conn, |c| {
+        sqlx::query_as(
+        "SELECT organization_id, element_key, valid, health_failures FROM instances WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await
+    })?;
+    Ok(row.map(
+        |(organization_id, element_key, valid, failures)| HealthBefore {
+            organization_id,
+            element_key,
+            valid,
+            failures,
+        },
+    ))
+}
+
+/// The health change and event a written refresh decision causes: new
+/// tokens after failures -> `instance.recovered`; a dead grant of a valid
+/// instance -> `instance.invalid`.
+async fn decision_health(
+    mut conn: Conn<'_>,
+    id: i64,
+    decision: &RefreshDecision,
+    before: &HealthBefore,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (sql, text, event) = match decision {
+        RefreshDecision::Update(_) if before.failures > 0 => (
+            "UPDATE instances SET health_failures = 0, health_last_error = NULL, \
+             health_since = $2 WHERE id = $3 AND $1 IS NULL",
+            None,
+            NewEvent::instance(
+                EventKind::InstanceRecovered,
+                before.organization_id,
+                id,
+                &before.element_key,
+                serde_json::json!({ "previousState": "degraded", "failures": before.failures }),
+            ),
+        ),
+        RefreshDecision::Invalidate(reason) if before.valid => (
+            "UPDATE instances SET health_last_error = $1, health_since = $2 WHERE id = $3",
+            Some(reason.clone()),
+            NewEvent::instance(
+                EventKind::InstanceInvalid,
+                before.organization_id,
+                id,
+                &before.element_key,
+                serde_json::json!({ "reason": reason, "source": "refresh" }),
+            ),
+        ),
+        _ => return Ok(()),
+    };
+    on_conn!(conn.reborrow(), |c| sqlx::query(sql)
+        .bind(text)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+    insert_events(conn, &[event]).await
 }
 
 // connect: rows and sealing of `connect_sessions`

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::format::RawSpec;
 use super::template;
-use super::{ConfigEntry, ElementSpec, OAuthSpec, Source};
+use super::{Authentication, ConfigEntry, ElementSpec, OAuthSpec, Source};
 
 /// Authorization URL parameters the standard flow writes itself.
 const STANDARD_AUTHORIZATION_PARAMS: &[&str] = &[
@@ -172,6 +172,38 @@ impl Checker<'_> {
                          secrets may only be used in `oauth.token_params`"
                     ),
                 ),
+                Some(entry)
+                    if matches!(
+                        position,
+                        template::Position::WholeHost | template::Position::Origin
+                    ) && !entry.custom_host =>
+                {
+                    self.push(
+                        line,
+                        format!(
+                            "field `{field}`: placeholder `{{{name}}}` is the whole host, which \
+                             could send client secrets and tokens anywhere; declare the entry \
+                             `custom_host = true` (its values must then be https host names of \
+                             two labels or more, no IP address or localhost, within the \
+                             deployment's allowed_custom_hosts)"
+                        ),
+                    );
+                }
+                Some(entry)
+                    if *position == template::Position::RestrictedHost
+                        && entry.allowed_values.is_empty() =>
+                {
+                    self.push(
+                        line,
+                        format!(
+                            "field `{field}`: placeholder `{{{name}}}` is part of a host label \
+                             or in its last two labels, where a value could choose the \
+                             domain; declare its values on the entry, e.g. \
+                             allowed_values = [\"com\", \"eu\"] (or make it a whole label \
+                             in front of two literal labels)"
+                        ),
+                    );
+                }
                 Some(entry) => {
                     let bad_default = entry.default_value.as_deref().filter(|d| {
                         *position == template::Position::Host && !template::is_host_label(d)
@@ -200,7 +232,13 @@ impl Checker<'_> {
     ) {
         let name = field.rsplit('.').next().unwrap_or(field);
         let line = self.line(from, section, name);
-        if !url_is_valid(url) {
+        // A template that starts with a placeholder (its whole origin) is
+        // checked as a URL with an example origin in its place.
+        let as_url = match url.strip_prefix('{').and_then(|r| r.split_once('}')) {
+            Some((_, rest)) => format!("https://origin.example{rest}"),
+            None => url.to_owned(),
+        };
+        if !url_is_valid(&as_url) {
             self.push(
                 line,
                 format!("field `{field}`: {url:?} is not an absolute http(s) URL"),
@@ -237,14 +275,200 @@ impl Checker<'_> {
         }
     }
 
+    /// The declarations of the entries: `allowed_values` are host labels
+    /// when used in a host, a default is one of them, `custom_host` defaults
+    /// pass the host rules.
+    fn entry_declarations(&mut self, entries: &[Spanned<ConfigEntry>]) {
+        for spanned in entries {
+            let e = spanned.get_ref();
+            let from = spanned.span().start;
+            if !e.allowed_values.is_empty() {
+                let line = self.line(from, None, "allowed_values");
+                if let Some(bad) = e
+                    .allowed_values
+                    .iter()
+                    .find(|v| !template::is_host_labels(v))
+                {
+                    self.push(
+                        line,
+                        format!(
+                            "field `configuration.allowed_values`: {bad:?} of `{}` is not \
+                             dot-separated host name labels",
+                            e.key
+                        ),
+                    );
+                }
+                if let Some(d) = e
+                    .default_value
+                    .as_deref()
+                    .filter(|d| !e.allowed_values.iter().any(|a| a == d))
+                {
+                    self.push(
+                        line,
+                        format!(
+                            "field `configuration.default_value`: {d:?} of `{}` is not one of its \
+                             allowed_values",
+                            e.key
+                        ),
+                    );
+                }
+            }
+            if e.custom_host {
+                if let Some(Err(reason)) = e
+                    .default_value
+                    .as_deref()
+                    .map(|d| template::check_custom_origin(d, &[]))
+                {
+                    let line = self.line(from, None, "default_value");
+                    self.push(
+                        line,
+                        format!(
+                            "field `configuration.default_value` of `{}`: a custom host {reason}",
+                            e.key
+                        ),
+                    );
+                }
+                if e.secret {
+                    let line = self.line(from, None, "custom_host");
+                    self.push(
+                        line,
+                        format!(
+                            "field `configuration.custom_host`: `{}` is secret; a host is not",
+                            e.key
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The line of `name` inside the `[section]` table, or of the
+    /// `table = { ... }` line when the table is written inline.
+    fn table_line(&self, from: usize, section: &str, name: &str) -> usize {
+        if self.text.contains(&format!("[{section}]")) {
+            return self.line(from, Some(section), name);
+        }
+        let (parent, table) = section.rsplit_once('.').unwrap_or(("", section));
+        let parent = (parent != "oauth").then_some(parent);
+        self.line(from, parent, table)
+    }
+
     fn oauth(&mut self, from: usize, o: &OAuthSpec) {
-        self.url(
-            from,
-            None,
-            "oauth.authorization_url",
-            &o.authorization_url,
-            false,
-        );
+        if let Some(url) = &o.revocation_url {
+            self.url(from, None, "oauth.revocation_url", url, false);
+        }
+        if o.response_type.is_empty()
+            || !o
+                .response_type
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b' '))
+        {
+            let line = self.line(from, None, "response_type");
+            self.push(
+                line,
+                format!(
+                    "field `oauth.response_type`: {:?} is not a response type (letters, digits, \
+                     `_`, spaces)",
+                    o.response_type
+                ),
+            );
+        }
+        const RENAMABLE: &[&str] = &["response_type", "client_id", "redirect_uri", "state"];
+        for (standard, renamed) in &o.authorization_param_names {
+            let line = self.table_line(from, "oauth.authorization_param_names", standard);
+            if !RENAMABLE.contains(&standard.as_str()) {
+                self.push(
+                    line,
+                    format!(
+                        "field `oauth.authorization_param_names.{standard}`: only {} may be renamed",
+                        RENAMABLE.join(", ")
+                    ),
+                );
+            }
+            if renamed.is_empty()
+                || STANDARD_AUTHORIZATION_PARAMS.contains(&renamed.as_str())
+                || o.authorization_params.contains_key(renamed)
+                || *renamed == o.scope_param
+            {
+                self.push(
+                    line,
+                    format!(
+                        "field `oauth.authorization_param_names.{standard}`: {renamed:?} is empty \
+                         or already names another parameter"
+                    ),
+                );
+            }
+        }
+        const OMITTABLE: &[&str] = &["response_type", "client_id", "redirect_uri"];
+        for omitted in &o.omit_authorization_params {
+            if !OMITTABLE.contains(&omitted.as_str()) {
+                let line = self.line(from, None, "omit_authorization_params");
+                self.push(
+                    line,
+                    format!(
+                        "field `oauth.omit_authorization_params`: {omitted:?} cannot be omitted \
+                         (one of {})",
+                        OMITTABLE.join(", ")
+                    ),
+                );
+            }
+        }
+        for name in &o.callback_capture {
+            let line = self.line(from, None, "callback_capture");
+            match self.entries.get(name.as_str()).copied() {
+                None => self.push(
+                    line,
+                    format!(
+                        "field `oauth.callback_capture`: {name:?} names no [[configuration]] \
+                         entry (declare one with key = {name:?} and required = false)"
+                    ),
+                ),
+                Some(e) if e.secret => self.push(
+                    line,
+                    format!("field `oauth.callback_capture`: {name:?} is a secret entry"),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (path, key) in &o.token_response.keep {
+            let line = self.line(from, Some("oauth.token_response"), "keep");
+            if path.is_empty() || path.split('.').any(str::is_empty) {
+                self.push(
+                    line,
+                    format!(
+                        "field `oauth.token_response.keep`: {path:?} is not a dotted path \
+                         (names separated by single dots)"
+                    ),
+                );
+            }
+            match self.entries.get(key.as_str()).copied() {
+                None => self.push(
+                    line,
+                    format!(
+                        "field `oauth.token_response.keep`: {key:?} names no [[configuration]] \
+                         entry (declare one with key = {key:?} and required = false)"
+                    ),
+                ),
+                Some(e) if e.required || e.secret => self.push(
+                    line,
+                    format!(
+                        "field `oauth.token_response.keep`: entry {key:?} must be \
+                         required = false and not secret (it is filled from the token response)"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        // Empty: left out, which only the client credentials kind may (see `kinds`).
+        if !o.authorization_url.is_empty() {
+            self.url(
+                from,
+                None,
+                "oauth.authorization_url",
+                &o.authorization_url,
+                false,
+            );
+        }
         self.url(from, None, "oauth.token_url", &o.token_url, false);
         if let Some(url) = &o.refresh_url {
             self.url(from, None, "oauth.refresh_url", url, false);
@@ -299,6 +523,118 @@ impl Checker<'_> {
     }
 }
 
+// --- credential kinds: which sections each kind needs, and their checks ---
+
+/// The sections an authentication kind needs or refuses: (span, message).
+fn kind_sections(raw: &RawSpec, auth: Authentication) -> Vec<(Range<usize>, String)> {
+    let mut errors = Vec::new();
+    let name = auth.as_str();
+    let wants_oauth = matches!(
+        auth,
+        Authentication::Oauth2 | Authentication::Oauth2ClientCredentials
+    );
+    match (&raw.oauth, wants_oauth) {
+        (None, true) => errors.push((
+            raw.authentication.span(),
+            format!("field `authentication`: `{name}` needs an [oauth] section"),
+        )),
+        (Some(oauth), false) => errors.push((
+            oauth.span(),
+            format!("field `oauth`: not allowed when authentication is `{name}`"),
+        )),
+        _ => {}
+    }
+    match (&raw.oauth1, auth == Authentication::Oauth1) {
+        (None, true) => errors.push((
+            raw.authentication.span(),
+            format!("field `authentication`: `{name}` needs an [oauth1] section"),
+        )),
+        (Some(o), false) => errors.push((
+            o.span(),
+            format!("field `oauth1`: not allowed when authentication is `{name}`"),
+        )),
+        _ => {}
+    }
+    if let (Some(c), Authentication::Oauth1) = (&raw.credential, auth) {
+        errors.push((
+            c.span(),
+            "field `credential`: not allowed when authentication is `oauth1` (requests are signed)"
+                .into(),
+        ));
+    }
+    errors
+}
+
+impl Checker<'_> {
+    /// The `[oauth]` URL each OAuth 2.0 kind needs or refuses, the
+    /// `[oauth1]` URLs and the `[credential]` templates.
+    fn kinds(&mut self, raw: &RawSpec, auth: Authentication) {
+        if let Some(url) = raw
+            .api_base_url
+            .as_ref()
+            // A whole-origin placeholder (`{salesforce.instance_url}/...`)
+            // is checked by the template rules: its entry must be
+            // `custom_host`, and its value https.
+            .filter(|u| !u.get_ref().starts_with("https://") && !u.get_ref().starts_with('{'))
+        {
+            let line = line_of(self.text, url.span().start);
+            self.push(line, "field `api_base_url`: must be an https URL".into());
+        }
+        if let Some(oauth) = &raw.oauth {
+            let from = oauth.span().start;
+            let has_url = !oauth.get_ref().authorization_url.is_empty();
+            match auth {
+                Authentication::Oauth2 if !has_url => self.push(
+                    line_of(self.text, from),
+                    "field `oauth.authorization_url`: required when authentication is `oauth2`"
+                        .into(),
+                ),
+                Authentication::Oauth2ClientCredentials if has_url => {
+                    let line = self.line(from, None, "authorization_url");
+                    self.push(
+                        line,
+                        "field `oauth.authorization_url`: not used by \
+                         `oauth2_client_credentials` (remove it)"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(o) = &raw.oauth1 {
+            let from = o.span().start;
+            let o = o.get_ref();
+            self.url(
+                from,
+                None,
+                "oauth1.request_token_url",
+                &o.request_token_url,
+                false,
+            );
+            self.url(from, None, "oauth1.authorize_url", &o.authorize_url, false);
+            self.url(
+                from,
+                None,
+                "oauth1.access_token_url",
+                &o.access_token_url,
+                false,
+            );
+        }
+        if let Some(c) = &raw.credential {
+            let from = c.span().start;
+            let entries = |name: &str| self.entries.contains_key(name);
+            let found = crate::credential::check_credential(c.get_ref(), auth, &entries);
+            for (field, message) in found {
+                let line = match field.split('.').nth(1) {
+                    Some(key) => self.line(from, Some("credential"), key),
+                    None => line_of(self.text, from),
+                };
+                self.push(line, format!("field `{field}`: {message}"));
+            }
+        }
+    }
+}
+
 impl ElementSpec {
     /// Parses one catalog file. `file` is only used in error messages.
     ///
@@ -327,27 +663,28 @@ impl ElementSpec {
                 ),
             ));
         }
+        if let Some(aliases) = &raw.aliases {
+            for alias in aliases.get_ref() {
+                if !key_is_valid(alias) || alias == raw.key.get_ref() {
+                    errors.push(err(
+                        aliases.span(),
+                        format!(
+                            "field `aliases`: {alias:?} must be lower-case letters, digits, `-` \
+                             or `_`, and not the element's own key"
+                        ),
+                    ));
+                }
+            }
+        }
         if *raw.id.get_ref() == 0 {
             errors.push(err(raw.id.span(), "field `id`: must be positive".into()));
         }
         let auth = *raw.authentication.get_ref();
-        match (&raw.oauth, auth.is_oauth()) {
-            (None, true) => errors.push(err(
-                raw.authentication.span(),
-                format!(
-                    "field `authentication`: `{}` needs an [oauth] section",
-                    auth.as_str()
-                ),
-            )),
-            (Some(oauth), false) => errors.push(err(
-                oauth.span(),
-                format!(
-                    "field `oauth`: not allowed when authentication is `{}`",
-                    auth.as_str()
-                ),
-            )),
-            _ => {}
-        }
+        errors.extend(
+            kind_sections(&raw, auth)
+                .into_iter()
+                .map(|(span, message)| err(span, message)),
+        );
         let mut checker = Checker {
             file,
             text,
@@ -364,6 +701,8 @@ impl ElementSpec {
         if let Some(oauth) = &raw.oauth {
             checker.oauth(oauth.span().start, oauth.get_ref());
         }
+        checker.entry_declarations(&raw.configuration);
+        checker.kinds(&raw, auth);
         errors.append(&mut checker.errors);
         let mut seen = BTreeMap::new();
         for entry in &raw.configuration {
@@ -392,6 +731,10 @@ impl ElementSpec {
                 file: file.to_owned(),
                 key_line: line_of(text, raw.key.span().start),
                 id_line: line_of(text, raw.id.span().start),
+                aliases_line: raw.aliases.as_ref().map_or_else(
+                    || line_of(text, raw.key.span().start),
+                    |a| line_of(text, a.span().start),
+                ),
             },
             id: raw.id.into_inner(),
             key: raw.key.into_inner(),
@@ -406,7 +749,10 @@ impl ElementSpec {
             hub: raw.hub,
             authentication: auth,
             api_base_url: raw.api_base_url.map(Spanned::into_inner),
+            aliases: raw.aliases.map(Spanned::into_inner).unwrap_or_default(),
             oauth: raw.oauth.map(Spanned::into_inner),
+            credential: raw.credential.map(Spanned::into_inner),
+            oauth1: raw.oauth1.map(Spanned::into_inner),
             configuration: raw
                 .configuration
                 .into_iter()
@@ -612,10 +958,16 @@ config_description = "c"
             "{plain}refresh_url = \"https://example.com/r\"\nscope_separator = \",\"\n\
              scope_param = \"user_scope\"\npkce = true\nstate_required = true\n\
              client_auth = \"basic\"\ndefault_scope = \"read\"\n\
+             response_type = \"code id_token\"\n\
+             authorization_param_names = {{ client_id = \"app_id\" }}\n\
+             omit_authorization_params = [\"redirect_uri\"]\nfixed_scope = \"openid\"\n\
+             token_request_format = \"json\"\n\
+             revocation_url = \"https://example.com/revoke\"\ncallback_capture = [\"realm\"]\n\
              [oauth.authorization_params]\naudience = \"a\"\n\
              [oauth.token_params]\nresource = \"r\"\n\
              [oauth.token_response]\naccess_token = \"data.token\"\n\
-             [oauth.endpoints]\nother = \"https://example.com/o\"\n"
+             [oauth.endpoints]\nother = \"https://example.com/o\"\n\
+             [[configuration]]\nkey = \"realm\"\nname = \"R\"\nrequired = false\n"
         );
         let spec = ElementSpec::parse("x.toml", &every).unwrap();
         assert_eq!(
@@ -623,7 +975,7 @@ config_description = "c"
             OAuthSpec::OPTIONAL_FIELDS
         );
         assert_eq!(line_of_field(&every, "oauth.pkce"), 16);
-        assert_eq!(line_of_field(&every, "oauth.token_params"), 22);
+        assert_eq!(line_of_field(&every, "oauth.token_params"), 29);
     }
 
     #[test]

@@ -14,6 +14,11 @@ use toml::Spanned;
 pub enum Authentication {
     /// OAuth 2.0 authorization code flow.
     Oauth2,
+    /// OAuth 2.0 client credentials grant (RFC 6749 §4.4): the server
+    /// obtains and renews the access token itself from the instance's client
+    /// id and secret; the `[oauth]` section needs only `token_url`.
+    #[serde(rename = "oauth2_client_credentials")]
+    Oauth2ClientCredentials,
     /// OAuth 1.0a.
     Oauth1,
     /// A static API key.
@@ -27,13 +32,19 @@ pub enum Authentication {
 impl Authentication {
     /// Whether this is an OAuth flavour (the `typeOauth` of the element object).
     pub fn is_oauth(self) -> bool {
-        matches!(self, Authentication::Oauth2 | Authentication::Oauth1)
+        matches!(
+            self,
+            Authentication::Oauth2
+                | Authentication::Oauth2ClientCredentials
+                | Authentication::Oauth1
+        )
     }
 
     /// The lower-case name used in TOML and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
             Authentication::Oauth2 => "oauth2",
+            Authentication::Oauth2ClientCredentials => "oauth2_client_credentials",
             Authentication::Oauth1 => "oauth1",
             Authentication::Apikey => "apikey",
             Authentication::Basic => "basic",
@@ -71,6 +82,9 @@ pub enum ClientAuth {
 #[serde(deny_unknown_fields)]
 pub struct OAuthSpec {
     /// Where the user is sent to authorize the application (a URL template).
+    /// Required for `oauth2`; not used (leave it out) for
+    /// `oauth2_client_credentials`.
+    #[serde(default)]
     pub authorization_url: String,
     /// Where an authorization code is exchanged for tokens (a URL template).
     pub token_url: String,
@@ -123,6 +137,54 @@ pub struct OAuthSpec {
     /// second authorization URL for a newer flow). Overridable like the others.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
+
+    // --- format features (issue 13 part 2) ---
+    /// The `response_type` of the authorization URL; `code` by default.
+    #[serde(default = "default_response_type")]
+    pub response_type: String,
+    /// Renames standard authorization URL parameters, e.g.
+    /// `{ client_id = "client_key", redirect_uri = "redirect_url" }`. Keys:
+    /// `response_type`, `client_id`, `redirect_uri`, `state`.
+    #[serde(default)]
+    pub authorization_param_names: BTreeMap<String, String>,
+    /// Standard authorization URL parameters not sent at all, e.g.
+    /// `["response_type"]`. Names: `response_type`, `client_id`, `redirect_uri`.
+    #[serde(default)]
+    pub omit_authorization_params: Vec<String>,
+    /// Scopes always requested, whatever the caller asks; the caller's
+    /// scopes (or `default_scope`) are added after them.
+    #[serde(default)]
+    pub fixed_scope: Option<String>,
+    /// How token requests (code exchange, refresh) carry their fields:
+    /// `form` (POST, `application/x-www-form-urlencoded`, the default),
+    /// `json` (POST, a JSON object of strings) or `query` (GET, the fields in
+    /// the query string).
+    #[serde(default)]
+    pub token_request_format: TokenRequestFormat,
+    /// The token revocation endpoint (RFC 7009), a URL template; tokens are
+    /// revoked, best effort, when an instance is deleted.
+    #[serde(default)]
+    pub revocation_url: Option<String>,
+    /// Values the provider adds to the callback query (QuickBooks' `realmId`,
+    /// Shopify's `shop`, Zoho's `accounts-server`): each names a
+    /// `[[configuration]]` entry, whose value is taken from `providerData`
+    /// (or the callback) and stored in the instance configuration.
+    #[serde(default)]
+    pub callback_capture: Vec<String>,
+}
+
+/// How token requests carry their fields (`token_request_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRequestFormat {
+    /// POST with an `application/x-www-form-urlencoded` body (RFC 6749).
+    #[default]
+    Form,
+    /// POST with a JSON object body.
+    Json,
+    /// GET with the fields in the query string.
+    Query,
 }
 
 /// The `[oauth.token_response]` table: where each field of a token response
@@ -152,6 +214,13 @@ pub struct TokenResponseSpec {
     /// The granted scope.
     #[serde(default = "default_scope_path")]
     pub scope: String,
+    /// Further fields kept in the instance configuration: dotted path in the
+    /// response = configuration key, e.g.
+    /// `keep = { instance_url = "salesforce.instance_url" }`. Each key must be
+    /// a `[[configuration]]` entry with `required = false`; templates may then
+    /// use it (`{salesforce.instance_url}`).
+    #[serde(default)]
+    pub keep: BTreeMap<String, String>,
 }
 
 impl Default for TokenResponseSpec {
@@ -162,6 +231,7 @@ impl Default for TokenResponseSpec {
             expires_in: default_expires_in_path(),
             token_type: default_token_type_path(),
             scope: default_scope_path(),
+            keep: BTreeMap::new(),
         }
     }
 }
@@ -199,6 +269,10 @@ fn default_scope_path() -> String {
     "scope".to_owned()
 }
 
+fn default_response_type() -> String {
+    "code".to_owned()
+}
+
 fn default_scope_param() -> String {
     "scope".to_owned()
 }
@@ -211,7 +285,7 @@ impl OAuthSpec {
 
     /// Every optional field of the section, as `oauth.<field>`: what an
     /// element crate may declare unsupported.
-    pub(crate) const OPTIONAL_FIELDS: [&'static str; 11] = [
+    pub(crate) const OPTIONAL_FIELDS: [&'static str; 18] = [
         "oauth.refresh_url",
         "oauth.scope_separator",
         "oauth.scope_param",
@@ -223,6 +297,13 @@ impl OAuthSpec {
         "oauth.token_params",
         "oauth.token_response",
         "oauth.endpoints",
+        "oauth.response_type",
+        "oauth.authorization_param_names",
+        "oauth.omit_authorization_params",
+        "oauth.fixed_scope",
+        "oauth.token_request_format",
+        "oauth.revocation_url",
+        "oauth.callback_capture",
     ];
 
     /// The optional fields of the section set to something other than their
@@ -255,6 +336,25 @@ impl OAuthSpec {
                 self.token_response != TokenResponseSpec::default(),
             ),
             ("oauth.endpoints", !self.endpoints.is_empty()),
+            (
+                "oauth.response_type",
+                self.response_type != default_response_type(),
+            ),
+            (
+                "oauth.authorization_param_names",
+                !self.authorization_param_names.is_empty(),
+            ),
+            (
+                "oauth.omit_authorization_params",
+                !self.omit_authorization_params.is_empty(),
+            ),
+            ("oauth.fixed_scope", self.fixed_scope.is_some()),
+            (
+                "oauth.token_request_format",
+                self.token_request_format != TokenRequestFormat::default(),
+            ),
+            ("oauth.revocation_url", self.revocation_url.is_some()),
+            ("oauth.callback_capture", !self.callback_capture.is_empty()),
         ];
         set.into_iter()
             .filter(|(_, is_set)| *is_set)
@@ -307,6 +407,21 @@ pub struct ConfigEntry {
     /// Whether the value is a secret: masked in responses and encrypted at rest.
     #[serde(default)]
     pub secret: bool,
+    /// The only values the entry may take. Required for a placeholder that
+    /// is part of a host label or stands in the last two labels of a host
+    /// (`https://accounts.zoho.{region_domain}`), so that no value can move
+    /// the registrable domain; each value is then one or more dot-separated
+    /// host labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_values: Vec<String>,
+    /// Whether the value is a whole host name, for self-hosted and
+    /// custom-domain providers (`https://{host}/oauth/token`). Only such an
+    /// entry may be the whole host of a URL, only after `https://`; its value
+    /// must be a DNS name of two labels or more, not an IP literal nor
+    /// `localhost`, and within the deployment's `allowed_custom_hosts`
+    /// when that list is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub custom_host: bool,
 }
 
 /// One element of the catalog: the contents of one `elements/<key>.toml`
@@ -330,6 +445,12 @@ pub(crate) struct RawSpec {
     pub(crate) name: String,
     /// One-paragraph description.
     pub(crate) description: String,
+    /// Other keys that resolve to this element, e.g. the Cloud Elements key
+    /// `sfdc` for `salesforce`: same syntax as `key`, unique across every
+    /// key and alias of the catalog.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<String>"))]
+    pub(crate) aliases: Option<Spanned<Vec<String>>>,
     /// Image path, `elements/provider_<key>.png`.
     pub(crate) image: String,
     /// Whether the element is offered.
@@ -367,6 +488,22 @@ pub(crate) struct RawSpec {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(with = "Vec<ConfigEntry>"))]
     pub(crate) configuration: Vec<Spanned<ConfigEntry>>,
+    // --- credential kinds (see crate::credential) ---
+    /// How the credential is applied to a provider request (headers, query
+    /// parameters, HTTP Basic). Not allowed for `oauth1` (requests are signed).
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::credential::CredentialSpec>")
+    )]
+    pub(crate) credential: Option<Spanned<crate::credential::CredentialSpec>>,
+    /// OAuth 1.0a endpoints; required exactly when `authentication` is `oauth1`.
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<crate::credential::OAuth1Spec>")
+    )]
+    pub(crate) oauth1: Option<Spanned<crate::credential::OAuth1Spec>>,
 }
 
 /// The JSON Schema (draft 2020-12) of a catalog file, generated from the

@@ -7,6 +7,9 @@ mod check;
 mod format;
 pub(crate) mod template;
 
+#[cfg(test)]
+mod features_tests;
+
 use crate::config::Configuration;
 use crate::element::standard;
 use crate::oauth::OAuthError;
@@ -15,7 +18,10 @@ pub(crate) use check::line_of_field;
 pub use check::CatalogError;
 #[cfg(feature = "schema")]
 pub use format::json_schema;
-pub use format::{Authentication, ClientAuth, ConfigEntry, OAuthSpec, TokenResponseSpec};
+pub use format::{
+    Authentication, ClientAuth, ConfigEntry, OAuthSpec, TokenRequestFormat, TokenResponseSpec,
+};
+pub use template::check_custom_host;
 
 /// Where a parsed element came from, for error messages.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +32,8 @@ pub struct Source {
     pub key_line: usize,
     /// 1-based line of `id = ...`.
     pub id_line: usize,
+    /// 1-based line of `aliases = ...` (that of `key` when absent).
+    pub aliases_line: usize,
 }
 
 /// One element of the catalog, as parsed from its TOML file
@@ -44,7 +52,7 @@ pub struct Source {
 /// description = "HubSpot is an inbound marketing software platform ..."
 /// image = "elements/provider_hubspot.png"
 /// hub = "marketing"              # Cloud Elements hub: crm, marketing, helpdesk, ...
-/// authentication = "oauth2"      # oauth2 | oauth1 | apikey | basic | custom
+/// authentication = "oauth2"      # oauth2 | oauth2_client_credentials | oauth1 | apikey | basic | custom
 /// existing_account_description = "..."
 /// config_description = "..."
 /// # active = true, deleted = false, trial_account = false are the defaults
@@ -72,6 +80,14 @@ pub struct Source {
 /// expires_in = "expires_in"
 /// token_type = "token_type"
 /// scope = "scope"
+///
+/// [credential]                  # how the credential is applied to a provider request
+/// headers = { Authorization = "Bearer {access_token}" }   # the OAuth 2.0 default; apikey:
+/// # headers = { X-Api-Key = "{api.key}" }, query = { key = "{api.key}" },
+/// # basic = { username = "{api.key}", password = "" }  (see `CredentialSpec`)
+///
+/// # [oauth1]                     # instead of [oauth] when authentication = "oauth1"
+/// # request_token_url = "...", authorize_url = "...", access_token_url = "..."
 ///
 /// [[configuration]]              # one table per configuration entry
 /// key = "oauth.api.key"
@@ -194,8 +210,15 @@ pub struct ElementSpec {
     /// The provider's API base URL, a URL template (e.g.
     /// `https://{subdomain}.freshdesk.com/api/v2`); see [`ElementSpec::base_url_for`].
     pub api_base_url: Option<String>,
+    /// Other keys that resolve to this element (Cloud Elements' `sfdc`).
+    pub aliases: Vec<String>,
     /// Where this spec was read from.
     pub source: Source,
+    // --- credential kinds ---
+    /// How the credential is applied to provider requests (`[credential]`).
+    pub credential: Option<crate::credential::CredentialSpec>,
+    /// OAuth 1.0a endpoints; present exactly when `authentication` is `oauth1`.
+    pub oauth1: Option<crate::credential::OAuth1Spec>,
 }
 
 impl ElementSpec {
@@ -217,6 +240,13 @@ impl ElementSpec {
             templates.extend(o.endpoints.values().map(String::as_str));
         }
         templates.extend(self.api_base_url.as_deref());
+        if let Some(o) = &self.oauth1 {
+            templates.extend([
+                o.request_token_url.as_str(),
+                o.authorize_url.as_str(),
+                o.access_token_url.as_str(),
+            ]);
+        }
         let mut names: Vec<&str> = Vec::new();
         for name in templates.into_iter().flat_map(template::placeholders) {
             if !names.contains(&name) {
@@ -256,8 +286,98 @@ impl ElementSpec {
                 .get_or_default(&self.configuration, name)
                 .map(str::to_owned)
         };
-        template::fill_url(url, &lookup)
+        let check = |name: &str, position, value: &str| self.check_value(name, position, value);
+        template::fill_url_checked(url, &lookup, &check)
             .map(Some)
             .map_err(|e| standard::fill_error(e, &[]))
+    }
+
+    /// Checks a value against the declarations of its entry: `allowed_values`
+    /// (for every placeholder), a restricted host placeholder needs them, a
+    /// whole-host placeholder needs `custom_host = true`.
+    pub(crate) fn check_value(
+        &self,
+        name: &str,
+        position: template::Position,
+        value: &str,
+    ) -> Result<(), String> {
+        let entry = self.config_entry(name);
+        let allowed = entry.map(|e| e.allowed_values.as_slice()).unwrap_or(&[]);
+        if !allowed.is_empty() && !allowed.iter().any(|a| a == value) {
+            return Err(format!("must be one of {}", allowed.join(", ")));
+        }
+        match position {
+            template::Position::RestrictedHost if allowed.is_empty() => {
+                template::refuse_restricted(name, position, value)
+            }
+            template::Position::WholeHost | template::Position::Origin
+                if !entry.is_some_and(|e| e.custom_host) =>
+            {
+                template::refuse_restricted(name, position, value)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks the values of the `custom_host` entries (as `lookup` gives
+    /// them, entry defaults apply) against [`check_custom_host`] and the
+    /// deployment's allow-list; the error is
+    /// [`OAuthError::InvalidParameter`] naming the entry and the rule.
+    /// Call it wherever configuration is accepted (instance creation and
+    /// update, `oauth/url`).
+    pub fn check_custom_hosts(
+        &self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+        allowed_domains: &[String],
+    ) -> Result<(), OAuthError> {
+        for entry in self.configuration.iter().filter(|e| e.custom_host) {
+            let value = lookup(&entry.key)
+                .filter(|v| !v.trim().is_empty())
+                .or_else(|| entry.default_value.clone());
+            if let Some(value) = value {
+                template::check_custom_origin(&value, allowed_domains).map_err(|reason| {
+                    OAuthError::InvalidParameter {
+                        name: entry.key.clone(),
+                        reason,
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The values of `callback_capture` found in `data` (the `providerData`
+    /// of `POST /instances`, or the callback query), as configuration pairs
+    /// to store. Each value is checked against the entry's `allowed_values`
+    /// and must be at most 255 characters without control characters.
+    pub fn captured_values(
+        &self,
+        data: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<(String, String)>, OAuthError> {
+        let Some(oauth) = &self.oauth else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for name in &oauth.callback_capture {
+            let Some(value) = data(name).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let invalid = |reason: String| OAuthError::InvalidParameter {
+                name: name.clone(),
+                reason,
+            };
+            if value.len() > 255 || value.chars().any(char::is_control) {
+                return Err(invalid(
+                    "must be at most 255 characters without control characters".into(),
+                ));
+            }
+            self.check_value(name, template::Position::Value, &value)
+                .map_err(invalid)?;
+            if self.config_entry(name).is_some_and(|e| e.custom_host) {
+                template::check_custom_origin(&value, &[]).map_err(invalid)?;
+            }
+            out.push((name.clone(), value));
+        }
+        Ok(out)
     }
 }

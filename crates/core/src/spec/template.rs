@@ -13,6 +13,18 @@ pub enum Position {
     Scheme,
     /// The host: the value must be one DNS label.
     Host,
+    /// Part of a host label, or in the last two labels
+    /// (`accounts.zoho.{region_domain}`, `ca-{environment}.adyen.com`): the
+    /// value must be one of the entry's declared `allowed_values`.
+    RestrictedHost,
+    /// The whole origin at the start of a template
+    /// (`{salesforce.instance_url}/services/data`): the entry must declare
+    /// `custom_host = true`; the value must be `https://` and a host that
+    /// passes [`check_custom_host`], nothing else.
+    Origin,
+    /// The whole host (`https://{host}/...`): the entry must declare
+    /// `custom_host = true`; the value must pass [`check_custom_host`].
+    WholeHost,
     /// The port: placeholders are not allowed.
     Port,
     /// The path: the value is percent-encoded, `.` and `..` refused.
@@ -137,6 +149,12 @@ pub fn parse_value(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
 
 /// Parses a URL template and places each placeholder, enforcing the rules of
 /// the [module documentation](self).
+///
+/// A placeholder that is a whole label in front of two literal labels is
+/// [`Position::Host`]; one that is the whole host after `https://` is
+/// [`Position::WholeHost`]; any other placeholder in the host (part of a
+/// label, or in the last two labels) is [`Position::RestrictedHost`]. The
+/// catalog checker requires the matching declarations of the entries.
 pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
     let pieces = split(template)?;
     // Walk the literal text to know where each placeholder stands. A
@@ -144,12 +162,20 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
     let mut position = Position::Scheme;
     let mut scheme_seen = String::new();
     let mut out = Vec::with_capacity(pieces.len());
-    // Host labels: `true` for a label holding a placeholder (which must be the
-    // whole label), for the "last two labels are literal" rule.
-    let mut labels: Vec<(bool, bool)> = vec![(false, false)]; // (has placeholder, has literal)
+    // Host labels: (has placeholder, has literal), and the index in `out`
+    // of each host placeholder with its label's index.
+    let mut labels: Vec<(bool, bool)> = vec![(false, false)];
+    let mut host_placeholders: Vec<(usize, usize)> = Vec::new();
     for piece in pieces {
         match piece {
             Piece::Literal(text) => {
+                if scheme_seen == "origin" && out.len() == 1 && !text.starts_with(['/', '?']) {
+                    return Err(SyntaxError(
+                        "a placeholder at the start of a URL is its whole origin and must be \
+                         followed by `/`, `?` or nothing"
+                            .into(),
+                    ));
+                }
                 for c in text.chars() {
                     match position {
                         Position::Scheme => {
@@ -173,35 +199,31 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
                                     "user information (`@`) is not allowed in the host".into(),
                                 ))
                             }
-                            _ => {
-                                let label = labels.last_mut().expect("one label at least");
-                                if label.0 {
-                                    return Err(SyntaxError(
-                                        "a placeholder in the host must be a whole label \
-                                         (e.g. `https://{subdomain}.example.com`)"
-                                            .into(),
-                                    ));
-                                }
-                                label.1 = true;
-                            }
+                            _ => labels.last_mut().expect("one label at least").1 = true,
                         },
                         Position::Port => match c {
                             '/' => position = Position::Path,
                             '?' => position = Position::Query,
                             _ => {}
                         },
-                        Position::Path => {
-                            if c == '?' {
-                                position = Position::Query;
-                            }
-                        }
-                        Position::Query | Position::Value => {}
+                        Position::Path if c == '?' => position = Position::Query,
+                        _ => {}
                     }
                 }
                 out.push(Piece::Literal(text));
             }
             Piece::Placeholder { name, .. } => {
                 match position {
+                    Position::Scheme if out.is_empty() => {
+                        // The whole origin: `{origin}` then `/`, `?` or the end.
+                        out.push(Piece::Placeholder {
+                            name,
+                            position: Position::Origin,
+                        });
+                        position = Position::Path;
+                        scheme_seen = "origin".into();
+                        continue;
+                    }
                     Position::Scheme => {
                         return Err(SyntaxError(format!(
                             "placeholder `{{{name}}}` in the scheme: the URL must start with \
@@ -215,13 +237,14 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
                     }
                     Position::Host => {
                         let label = labels.last_mut().expect("one label at least");
-                        if label.0 || label.1 {
+                        if label.0 {
                             return Err(SyntaxError(format!(
-                                "placeholder `{{{name}}}` must be a whole label of the host \
-                                 (e.g. `https://{{{name}}}.example.com`)"
+                                "placeholder `{{{name}}}` follows another placeholder in one \
+                                 host label"
                             )));
                         }
                         label.0 = true;
+                        host_placeholders.push((out.len(), labels.len() - 1));
                     }
                     _ => {}
                 }
@@ -229,17 +252,94 @@ pub fn parse_url(template: &str) -> Result<Vec<Piece<'_>>, SyntaxError> {
             }
         }
     }
-    if labels.iter().any(|l| l.0) {
-        let literal_tail = labels.iter().rev().take_while(|l| !l.0).count();
-        if literal_tail < 2 {
-            return Err(SyntaxError(
-                "the last two labels of a host with placeholders must be literal \
-                 (e.g. `{subdomain}.example.com`), so a value cannot choose the domain"
-                    .into(),
-            ));
-        }
+    let whole_host = labels.len() == 1 && labels[0] == (true, false);
+    for (index, label) in host_placeholders {
+        let Piece::Placeholder { name, .. } = out[index] else {
+            continue;
+        };
+        let position = if whole_host {
+            if !scheme_seen.eq_ignore_ascii_case("https://") {
+                return Err(SyntaxError(format!(
+                    "placeholder `{{{name}}}` is the whole host: only allowed after `https://`"
+                )));
+            }
+            Position::WholeHost
+        } else if labels[label] == (true, false) && labels.len() - label > 2 {
+            Position::Host
+        } else {
+            Position::RestrictedHost
+        };
+        out[index] = Piece::Placeholder { name, position };
     }
     Ok(out)
+}
+
+/// Whether `host` may be the whole host of a provider URL
+/// (`custom_host = true`): a lower-case DNS name of two labels or more,
+/// 253 characters at most, not an IP literal, not `localhost` or a name
+/// under it; and, when `allowed_domains` is not empty, one of them or a name
+/// under one of them. The error says which rule is broken.
+///
+/// ```
+/// use elements_core::check_custom_host;
+///
+/// assert!(check_custom_host("acme.my.salesforce.com", &[]).is_ok());
+/// assert!(check_custom_host("keycloak.acme.com", &["acme.com".into()]).is_ok());
+/// assert!(check_custom_host("evil.test", &["acme.com".into()]).is_err());
+/// assert!(check_custom_host("127.0.0.1", &[]).is_err());
+/// ```
+pub fn check_custom_host(host: &str, allowed_domains: &[String]) -> Result<(), String> {
+    if host.len() > 253 {
+        return Err("must be a host name of at most 253 characters".into());
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    if !labels.iter().all(|l| is_host_label(l)) || host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(
+            "must be a lower-case host name (labels of letters, digits and `-` separated by \
+             dots; no scheme, port, path, `:` or `@`)"
+                .into(),
+        );
+    }
+    if labels.len() < 2 {
+        return Err("must be a fully qualified host name, not a single label".into());
+    }
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("must be a host name, not an IP address".into());
+    }
+    if labels.last() == Some(&"localhost") {
+        return Err("must not be `localhost`".into());
+    }
+    if !allowed_domains.is_empty()
+        && !allowed_domains.iter().any(|d| {
+            let d = d.trim().trim_start_matches('.').to_ascii_lowercase();
+            host == d || host.strip_suffix(&d).is_some_and(|p| p.ends_with('.'))
+        })
+    {
+        return Err(format!(
+            "is not within the domains this deployment allows (allowed_custom_hosts: {})",
+            allowed_domains.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the value of a `custom_host` entry: a host ([`check_custom_host`])
+/// or an origin, `https://` and such a host (as Salesforce's `instance_url`).
+pub fn check_custom_origin(value: &str, allowed_domains: &[String]) -> Result<(), String> {
+    match value.strip_prefix("https://") {
+        Some(host) => check_custom_host(host, allowed_domains),
+        None if value.contains("://") => Err("must be an https origin".into()),
+        None => check_custom_host(value, allowed_domains),
+    }
+}
+
+/// Whether `value` is one or more dot-separated host labels (an allowed
+/// value of a restricted host placeholder, e.g. `com.au`).
+pub fn is_host_labels(value: &str) -> bool {
+    value.split('.').all(is_host_label)
 }
 
 /// The names of the placeholders of a template, in order, with repetitions.
@@ -269,9 +369,29 @@ pub fn is_host_label(value: &str) -> bool {
         && !value.ends_with('-')
 }
 
+/// Checks a value against its entry's declarations: (name, position,
+/// value) to `Err(reason)`. [`refuse_restricted`] when the template has no
+/// entries.
+pub type Check<'c> = &'c dyn Fn(&str, Position, &str) -> Result<(), String>;
+
+/// The check without declarations: restricted and whole-host placeholders
+/// are refused (nothing declares their allowed values).
+pub fn refuse_restricted(_name: &str, position: Position, _value: &str) -> Result<(), String> {
+    match position {
+        Position::RestrictedHost => Err("no allowed values are declared for this placeholder \
+             of the host"
+            .into()),
+        Position::WholeHost | Position::Origin => {
+            Err("the entry is not declared `custom_host = true`".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn fill(
     pieces: &[Piece<'_>],
     lookup: &dyn Fn(&str) -> Option<String>,
+    check: Check<'_>,
 ) -> Result<String, FillError> {
     let mut missing: Vec<String> = Vec::new();
     let mut out = String::new();
@@ -289,7 +409,25 @@ fn fill(
                     name: (*name).to_owned(),
                     reason: reason.to_owned(),
                 };
+                check(name, *position, &value).map_err(|reason| invalid(&reason))?;
                 match position {
+                    Position::RestrictedHost => {
+                        if !is_host_labels(&value) {
+                            return Err(invalid("must be dot-separated host name labels"));
+                        }
+                        out.push_str(&value);
+                    }
+                    Position::WholeHost => {
+                        check_custom_host(&value, &[]).map_err(|reason| invalid(&reason))?;
+                        out.push_str(&value);
+                    }
+                    Position::Origin => {
+                        if !value.starts_with("https://") {
+                            return Err(invalid("must be an https origin (`https://host`)"));
+                        }
+                        check_custom_origin(&value, &[]).map_err(|reason| invalid(&reason))?;
+                        out.push_str(&value);
+                    }
                     Position::Host => {
                         if !is_host_label(&value) {
                             return Err(invalid(
@@ -324,6 +462,7 @@ fn fill(
 }
 
 /// Fills a URL template. `lookup` gives the value of a name, if any.
+#[cfg(test)]
 pub fn fill_url(
     template: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -331,11 +470,25 @@ pub fn fill_url(
     if !template.contains(['{', '}']) {
         return Ok(template.to_owned());
     }
+    fill_url_checked(template, lookup, &refuse_restricted)
+}
+
+/// Fills a URL template, checking each value with `check` (the entries'
+/// declarations) first.
+pub fn fill_url_checked(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    check: Check<'_>,
+) -> Result<String, FillError> {
+    if !template.contains(['{', '}']) {
+        return Ok(template.to_owned());
+    }
     let pieces = parse_url(template).map_err(FillError::Syntax)?;
-    fill(&pieces, lookup)
+    fill(&pieces, lookup, check)
 }
 
 /// Fills a parameter-value template; values are inserted as is.
+#[cfg(test)]
 pub fn fill_value(
     template: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -343,23 +496,44 @@ pub fn fill_value(
     if !template.contains(['{', '}']) {
         return Ok(template.to_owned());
     }
+    fill_value_checked(template, lookup, &refuse_restricted)
+}
+
+fn fill_value_checked(
+    template: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    check: Check<'_>,
+) -> Result<String, FillError> {
+    if !template.contains(['{', '}']) {
+        return Ok(template.to_owned());
+    }
     let pieces = parse_value(template).map_err(FillError::Syntax)?;
-    fill(&pieces, lookup)
+    fill(&pieces, lookup, check)
 }
 
 /// Fills several templates at once, so that the missing names of all of them
 /// are reported together. Each item is (template, is a URL).
+#[cfg(test)]
 pub fn fill_all<'t>(
     templates: impl IntoIterator<Item = (&'t str, bool)>,
     lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, FillError> {
+    fill_all_checked(templates, lookup, &refuse_restricted)
+}
+
+/// [`fill_all`], checking each value with `check` first.
+pub fn fill_all_checked<'t>(
+    templates: impl IntoIterator<Item = (&'t str, bool)>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    check: Check<'_>,
 ) -> Result<Vec<String>, FillError> {
     let mut filled = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for (template, is_url) in templates {
         let result = if is_url {
-            fill_url(template, lookup)
+            fill_url_checked(template, lookup, check)
         } else {
-            fill_value(template, lookup)
+            fill_value_checked(template, lookup, check)
         };
         match result {
             Ok(s) => filled.push(s),
@@ -502,13 +676,9 @@ mod tests {
             assert!(parse_url(t).is_ok(), "{t}: {:?}", parse_url(t));
         }
         let bad = [
-            ("https://{host}/x", "last two labels"),
-            ("https://{a}.com/x", "last two labels"),
-            ("https://x.{a}.com", "last two labels"),
-            ("https://a{b}.example.com", "whole label"),
-            ("https://{b}a.example.com", "whole label"),
-            ("https://{a}{b}.example.com", "whole label"),
-            ("{scheme}://example.com", "scheme"),
+            ("http://{host}/x", "only allowed after `https://`"),
+            ("https://{a}{b}.example.com", "follows another placeholder"),
+            ("{scheme}://example.com", "whole origin"),
             ("https://example.com:{port}/x", "port"),
             ("https://{u}@example.com", "user information"),
             ("https://example.com/{a", "unmatched `{`"),
@@ -521,6 +691,115 @@ mod tests {
             let err = parse_url(t).expect_err(t);
             assert!(err.0.contains(needle), "{t}: {err}");
         }
+    }
+
+    fn position_of(t: &str, name: &str) -> Position {
+        parse_url(t)
+            .unwrap()
+            .into_iter()
+            .find_map(|p| match p {
+                Piece::Placeholder { name: n, position } if n == name => Some(position),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn host_placeholders_are_placed_by_what_they_could_move() {
+        use Position::*;
+        for (t, name, want) in [
+            ("https://{sub}.zendesk.com/x", "sub", Host),
+            ("https://{host}/oauth/token", "host", WholeHost),
+            ("https://{host}:8443/oauth/token", "host", WholeHost),
+            (
+                "https://accounts.zoho.{region_domain}/oauth",
+                "region_domain",
+                RestrictedHost,
+            ),
+            (
+                "https://ca-{environment}.adyen.com/x",
+                "environment",
+                RestrictedHost,
+            ),
+            ("https://{a}.com/x", "a", RestrictedHost),
+            ("https://x.{a}.com", "a", RestrictedHost),
+            ("https://a{b}.example.com", "b", RestrictedHost),
+        ] {
+            assert_eq!(position_of(t, name), want, "{t}");
+        }
+    }
+
+    #[test]
+    fn restricted_and_whole_host_values_need_declarations() {
+        let zoho = "https://accounts.zoho.{region_domain}/oauth/v2/token";
+        let eu = with(&[("region_domain", "eu")]);
+        // Without declarations (plain fill_url) they are refused.
+        assert_eq!(
+            fill_url(zoho, &eu),
+            Err(FillError::Invalid {
+                name: "region_domain".into(),
+                reason: "no allowed values are declared for this placeholder of the host".into()
+            })
+        );
+        let allowed = |_: &str, _: Position, v: &str| {
+            ["com", "eu", "com.au"]
+                .contains(&v)
+                .then_some(())
+                .ok_or_else(|| format!("must be one of com, eu, com.au (not {v:?})"))
+        };
+        assert_eq!(
+            fill_url_checked(zoho, &eu, &allowed).unwrap(),
+            "https://accounts.zoho.eu/oauth/v2/token"
+        );
+        assert_eq!(
+            fill_url_checked(zoho, &with(&[("region_domain", "com.au")]), &allowed).unwrap(),
+            "https://accounts.zoho.com.au/oauth/v2/token"
+        );
+        assert!(matches!(
+            fill_url_checked(zoho, &with(&[("region_domain", "evil.test")]), &allowed),
+            Err(FillError::Invalid { reason, .. }) if reason.contains("must be one of")
+        ));
+        let host = "https://{host}/realms/x/token";
+        let any = |_: &str, _: Position, _: &str| Ok(());
+        assert_eq!(
+            fill_url_checked(host, &with(&[("host", "sso.acme.com")]), &any).unwrap(),
+            "https://sso.acme.com/realms/x/token"
+        );
+        for (bad, needle) in [
+            ("127.0.0.1", "IP address"),
+            ("[::1]", "lower-case host name"),
+            ("localhost", "single label"),
+            ("a.localhost", "localhost"),
+            ("intranet", "single label"),
+            ("evil.com/x", "lower-case host name"),
+            ("evil.com:1", "lower-case host name"),
+            ("u@evil.com", "lower-case host name"),
+            ("Evil.com", "lower-case host name"),
+        ] {
+            assert!(
+                matches!(
+                    fill_url_checked(host, &with(&[("host", bad)]), &any),
+                    Err(FillError::Invalid { ref reason, .. }) if reason.contains(needle)
+                ),
+                "{bad}: {:?}",
+                fill_url_checked(host, &with(&[("host", bad)]), &any)
+            );
+        }
+        assert!(matches!(
+            fill_url(host, &with(&[("host", "sso.acme.com")])),
+            Err(FillError::Invalid { reason, .. }) if reason.contains("custom_host = true")
+        ));
+    }
+
+    #[test]
+    fn custom_hosts_respect_the_deployment_allow_list() {
+        let list = ["acme.com".to_owned(), ".example.org".to_owned()];
+        assert_eq!(check_custom_host("acme.com", &list), Ok(()));
+        assert_eq!(check_custom_host("sso.acme.com", &list), Ok(()));
+        assert_eq!(check_custom_host("a.b.example.org", &list), Ok(()));
+        let err = check_custom_host("evilacme.com", &list).unwrap_err();
+        assert!(err.contains("allowed_custom_hosts: acme.com"), "{err}");
+        assert!(check_custom_host("acme.com.evil.test", &list).is_err());
     }
 
     #[test]

@@ -40,16 +40,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use elements_core::{keys, ConfigEntry, Configuration, Element, OAuthUrlRequest, Secret};
 use elements_store::{
-    hash_secret, now_millis, ConnectSession, ConnectStage, ConnectTaken, NewConnectSession, Tokens,
+    hash_secret, now_millis, ConnectSession, ConnectStage, ConnectTaken, NewConnectSession,
 };
 use serde::Deserialize;
 
 use crate::auth::Account;
 use crate::body::{check_text, JsonBody, UniqueMap};
+use crate::credentials::Provision;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
 use crate::routes::elements::find;
-use crate::routes::instances::{check_name, check_tags, provision};
+use crate::routes::instances::{check_name, check_tags, provision_instance};
 use crate::routes::QueryPairs;
 use crate::wire::{ConfigValue, ElementRef};
 use crate::AppState;
@@ -195,10 +196,12 @@ struct CreateSession {
 
 /// Whether the element is connected through the provider (a button) or
 /// through a form. Credential kinds (apikey, basic, client credentials)
-/// plug in here once they are first-class: today an element with an
-/// `[oauth]` section is OAuth, any other is a form over its configuration.
+/// plug in here: an `oauth2` element with an `[oauth]` section goes to the
+/// provider; every other kind (apikey, basic, client credentials, custom)
+/// is a form over its required configuration.
 fn uses_provider(element: &dyn Element) -> bool {
-    element.spec().oauth.is_some()
+    element.spec().authentication == elements_core::Authentication::Oauth2
+        && element.spec().oauth.is_some()
 }
 
 /// The entries the end user must type: required, without a default, and
@@ -755,15 +758,19 @@ async fn submit(
         Ok(false) => return used_session(),
         Err(e) => return store_failure(e),
     }
-    let outcome = provision(
+    let outcome = provision_instance(
         &state,
         (session.organization_id, session.user_id),
         element,
         session.name.clone(),
         session.tags.clone(),
         configuration,
-        Tokens::default(),
-        None,
+        // kinds: client-credential elements obtain their token here.
+        if element.spec().authentication == elements_core::Authentication::Oauth2ClientCredentials {
+            Provision::ClientCredentials
+        } else {
+            Provision::Configuration
+        },
     )
     .await
     .map(|(instance, _token)| instance.id)
@@ -896,15 +903,14 @@ async fn callback_outcome(
     // format: values the element declares as captured from the callback
     // (`callback_capture`) are copied into the configuration here.
     let configuration = session.configuration.clone();
-    provision(
+    provision_instance(
         state,
         (session.organization_id, session.user_id),
         element.as_ref(),
         session.name.clone(),
         session.tags.clone(),
         configuration,
-        Tokens::default(),
-        Some((Secret::new(code), verifier)),
+        Provision::Code(Secret::new(code), verifier),
     )
     .await
     .map(|(instance, _token)| instance.id)

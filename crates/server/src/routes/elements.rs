@@ -23,7 +23,10 @@ pub fn router() -> Router<AppState> {
         .route("/elements/keys", get(keys))
         .route("/elements/{key_or_id}", get(show))
         .route("/elements/{key_or_id}/configuration", get(configuration))
-        .route("/elements/{key_or_id}/oauth/url", get(oauth_url))
+        .route(
+            "/elements/{key_or_id}/oauth/url",
+            get(oauth_url).post(oauth_url_post),
+        )
 }
 
 /// Queries longer than this get no "did you mean": no element key is near
@@ -68,7 +71,24 @@ async fn show(
     PathParam(key_or_id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let element = find(&state, &key_or_id)?;
-    Ok(Json(element.spec().view()).into_response())
+    let mut view = serde_json::to_value(element.spec().view())
+        .map_err(|e| ApiError::Internal(format!("element view: {e}")))?;
+    if let Some(entries) = view.get_mut("configuration") {
+        strip_null_defaults(entries);
+    }
+    Ok(Json(view).into_response())
+}
+
+/// compat: Cloud Elements leaves `defaultValue` out when there is none,
+/// never `null`.
+fn strip_null_defaults(entries: &mut serde_json::Value) {
+    for entry in entries.as_array_mut().into_iter().flatten() {
+        if let Some(object) = entry.as_object_mut() {
+            if object.get("defaultValue").is_some_and(|v| v.is_null()) {
+                object.remove("defaultValue");
+            }
+        }
+    }
 }
 
 async fn configuration(
@@ -76,7 +96,10 @@ async fn configuration(
     PathParam(key_or_id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let element = find(&state, &key_or_id)?;
-    Ok(Json(element.configuration()).into_response())
+    let mut entries = serde_json::to_value(element.configuration())
+        .map_err(|e| ApiError::Internal(format!("element configuration: {e}")))?;
+    strip_null_defaults(&mut entries);
+    Ok(Json(entries).into_response())
 }
 
 /// The largest query parameter value accepted.
@@ -132,18 +155,70 @@ async fn oauth_url(
     QueryPairs(pairs): QueryPairs,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    oauth_url_for(&state, &key_or_id, pairs, &headers).await
+}
+
+/// compat: `POST .../oauth/url` with the parameters as a JSON object
+/// (`apiKey`, `apiSecret`, `callbackUrl`, `scope`, `state`, element fields):
+/// the same answer as the `GET` with them as query parameters. Strings,
+/// numbers and booleans are taken as text; a query string is refused (one
+/// source of parameters).
+async fn oauth_url_post(
+    State(state): State<AppState>,
+    PathParam(key_or_id): PathParam<String>,
+    QueryPairs(query): QueryPairs,
+    headers: HeaderMap,
+    crate::body::JsonBody(body): crate::body::JsonBody<crate::body::UniqueMap<serde_json::Value>>,
+) -> Result<Response, ApiError> {
+    if let Some((name, _)) = query.first() {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter `{}`: `POST .../oauth/url` takes its parameters in the JSON body",
+            name.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        )));
+    }
+    let mut pairs = Vec::with_capacity(body.0.len());
+    for (name, value) in body.0 {
+        let text = match value {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Null => continue,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "`{}` must be a string, a number or a boolean",
+                    name.chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>()
+                )))
+            }
+        };
+        pairs.push((name, text));
+    }
+    oauth_url_for(&state, &key_or_id, pairs, &headers).await
+}
+
+async fn oauth_url_for(
+    state: &AppState,
+    key_or_id: &str,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     // The seed's call has no credentials; a caller that sends them gets its
     // organization's callback allow-list enforced.
     let organization = if headers.contains_key(AUTHORIZATION) {
         Some(
-            crate::auth::account_from_headers(&state, &headers)
+            crate::auth::account_from_headers(state, headers)
                 .await?
                 .organization_id,
         )
     } else {
         None
     };
-    let element = find(&state, &key_or_id)?;
+    let element = find(state, key_or_id)?;
     let mut request = oauth_url_request(pairs)?;
     if element.spec().oauth.is_none() {
         return Err(ApiError::BadRequest(format!(
@@ -158,8 +233,13 @@ async fn oauth_url(
         request.code_verifier = Some(crate::pkce::new_code_verifier());
     }
     let url = element.oauth_url(&request)?;
+    // format: a custom host must be within the deployment's allow-list.
+    element.spec().check_custom_hosts(
+        &|k| request.params.get(k).cloned(),
+        &state.allowed_custom_hosts,
+    )?;
     if let (Some(org), Some(callback)) = (organization, request.callback_url.as_deref()) {
-        super::organizations::check_allowed(&state, org, callback).await?;
+        super::organizations::check_allowed(state, org, callback).await?;
     }
     let verifier = if element.uses_pkce() {
         request.code_verifier.as_deref()

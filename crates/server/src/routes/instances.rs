@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use elements_core::lenient_seconds;
 use elements_core::{Configuration, Element, ElementSpec};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
@@ -15,17 +14,36 @@ use super::{instance_id, PathParam, QueryPairs};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonBody};
 use crate::error::ApiError;
-use crate::tokens::now_seconds;
-use crate::wire::{
-    is_secret_key, ConfigurationEntryJson, CreateInstance, CredentialsJson, InstanceJson,
-    PatchInstance, MASK,
-};
+use crate::wire::{is_secret_key, ConfigurationEntryJson, CreateInstance, InstanceJson, MASK};
 use crate::AppState;
+
+pub(crate) mod paging;
+mod update;
+
+pub use update::{with_instance_id, INSTANCE_ID};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/instances", get(list).post(create))
-        .route("/instances/{id}", get(show).patch(patch).delete(delete))
+        .route(
+            "/instances",
+            get(paging::list)
+                .post(create)
+                .patch(update::token_patch)
+                .delete(update::token_delete),
+        )
+        .route("/instances/count", get(paging::count))
+        .route("/instances/configuration", get(update::token_configuration))
+        .route(
+            "/instances/{id}",
+            get(show)
+                .put(update::put)
+                .patch(update::patch)
+                .delete(delete),
+        )
+        .route(
+            "/instances/{id}/configuration/{config_id}",
+            get(update::entry).patch(update::patch_entry),
+        )
         .route(
             "/instances/{id}/enabled",
             axum::routing::put(enable).delete(disable),
@@ -37,12 +55,12 @@ pub fn router() -> Router<AppState> {
 const MAX_NAME: usize = 200;
 const MAX_TAG: usize = 100;
 const MAX_TAGS: usize = 50;
-const MAX_CONFIG_KEY: usize = 200;
-const MAX_CONFIG_VALUE: usize = 8192;
+pub(crate) const MAX_CONFIG_KEY: usize = 200;
+pub(crate) const MAX_CONFIG_VALUE: usize = 8192;
 /// Ten years: a longer `providerData.expires_in` is refused.
-const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
+pub(crate) const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
-fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
+pub(crate) fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
     state
         .registry
         .by_key(&instance.element_key)
@@ -50,7 +68,10 @@ fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSp
 }
 
 fn render(state: &AppState, instance: &Instance) -> Response {
-    Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response()
+    with_instance_id(
+        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        instance.id,
+    )
 }
 
 pub(crate) fn check_name(name: &str) -> Result<(), ApiError> {
@@ -77,11 +98,16 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateInstance>,
+    JsonBody(mut body): JsonBody<CreateInstance>,
 ) -> Result<Response, ApiError> {
+    // compat: no markup in names and tags.
+    body.name = crate::markup::strip(&body.name);
+    body.tags = body
+        .tags
+        .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
     let element: &dyn Element = match (&body.element.key, body.element.id) {
         (Some(key), _) => find(&state, key)?.as_ref(),
         (None, Some(id)) => find(&state, &id.to_string())?.as_ref(),
@@ -132,60 +158,23 @@ async fn create(
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
+    // format: custom hosts must pass the rules and the allow-list.
+    element.spec().check_custom_hosts(
+        &|k| configuration.get(k).map(str::to_owned),
+        &state.allowed_custom_hosts,
+    )?;
     if let Some(verifier) = &provider_data.code_verifier {
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
-    let mut exchange = None;
-    let tokens = if let Some(code) = provider_data.code.filter(|c| !c.expose().is_empty()) {
-        if element.spec().oauth.is_none() {
-            return Err(ApiError::BadRequest(format!(
-                "element `{}` does not use OAuth: `providerData.code` is not accepted",
-                element.key()
-            )));
-        }
-        exchange = Some((code, provider_data.code_verifier));
-        Tokens::default()
-    } else if let Some(access_token) = provider_data
-        .access_token
-        .filter(|t| !t.expose().is_empty())
-    {
-        let expires_in = match &provider_data.expires_in {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => Some(
-                lenient_seconds(v)
-                    .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
-                        ))
-                    })?,
-            ),
-        };
-        Tokens {
-            access_token: Some(access_token),
-            refresh_token: provider_data
-                .refresh_token
-                .filter(|t| !t.expose().is_empty()),
-            token_type: provider_data.token_type,
-            expires_at: Some(state.tokens.policy().expires_at(now_seconds(), expires_in)),
-        }
-    } else if element.spec().oauth.is_some() {
-        return Err(ApiError::BadRequest(
-            "`providerData` must contain `code` (to exchange) or `access_token`".into(),
-        ));
-    } else {
-        Tokens::default()
-    };
-
-    let (instance, token) = provision(
+    let provision = crate::credentials::provision(&state, element, provider_data)?;
+    let (instance, token) = provision_instance(
         &state,
         (principal.organization_id, principal.user.id),
         element,
         body.name,
         tags,
         configuration,
-        tokens,
-        exchange,
+        provision,
     )
     .await?;
     // The answer carries the instance token: never cached.
@@ -199,20 +188,18 @@ async fn create(
     ))
 }
 
-/// Stores a new instance of `element` for `(organization id, user id)`: checks the
-/// organization's instance limit, then inserts (exchanging `exchange`'s
-/// code first, if given). Answers the instance and its `Element` token.
-/// Shared by `POST /instances` and the hosted connect flow (connect/).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn provision(
+/// Stores a new instance of `element` for `(organization id, user id)`:
+/// checks the organization's instance limit, then obtains the credential
+/// as `provision` says and inserts. Answers the instance and its `Element`
+/// token. Shared by `POST /instances` and the hosted connect flow (connect/).
+pub(crate) async fn provision_instance(
     state: &AppState,
     (organization_id, user_id): (i64, i64),
     element: &dyn Element,
     name: String,
     tags: Vec<String>,
     configuration: Configuration,
-    tokens: Tokens,
-    exchange: Option<(elements_core::Secret, Option<elements_core::Secret>)>,
+    provision: crate::credentials::Provision,
 ) -> Result<(Instance, String), ApiError> {
     let limits = &state.limits;
     let count = state.store.count_instances(organization_id).await?;
@@ -223,6 +210,10 @@ pub(crate) async fn provision(
             limits.max_instances_per_organization
         )));
     }
+    let tokens = match &provision {
+        crate::credentials::Provision::Tokens(tokens) => tokens.clone(),
+        _ => Tokens::default(),
+    };
     let token = crate::pkce::random_token(32);
     let new = NewInstance {
         organization_id,
@@ -235,11 +226,16 @@ pub(crate) async fn provision(
         token_hash: hash_secret(&token),
         tokens,
     };
-    let instance = match exchange {
+    let instance = match provision {
         // Exchange and insert finish even if the client hangs up: the code
         // is spent at the provider, the instance exists (see tokens.rs).
-        Some((code, verifier)) => state.tokens.create_with_code(code, verifier, new).await?,
-        None => state.store.create_instance(new).await?,
+        crate::credentials::Provision::Code(code, verifier) => {
+            state.tokens.create_with_code(code, verifier, new).await?
+        }
+        crate::credentials::Provision::ClientCredentials => {
+            state.tokens.create_with_client_credentials(new).await?
+        }
+        _ => state.store.create_instance(new).await?,
     };
     tracing::info!(
         instance_id = instance.id,
@@ -249,46 +245,11 @@ pub(crate) async fn provision(
     Ok((instance, token))
 }
 
-async fn list(
-    State(state): State<AppState>,
-    Account { principal }: Account,
-    QueryPairs(pairs): QueryPairs,
-) -> Result<Response, ApiError> {
-    let mut tags = Vec::new();
-    for (name, value) in pairs {
-        match name.as_str() {
-            "tags[]" | "tags" => tags.push(value),
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{}` (expected `tags[]`)",
-                    name.chars().take(64).collect::<String>()
-                )))
-            }
-        }
-    }
-    check_tags(&tags)?;
-    let list = state
-        .store
-        .list_instances(principal.organization_id, &tags)
-        .await?;
-    // One unreadable row (a secret under a retired key, say) must not hide
-    // the others: it is left out and named in the log.
-    for unreadable in &list.unreadable {
-        tracing::error!(
-            instance_id = unreadable.id,
-            error = %unreadable.error,
-            "instance left out of the list: it cannot be read"
-        );
-    }
-    let body: Vec<InstanceJson<'_>> = list
-        .instances
-        .iter()
-        .map(|i| InstanceJson::new(i, spec_of(&state, i), None))
-        .collect();
-    Ok(Json(body).into_response())
-}
-
-async fn owned(state: &AppState, organization_id: i64, raw_id: &str) -> Result<Instance, ApiError> {
+pub(crate) async fn owned(
+    state: &AppState,
+    organization_id: i64,
+    raw_id: &str,
+) -> Result<Instance, ApiError> {
     let id = instance_id(raw_id)?;
     state
         .store
@@ -321,37 +282,19 @@ async fn update(
     Ok(render(state, &instance))
 }
 
-async fn patch(
-    State(state): State<AppState>,
-    Account { principal }: Account,
-    PathParam(id): PathParam<String>,
-    JsonBody(body): JsonBody<PatchInstance>,
-) -> Result<Response, ApiError> {
-    if let Some(name) = &body.name {
-        check_name(name)?;
-    }
-    if let Some(tags) = &body.tags {
-        check_tags(tags)?;
-    }
-    let patch = InstancePatch {
-        name: body.name,
-        tags: body.tags,
-        disabled: None,
-    };
-    update(&state, principal.organization_id, &id, patch).await
-}
-
 async fn delete(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
+    let doomed = state.store.instance(principal.organization_id, id).await?;
     if state
         .store
         .delete_instance(principal.organization_id, id)
         .await?
     {
+        crate::revocation::revoke_on_delete(&state, doomed).await;
         Ok(axum::http::StatusCode::OK.into_response())
     } else {
         Err(ApiError::NotFound(format!("no instance with id {id}")))
@@ -415,6 +358,7 @@ async fn credentials(
     State(state): State<AppState>,
     caller: AccountOrInstance,
     PathParam(id): PathParam<String>,
+    QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     let not_found = || ApiError::NotFound(format!("no instance with id {id}"));
@@ -444,30 +388,5 @@ async fn credentials(
     if instance.disabled {
         return Err(ApiError::Forbidden(format!("instance {id} is disabled")));
     }
-    if instance.tokens.access_token.is_none() {
-        return Err(ApiError::BadRequest(format!(
-            "instance {id} has no OAuth tokens (element `{}`)",
-            instance.element_key
-        )));
-    }
-    let instance = state.tokens.fresh(instance).await?;
-    let now = now_seconds();
-    let access = instance
-        .tokens
-        .access_token
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal("refreshed instance has no access token".into()))?;
-    Ok(crate::headers::no_store(
-        Json(CredentialsJson {
-            instance_id: instance.id,
-            access_token: access.expose(),
-            token_type: instance.tokens.token_type.as_deref().unwrap_or("bearer"),
-            expires_at: instance
-                .tokens
-                .expires_at
-                .map(|at| crate::wire::rfc3339(at * 1000)),
-            expires_in: instance.tokens.expires_at.map(|at| (at - now).max(0)),
-        })
-        .into_response(),
-    ))
+    crate::credentials::respond(&state, instance, pairs).await
 }

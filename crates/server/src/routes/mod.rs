@@ -8,9 +8,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+pub mod element_instances;
 pub mod elements;
 pub mod instances;
 pub mod organizations;
+pub mod webhooks;
 
 /// Any path outside the API.
 pub async fn not_found() -> ApiError {

@@ -89,6 +89,9 @@ pub const LEGACY_REFRESH_PATH: &str = "/auth/v1/refresh";
 /// Path of the protected test resource.
 pub const ME_PATH: &str = "/api/me";
 
+/// The token revocation endpoint (RFC 7009).
+pub const REVOKE_PATH: &str = "/oauth/revoke";
+
 /// A running fake OAuth provider.
 ///
 /// Dropping it (or calling [`FakeProvider::shutdown`]) stops the server. All
@@ -194,6 +197,18 @@ impl FakeProvider {
     /// `{base}/auth/v1/refresh` (legacy refresh).
     pub fn legacy_refresh_url(&self) -> String {
         format!("{}{LEGACY_REFRESH_PATH}", self.base_url())
+    }
+
+    /// `{base}/oauth/revoke` (RFC 7009: `token`, optional `token_type_hint`,
+    /// client authentication as at the token endpoint; revokes the token's
+    /// family).
+    pub fn revoke_url(&self) -> String {
+        format!("{}{REVOKE_PATH}", self.base_url())
+    }
+
+    /// Number of authenticated requests to the revocation endpoint.
+    pub fn revocation_calls(&self) -> u64 {
+        self.shared.revocation_calls.load(Ordering::SeqCst)
     }
 
     /// `{base}/api/me`, the protected resource.
@@ -306,6 +321,12 @@ impl FakeProvider {
     /// /auth/v1/refresh` (any outcome).
     pub fn refresh_calls(&self) -> u64 {
         self.shared.refresh_calls.load(Ordering::SeqCst)
+    }
+
+    /// Requests to `POST /oauth/v1/token` with
+    /// `grant_type=client_credentials` (any outcome).
+    pub fn client_credentials_grants(&self) -> u64 {
+        self.shared.client_credentials_grants.load(Ordering::SeqCst)
     }
 
     /// Requests to `POST /oauth/v1/token` with

@@ -16,7 +16,9 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use serde_json::{json, Map, Value};
 
 use super::state::{random_token, AuthCode, Inner, Shared};
-use super::{AUTHORIZE_PATH, LEGACY_AUTHENTICATE_PATH, LEGACY_REFRESH_PATH, ME_PATH, TOKEN_PATH};
+use super::{
+    AUTHORIZE_PATH, LEGACY_AUTHENTICATE_PATH, LEGACY_REFRESH_PATH, ME_PATH, REVOKE_PATH, TOKEN_PATH,
+};
 
 /// Characters left as-is when building redirect query strings (RFC 3986
 /// unreserved characters).
@@ -35,7 +37,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
             get(super::consent::page).post(super::consent::decide),
         )
         .route(LEGACY_AUTHENTICATE_PATH, get(legacy_authenticate))
-        .route(TOKEN_PATH, post(token))
+        .route(TOKEN_PATH, post(token).get(token_in_query))
+        .route(REVOKE_PATH, post(revoke))
         .route(LEGACY_REFRESH_PATH, post(legacy_refresh))
         .route(ME_PATH, get(me))
         .with_state(shared)
@@ -109,6 +112,50 @@ async fn legacy_authenticate(
     redirect(redirect_uri, &pairs)
 }
 
+/// A token request sent as GET with its fields in the query string (some
+/// providers want that): the same as the POST.
+async fn token_in_query(
+    state: State<Arc<Shared>>,
+    mut headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    token(state, headers, Bytes::from(query.unwrap_or_default())).await
+}
+
+/// RFC 7009 revocation: authenticates the client, revokes the family of the
+/// token if it is known, and answers 200 either way (§2.2).
+async fn revoke(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = match parse_form_body(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let (client_id, secret) = match client_credentials(&headers, &form) {
+        Ok(v) => v,
+        Err(r) => return r.into_response(),
+    };
+    if let Err(r) = shared.lock().authenticate(&client_id, secret.as_deref()) {
+        return r.into_response();
+    }
+    let Some(token) = param(&form, "token") else {
+        return oauth_error("invalid_request", "token is required");
+    };
+    shared.revocation_calls.fetch_add(1, Ordering::SeqCst);
+    let mut inner = shared.lock();
+    let family = inner
+        .access_tokens
+        .get(token)
+        .copied()
+        .or_else(|| inner.refresh_tokens.get(token).map(|rt| rt.family));
+    if let Some(family) = family {
+        shared.revoke_family(&mut inner, family);
+    }
+    StatusCode::OK.into_response()
+}
+
 async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     shared.token_calls.fetch_add(1, Ordering::SeqCst);
     let form = parse_form_body(&headers, &body);
@@ -118,6 +165,11 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
         }
         Some("authorization_code") => {
             shared.code_exchanges.fetch_add(1, Ordering::SeqCst);
+        }
+        Some("client_credentials") => {
+            shared
+                .client_credentials_grants
+                .fetch_add(1, Ordering::SeqCst);
         }
         _ => {}
     }
@@ -130,7 +182,7 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     };
     let grant_type = match param(&form, "grant_type") {
         None => return oauth_error("invalid_request", "grant_type is required"),
-        Some(g @ ("authorization_code" | "refresh_token")) => g,
+        Some(g @ ("authorization_code" | "refresh_token" | "client_credentials")) => g,
         Some(other) => {
             return oauth_error(
                 "unsupported_grant_type",
@@ -147,6 +199,8 @@ async fn token(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byte
     }
     let response = if grant_type == "authorization_code" {
         shared.exchange_code(&form, &client_id)
+    } else if grant_type == "client_credentials" {
+        shared.client_credentials_grant(&client_id)
     } else {
         shared.refresh(&form, &client_id)
     };
@@ -262,6 +316,21 @@ fn parse_form_body(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError>
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        // A JSON object of strings (`token_request_format = "json"`).
+        let object: Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|_| OAuthError::new("invalid_request", "body is not a JSON object"))?;
+        return object
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k, s)),
+                _ => Err(OAuthError::new(
+                    "invalid_request",
+                    "JSON body members must be strings",
+                )),
+            })
+            .collect();
+    }
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(OAuthError::new(
             "invalid_request",

@@ -19,7 +19,10 @@ pub(super) struct Shared {
     pub(super) refresh_calls: AtomicU64,
     pub(super) code_exchanges: AtomicU64,
     pub(super) revoked_families: AtomicU64,
+    pub(super) revocation_calls: AtomicU64,
     pub(super) issued_access_tokens: AtomicU64,
+    /// `grant_type=client_credentials` requests (any outcome).
+    pub(super) client_credentials_grants: AtomicU64,
 }
 
 pub(super) struct Inner {
@@ -89,7 +92,9 @@ impl Shared {
             refresh_calls: AtomicU64::new(0),
             code_exchanges: AtomicU64::new(0),
             revoked_families: AtomicU64::new(0),
+            revocation_calls: AtomicU64::new(0),
             issued_access_tokens: AtomicU64::new(0),
+            client_credentials_grants: AtomicU64::new(0),
         }
     }
 
@@ -168,6 +173,15 @@ impl Shared {
         let access = self.mint_access(&mut inner, family);
         let refresh = inner.mint_refresh(family);
         token_response(&inner, &access, Some(&refresh))
+    }
+
+    /// The client credentials grant (RFC 6749 §4.4): an access token of a
+    /// new family, no refresh token.
+    pub(super) fn client_credentials_grant(&self, client_id: &str) -> Response {
+        let mut inner = self.lock();
+        let family = inner.new_family(client_id);
+        let access = self.mint_access(&mut inner, family);
+        token_response(&inner, &access, None)
     }
 
     pub(super) fn refresh(&self, form: &Form, client_id: &str) -> Response {

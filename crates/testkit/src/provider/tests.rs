@@ -459,7 +459,7 @@ async fn request_errors_have_oauth_shape() {
         (&[("client_id", DEFAULT_CLIENT_ID)], "invalid_request"),
         (
             &[
-                ("grant_type", "client_credentials"),
+                ("grant_type", "password"),
                 ("client_id", DEFAULT_CLIENT_ID),
                 ("client_secret", DEFAULT_CLIENT_SECRET),
             ],

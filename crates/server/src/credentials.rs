@@ -1,0 +1,343 @@
+//! Credential kinds on the server: what `POST /instances` takes in
+//! `providerData` for each kind ([`provision`]), and the answer of
+//! `GET /instances/{id}/credentials` ([`respond`]). How a credential is
+//! applied is core's [`elements_core::apply_credential`] /
+//! [`elements_core::oauth1_authorization`]; renewal is tokens.rs.
+//!
+//! The credentials answer, for every kind:
+//!
+//! ```json
+//! { "instanceId": 7, "kind": "apikey",
+//!   "headers": { "X-Api-Key": "..." }, "query": {} }
+//! ```
+//!
+//! The OAuth 2.0 kinds keep the older fields too (`accessToken`,
+//! `tokenType`, `expiresAt`, `expiresIn`), refreshed before expiry. An
+//! `oauth1` instance answers its `consumerKey`, `token` and
+//! `signatureMethod` (never the secrets); with `?method=GET&url=https://...`
+//! it answers `headers.Authorization`, the signed `OAuth ...` header valid
+//! for exactly that request.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use elements_core::{
+    apply_credential, lenient_seconds, oauth1_authorization, oauth1_consumer, AppliedCredential,
+    Authentication, CredentialError, Element, OAuth1Request, Secret,
+};
+use elements_store::{Instance, Tokens};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::tokens::now_seconds;
+use crate::wire::ProviderData;
+use crate::AppState;
+
+/// Ten years: a longer `providerData.expires_in` is refused.
+const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
+
+/// How a new instance gets its provider credential.
+pub enum Provision {
+    /// Exchange this authorization code (and PKCE verifier).
+    Code(Secret, Option<Secret>),
+    /// Store these tokens as given.
+    Tokens(Tokens),
+    /// Obtain a token with the client credentials grant.
+    ClientCredentials,
+    /// Nothing to obtain: the credential is in the configuration.
+    Configuration,
+}
+
+fn nonempty(s: &Option<Secret>) -> bool {
+    s.as_ref().is_some_and(|s| !s.expose().is_empty())
+}
+
+/// What `providerData` means for the element's credential kind; a 400
+/// naming the problem when it does not fit the kind.
+pub fn provision(
+    state: &AppState,
+    element: &dyn Element,
+    data: ProviderData,
+) -> Result<Provision, ApiError> {
+    let kind = element.spec().authentication;
+    let key = element.key();
+    let oauth2_fields = [
+        ("code", nonempty(&data.code)),
+        ("access_token", nonempty(&data.access_token)),
+        ("refresh_token", nonempty(&data.refresh_token)),
+    ];
+    let oauth1_fields = [
+        ("oauth_token", nonempty(&data.oauth_token)),
+        ("oauth_token_secret", nonempty(&data.oauth_token_secret)),
+    ];
+    let refuse = |fields: &[(&str, bool)], why: &str| -> Result<(), ApiError> {
+        match fields.iter().find(|(_, given)| *given) {
+            Some((name, _)) => Err(ApiError::BadRequest(format!(
+                "element `{key}` uses `{}` credentials: `providerData.{name}` is not accepted ({why})",
+                kind.as_str()
+            ))),
+            None => Ok(()),
+        }
+    };
+    match kind {
+        Authentication::Oauth2 => {
+            refuse(&oauth1_fields, "give `code` or `access_token`")?;
+            oauth2_provision(state, data)
+        }
+        Authentication::Oauth2ClientCredentials => {
+            refuse(&oauth2_fields, "the server obtains the token itself")?;
+            refuse(&oauth1_fields, "the server obtains the token itself")?;
+            Ok(Provision::ClientCredentials)
+        }
+        Authentication::Oauth1 => {
+            refuse(
+                &oauth2_fields,
+                "give `oauth_token` and `oauth_token_secret`",
+            )?;
+            let missing: Vec<&str> = oauth1_fields
+                .iter()
+                .filter(|(_, given)| !given)
+                .map(|(name, _)| *name)
+                .collect();
+            if !missing.is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "`providerData` must contain `oauth_token` and `oauth_token_secret` \
+                     (missing: {})",
+                    missing.join(", ")
+                )));
+            }
+            // The token secret is kept in the refresh-token slot, sealed
+            // like every token; with no expiry, nothing ever "refreshes" it.
+            Ok(Provision::Tokens(Tokens {
+                access_token: data.oauth_token,
+                refresh_token: data.oauth_token_secret,
+                token_type: None,
+                expires_at: None,
+            }))
+        }
+        Authentication::Apikey | Authentication::Basic | Authentication::Custom => {
+            let given = oauth2_fields.iter().chain(&oauth1_fields).find(|(_, g)| *g);
+            match given {
+                Some((name, _)) => Err(ApiError::BadRequest(format!(
+                    "element `{key}` does not use OAuth: `providerData.{name}` is not accepted \
+                     (its `{}` credential is in the configuration)",
+                    kind.as_str()
+                ))),
+                None => Ok(Provision::Configuration),
+            }
+        }
+    }
+}
+
+/// `providerData` of an authorization-code element, as before kinds.
+fn oauth2_provision(state: &AppState, data: ProviderData) -> Result<Provision, ApiError> {
+    if let Some(code) = data.code.filter(|c| !c.expose().is_empty()) {
+        return Ok(Provision::Code(code, data.code_verifier));
+    }
+    let Some(access_token) = data.access_token.filter(|t| !t.expose().is_empty()) else {
+        return Err(ApiError::BadRequest(
+            "`providerData` must contain `code` (to exchange) or `access_token`".into(),
+        ));
+    };
+    let expires_in = match &data.expires_in {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            lenient_seconds(v)
+                .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
+                    ))
+                })?,
+        ),
+    };
+    Ok(Provision::Tokens(Tokens {
+        access_token: Some(access_token),
+        refresh_token: data.refresh_token.filter(|t| !t.expose().is_empty()),
+        token_type: data.token_type,
+        expires_at: Some(state.tokens.policy().expires_at(now_seconds(), expires_in)),
+    }))
+}
+
+fn credential_error(e: CredentialError) -> ApiError {
+    match e {
+        // The instance was valid when created: its element changed since.
+        CredentialError::Missing(m) => ApiError::Conflict(format!(
+            "the instance cannot be used: {m} (its element now needs it)"
+        )),
+        other => ApiError::Conflict(other.to_string()),
+    }
+}
+
+fn object(pairs: &[(String, Secret)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.expose())))
+            .collect(),
+    )
+}
+
+fn put_applied(body: &mut Map<String, Value>, applied: &AppliedCredential) {
+    body.insert("headers".into(), object(&applied.headers));
+    body.insert("query".into(), object(&applied.query));
+}
+
+/// The answer of `GET /instances/{id}/credentials` for an enabled instance
+/// the caller may read. `pairs` is the query string: only `method` and
+/// `url` (together; `oauth1` only) are taken.
+pub async fn respond(
+    state: &AppState,
+    instance: Instance,
+    pairs: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (mut method, mut url) = (None, None);
+    for (name, value) in pairs {
+        match name.as_str() {
+            "method" => method = Some(value),
+            "url" => url = Some(value),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{}` (expected `method` and `url`)",
+                    name.chars().take(64).collect::<String>()
+                )))
+            }
+        }
+    }
+    let id = instance.id;
+    let element = state
+        .registry
+        .by_key(&instance.element_key)
+        .ok_or_else(|| {
+            ApiError::Conflict(format!(
+                "element `{}` of instance {id} is not in this server's catalog",
+                instance.element_key
+            ))
+        })?;
+    let spec = element.spec();
+    let kind = spec.authentication;
+    if kind != Authentication::Oauth1 && (method.is_some() || url.is_some()) {
+        return Err(ApiError::BadRequest(format!(
+            "`method` and `url` are only taken for `oauth1` elements (`{}` is `{}`)",
+            spec.key,
+            kind.as_str()
+        )));
+    }
+    let mut body = Map::new();
+    body.insert("instanceId".into(), Value::from(id));
+    if kind.holds_tokens() && instance.tokens.access_token.is_none() {
+        return Err(ApiError::BadRequest(format!(
+            "instance {id} has no OAuth tokens (element `{}`)",
+            instance.element_key
+        )));
+    }
+    match kind {
+        Authentication::Oauth2 | Authentication::Oauth2ClientCredentials => {
+            let instance = state.tokens.fresh(instance).await?;
+            let now = now_seconds();
+            let access = instance.tokens.access_token.as_ref().ok_or_else(|| {
+                ApiError::Internal("refreshed instance has no access token".into())
+            })?;
+            let applied = apply_credential(spec, &instance.configuration, Some(access))
+                .map_err(credential_error)?;
+            body.insert("accessToken".into(), Value::from(access.expose()));
+            body.insert(
+                "tokenType".into(),
+                Value::from(instance.tokens.token_type.as_deref().unwrap_or("bearer")),
+            );
+            if let Some(at) = instance.tokens.expires_at {
+                body.insert(
+                    "expiresAt".into(),
+                    Value::from(crate::wire::rfc3339(at * 1000)),
+                );
+                body.insert("expiresIn".into(), Value::from((at - now).max(0)));
+            }
+            body.insert("kind".into(), Value::from(kind.as_str()));
+            put_applied(&mut body, &applied);
+        }
+        Authentication::Oauth1 => {
+            body.insert("kind".into(), Value::from(kind.as_str()));
+            oauth1(&mut body, &instance, method, url)?;
+        }
+        Authentication::Apikey | Authentication::Basic | Authentication::Custom => {
+            let applied =
+                apply_credential(spec, &instance.configuration, None).map_err(credential_error)?;
+            body.insert("kind".into(), Value::from(kind.as_str()));
+            put_applied(&mut body, &applied);
+        }
+    }
+    Ok(crate::headers::no_store(Json(body).into_response()))
+}
+
+/// The `oauth1` answer: the public parts, or one signed request's header.
+fn oauth1(
+    body: &mut Map<String, Value>,
+    instance: &Instance,
+    method: Option<String>,
+    url: Option<String>,
+) -> Result<(), ApiError> {
+    let (consumer_key, consumer_secret) = oauth1_consumer(&instance.configuration)
+        .map_err(|m| credential_error(CredentialError::Missing(m)))?;
+    let token = instance
+        .tokens
+        .access_token
+        .as_ref()
+        .map(Secret::expose)
+        .unwrap_or_default();
+    body.insert("consumerKey".into(), Value::from(consumer_key));
+    body.insert("token".into(), Value::from(token));
+    body.insert("signatureMethod".into(), Value::from("HMAC-SHA1"));
+    let (method, url) = match (method, url) {
+        (None, None) => {
+            body.insert(
+                "signing".into(),
+                Value::from(
+                    "every request must be signed: ask again with ?method=...&url=... \
+                     for the Authorization header of one request",
+                ),
+            );
+            return Ok(());
+        }
+        (Some(m), Some(u)) => (m, u),
+        (m, _) => {
+            return Err(ApiError::BadRequest(format!(
+                "`method` and `url` go together: `{}` is missing",
+                if m.is_none() { "method" } else { "url" }
+            )))
+        }
+    };
+    let known = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    let upper = method.to_ascii_uppercase();
+    if !known.contains(&upper.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "`method` must be one of {}",
+            known.join(", ")
+        )));
+    }
+    if url.len() > 8192 || !url.starts_with("https://") && !url.starts_with("http://") {
+        return Err(ApiError::BadRequest(
+            "`url` must be an absolute http(s) URL of at most 8192 bytes".into(),
+        ));
+    }
+    let token_secret = instance.tokens.refresh_token.clone().unwrap_or_default();
+    let nonce = crate::pkce::random_token(16);
+    let authorization = oauth1_authorization(&OAuth1Request {
+        method: &upper,
+        url: &url,
+        params: &[],
+        consumer_key,
+        consumer_secret: &consumer_secret,
+        token: Some(token),
+        token_secret: Some(&token_secret),
+        callback: None,
+        verifier: None,
+        nonce: &nonce,
+        timestamp: now_seconds(),
+        version: true,
+    })?;
+    let applied = AppliedCredential {
+        headers: vec![("Authorization".into(), authorization)],
+        query: Vec::new(),
+    };
+    put_applied(body, &applied);
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! The format features of issue 13 part 2 through the real server (real
+//! HTTP on 127.0.0.1, a real SQLite file, the fake provider): token
+//! requests as JSON and as GET, revocation when an instance is deleted,
+//! aliases, restricted host placeholders.
+
+mod common;
+
+use common::*;
+use elements_testkit::provider::FakeProvider;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// An element file whose endpoints are the fake's, with `extra` lines in
+/// its `[oauth]` section.
+fn element(id: u64, key: &str, fake: &FakeProvider, extra: &str) -> String {
+    format!(
+        "id = {id}\nkey = \"{key}\"\nname = \"{key}\"\ndescription = \"d\"\nimage = \"i\"\n\
+         hub = \"crm\"\nauthentication = \"oauth2\"\nexisting_account_description = \"e\"\n\
+         config_description = \"c\"\n[oauth]\nauthorization_url = \"{}\"\ntoken_url = \"{}\"\n\
+         {extra}\n\
+         [[configuration]]\nkey = \"oauth.api.key\"\nname = \"Client ID\"\n\
+         [[configuration]]\nkey = \"oauth.api.secret\"\nname = \"Secret\"\nsecret = true\n\
+         [[configuration]]\nkey = \"oauth.callback.url\"\nname = \"Callback\"\n",
+        fake.authorize_url(),
+        fake.token_url()
+    )
+}
+
+async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
+    let dir = data_dir();
+    let elements = dir.path().join("elements");
+    std::fs::create_dir(&elements).unwrap();
+    for (name, text) in [
+        (
+            "jsonbody.toml",
+            element(90001, "jsonbody", fake, "token_request_format = \"json\""),
+        ),
+        (
+            "getquery.toml",
+            element(90002, "getquery", fake, "token_request_format = \"query\""),
+        ),
+        (
+            "revoking.toml",
+            element(
+                90003,
+                "revoking",
+                fake,
+                &format!("revocation_url = \"{}\"", fake.revoke_url()),
+            ),
+        ),
+        (
+            "deadrevoke.toml",
+            element(
+                90004,
+                "deadrevoke",
+                fake,
+                "revocation_url = \"http://127.0.0.1:1/revoke\"",
+            ),
+        ),
+        (
+            "selfhosted.toml",
+            "id = 90005\nkey = \"selfhosted\"\nname = \"S\"\ndescription = \"d\"\nimage = \"i\"\n\
+             hub = \"crm\"\nauthentication = \"oauth2\"\nexisting_account_description = \"e\"\n\
+             config_description = \"c\"\n[oauth]\n\
+             authorization_url = \"https://{host}/realms/main/auth\"\n\
+             token_url = \"https://{host}/realms/main/token\"\n\
+             [[configuration]]\nkey = \"host\"\nname = \"Host\"\ncustom_host = true\n"
+                .to_owned(),
+        ),
+    ] {
+        std::fs::write(elements.join(name), text).unwrap();
+    }
+    let mut config = config_in(dir.path());
+    config.elements_dirs.push(elements);
+    config.allowed_custom_hosts = vec!["acme.com".into()];
+    let server = TestServer::start(config).await;
+    (dir, server)
+}
+
+/// Provisions an instance of `key` from tokens the fake issued: (id, instance token, refresh token).
+async fn provision(server: &TestServer, fake: &FakeProvider, key: &str) -> (i64, String, String) {
+    fake.add_client("fmt-client", "fmt-secret");
+    let (access, refresh) = fake.issue_tokens("fmt-client");
+    let body = json!({
+        "element": { "key": key },
+        "name": key,
+        "providerData": { "access_token": access, "refresh_token": refresh, "expires_in": 1800 },
+        "configuration": {
+            "oauth.api.key": "fmt-client",
+            "oauth.api.secret": "fmt-secret",
+            "oauth.callback.url": "https://app.test/cb"
+        }
+    });
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    (
+        created["id"].as_i64().unwrap(),
+        created["token"].as_str().unwrap().to_owned(),
+        refresh,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_requests_as_json_and_as_get_refresh_for_real() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    for (n, key) in ["jsonbody", "getquery"].into_iter().enumerate() {
+        let (id, token, old_refresh) = provision(&server, &fake, key).await;
+        expire(server.state.store.as_ref(), id).await;
+        let (status, body) = credentials(&server.client, &server.base, id, &token).await;
+        assert_eq!(status, 200, "{key}: {body}");
+        let access = body["token"]["access_token"]
+            .as_str()
+            .or_else(|| body["accessToken"].as_str())
+            .or_else(|| body["access_token"].as_str())
+            .unwrap_or_else(|| panic!("{key}: no access token in {body}"))
+            .to_owned();
+        assert!(fake.is_access_token_valid(&access), "{key}");
+        assert_eq!(fake.refresh_calls(), n as u64 + 1, "{key}");
+        // The fake rotates refresh tokens: the old one is spent.
+        assert!(!fake.is_refresh_token_valid(&old_refresh), "{key}");
+    }
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_instance_revokes_its_tokens() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let (id, _, refresh) = provision(&server, &fake, "revoking").await;
+    assert!(fake.is_refresh_token_valid(&refresh));
+    let response = server
+        .authed(Method::DELETE, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(fake.revocation_calls(), 1);
+    assert!(!fake.is_refresh_token_valid(&refresh));
+    assert_eq!(fake.revoked_families(), 1);
+
+    // An element without revocation_url: nothing is sent.
+    let (id, _, refresh) = provision(&server, &fake, "jsonbody").await;
+    let response = server
+        .authed(Method::DELETE, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(fake.revocation_calls(), 1);
+    assert!(fake.is_refresh_token_valid(&refresh));
+
+    // A revocation endpoint that is down does not fail the deletion.
+    let (id, _, refresh) = provision(&server, &fake, "deadrevoke").await;
+    let response = server
+        .authed(Method::DELETE, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let gone = server
+        .authed(Method::GET, &format!("/instances/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404);
+    assert!(fake.is_refresh_token_valid(&refresh));
+    assert_eq!(fake.revocation_calls(), 1);
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_resolve_over_http_and_region_domains_are_restricted() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let by_alias: Value = server
+        .authed(Method::GET, "/elements/sfdc")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_alias["key"], "salesforce");
+    assert_eq!(by_alias["aliases"], json!(["sfdc"]));
+    let close: Value = server
+        .authed(Method::GET, "/elements/closeio")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(close["key"], "close");
+
+    let query = "apiKey=cid&apiSecret=s&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
+    let eu: Value = server
+        .authed(
+            Method::GET,
+            &format!("/elements/zohocrm/oauth/url?{query}&region_domain=eu"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        eu["oauthUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://accounts.zoho.eu/oauth/v2/auth?"),
+        "{eu}"
+    );
+    let evil = server
+        .authed(
+            Method::GET,
+            &format!("/elements/zohocrm/oauth/url?{query}&region_domain=evil.test"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status().as_u16(), 400);
+    let body: Value = evil.json().await.unwrap();
+    assert!(
+        body.to_string().contains("region_domain")
+            && body.to_string().contains("must be one of com, eu"),
+        "{body}"
+    );
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_hosts_obey_the_rules_and_the_allow_list() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let query = "apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
+    let get = |host: &str| {
+        server
+            .authed(
+                Method::GET,
+                &format!("/elements/selfhosted/oauth/url?{query}&host={host}"),
+            )
+            .send()
+    };
+    let ok: Value = get("sso.acme.com").await.unwrap().json().await.unwrap();
+    assert!(
+        ok["oauthUrl"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://sso.acme.com/realms/main/auth?"),
+        "{ok}"
+    );
+    for (host, needle) in [
+        ("sso.evil.test", "allowed_custom_hosts: acme.com"),
+        ("10.0.0.1", "not an IP address"),
+        ("localhost", "not a single label"),
+    ] {
+        let r = get(host).await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{host}");
+        let body = r.text().await.unwrap();
+        assert!(
+            body.contains("host") && body.contains(needle),
+            "{host}: {body}"
+        );
+    }
+    let body = json!({
+        "element": { "key": "selfhosted" },
+        "name": "s",
+        "providerData": { "access_token": "at-1" },
+        "configuration": { "host": "sso.evil.test" }
+    });
+    let (status, answer) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.to_string().contains("allowed_custom_hosts"),
+        "{answer}"
+    );
+    server.stop().await;
+    fake.shutdown().await;
+}
