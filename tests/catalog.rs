@@ -379,6 +379,12 @@ fn every_oauth_element_builds_token_requests_from_configuration() {
         config.insert("oauth.api.key", "client-id");
         config.insert("oauth.api.secret", "client-secret");
         config.insert("oauth.callback.url", "https://app.test/cb");
+        // Entries only the credential uses (ServiceTitan's app key header).
+        for c in spec.configuration.iter().filter(|c| c.required) {
+            if config.get(&c.key).is_none() {
+                config.insert(c.key.clone(), "acme-1");
+            }
+        }
         assert_eq!(e.validate_configuration(&config), Ok(()), "{key}");
         let request = e
             .code_exchange_request(&CodeExchange {
@@ -630,6 +636,19 @@ fn every_element_uses_https_and_its_documented_hosts() {
             );
             continue;
         };
+        // The client credentials kind has only a token endpoint.
+        if spec.authentication == Authentication::Oauth2ClientCredentials {
+            assert!(row.authorization.is_none(), "{key}: no authorization URL");
+            let request = elements_core::client_credentials_request(spec, &config)
+                .unwrap_or_else(|err| panic!("{key}: {err}"));
+            assert_eq!(
+                Some(https_host(key, &request.url)),
+                row.token,
+                "{key}: token host of {}",
+                request.url
+            );
+            continue;
+        }
         let url = e
             .oauth_url(&OAuthUrlRequest {
                 api_key: Some("client-id".into()),
