@@ -1090,13 +1090,16 @@ fn cloud_elements_keys_resolve_to_their_elements() {
     );
 }
 
+/// Name-value pairs, values shown.
+type Shown = Vec<(String, String)>;
+
 /// The headers and query parameters an element adds, values shown.
 fn applied(
     registry: &Registry,
     key: &str,
     config: &[(&str, &str)],
     token: Option<&str>,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+) -> (Shown, Shown) {
     let spec = element(registry, key).spec();
     let config: Configuration = config.iter().copied().collect();
     let token = token.map(Secret::new);
@@ -1110,7 +1113,7 @@ fn applied(
     (show(applied.headers), show(applied.query))
 }
 
-fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+fn pairs(p: &[(&str, &str)]) -> Shown {
     p.iter()
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
