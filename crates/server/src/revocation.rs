@@ -40,8 +40,31 @@ pub async fn revoke_on_delete(state: &AppState, instance: Option<Instance>) -> R
     let Some(instance) = instance else {
         return RevocationOutcome::Skipped("no instance");
     };
-    let id = instance.id;
+    let (id, organization_id) = (instance.id, instance.organization_id);
+    let element = instance.element_key.clone();
     let outcome = revoke(state, instance).await;
+    // The outcome of an attempted revocation is an `instance.revoked` event
+    // (its own transaction: the delete has committed already).
+    let attempted = match &outcome {
+        RevocationOutcome::Revoked { token_type_hint } => {
+            Some(serde_json::json!({"outcome": "revoked", "tokenTypeHint": token_type_hint}))
+        }
+        RevocationOutcome::Failed(why) => {
+            Some(serde_json::json!({"outcome": "failed", "reason": why}))
+        }
+        RevocationOutcome::Skipped(_) => None,
+    };
+    if let Some(mut data) = attempted {
+        data["instanceId"] = id.into();
+        data["element"] = element.into();
+        if let Err(e) = state
+            .store
+            .record_event(organization_id, elements_store::EventKind::InstanceRevoked, data)
+            .await
+        {
+            tracing::error!(instance_id = id, error = %e, "cannot record instance.revoked");
+        }
+    }
     match &outcome {
         RevocationOutcome::Revoked { token_type_hint } => {
             tracing::info!(instance_id = id, token_type_hint, "provider token revoked")

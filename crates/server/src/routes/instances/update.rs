@@ -313,11 +313,9 @@ pub async fn token_delete(
     caller: AccountOrInstance,
 ) -> Result<Response, ApiError> {
     let instance = by_token(&state, &caller).await?;
-    if state
-        .store
-        .delete_instance(instance.organization_id, instance.id)
-        .await?
-    {
+    let (organization_id, id) = (instance.organization_id, instance.id);
+    if state.store.delete_instance(organization_id, id).await? {
+        crate::revocation::revoke_on_delete(&state, Some(instance.clone())).await;
         Ok(with_instance_id(
             axum::http::StatusCode::OK.into_response(),
             instance.id,
