@@ -34,7 +34,6 @@ struct CatalogArgs {
 }
 
 // Parsed once at start-up: the size of `Serve` does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the elements, sorted by id.
