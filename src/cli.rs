@@ -33,7 +33,6 @@ struct CatalogArgs {
     elements_dirs: Vec<PathBuf>,
 }
 
-// Parsed once at start-up: the size of `Serve` does not matter.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the elements, sorted by id.
