@@ -225,6 +225,14 @@ struct ServeArgs {
     /// over plain http (config key `webhooks_allow_private`).
     #[arg(long, env = "ELEMENTS_WEBHOOKS_ALLOW_PRIVATE")]
     webhooks_allow_private: bool,
+    /// The server's public base URL, e.g. https://elements.example.com;
+    /// required by the hosted connect page (the OAuth callback is
+    /// <public url>/elements/api-v2/oauth/callback).
+    #[arg(long, env = "ELEMENTS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How long a connect session lasts, in seconds [default: 900].
+    #[arg(long, env = "ELEMENTS_CONNECT_SESSION_SECONDS")]
+    connect_session_seconds: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -509,6 +517,12 @@ fn server_config(
             config.allowed_custom_hosts = serve.allowed_custom_hosts.clone();
         }
         config.webhooks.allow_private |= serve.webhooks_allow_private;
+        if let Some(url) = &serve.public_url {
+            config.public_url = Some(url.clone());
+        }
+        if let Some(s) = serve.connect_session_seconds {
+            config.connect_session_seconds = s.max(0);
+        }
     }
     Ok(config)
 }

@@ -1436,6 +1436,140 @@ fn compat_cases(id: i64, other: &str) -> Vec<Case> {
     c
 }
 
+/// `POST /connect/sessions` (the server has a public URL).
+fn connect_cases() -> Vec<Case> {
+    let base = || {
+        json!({
+            "element": {"key": "gitlab"},
+            "name": "Acme GitLab",
+            "configuration": {"oauth.api.key": "id", "oauth.api.secret": "secret"},
+            "redirectUrl": "https://app.example/connected"
+        })
+    };
+    let body = |edit: &dyn Fn(&mut Value)| {
+        let mut b = base();
+        edit(&mut b);
+        serde_json::to_vec(&b).unwrap()
+    };
+    let at = |name: &str, bytes: Vec<u8>, status: u16, n: &[&str]| Case {
+        path: "/connect/sessions".into(),
+        ..post(format!("connect: {name}"), bytes, status, n)
+    };
+    let mut c = vec![
+        at(
+            "no element",
+            body(&|b| b["element"] = json!({})),
+            400,
+            &["`element.key` is required (or `element.id`)"],
+        ),
+        at(
+            "unknown element",
+            body(&|b| b["element"] = json!({"key": "nope-nope"})),
+            404,
+            &["no element with key or id `nope-nope`"],
+        ),
+        at(
+            "blank name",
+            body(&|b| b["name"] = json!("  ")),
+            400,
+            &["`name` must not be empty"],
+        ),
+        at(
+            "an empty tag",
+            body(&|b| b["tags"] = json!([""])),
+            400,
+            &["`tags` must not contain empty strings"],
+        ),
+        at(
+            "no redirectUrl",
+            body(&|b| {
+                b.as_object_mut().unwrap().remove("redirectUrl");
+            }),
+            400,
+            &["missing field `redirectUrl`"],
+        ),
+        at(
+            "ftp redirectUrl",
+            body(&|b| b["redirectUrl"] = json!("ftp://app.example/x")),
+            400,
+            &["`redirectUrl`", "must be an absolute http or https URL"],
+        ),
+        at(
+            "redirectUrl with a fragment",
+            body(&|b| b["redirectUrl"] = json!("https://app.example/x#frag")),
+            400,
+            &["`redirectUrl`", "must not contain a fragment"],
+        ),
+        at(
+            "redirectUrl too long",
+            body(&|b| b["redirectUrl"] = json!(format!("https://app.example/{}", "a".repeat(2100)))),
+            400,
+            &["`redirectUrl` is longer than 2048 characters"],
+        ),
+        at(
+            "unknown mode",
+            body(&|b| b["mode"] = json!("tab")),
+            400,
+            &["`mode` must be `redirect` or `popup`"],
+        ),
+        at(
+            "endUser too long",
+            body(&|b| b["endUser"] = json!("u".repeat(201))),
+            400,
+            &["`endUser` is longer than 200 characters"],
+        ),
+        at(
+            "a callback URL in the configuration",
+            body(&|b| b["configuration"]["oauth.callback.url"] = json!("https://x.example/cb")),
+            400,
+            &["`configuration.oauth.callback.url` is set by the server for connect"],
+        ),
+        at(
+            "no client id",
+            body(&|b| {
+                b["configuration"].as_object_mut().unwrap().remove("oauth.api.key");
+            }),
+            400,
+            &["missing required configuration: oauth.api.key"],
+        ),
+        at(
+            "a NUL in a configuration value",
+            body(&|b| b["configuration"]["oauth.scope"] = json!("a\u{0}b")),
+            400,
+            &["`configuration.oauth.scope` must be at most 8192 bytes without NUL"],
+        ),
+        at(
+            "an unknown field",
+            body(&|b| b["colour"] = json!("red")),
+            400,
+            &["unknown field `colour`"],
+        ),
+        at(
+            "HubSpot's legacy flow",
+            body(&|b| {
+                b["element"] = json!({"key": "hubspot"});
+                b["configuration"]["oauth.scope"] = json!("contacts");
+            }),
+            400,
+            &["set `configuration.oauth.flow` to `current`"],
+        ),
+        Case {
+            auth: Some(None),
+            ..at("no credentials", body(&|_| {}), 401, &["invalid or missing credentials: expected `Authorization: User <secret>, Organization <secret>`"])
+        },
+    ];
+    c.push(Case {
+        method: Method::GET,
+        ..at(
+            "GET",
+            Vec::new(),
+            405,
+            &["method not allowed on this resource"],
+        )
+    });
+    c
+}
+
 /// The guard itself: it refuses what used to pass vacuously.
 #[test]
 fn the_guard_refuses_needles_that_cannot_fail() {
@@ -1466,6 +1600,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     // limiter (tests/limits.rs) is off here so each case gets its own answer.
     let mut config = config_in(dir.path());
     config.limits.auth_failure_burst = 0;
+    config.public_url = Some("https://elements.example".into());
     let server = TestServer::start(config).await;
     let non_oauth = server
         .state
@@ -1495,6 +1630,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     let mut all = cases(&server.account, non_oauth);
     all.extend(patch_cases(id));
     all.extend(rotation_cases(foreign));
+    all.extend(connect_cases());
     let other = server.other_account("compat-other").await;
     all.extend(compat_cases(id, &other.header()));
     all.extend(webhook_cases());

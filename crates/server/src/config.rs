@@ -35,6 +35,8 @@ use crate::tokens::TokenPolicy;
 /// strict_key_permissions = false
 /// metrics_listen = "127.0.0.1:9090"   # /metrics on its own listener
 /// console_session_seconds = 43200
+/// public_url = "https://elements.example.com"  # required for connect
+/// connect_session_seconds = 900
 ///
 /// [elements.freshdesk]               # per element key:
 /// api_base_url = "http://127.0.0.1:9998/api/v2"   # replaces the API base URL
@@ -110,6 +112,10 @@ pub struct FileConfig {
     pub webhooks_timeout_ms: Option<u64>,
     /// How often the webhook worker polls when idle, in milliseconds.
     pub webhooks_poll_interval_ms: Option<u64>,
+    /// The server's public base URL (connect: the OAuth callback).
+    pub public_url: Option<String>,
+    /// How long a connect session lasts, in seconds.
+    pub connect_session_seconds: Option<i64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -329,6 +335,11 @@ pub struct ServerConfig {
     pub api_base_urls: BTreeMap<String, String>,
     /// Webhook delivery (issue 16).
     pub webhooks: crate::webhooks::Settings,
+    /// The public base URL (`https://host[:port][/prefix]`), needed by
+    /// connect: the OAuth callback is `<public_url>/elements/api-v2/oauth/callback`.
+    pub public_url: Option<String>,
+    /// How long a connect session lasts, in seconds (0 or more).
+    pub connect_session_seconds: i64,
 }
 
 impl Default for ServerConfig {
@@ -352,6 +363,8 @@ impl Default for ServerConfig {
             allowed_custom_hosts: Vec::new(),
             api_base_urls: BTreeMap::new(),
             webhooks: crate::webhooks::Settings::default(),
+            public_url: None,
+            connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
         }
     }
 }
@@ -401,6 +414,12 @@ impl ServerConfig {
         }
         if let Some(s) = file.console_session_seconds {
             self.console_session_seconds = s.max(60);
+        }
+        if let Some(url) = file.public_url {
+            self.public_url = Some(url);
+        }
+        if let Some(s) = file.connect_session_seconds {
+            self.connect_session_seconds = s.max(0);
         }
         for (key, settings) in file.elements {
             if let Some(url) = settings.api_base_url {
@@ -479,6 +498,23 @@ mod tests {
         let defaults = ServerConfig::default();
         assert_eq!(defaults.metrics_listen, None);
         assert_eq!(defaults.console_session_seconds, 12 * 3600);
+    }
+
+    #[test]
+    fn connect_settings_are_read_from_the_config_file() {
+        let file: FileConfig = toml::from_str(
+            "public_url = \"https://elements.example.com\"\nconnect_session_seconds = 120\n",
+        )
+        .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://elements.example.com")
+        );
+        assert_eq!(config.connect_session_seconds, 120);
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.public_url, None);
+        assert_eq!(defaults.connect_session_seconds, 900);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod auth_limit;
 pub mod body;
 pub mod config;
+pub mod connect;
 pub mod console;
 pub mod cors;
 use cors::ApplyCors as _;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub allowed_custom_hosts: Arc<Vec<String>>,
     /// Webhook settings (issue 16).
     pub webhooks: Arc<webhooks::Settings>,
+    /// Connect: the public URL and the session lifetime.
+    pub connect: Arc<connect::Settings>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the
@@ -90,7 +93,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::instances::router())
         .merge(routes::element_instances::router())
         .merge(routes::organizations::router())
-        .merge(routes::webhooks::router());
+        .merge(routes::webhooks::router())
+        .merge(connect::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))

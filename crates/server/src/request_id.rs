@@ -45,7 +45,7 @@ impl Default for RequestId {
 pub async fn middleware(request: Request, next: Next) -> Response {
     let id = RequestId::new();
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = crate::connect::loggable_path(request.uri().path());
     let start = Instant::now();
     let mut response = CURRENT.scope(id.clone(), next.run(request)).await;
     let latency_us = start.elapsed().as_micros() as u64;

@@ -59,7 +59,11 @@ pub async fn revoke_on_delete(state: &AppState, instance: Option<Instance>) -> R
         data["element"] = element.into();
         if let Err(e) = state
             .store
-            .record_event(organization_id, elements_store::EventKind::InstanceRevoked, data)
+            .record_event(
+                organization_id,
+                elements_store::EventKind::InstanceRevoked,
+                data,
+            )
             .await
         {
             tracing::error!(instance_id = id, error = %e, "cannot record instance.revoked");

@@ -369,6 +369,10 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         )),
         allowed_custom_hosts: Arc::new(config.allowed_custom_hosts.clone()),
         webhooks: Arc::new(config.webhooks.clone()),
+        connect: Arc::new(crate::connect::Settings::new(
+            config.public_url.as_deref(),
+            config.connect_session_seconds,
+        )),
     }
 }
 

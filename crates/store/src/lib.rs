@@ -488,6 +488,39 @@ pub trait Store: Send + Sync + 'static {
         owner: i64,
         result: DeliveryResult,
     ) -> Result<bool>;
+    // connect: hosted connect sessions (see [`ConnectSession`])
+
+    /// Stores a new connect session (configuration sealed) and returns it.
+    async fn create_connect_session(&self, new: NewConnectSession) -> Result<ConnectSession>;
+
+    /// The connect session whose token hashes to `token_hash`, whatever its
+    /// stage or expiry (callers decide). A used session has an empty
+    /// configuration (its secrets were wiped).
+    async fn connect_session(&self, token_hash: &SecretHash) -> Result<Option<ConnectSession>>;
+
+    /// Starts (or restarts) the provider leg of session `id`: binds the
+    /// hashed `state` and the sealed PKCE verifier, replacing earlier ones.
+    /// False if the session is used, expired at `now_millis` or gone.
+    async fn begin_connect_authorization(
+        &self,
+        id: i64,
+        state_hash: &SecretHash,
+        verifier: Option<&Secret>,
+        popup: bool,
+        now_millis: i64,
+    ) -> Result<bool>;
+
+    /// Takes the session bound to `state_hash`, once: marks it used and
+    /// wipes its sealed columns, returning what they held. Expiry is the
+    /// caller's to judge (the session is used up either way).
+    async fn take_connect_state(&self, state_hash: &SecretHash) -> Result<ConnectTaken>;
+
+    /// Marks session `id` used (wiping its secrets) if it is still open or
+    /// authorizing and not expired at `now_millis`; false otherwise.
+    async fn finish_connect_session(&self, id: i64, now_millis: i64) -> Result<bool>;
+
+    /// Deletes the sessions that expired before `now_millis`; how many.
+    async fn sweep_connect_sessions(&self, now_millis: i64) -> Result<u64>;
 }
 
 /// What [`Store::instance_page`] selects (compat).
@@ -826,4 +859,94 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+// connect: hosted connect sessions
+
+/// A connect session to store. `expires_at` is Unix milliseconds.
+#[derive(Debug, Clone)]
+pub struct NewConnectSession {
+    /// The organization the instance will belong to.
+    pub organization_id: i64,
+    /// The user who created the session.
+    pub user_id: i64,
+    /// The element's key.
+    pub element_key: String,
+    /// The instance's name.
+    pub name: String,
+    /// The instance's tags.
+    pub tags: Vec<String>,
+    /// What the app supplied (sealed at rest).
+    pub configuration: Configuration,
+    /// Where the end user returns (on the organization's allow-list).
+    pub redirect_url: String,
+    /// The app's reference for its end user.
+    pub end_user: Option<String>,
+    /// Whether the outcome goes to `window.opener` (popup mode).
+    pub popup: bool,
+    /// The session token's hash.
+    pub token_hash: SecretHash,
+    /// Unix milliseconds after which the session is refused.
+    pub expires_at: i64,
+}
+
+/// Where a connect session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectStage {
+    /// Created, the page not yet left for the provider.
+    Open,
+    /// Sent to the provider with a `state`.
+    Authorizing,
+    /// Used (an instance was attempted); its secrets are wiped.
+    Done,
+}
+
+impl ConnectStage {
+    pub(crate) fn parse(s: &str) -> ConnectStage {
+        match s {
+            "open" => ConnectStage::Open,
+            "authorizing" => ConnectStage::Authorizing,
+            _ => ConnectStage::Done,
+        }
+    }
+}
+
+/// A stored connect session, opened.
+#[derive(Debug, Clone)]
+pub struct ConnectSession {
+    /// The session's id.
+    pub id: i64,
+    /// The organization the instance will belong to.
+    pub organization_id: i64,
+    /// The user who created the session.
+    pub user_id: i64,
+    /// The element's key.
+    pub element_key: String,
+    /// The instance's name.
+    pub name: String,
+    /// The instance's tags.
+    pub tags: Vec<String>,
+    /// The configuration (what the app supplied; empty once used).
+    pub configuration: Configuration,
+    /// Where the end user returns (on the organization's allow-list).
+    pub redirect_url: String,
+    /// The app's reference for its end user.
+    pub end_user: Option<String>,
+    /// Whether the outcome goes to `window.opener` (popup mode).
+    pub popup: bool,
+    /// Where the session is.
+    pub stage: ConnectStage,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+}
+
+/// What [`Store::take_connect_state`] found.
+#[derive(Debug)]
+pub enum ConnectTaken {
+    /// The session, now used, with its PKCE verifier if it had one.
+    Taken(Box<ConnectSession>, Option<Secret>),
+    /// The state belonged to a session already used (a replay).
+    AlreadyUsed,
+    /// No session has this state (forged, tampered, or swept).
+    Unknown,
 }

@@ -48,6 +48,8 @@ use crate::events::{
     CheckOutcome, DeliveryClaim, DeliveryResult, DeliveryState, EventFilter, EventKind,
     EventSummary, NewEvent, NewWebhook, Webhook,
 };
+use elements_core::Secret;
+
 use crate::{
     now_millis, postgres, sqlite, Durability, Instance, InstanceList, InstancePatch, Keyring,
     NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob, Result, SealedRow, SecretHash,
@@ -1484,6 +1486,160 @@ impl Store for SqlStore {
         .await)
         .map_err(db_err)
     }
+    // connect
+
+    async fn create_connect_session(
+        &self,
+        new: crate::NewConnectSession,
+    ) -> Result<crate::ConnectSession> {
+        let now = now_millis();
+        let id = random_id();
+        let sealed = connect_seal_configuration(&self.keyring, id, &new.configuration);
+        on_pool!(&self.db, |pool| sqlx::query(
+            "INSERT INTO connect_sessions (id, token_hash, organization_id, user_id, element_key, \
+             name, tags, redirect_url, end_user, popup, configuration_enc, stage, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'open', $12, $13)"
+        )
+        .bind(id)
+        .bind(&new.token_hash[..])
+        .bind(new.organization_id)
+        .bind(new.user_id)
+        .bind(&new.element_key)
+        .bind(&new.name)
+        .bind(tags_json(&new.tags))
+        .bind(&new.redirect_url)
+        .bind(&new.end_user)
+        .bind(new.popup)
+        .bind(&sealed)
+        .bind(new.expires_at)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|_| ()))
+        .map_err(|e| match unique_violation(&e) {
+            Some(col) => conflict(&col),
+            None => db_err(e),
+        })?;
+        Ok(crate::ConnectSession {
+            id,
+            organization_id: new.organization_id,
+            user_id: new.user_id,
+            element_key: new.element_key,
+            name: new.name,
+            tags: new.tags,
+            configuration: new.configuration,
+            redirect_url: new.redirect_url,
+            end_user: new.end_user,
+            popup: new.popup,
+            stage: crate::ConnectStage::Open,
+            expires_at: new.expires_at,
+        })
+    }
+
+    async fn connect_session(
+        &self,
+        token_hash: &SecretHash,
+    ) -> Result<Option<crate::ConnectSession>> {
+        let row: Option<ConnectRow> = on_pool!(&self.db, |pool| sqlx::query_as(&format!(
+            "SELECT {CONNECT_COLUMNS} FROM connect_sessions WHERE token_hash = $1"
+        ))
+        .bind(&token_hash[..])
+        .fetch_optional(pool)
+        .await)
+        .map_err(db_err)?;
+        row.map(|r| r.open(&self.keyring).map(|(s, _)| s))
+            .transpose()
+    }
+
+    async fn begin_connect_authorization(
+        &self,
+        id: i64,
+        state_hash: &SecretHash,
+        verifier: Option<&Secret>,
+        popup: bool,
+        now_millis: i64,
+    ) -> Result<bool> {
+        let verifier_enc = verifier.map(|v| {
+            self.keyring
+                .encrypt(&connect_aad(id, "verifier"), v.expose().as_bytes())
+        });
+        let n = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE connect_sessions SET state_hash = $1, verifier_enc = $2, \
+             popup = (popup OR $3), stage = 'authorizing' \
+             WHERE id = $4 AND stage IN ('open', 'authorizing') AND expires_at > $5"
+        )
+        .bind(&state_hash[..])
+        .bind(verifier_enc)
+        .bind(popup)
+        .bind(id)
+        .bind(now_millis)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    async fn take_connect_state(&self, state_hash: &SecretHash) -> Result<crate::ConnectTaken> {
+        let row: Option<ConnectRow> = on_pool!(&self.db, |pool| sqlx::query_as(&format!(
+            "SELECT {CONNECT_COLUMNS} FROM connect_sessions WHERE state_hash = $1"
+        ))
+        .bind(&state_hash[..])
+        .fetch_optional(pool)
+        .await)
+        .map_err(db_err)?;
+        let Some(row) = row else {
+            return Ok(crate::ConnectTaken::Unknown);
+        };
+        if row.stage != "authorizing" {
+            return Ok(crate::ConnectTaken::AlreadyUsed);
+        }
+        // Compare-and-swap on the state: of two callbacks racing with the
+        // same state, one wins; a restarted authorization (new state) wins
+        // over a stale one.
+        let n = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE connect_sessions SET stage = 'done', configuration_enc = NULL, \
+             verifier_enc = NULL WHERE id = $1 AND state_hash = $2 AND stage = 'authorizing'"
+        )
+        .bind(row.id)
+        .bind(&state_hash[..])
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        if n != 1 {
+            return Ok(crate::ConnectTaken::AlreadyUsed);
+        }
+        let (mut session, verifier) = row.open(&self.keyring)?;
+        session.stage = crate::ConnectStage::Done;
+        Ok(crate::ConnectTaken::Taken(Box::new(session), verifier))
+    }
+
+    async fn finish_connect_session(&self, id: i64, now_millis: i64) -> Result<bool> {
+        let n = on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE connect_sessions SET stage = 'done', configuration_enc = NULL, \
+             verifier_enc = NULL \
+             WHERE id = $1 AND stage IN ('open', 'authorizing') AND expires_at > $2"
+        )
+        .bind(id)
+        .bind(now_millis)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    async fn sweep_connect_sessions(&self, now_millis: i64) -> Result<u64> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "DELETE FROM connect_sessions WHERE expires_at <= $1"
+        )
+        .bind(now_millis)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)
+    }
 }
 
 // ---- compat: instance paging ----
@@ -1680,4 +1836,91 @@ async fn decision_health(
         .await
         .map(|_| ()))?;
     insert_events(conn, &[event]).await
+}
+
+// connect: rows and sealing of `connect_sessions`
+
+const CONNECT_COLUMNS: &str = "id, organization_id, user_id, element_key, name, tags, \
+     redirect_url, end_user, popup, configuration_enc, verifier_enc, stage, expires_at";
+
+fn connect_aad(id: i64, column: &str) -> String {
+    format!("connect:{id}:{column}")
+}
+
+fn connect_seal_configuration(
+    keyring: &Keyring,
+    id: i64,
+    config: &elements_core::Configuration,
+) -> String {
+    let map: std::collections::BTreeMap<&str, &str> = config.iter().collect();
+    let json = serde_json::to_vec(&map).expect("a string map serializes");
+    keyring.encrypt(&connect_aad(id, "configuration"), &json)
+}
+
+#[derive(sqlx::FromRow)]
+struct ConnectRow {
+    id: i64,
+    organization_id: i64,
+    user_id: i64,
+    element_key: String,
+    name: String,
+    tags: String,
+    redirect_url: String,
+    end_user: Option<String>,
+    popup: bool,
+    configuration_enc: Option<String>,
+    verifier_enc: Option<String>,
+    stage: String,
+    expires_at: i64,
+}
+
+impl ConnectRow {
+    fn open(self, keyring: &Keyring) -> Result<(crate::ConnectSession, Option<Secret>)> {
+        let mut configuration = elements_core::Configuration::new();
+        if let Some(sealed) = &self.configuration_enc {
+            let what = connect_aad(self.id, "configuration");
+            let json = keyring.decrypt(&what, sealed)?;
+            let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(&json)
+                .map_err(|_| StoreError::Decrypt {
+                    what,
+                    reason: "the decrypted value is not a JSON object of strings".into(),
+                })?;
+            for (k, v) in map {
+                configuration.insert(k, v);
+            }
+        }
+        let verifier = match &self.verifier_enc {
+            Some(sealed) => {
+                let what = connect_aad(self.id, "verifier");
+                let bytes = keyring.decrypt(&what, sealed)?;
+                Some(Secret::new(String::from_utf8(bytes).map_err(|_| {
+                    StoreError::Decrypt {
+                        what,
+                        reason: "the decrypted verifier is not UTF-8".into(),
+                    }
+                })?))
+            }
+            None => None,
+        };
+        let tags: Vec<String> = serde_json::from_str(&self.tags).map_err(|e| {
+            StoreError::Database(format!("connect session {}: malformed tags: {e}", self.id))
+        })?;
+        Ok((
+            crate::ConnectSession {
+                id: self.id,
+                organization_id: self.organization_id,
+                user_id: self.user_id,
+                element_key: self.element_key,
+                name: self.name,
+                tags,
+                configuration,
+                redirect_url: self.redirect_url,
+                end_user: self.end_user,
+                popup: self.popup,
+                stage: crate::ConnectStage::parse(&self.stage),
+                expires_at: self.expires_at,
+            },
+            verifier,
+        ))
+    }
 }

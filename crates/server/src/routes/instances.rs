@@ -166,10 +166,43 @@ pub(crate) async fn create(
     if let Some(verifier) = &provider_data.code_verifier {
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
-    let count = state
-        .store
-        .count_instances(principal.organization_id)
-        .await?;
+    let provision = crate::credentials::provision(&state, element, provider_data)?;
+    let (instance, token) = provision_instance(
+        &state,
+        (principal.organization_id, principal.user.id),
+        element,
+        body.name,
+        tags,
+        configuration,
+        provision,
+    )
+    .await?;
+    // The answer carries the instance token: never cached.
+    Ok(crate::headers::no_store(
+        Json(InstanceJson::new(
+            &instance,
+            Some(element.spec()),
+            Some(&token),
+        ))
+        .into_response(),
+    ))
+}
+
+/// Stores a new instance of `element` for `(organization id, user id)`:
+/// checks the organization's instance limit, then obtains the credential
+/// as `provision` says and inserts. Answers the instance and its `Element`
+/// token. Shared by `POST /instances` and the hosted connect flow (connect/).
+pub(crate) async fn provision_instance(
+    state: &AppState,
+    (organization_id, user_id): (i64, i64),
+    element: &dyn Element,
+    name: String,
+    tags: Vec<String>,
+    configuration: Configuration,
+    provision: crate::credentials::Provision,
+) -> Result<(Instance, String), ApiError> {
+    let limits = &state.limits;
+    let count = state.store.count_instances(organization_id).await?;
     if count >= limits.max_instances_per_organization {
         return Err(ApiError::Forbidden(format!(
             "the organization already has {count} instances, the most allowed \
@@ -177,19 +210,17 @@ pub(crate) async fn create(
             limits.max_instances_per_organization
         )));
     }
-    let provision = crate::credentials::provision(&state, element, provider_data)?;
     let tokens = match &provision {
         crate::credentials::Provision::Tokens(tokens) => tokens.clone(),
         _ => Tokens::default(),
     };
-
     let token = crate::pkce::random_token(32);
     let new = NewInstance {
-        organization_id: principal.organization_id,
-        user_id: principal.user.id,
+        organization_id,
+        user_id,
         element_key: element.key().to_owned(),
         element_id: element.id(),
-        name: body.name,
+        name,
         tags,
         configuration,
         token_hash: hash_secret(&token),
@@ -211,15 +242,7 @@ pub(crate) async fn create(
         element = element.key(),
         "instance provisioned"
     );
-    // The answer carries the instance token: never cached.
-    Ok(crate::headers::no_store(
-        Json(InstanceJson::new(
-            &instance,
-            Some(element.spec()),
-            Some(&token),
-        ))
-        .into_response(),
-    ))
+    Ok((instance, token))
 }
 
 pub(crate) async fn owned(

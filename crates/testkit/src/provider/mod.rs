@@ -8,6 +8,7 @@
 //! | Endpoint | Purpose |
 //! |---|---|
 //! | `GET /oauth/authorize` | current flow: `302` to `redirect_uri?code=..&state=..` |
+//! | `GET /oauth/consent` | an authorize page with "Allow" and "Deny" buttons: `POST` back, then `302` to `redirect_uri?code=..&state=..` or `?error=access_denied&state=..`; a `code_challenge` (S256) given here must be matched by the exchange's `code_verifier` |
 //! | `GET /auth/authenticate` | legacy flow: `302` to `redirect_uri?access_token=..&refresh_token=..&expires_in=..` |
 //! | `POST /oauth/v1/token` | `authorization_code` and `refresh_token` grants |
 //! | `POST /auth/v1/refresh` | legacy refresh (`refresh_token`, `client_id`, no secret) |
@@ -52,6 +53,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+mod consent;
 mod faults;
 mod routes;
 mod state;
@@ -71,6 +73,9 @@ pub const DEFAULT_EXPIRES_IN: u64 = 1800;
 
 /// Path of the (current) authorization endpoint.
 pub const AUTHORIZE_PATH: &str = "/oauth/authorize";
+
+/// Path of the authorize page with Allow and Deny buttons.
+pub const CONSENT_PATH: &str = "/oauth/consent";
 
 /// Path of the legacy authorization endpoint (tokens in the redirect).
 pub const LEGACY_AUTHENTICATE_PATH: &str = "/auth/authenticate";
@@ -172,6 +177,11 @@ impl FakeProvider {
     /// `{base}/oauth/authorize`.
     pub fn authorize_url(&self) -> String {
         format!("{}{AUTHORIZE_PATH}", self.base_url())
+    }
+
+    /// `{base}/oauth/consent`: the authorize page with Allow and Deny.
+    pub fn consent_url(&self) -> String {
+        format!("{}{CONSENT_PATH}", self.base_url())
     }
 
     /// `{base}/auth/authenticate` (legacy flow).

@@ -32,6 +32,10 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(AUTHORIZE_PATH, get(authorize))
+        .route(
+            super::CONSENT_PATH,
+            get(super::consent::page).post(super::consent::decide),
+        )
         .route(LEGACY_AUTHENTICATE_PATH, get(legacy_authenticate))
         .route(TOKEN_PATH, post(token).get(token_in_query))
         .route(REVOKE_PATH, post(revoke))
@@ -67,6 +71,7 @@ async fn authorize(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery)
             client_id: client_id.to_string(),
             redirect_uri: redirect_uri.to_string(),
             redeemed: None,
+            code_challenge: None,
         },
     );
     let mut pairs = vec![("code", code)];
@@ -259,7 +264,7 @@ async fn me(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 
 /// Validates `client_id` and `redirect_uri` of an authorization request and
 /// that the client is registered.
-fn check_authorization_request<'a>(
+pub(super) fn check_authorization_request<'a>(
     shared: &Shared,
     params: &'a Form,
 ) -> Result<(&'a str, &'a str), OAuthError> {
@@ -381,7 +386,7 @@ fn client_credentials(
 }
 
 /// `302 Found` to `base` with `pairs` appended to its query.
-fn redirect(base: &str, pairs: &[(&str, String)]) -> Response {
+pub(super) fn redirect(base: &str, pairs: &[(&str, String)]) -> Response {
     let mut location = base.to_string();
     let separator = if location.ends_with('?') || location.ends_with('&') {
         ""

@@ -54,6 +54,9 @@ pub(super) struct AuthCode {
     pub(super) redirect_uri: String,
     /// The family issued when the code was redeemed.
     pub(super) redeemed: Option<u64>,
+    /// The PKCE `code_challenge` (S256) of the consent page's request; the
+    /// exchange must then carry the matching `code_verifier`.
+    pub(super) code_challenge: Option<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -146,6 +149,16 @@ impl Shared {
                 );
             }
             return oauth_error("invalid_grant", "authorization code already used");
+        }
+        if let Some(challenge) = &record.code_challenge {
+            let ok =
+                param(form, "code_verifier").is_some_and(|v| super::consent::s256(v) == *challenge);
+            if !ok {
+                return oauth_error(
+                    "invalid_grant",
+                    "code_verifier does not match the code_challenge",
+                );
+            }
         }
         if record.redirect_uri != redirect_uri {
             return oauth_error(
