@@ -101,6 +101,9 @@ pub struct FileConfig {
     /// labels or more).
     #[serde(default)]
     pub allowed_custom_hosts: Vec<String>,
+    /// proxy: the `[proxy]` table (see [`crate::proxy::ProxySettings`]).
+    #[serde(default)]
+    pub proxy: crate::proxy::ProxyFileSettings,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -318,6 +321,8 @@ pub struct ServerConfig {
     pub allowed_custom_hosts: Vec<String>,
     /// `api_base_url` overrides by element key (`[elements.<key>] api_base_url`).
     pub api_base_urls: BTreeMap<String, String>,
+    /// proxy: limits, timeout and retry policy of the API proxy.
+    pub proxy: crate::proxy::ProxySettings,
 }
 
 impl Default for ServerConfig {
@@ -340,6 +345,7 @@ impl Default for ServerConfig {
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
             allowed_custom_hosts: Vec::new(),
             api_base_urls: BTreeMap::new(),
+            proxy: crate::proxy::ProxySettings::default(),
         }
     }
 }
@@ -388,6 +394,7 @@ impl ServerConfig {
         if !file.allowed_custom_hosts.is_empty() {
             self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
+        self.proxy.apply(&file.proxy);
         self
     }
 

@@ -36,6 +36,7 @@ pub mod markup;
 pub mod metrics;
 pub mod pkce;
 pub mod provider;
+pub mod proxy;
 pub mod request_id;
 pub mod revocation;
 pub mod routes;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
     /// format: the domains `custom_host` values must be within (empty: any).
     pub allowed_custom_hosts: Arc<Vec<String>>,
+    /// proxy: the API proxy's client and settings.
+    pub proxy: Arc<proxy::Proxy>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the
@@ -86,7 +89,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::elements::router())
         .merge(routes::instances::router())
         .merge(routes::element_instances::router())
-        .merge(routes::organizations::router());
+        .merge(routes::organizations::router())
+        .merge(proxy::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))
