@@ -221,6 +221,10 @@ struct ServeArgs {
     /// built-in rules.
     #[arg(long, env = "ELEMENTS_ALLOWED_CUSTOM_HOSTS", value_delimiter = ',')]
     allowed_custom_hosts: Vec<String>,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http (config key `webhooks_allow_private`).
+    #[arg(long, env = "ELEMENTS_WEBHOOKS_ALLOW_PRIVATE")]
+    webhooks_allow_private: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -504,6 +508,7 @@ fn server_config(
         if !serve.allowed_custom_hosts.is_empty() {
             config.allowed_custom_hosts = serve.allowed_custom_hosts.clone();
         }
+        config.webhooks.allow_private |= serve.webhooks_allow_private;
     }
     Ok(config)
 }

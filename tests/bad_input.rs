@@ -1497,6 +1497,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     all.extend(rotation_cases(foreign));
     let other = server.other_account("compat-other").await;
     all.extend(compat_cases(id, &other.header()));
+    all.extend(webhook_cases());
     let weak = weak_needles(&all);
     assert!(
         weak.is_empty(),
@@ -1620,4 +1621,150 @@ async fn html_in_names_is_stored_as_text_and_served_as_json() {
     let got: Value = response.json().await.unwrap();
     assert_eq!(got["name"], "x & y");
     server.stop().await;
+}
+
+/// Issue 16: webhooks, the event log, the `health` filter.
+fn webhook_cases() -> Vec<Case> {
+    let case =
+        |name: &str, method: Method, path: &str, body: Option<Vec<u8>>, status, n: &[&str]| Case {
+            name: format!("webhooks: {name}"),
+            method,
+            path: path.into(),
+            auth: None,
+            content_type: body.as_ref().map(|_| "application/json"),
+            body,
+            status,
+            needles: needles(n),
+        };
+    let hooks = "/organizations/me/webhooks";
+    let mut c = Vec::new();
+    for (what, body, said) in [
+        (
+            "http",
+            json!({"url": "http://app.example/hooks"}),
+            "`url` must use https",
+        ),
+        (
+            "ftp",
+            json!({"url": "ftp://app.example/"}),
+            "must use https, not `ftp`",
+        ),
+        (
+            "userinfo",
+            json!({"url": "https://u:p@app.example/"}),
+            "must not contain user info",
+        ),
+        (
+            "loopback",
+            json!({"url": "https://127.0.0.1/"}),
+            "private, loopback or link-local",
+        ),
+        (
+            "link-local",
+            json!({"url": "https://169.254.169.254/"}),
+            "private, loopback or link-local",
+        ),
+        (
+            "not a URL",
+            json!({"url": "not a url"}),
+            "`url` is not a valid absolute URL",
+        ),
+        (
+            "long URL",
+            json!({"url": format!("https://app.example/{}", "a".repeat(3000))}),
+            "`url` is longer than 2048",
+        ),
+        ("no url", json!({"events": ["*"]}), "missing field `url`"),
+        (
+            "empty events",
+            json!({"url": "https://app.example/", "events": []}),
+            "`events` must not be empty",
+        ),
+        (
+            "unknown event",
+            json!({"url": "https://app.example/", "events": ["instance.nope"]}),
+            "unknown event type or pattern `instance.nope`",
+        ),
+        (
+            "bad pattern",
+            json!({"url": "https://app.example/", "events": ["inst*"]}),
+            "unknown event type or pattern `inst*`",
+        ),
+        (
+            "events not a list",
+            json!({"url": "https://app.example/", "events": "instance.*"}),
+            "events",
+        ),
+        (
+            "unknown field",
+            json!({"url": "https://app.example/", "secret": "mine"}),
+            "unknown field `secret`",
+        ),
+    ] {
+        c.push(case(
+            what,
+            Method::POST,
+            hooks,
+            Some(body.to_string().into_bytes()),
+            400,
+            &[said],
+        ));
+    }
+    c.push(case(
+        "delete bad id",
+        Method::DELETE,
+        "/organizations/me/webhooks/abc",
+        None,
+        400,
+        &["webhook id must be a positive integer"],
+    ));
+    c.push(case(
+        "delete unknown",
+        Method::DELETE,
+        "/organizations/me/webhooks/12345",
+        None,
+        404,
+        &["no webhook with id 12345"],
+    ));
+    c.push(case(
+        "events limit 0",
+        Method::GET,
+        "/organizations/me/events?limit=0",
+        None,
+        400,
+        &["`limit` must be an integer from 1 to 500"],
+    ));
+    c.push(case(
+        "events unknown param",
+        Method::GET,
+        "/organizations/me/events?foo=1",
+        None,
+        400,
+        &["unknown query parameter `foo`"],
+    ));
+    c.push(case(
+        "redeliver bad id",
+        Method::POST,
+        "/organizations/me/events/xyz/redeliver",
+        None,
+        400,
+        &["event id must be `msg_`"],
+    ));
+    c.push(case(
+        "redeliver unknown",
+        Method::POST,
+        "/organizations/me/events/msg_aaaaaaaaaaaaaaaaaaaaaaaaaa/redeliver",
+        None,
+        404,
+        &["no event with id msg_aaaaaaaaaaaaaaaaaaaaaaaaaa"],
+    ));
+    c.push(case(
+        "health filter",
+        Method::GET,
+        "/instances?health=sick",
+        None,
+        400,
+        &["`health` must be one of active, degraded, invalid, disabled"],
+    ));
+    c
 }

@@ -104,6 +104,15 @@ pub struct FileConfig {
     /// proxy: the `[proxy]` table (see [`crate::proxy::ProxySettings`]).
     #[serde(default)]
     pub proxy: crate::proxy::ProxyFileSettings,
+    /// Deliver webhooks to private, loopback and link-local addresses, and
+    /// over plain http.
+    pub webhooks_allow_private: Option<bool>,
+    /// Delays before each webhook retry, in milliseconds.
+    pub webhooks_retry_schedule_ms: Option<Vec<u64>>,
+    /// Timeout of one webhook delivery, in milliseconds.
+    pub webhooks_timeout_ms: Option<u64>,
+    /// How often the webhook worker polls when idle, in milliseconds.
+    pub webhooks_poll_interval_ms: Option<u64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -323,6 +332,8 @@ pub struct ServerConfig {
     pub api_base_urls: BTreeMap<String, String>,
     /// proxy: limits, timeout and retry policy of the API proxy.
     pub proxy: crate::proxy::ProxySettings,
+    /// Webhook delivery (issue 16).
+    pub webhooks: crate::webhooks::Settings,
 }
 
 impl Default for ServerConfig {
@@ -346,6 +357,7 @@ impl Default for ServerConfig {
             allowed_custom_hosts: Vec::new(),
             api_base_urls: BTreeMap::new(),
             proxy: crate::proxy::ProxySettings::default(),
+            webhooks: crate::webhooks::Settings::default(),
         }
     }
 }
@@ -373,6 +385,19 @@ impl ServerConfig {
         }
         if let Some(s) = file.provider_timeout_seconds {
             self.provider_timeout = Duration::from_secs(s.clamp(1, 300));
+        }
+        if let Some(allow) = file.webhooks_allow_private {
+            self.webhooks.allow_private = allow;
+        }
+        if let Some(schedule) = file.webhooks_retry_schedule_ms {
+            self.webhooks.retry_schedule =
+                schedule.into_iter().map(Duration::from_millis).collect();
+        }
+        if let Some(ms) = file.webhooks_timeout_ms {
+            self.webhooks.timeout = Duration::from_millis(ms.clamp(1, 300_000));
+        }
+        if let Some(ms) = file.webhooks_poll_interval_ms {
+            self.webhooks.poll_interval = Duration::from_millis(ms.clamp(1, 60_000));
         }
         if let Some(strict) = file.strict_key_permissions {
             self.strict_key_permissions = strict;

@@ -42,6 +42,7 @@ pub mod revocation;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
+pub mod webhooks;
 pub mod wire;
 
 pub use config::ServerConfig;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub allowed_custom_hosts: Arc<Vec<String>>,
     /// proxy: the API proxy's client and settings.
     pub proxy: Arc<proxy::Proxy>,
+    /// Webhook settings (issue 16).
+    pub webhooks: Arc<webhooks::Settings>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the
@@ -90,7 +93,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::instances::router())
         .merge(routes::element_instances::router())
         .merge(routes::organizations::router())
-        .merge(proxy::router());
+        .merge(proxy::router())
+        .merge(routes::webhooks::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))

@@ -369,6 +369,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         )),
         allowed_custom_hosts: Arc::new(config.allowed_custom_hosts.clone()),
         proxy: Arc::new(crate::proxy::Proxy::new(config.proxy.clone())),
+        webhooks: Arc::new(config.webhooks.clone()),
     }
 }
 
@@ -420,6 +421,8 @@ pub async fn run(config: ServerConfig) -> Result<()> {
             .clone()
             .run_background(config.refresh_interval, stop_rx),
     );
+    let webhooks =
+        crate::webhooks::spawn(store.clone(), config.webhooks.clone(), stop_tx.subscribe());
     let limits = state.limits.clone();
     let router = crate::router_full(
         state,
@@ -441,6 +444,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     if let Some(server) = metrics_server {
         let _ = server.await;
     }
+    let _ = webhooks.await;
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
     Ok(())

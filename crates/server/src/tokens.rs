@@ -508,10 +508,21 @@ impl Core {
             .refresh_locked(id, self.policy.lease_seconds, job)
             .await;
         match stored {
-            Ok(Some(after)) => Outcome {
-                after: Some(after),
-                failure,
-            },
+            Ok(Some(after)) => {
+                // Issue 16: a transient failure degrades the instance's
+                // health (and writes `instance.refresh_failed`).
+                if let Some(f @ (RefreshFailure::Provider(_) | RefreshFailure::Unsupported(_))) =
+                    &failure
+                {
+                    if let Err(e) = self.store.record_refresh_failure(id, &describe(f)).await {
+                        tracing::warn!(instance_id = id, error = %e, "could not record a refresh failure");
+                    }
+                }
+                Outcome {
+                    after: Some(after),
+                    failure,
+                }
+            }
             Ok(None) => Outcome::failed(RefreshFailure::Gone),
             Err(e) => Outcome::failed(RefreshFailure::Store(Arc::new(e))),
         }

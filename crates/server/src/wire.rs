@@ -188,6 +188,22 @@ pub struct InstanceJson<'a> {
     /// Why the instance is invalid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_reason: Option<&'a str>,
+    /// Health (issue 16): `{state, failures, lastError, since}`.
+    pub health: HealthJson<'a>,
+}
+
+/// An instance's health as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthJson<'a> {
+    /// `active`, `degraded`, `invalid` or `disabled`.
+    pub state: &'static str,
+    /// Transient failures in a row.
+    pub failures: i64,
+    /// The last failure, or why it is invalid.
+    pub last_error: Option<&'a str>,
+    /// When the state began, RFC 3339.
+    pub since: String,
 }
 
 /// The mask shown in place of secret values.
@@ -283,6 +299,12 @@ impl<'a> InstanceJson<'a> {
                 .map(|(k, v)| (k, if is_secret_key(spec, k) { MASK } else { v }))
                 .collect(),
             invalid_reason: instance.invalid_reason.as_deref(),
+            health: HealthJson {
+                state: instance.health.state.as_str(),
+                failures: instance.health.failures,
+                last_error: instance.health.last_error.as_deref(),
+                since: rfc3339(instance.health.since),
+            },
         }
     }
 }

@@ -14,7 +14,7 @@ pub(crate) const INSTANCE_COLUMNS: &str = "i.id, i.organization_id, i.user_id, u
      u.first_name, u.last_name, i.element_key, i.element_id, i.name, i.tags, \
      i.configuration_enc, i.access_token_enc, i.refresh_token_enc, i.token_type, \
      i.expires_at, i.valid, i.invalid_reason, i.disabled, i.created_at, i.updated_at, \
-     i.token_version";
+     i.token_version, i.health_failures, i.health_last_error, i.health_since";
 
 /// `FROM` clause matching [`INSTANCE_COLUMNS`].
 pub(crate) const INSTANCE_FROM: &str = "FROM instances i JOIN users u ON u.id = i.user_id";
@@ -51,6 +51,9 @@ pub(crate) struct RawInstance {
     pub created_at: i64,
     pub updated_at: i64,
     pub token_version: i64,
+    pub health_failures: i64,
+    pub health_last_error: Option<String>,
+    pub health_since: Option<i64>,
 }
 
 /// The associated data binding a value to its row and column.
@@ -223,6 +226,14 @@ impl RawInstance {
                 what: config_aad,
                 reason: "the decrypted value is not a JSON object of strings".into(),
             })?;
+        let health = crate::events::Health::derive(
+            self.valid,
+            self.disabled,
+            self.health_failures,
+            self.health_last_error.clone(),
+            self.health_since.unwrap_or(self.created_at),
+            self.invalid_reason.as_deref(),
+        );
         Ok(Instance {
             id,
             organization_id: self.organization_id,
@@ -259,6 +270,7 @@ impl RawInstance {
             created_at: self.created_at,
             updated_at: self.updated_at,
             token_version: self.token_version,
+            health,
         })
     }
 }

@@ -38,11 +38,16 @@ use elements_core::{Configuration, Secret};
 
 mod common;
 pub mod crypto;
+pub mod events;
 mod postgres;
 mod sql;
 mod sqlite;
 
 pub use crypto::Keyring;
+pub use events::{
+    CheckOutcome, DeliveryClaim, DeliveryResult, EventFilter, EventKind, EventSummary, Health,
+    HealthState, NewWebhook, Webhook,
+};
 
 /// A SHA-256 hash of an account secret or instance token.
 pub type SecretHash = [u8; 32];
@@ -192,6 +197,9 @@ pub struct Instance {
     /// Incremented on every token change; lets a refresher see that another
     /// one got there first.
     pub token_version: i64,
+    /// Health (issue 16): derived from `valid`, `disabled` and the failure
+    /// count, so the three always agree.
+    pub health: Health,
 }
 
 /// Changes to an instance's owner-editable fields; `None` leaves a field as is.
@@ -412,6 +420,74 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         renewable_elements: &[String],
     ) -> Result<Vec<(i64, i64, i64)>>;
+    // ---- events (issue 16): health, the outbox, webhooks ----
+
+    /// Records a transient refresh failure of a valid instance: its health
+    /// becomes (or stays) `degraded` with the count and `error` (never a
+    /// secret), and an `instance.refresh_failed` event with `attempt` is
+    /// written in the same transaction. False if there is no such valid
+    /// instance.
+    async fn record_refresh_failure(&self, id: i64, error: &str) -> Result<bool>;
+
+    /// Feeds the outcome of a credential check (e.g. a catalog `verify`
+    /// request) into the health machine: `Ok` recovers a degraded or invalid
+    /// instance (`instance.recovered`), `Transient` degrades it
+    /// (`instance.refresh_failed` with `source: "check"`), `Rejected` makes
+    /// it invalid (`instance.invalid`). Returns whether the state changed
+    /// (or, for `Transient`, the failure was counted).
+    async fn record_check(&self, id: i64, outcome: CheckOutcome) -> Result<bool>;
+
+    /// Writes an event of `kind` with `data` (an object; for instance events
+    /// `instanceId` and `element` at least) to the outbox, for events not
+    /// caused by a store write (`instance.revoked` with its `outcome`,
+    /// `connect.failed`). Returns the event id.
+    async fn record_event(
+        &self,
+        organization_id: i64,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<String>;
+
+    /// Creates a webhook endpoint (the secret is sealed at rest).
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook>;
+
+    /// The organization's webhooks, oldest first.
+    async fn webhooks(&self, organization_id: i64) -> Result<Vec<Webhook>>;
+
+    /// Deletes a webhook (and its deliveries); false if none in the organization.
+    async fn delete_webhook(&self, organization_id: i64, id: i64) -> Result<bool>;
+
+    /// The organization's newest events (at most `limit`) with their deliveries.
+    async fn events(&self, organization_id: i64, limit: i64) -> Result<Vec<EventSummary>>;
+
+    /// Makes every delivery of event `event_id` pending again (attempts
+    /// reset, due now). `None` if the organization has no such event;
+    /// otherwise how many deliveries were reset.
+    async fn redeliver_event(&self, organization_id: i64, event_id: &str) -> Result<Option<u64>>;
+
+    /// Fans out up to `limit` events not yet fanned out: one delivery per
+    /// enabled webhook of the event's organization whose filter matches.
+    /// Returns how many events were fanned out. Safe to run in several
+    /// processes (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    async fn fan_out_events(&self, limit: i64) -> Result<u64>;
+
+    /// Claims up to `limit` due deliveries for `lease_millis` under `owner`
+    /// (a random tag per call): no other worker claims them before the lease
+    /// ends or [`Store::finish_delivery`] releases them.
+    async fn claim_deliveries(
+        &self,
+        owner: i64,
+        lease_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryClaim>>;
+
+    /// Records the result of a claimed delivery, if `owner` still holds it.
+    async fn finish_delivery(
+        &self,
+        delivery_id: i64,
+        owner: i64,
+        result: DeliveryResult,
+    ) -> Result<bool>;
 }
 
 /// What [`Store::instance_page`] selects (compat).

@@ -64,11 +64,21 @@ impl Postgres {
              TRUE, FALSE, $14, $14, 0 \
              FROM users u WHERE u.id = $3 AND u.organization_id = $2",
         );
+        // One transaction: the row and its `instance.created` event (issue 16).
+        let mut tx = self.pool.begin().await.map_err(db_err)?;
         let inserted = bind_instance_row!(query, row)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map(|done| done.rows_affected());
-        insert_outcome(row, inserted).map_err(db_err)?
+        let outcome = insert_outcome(row, inserted).map_err(db_err)?;
+        if matches!(outcome, Ok(Inserted::Done)) {
+            let event = crate::events::created_event(row);
+            crate::sql::insert_events(Conn::from(&mut *tx), &[event])
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+        }
+        outcome
     }
 
     /// `synchronous_commit` as a connection of the pool reports it.

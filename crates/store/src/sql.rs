@@ -44,6 +44,10 @@ use crate::common::{
     unique_violation, Inserted, InstanceRow, RawInstance, ID_ATTEMPTS, INSTANCE_COLUMNS,
     INSTANCE_FROM,
 };
+use crate::events::{
+    CheckOutcome, DeliveryClaim, DeliveryResult, DeliveryState, EventFilter, EventKind,
+    EventSummary, NewEvent, NewWebhook, Webhook,
+};
 use crate::{
     now_millis, postgres, sqlite, Durability, Instance, InstanceList, InstancePatch, Keyring,
     NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob, Result, SealedRow, SecretHash,
@@ -115,7 +119,7 @@ pub(crate) struct SqlStore {
 /// it; `None` under PostgreSQL's row lock. Returns the rows written (none for
 /// `Unchanged` without a lease).
 pub(crate) async fn write_decision(
-    conn: Conn<'_>,
+    mut conn: Conn<'_>,
     keyring: &Keyring,
     id: i64,
     decision: &RefreshDecision,
@@ -166,8 +170,13 @@ pub(crate) async fn write_decision(
     let (refresh, token_type, expires_at) = tokens
         .map(|t| (t.refresh_token_enc, t.token_type, t.expires_at))
         .unwrap_or_default();
+    // Health and events (issue 16): the state before, read under the lock.
+    let before = match decision {
+        RefreshDecision::Unchanged => None,
+        _ => health_before(conn.reborrow(), id).await.map_err(db_err)?,
+    };
     let now = now_millis();
-    let done = on_conn!(conn, |c| sqlx::query(&sql)
+    let done = on_conn!(conn.reborrow(), |c| sqlx::query(&sql)
         .bind(text)
         .bind(refresh)
         .bind(token_type)
@@ -179,6 +188,13 @@ pub(crate) async fn write_decision(
         .await
         .map(|d| d.rows_affected()))
     .map_err(db_err)?;
+    if done > 0 {
+        if let Some(before) = before {
+            decision_health(conn, id, decision, &before, now)
+                .await
+                .map_err(db_err)?;
+        }
+    }
     Ok(done)
 }
 
@@ -448,20 +464,51 @@ impl Store for SqlStore {
         id: i64,
         patch: InstancePatch,
     ) -> Result<Option<Instance>> {
-        let updated = on_pool!(&self.db, |pool| sqlx::query(
-            "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
-             disabled = COALESCE($3, disabled), updated_at = $4 \
-             WHERE id = $5 AND organization_id = $6",
-        )
-        .bind(&patch.name)
-        .bind(patch.tags.as_deref().map(tags_json))
-        .bind(patch.disabled)
-        .bind(now_millis())
-        .bind(id)
-        .bind(organization_id)
-        .execute(pool)
-        .await
-        .map(|d| d.rows_affected()))
+        // One transaction: the change and its `instance.enabled` /
+        // `instance.disabled` event (only when `disabled` actually changes).
+        let now = now_millis();
+        let updated = on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            if let Some(disabled) = patch.disabled {
+                let changed: Option<(i64, String)> = sqlx::query_as(
+                    "UPDATE instances SET disabled = $1, health_since = $2 \
+                     WHERE id = $3 AND organization_id = $4 AND disabled <> $1 \
+                     RETURNING organization_id, element_key",
+                )
+                .bind(disabled)
+                .bind(now)
+                .bind(id)
+                .bind(organization_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((org, element)) = changed {
+                    let kind = if disabled {
+                        EventKind::InstanceDisabled
+                    } else {
+                        EventKind::InstanceEnabled
+                    };
+                    let event = NewEvent::instance(kind, org, id, &element, serde_json::json!({}));
+                    insert_events(Conn::from(&mut *tx), &[event]).await?;
+                }
+            }
+            let updated = sqlx::query(
+                "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
+                 disabled = COALESCE($3, disabled), updated_at = $4 \
+                 WHERE id = $5 AND organization_id = $6",
+            )
+            .bind(&patch.name)
+            .bind(patch.tags.as_deref().map(tags_json))
+            .bind(patch.disabled)
+            .bind(now)
+            .bind(id)
+            .bind(organization_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(updated)
+        }
+        .await)
         .map_err(db_err)?;
         if updated == 0 {
             return Ok(None);
@@ -470,16 +517,33 @@ impl Store for SqlStore {
     }
 
     async fn delete_instance(&self, organization_id: i64, id: i64) -> Result<bool> {
-        let deleted = on_pool!(&self.db, |pool| sqlx::query(
-            "DELETE FROM instances WHERE id = $1 AND organization_id = $2"
-        )
-        .bind(id)
-        .bind(organization_id)
-        .execute(pool)
-        .await
-        .map(|d| d.rows_affected()))
+        // One transaction: the delete and its `instance.deleted` event.
+        let deleted = on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let gone: Option<String> = sqlx::query_scalar(
+                "DELETE FROM instances WHERE id = $1 AND organization_id = $2 \
+                 RETURNING element_key",
+            )
+            .bind(id)
+            .bind(organization_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(element) = &gone {
+                let event = NewEvent::instance(
+                    EventKind::InstanceDeleted,
+                    organization_id,
+                    id,
+                    element,
+                    serde_json::json!({}),
+                );
+                insert_events(Conn::from(&mut *tx), &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(gone.is_some())
+        }
+        .await)
         .map_err(db_err)?;
-        Ok(deleted > 0)
+        Ok(deleted)
     }
 
     async fn refresh_locked<'a>(
@@ -969,6 +1033,457 @@ impl Store for SqlStore {
         })
         .map_err(db_err)
     }
+
+    // ---- events (issue 16): health, the outbox, webhooks ----
+
+    async fn record_refresh_failure(&self, id: i64, error: &str) -> Result<bool> {
+        self.record_transient(id, error, "refresh").await
+    }
+
+    async fn record_check(&self, id: i64, outcome: CheckOutcome) -> Result<bool> {
+        let now = now_millis();
+        let (sql, text, kind) = match &outcome {
+            CheckOutcome::Transient(error) => {
+                return self.record_transient(id, error, "check").await
+            }
+            CheckOutcome::Ok => (
+                "UPDATE instances SET valid = TRUE, invalid_reason = NULL, health_failures = 0, \
+                 health_last_error = NULL, health_since = $2, updated_at = $2 \
+                 WHERE id = $3 AND (valid = FALSE OR health_failures > 0) AND $1 IS NULL \
+                 RETURNING organization_id, element_key",
+                None,
+                EventKind::InstanceRecovered,
+            ),
+            CheckOutcome::Rejected(reason) => (
+                "UPDATE instances SET valid = FALSE, invalid_reason = $1, health_last_error = $1, \
+                 health_since = $2, updated_at = $2 WHERE id = $3 AND valid = TRUE \
+                 RETURNING organization_id, element_key",
+                Some(reason.clone()),
+                EventKind::InstanceInvalid,
+            ),
+        };
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let changed: Option<(i64, String)> = sqlx::query_as(sql)
+                .bind(&text)
+                .bind(now)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some((org, element)) = &changed {
+                let extra = match &text {
+                    Some(reason) => serde_json::json!({ "reason": reason, "source": "check" }),
+                    None => serde_json::json!({ "source": "check" }),
+                };
+                let event = NewEvent::instance(kind, *org, id, element, extra);
+                insert_events(Conn::from(&mut *tx), &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(changed.is_some())
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn record_event(
+        &self,
+        organization_id: i64,
+        kind: EventKind,
+        data: serde_json::Value,
+    ) -> Result<String> {
+        let event = NewEvent::with_data(kind, organization_id, data);
+        let id = event.id.clone();
+        on_pool!(&self.db, |pool| async {
+            let mut c = pool.acquire().await?;
+            insert_events(Conn::from(&mut *c), &[event]).await
+        }
+        .await)
+        .map_err(db_err)?;
+        Ok(id)
+    }
+
+    async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook> {
+        let now = now_millis();
+        let events = serde_json::to_string(&new.events.0).expect("strings serialize");
+        for _ in 0..ID_ATTEMPTS {
+            let id = random_id();
+            let secret_enc = self
+                .keyring
+                .encrypt(&webhook_aad(id), new.secret.expose().as_bytes());
+            let inserted = on_pool!(&self.db, |pool| sqlx::query(
+                "INSERT INTO webhooks (id, organization_id, url, events, secret_enc, enabled, \
+                 created_at) VALUES ($1, $2, $3, $4, $5, TRUE, $6)",
+            )
+            .bind(id)
+            .bind(new.organization_id)
+            .bind(&new.url)
+            .bind(&events)
+            .bind(&secret_enc)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+            match inserted {
+                Ok(_) => {
+                    return Ok(Webhook {
+                        id,
+                        url: new.url,
+                        events: new.events,
+                        enabled: true,
+                        disabled_reason: None,
+                        created_at: now,
+                    })
+                }
+                Err(e) if unique_violation(&e).is_some() => continue,
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Err(StoreError::Database(
+            "could not draw an unused webhook id".into(),
+        ))
+    }
+
+    async fn webhooks(&self, organization_id: i64) -> Result<Vec<Webhook>> {
+        type Row = (i64, String, String, bool, Option<String>, i64);
+        let rows: Vec<Row> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, url, events, enabled, disabled_reason, created_at FROM webhooks \
+             WHERE organization_id = $1 ORDER BY created_at, id",
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        rows.into_iter()
+            .map(|(id, url, events, enabled, disabled_reason, created_at)| {
+                Ok(Webhook {
+                    id,
+                    url,
+                    events: parse_filter(id, &events)?,
+                    enabled,
+                    disabled_reason,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_webhook(&self, organization_id: i64, id: i64) -> Result<bool> {
+        let deleted = on_pool!(&self.db, |pool| sqlx::query(
+            "DELETE FROM webhooks WHERE id = $1 AND organization_id = $2"
+        )
+        .bind(id)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected()))
+        .map_err(db_err)?;
+        Ok(deleted > 0)
+    }
+
+    async fn events(&self, organization_id: i64, limit: i64) -> Result<Vec<EventSummary>> {
+        type Row = (i64, String, String, String, i64);
+        type DRow = (i64, i64, String, i64, Option<i64>, Option<String>);
+        let (rows, deliveries): (Vec<Row>, Vec<DRow>) = on_pool!(&self.db, |pool| async {
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT seq, id, type, payload, created_at FROM events \
+                 WHERE organization_id = $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(organization_id)
+            .bind(limit.max(0))
+            .fetch_all(pool)
+            .await?;
+            let oldest = rows.last().map(|r| r.0).unwrap_or(i64::MAX);
+            let deliveries: Vec<DRow> = sqlx::query_as(
+                "SELECT d.event_seq, d.webhook_id, d.state, d.attempts, d.last_status, d.last_error \
+                 FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+                 WHERE e.organization_id = $1 AND d.event_seq >= $2 ORDER BY d.webhook_id",
+            )
+            .bind(organization_id)
+            .bind(oldest)
+            .fetch_all(pool)
+            .await?;
+            Ok::<_, sqlx::Error>((rows, deliveries))
+        }
+        .await)
+        .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, id, kind, payload, created_at)| EventSummary {
+                id,
+                kind,
+                payload,
+                created_at,
+                deliveries: deliveries
+                    .iter()
+                    .filter(|d| d.0 == seq)
+                    .map(|d| DeliveryState {
+                        webhook_id: d.1,
+                        state: d.2.clone(),
+                        attempts: d.3,
+                        last_status: d.4,
+                        last_error: d.5.clone(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn redeliver_event(&self, organization_id: i64, event_id: &str) -> Result<Option<u64>> {
+        let now = now_millis();
+        on_pool!(&self.db, |pool| async {
+            let seq: Option<i64> =
+                sqlx::query_scalar("SELECT seq FROM events WHERE id = $1 AND organization_id = $2")
+                    .bind(event_id)
+                    .bind(organization_id)
+                    .fetch_optional(pool)
+                    .await?;
+            let Some(seq) = seq else {
+                return Ok(None);
+            };
+            let reset = sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
+                 next_attempt_at = $1, last_error = NULL, updated_at = $1 \
+                 WHERE event_seq = $2 AND webhook_id IN \
+                 (SELECT id FROM webhooks WHERE enabled = TRUE AND organization_id = $3)",
+            )
+            .bind(now)
+            .bind(seq)
+            .bind(organization_id)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok::<_, sqlx::Error>(Some(reset))
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn fan_out_events(&self, limit: i64) -> Result<u64> {
+        let (begin, lock) = match self.db {
+            Db::Sqlite(_) => ("BEGIN IMMEDIATE", ""),
+            Db::Postgres(_) => ("BEGIN", " FOR UPDATE SKIP LOCKED"),
+        };
+        let select = format!(
+            "SELECT seq, organization_id, type FROM events WHERE fanned_out = FALSE \
+             ORDER BY seq LIMIT $1{lock}"
+        );
+        let now = now_millis();
+        let hooks = on_pool!(&self.db, |pool| async {
+            let mut c = pool.acquire().await?;
+            let mut tx = sqlx::Connection::begin_with(&mut *c, begin).await?;
+            let events: Vec<(i64, i64, String)> = sqlx::query_as(&select)
+                .bind(limit.max(0))
+                .fetch_all(&mut *tx)
+                .await?;
+            if events.is_empty() {
+                return Ok(0);
+            }
+            let mut orgs: Vec<i64> = events.iter().map(|e| e.1).collect();
+            orgs.sort_unstable();
+            orgs.dedup();
+            let mut pairs: Vec<(i64, i64)> = Vec::new();
+            for org in orgs {
+                let hooks: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT id, events FROM webhooks WHERE organization_id = $1 AND enabled = TRUE",
+                )
+                .bind(org)
+                .fetch_all(&mut *tx)
+                .await?;
+                for (hook, filter) in hooks {
+                    let filter = parse_filter(hook, &filter).unwrap_or(EventFilter(Vec::new()));
+                    for e in events.iter().filter(|e| e.1 == org && filter.matches(&e.2)) {
+                        pairs.push((e.0, hook));
+                    }
+                }
+            }
+            for chunk in pairs.chunks(200) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${}, $1, $1)", 2 * i + 2, 2 * i + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO webhook_deliveries (event_seq, webhook_id, next_attempt_at, \
+                     updated_at) VALUES {} ON CONFLICT DO NOTHING",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for (seq, hook) in chunk {
+                    q = q.bind(*seq).bind(*hook);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for chunk in events.chunks(200) {
+                let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "UPDATE events SET fanned_out = TRUE WHERE seq IN ({})",
+                    list.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for e in chunk {
+                    q = q.bind(e.0);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(events.len() as u64)
+        }
+        .await)
+        .map_err(db_err)?;
+        Ok(hooks)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: i64,
+        lease_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryClaim>> {
+        // PostgreSQL: rows another replica is claiming are skipped, not
+        // waited for; SQLite: one writer at a time anyway.
+        let lock = match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        let claim = format!(
+            "UPDATE webhook_deliveries SET lease_until = $1, lease_owner = $2 \
+             WHERE id IN (SELECT id FROM webhook_deliveries WHERE state = 'pending' \
+             AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+             AND webhook_id IN (SELECT id FROM webhooks WHERE enabled = TRUE) \
+             ORDER BY next_attempt_at, id LIMIT $4{lock}) \
+             AND (lease_until IS NULL OR lease_until < $3)"
+        );
+        let now = now_millis();
+        type Row = (i64, String, i64, String, i64, String, String, i64);
+        let rows: Vec<Row> = on_pool!(&self.db, |pool| async {
+            let claimed = sqlx::query(&claim)
+                .bind(now.saturating_add(lease_millis))
+                .bind(owner)
+                .bind(now)
+                .bind(limit.max(0))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if claimed == 0 {
+                return Ok(Vec::new());
+            }
+            sqlx::query_as(
+                "SELECT d.id, e.id, e.created_at, e.payload, w.id, w.url, w.secret_enc, d.attempts \
+                 FROM webhook_deliveries d JOIN events e ON e.seq = d.event_seq \
+                 JOIN webhooks w ON w.id = d.webhook_id \
+                 WHERE d.lease_owner = $1 AND d.state = 'pending' ORDER BY d.next_attempt_at, d.id",
+            )
+            .bind(owner)
+            .fetch_all(pool)
+            .await
+        }
+        .await)
+        .map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (
+            delivery_id,
+            event_id,
+            event_created_at,
+            payload,
+            webhook_id,
+            url,
+            secret_enc,
+            attempts,
+        ) in rows
+        {
+            // One unreadable secret (a retired key) holds up only its own
+            // webhook's deliveries, which stay leased and are retried.
+            let secret = match self.keyring.decrypt(&webhook_aad(webhook_id), &secret_enc) {
+                Ok(plain) => match String::from_utf8(plain) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        tracing::error!(
+                            webhook_id,
+                            "webhook secret is not UTF-8; delivery skipped"
+                        );
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(webhook_id, error = %e, "webhook secret does not decrypt; delivery skipped");
+                    continue;
+                }
+            };
+            out.push(DeliveryClaim {
+                delivery_id,
+                event_id,
+                event_created_at,
+                payload,
+                webhook_id,
+                url,
+                secret: elements_core::Secret::new(secret),
+                attempts,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery_id: i64,
+        owner: i64,
+        result: DeliveryResult,
+    ) -> Result<bool> {
+        let now = now_millis();
+        let (state, status, error, next) = match &result {
+            DeliveryResult::Delivered { status } => ("delivered", Some(*status as i64), None, now),
+            DeliveryResult::Retry {
+                status,
+                error,
+                next_attempt_at,
+            } => (
+                "pending",
+                status.map(i64::from),
+                Some(error.clone()),
+                *next_attempt_at,
+            ),
+            DeliveryResult::Dead { status, error } => {
+                ("dead", status.map(i64::from), Some(error.clone()), now)
+            }
+            DeliveryResult::Gone => (
+                "dead",
+                Some(410),
+                Some("the endpoint answered 410 Gone; webhook disabled".to_owned()),
+                now,
+            ),
+        };
+        let gone = matches!(result, DeliveryResult::Gone);
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(
+                "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, \
+                 last_status = $2, last_error = $3, next_attempt_at = $4, updated_at = $5, \
+                 lease_until = NULL, lease_owner = NULL WHERE id = $6 AND lease_owner = $7",
+            )
+            .bind(state)
+            .bind(status)
+            .bind(&error)
+            .bind(next)
+            .bind(now)
+            .bind(delivery_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if done > 0 && gone {
+                sqlx::query(
+                    "UPDATE webhooks SET enabled = FALSE, disabled_reason = $1 WHERE id = \
+                     (SELECT webhook_id FROM webhook_deliveries WHERE id = $2)",
+                )
+                .bind("the endpoint answered 410 Gone")
+                .bind(delivery_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done > 0)
+        }
+        .await)
+        .map_err(db_err)
+    }
 }
 
 // ---- compat: instance paging ----
@@ -991,4 +1506,178 @@ fn like_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+// ---- events (issue 16): helpers ----
+
+impl Conn<'_> {
+    /// The same connection, borrowed again (to run several statements).
+    pub(crate) fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+impl SqlStore {
+    /// A transient failure (refresh or check): degraded, with an
+    /// `instance.refresh_failed` event, in one transaction.
+    async fn record_transient(&self, id: i64, error: &str, source: &str) -> Result<bool> {
+        let now = now_millis();
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let changed: Option<(i64, String, i64)> = sqlx::query_as(
+                "UPDATE instances SET health_failures = health_failures + 1, \
+                 health_last_error = $1, \
+                 health_since = CASE WHEN health_failures = 0 THEN $2 ELSE health_since END \
+                 WHERE id = $3 AND valid = TRUE \
+                 RETURNING organization_id, element_key, health_failures",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((org, element, attempt)) = &changed {
+                let event = NewEvent::instance(
+                    EventKind::InstanceRefreshFailed,
+                    *org,
+                    id,
+                    element,
+                    serde_json::json!({ "attempt": attempt, "error": error, "source": source }),
+                );
+                insert_events(Conn::from(&mut *tx), &[event]).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(changed.is_some())
+        }
+        .await)
+        .map_err(db_err)
+    }
+}
+
+/// The associated data of a webhook's sealed secret.
+fn webhook_aad(id: i64) -> String {
+    format!("webhook:{id}:secret")
+}
+
+fn parse_filter(id: i64, json: &str) -> Result<EventFilter> {
+    serde_json::from_str(json)
+        .map(EventFilter)
+        .map_err(|e| StoreError::Database(format!("webhook {id}: malformed event filter: {e}")))
+}
+
+/// Writes `events` to the outbox on `conn` (a transaction's, so that they
+/// commit with the change that caused them).
+pub(crate) async fn insert_events(
+    mut conn: Conn<'_>,
+    events: &[NewEvent],
+) -> Result<(), sqlx::Error> {
+    for chunk in events.chunks(64) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = 5 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO events (id, organization_id, type, payload, created_at) VALUES {}",
+            values.join(", ")
+        );
+        on_conn!(conn.reborrow(), |c| {
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(&e.id)
+                    .bind(e.organization_id)
+                    .bind(e.kind)
+                    .bind(&e.payload)
+                    .bind(e.now);
+            }
+            q.execute(&mut *c).await.map(|_| ())
+        })?;
+    }
+    Ok(())
+}
+
+/// An instance's health before a refresh decision: (organization, element,
+/// valid, failures).
+pub(crate) struct HealthBefore {
+    organization_id: i64,
+    element_key: String,
+    valid: bool,
+    failures: i64,
+}
+
+async fn health_before(conn: Conn<'_>, id: i64) -> Result<Option<HealthBefore>, sqlx::Error> {
+    let row: Option<(i64, String, bool, i64)> = on_conn!(conn, |c| {
+        sqlx::query_as(
+        "SELECT organization_id, element_key, valid, health_failures FROM instances WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_optional(&mut *c)
+    .await
+    })?;
+    Ok(row.map(
+        |(organization_id, element_key, valid, failures)| HealthBefore {
+            organization_id,
+            element_key,
+            valid,
+            failures,
+        },
+    ))
+}
+
+/// The health change and event a written refresh decision causes: new
+/// tokens after failures -> `instance.recovered`; a dead grant of a valid
+/// instance -> `instance.invalid`.
+async fn decision_health(
+    mut conn: Conn<'_>,
+    id: i64,
+    decision: &RefreshDecision,
+    before: &HealthBefore,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let (sql, text, event) = match decision {
+        RefreshDecision::Update(_) if before.failures > 0 => (
+            "UPDATE instances SET health_failures = 0, health_last_error = NULL, \
+             health_since = $2 WHERE id = $3 AND $1 IS NULL",
+            None,
+            NewEvent::instance(
+                EventKind::InstanceRecovered,
+                before.organization_id,
+                id,
+                &before.element_key,
+                serde_json::json!({ "previousState": "degraded", "failures": before.failures }),
+            ),
+        ),
+        RefreshDecision::Invalidate(reason) if before.valid => (
+            "UPDATE instances SET health_last_error = $1, health_since = $2 WHERE id = $3",
+            Some(reason.clone()),
+            NewEvent::instance(
+                EventKind::InstanceInvalid,
+                before.organization_id,
+                id,
+                &before.element_key,
+                serde_json::json!({ "reason": reason, "source": "refresh" }),
+            ),
+        ),
+        _ => return Ok(()),
+    };
+    on_conn!(conn.reborrow(), |c| sqlx::query(sql)
+        .bind(text)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .map(|_| ()))?;
+    insert_events(conn, &[event]).await
 }

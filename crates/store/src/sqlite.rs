@@ -181,14 +181,19 @@ impl Sqlite {
         };
         let decision = job(instance).await;
         let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        // One transaction: the decision and the events it causes (issue 16).
+        let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+            .await
+            .map_err(db_err)?;
         let written = write_decision(
-            Conn::from(&mut *conn),
+            Conn::from(&mut *tx),
             &store.keyring,
             id,
             &decision,
             Some(owner),
         )
         .await?;
+        tx.commit().await.map_err(db_err)?;
         drop(conn);
         guard.disarm();
         if written == 0 {

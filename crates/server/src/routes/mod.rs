@@ -12,6 +12,7 @@ pub mod element_instances;
 pub mod elements;
 pub mod instances;
 pub mod organizations;
+pub mod webhooks;
 
 /// Any path outside the API.
 pub async fn not_found() -> ApiError {

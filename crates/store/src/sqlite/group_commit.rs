@@ -54,6 +54,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::durability_settings;
 use crate::common::{bind_instance_row, db_err, insert_outcome, Inserted, InstanceRow};
+use crate::events::{created_event, NewEvent};
+use crate::sql::{insert_events, Conn};
 use crate::{DurabilitySetting, Result, StoreError};
 
 /// The most inserts committed in one transaction.
@@ -322,6 +324,18 @@ async fn attempt(
             }
             at += 1;
         }
+    }
+    // Issue 16: each new instance's `instance.created` event, in the same
+    // transaction (one multi-row statement per 64 events).
+    let events: Vec<NewEvent> = pending
+        .iter()
+        .zip(&done)
+        .filter(|(_, outcome)| matches!(outcome, Ok(Inserted::Done)))
+        .map(|(&i, _)| created_event(rows[i]))
+        .collect();
+    if let Err(error) = insert_events(Conn::from(&mut *tx), &events).await {
+        let clean = tx.rollback().await.is_ok();
+        return Attempt::BatchFailed { error, clean };
     }
     match tx.commit().await {
         Ok(()) => Attempt::Committed(done),

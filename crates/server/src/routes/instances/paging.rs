@@ -73,9 +73,13 @@ pub async fn list_page(
         element,
         ..PageQuery::default()
     };
+    // events: `health` filters the page it reads (a filtered page may be
+    // short while a next page exists, as with tags and search).
+    let mut health = None;
     for (name, value) in pairs {
         match name.as_str() {
             "tags[]" | "tags" => query.tags.push(value),
+            "health" => health = Some(crate::routes::webhooks::health_filter(&value)?),
             "pageSize" => {
                 query.limit = value
                     .parse::<u32>()
@@ -98,7 +102,7 @@ pub async fn list_page(
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "unknown query parameter `{}` (expected `pageSize`, `nextPage`, \
-                     `searchText`, `tags[]` or `hydrate`)",
+                     `searchText`, `tags[]`, `health` or `hydrate`)",
                     name.chars().take(64).collect::<String>()
                 )))
             }
@@ -108,7 +112,8 @@ pub async fn list_page(
     let first_unfiltered = query.after.is_none()
         && query.tags.is_empty()
         && query.search.is_none()
-        && query.element.is_none();
+        && query.element.is_none()
+        && health.is_none();
     let page = state.store.instance_page(organization_id, &query).await?;
     for unreadable in &page.list.unreadable {
         tracing::error!(
@@ -121,6 +126,7 @@ pub async fn list_page(
         .list
         .instances
         .iter()
+        .filter(|i| health.is_none_or(|h| i.health.state == h))
         .map(|i| InstanceJson::new(i, spec_of(state, i), None))
         .collect();
     let returned = items.len();
