@@ -557,7 +557,10 @@ fn kind_sections(raw: &RawSpec, auth: Authentication) -> Vec<(Range<usize>, Stri
     }
     for r in &raw.resources {
         if let Err(why) = r.get_ref().check() {
-            errors.push((r.span(), format!("field `resources`: `{}`: {why}", r.get_ref().name)));
+            errors.push((
+                r.span(),
+                format!("field `resources`: `{}`: {why}", r.get_ref().name),
+            ));
         }
     }
     if let (Some(c), Authentication::Oauth1) = (&raw.credential, auth) {

@@ -544,9 +544,14 @@ impl ResourceSpec {
                 || p.contains("//")
                 || p.split('/').any(|s| s == ".." || s == ".")
                 || p.contains(['?', '#', '\\', '%', '@'])
-                || p.split('/').any(|s| s.contains(['{', '}']) && !(s.starts_with('{') && s.ends_with('}') && s.len() > 2));
+                || p.split('/').any(|s| {
+                    s.contains(['{', '}'])
+                        && !(s.starts_with('{') && s.ends_with('}') && s.len() > 2)
+                });
             if bad {
-                return Err(format!("`{field}` must be an absolute path of plain segments or `{{name}}` segments"));
+                return Err(format!(
+                    "`{field}` must be an absolute path of plain segments or `{{name}}` segments"
+                ));
             }
         }
         Ok(())

@@ -84,17 +84,23 @@ enum Payload {
 
 /// The URL to call: the element's base URL, the path and the query. The
 /// result must stay on the base URL's origin and under its path.
-fn target(spec: &ElementSpec, instance: &Instance, tail: &str, query: Option<&str>) -> Result<Url, ApiError> {
-    let base = spec
-        .base_url_for(&instance.configuration)?
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "element `{}` declares no `api_base_url`: its API cannot be proxied",
-                spec.key
-            ))
-        })?;
+fn target(
+    spec: &ElementSpec,
+    instance: &Instance,
+    tail: &str,
+    query: Option<&str>,
+) -> Result<Url, ApiError> {
+    let base = spec.base_url_for(&instance.configuration)?.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "element `{}` declares no `api_base_url`: its API cannot be proxied",
+            spec.key
+        ))
+    })?;
     let base_url = Url::parse(&base).map_err(|e| {
-        ApiError::Conflict(format!("element `{}` has an invalid API base URL: {e}", spec.key))
+        ApiError::Conflict(format!(
+            "element `{}` has an invalid API base URL: {e}",
+            spec.key
+        ))
     })?;
     let mut text = base.trim_end_matches('/').to_owned();
     if !tail.is_empty() {
@@ -132,7 +138,9 @@ fn authorize(
     let mut headers = Vec::new();
     let header = |name: &str, value: &Secret| -> Result<(HeaderName, HeaderValue), ApiError> {
         let name = HeaderName::try_from(name).map_err(|_| {
-            ApiError::Conflict(format!("the credential header `{name}` is not a valid header name"))
+            ApiError::Conflict(format!(
+                "the credential header `{name}` is not a valid header name"
+            ))
         })?;
         let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
             ApiError::Conflict(format!(
@@ -170,8 +178,12 @@ fn authorize(
         headers.push(header("Authorization", &authorization)?);
         return Ok((url, headers));
     }
-    let applied = apply_credential(spec, &instance.configuration, instance.tokens.access_token.as_ref())
-        .map_err(credential_error)?;
+    let applied = apply_credential(
+        spec,
+        &instance.configuration,
+        instance.tokens.access_token.as_ref(),
+    )
+    .map_err(credential_error)?;
     if !applied.query.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (name, value) in &applied.query {
@@ -300,14 +312,18 @@ pub(super) async fn forward(
             Payload::Streamed(b) => {
                 let limit = settings.max_request_body;
                 let mut seen = 0u64;
-                let stream = b.take().unwrap_or_default().into_data_stream().map(move |c| {
-                    let c = c?;
-                    seen += c.len() as u64;
-                    if seen > limit {
-                        return Err(axum::Error::new("the request body is too large"));
-                    }
-                    Ok(c)
-                });
+                let stream = b
+                    .take()
+                    .unwrap_or_default()
+                    .into_data_stream()
+                    .map(move |c| {
+                        let c = c?;
+                        seen += c.len() as u64;
+                        if seen > limit {
+                            return Err(axum::Error::new("the request body is too large"));
+                        }
+                        Ok(c)
+                    });
                 builder.body(reqwest::Body::wrap_stream(stream))
             }
         };
@@ -315,7 +331,15 @@ pub(super) async fn forward(
         let budget_left = settings.retry_budget.saturating_sub(waited);
         let delay = match sent {
             Err(_) => {
-                log(spec, &method, &path_for_log, None, started, retries, "timeout");
+                log(
+                    spec,
+                    &method,
+                    &path_for_log,
+                    None,
+                    started,
+                    retries,
+                    "timeout",
+                );
                 return Ok(gateway_timeout(format!(
                     "the provider did not answer within {} ms",
                     settings.timeout.as_millis()
@@ -330,11 +354,20 @@ pub(super) async fn forward(
                 {
                     Some(d) => d,
                     None => {
-                        log(spec, &method, &path_for_log, None, started, retries, "error");
+                        log(
+                            spec,
+                            &method,
+                            &path_for_log,
+                            None,
+                            started,
+                            retries,
+                            "error",
+                        );
                         if e.is_timeout() {
-                            return Ok(gateway_timeout(
-                                "the provider did not answer in time".into(),
-                            ));
+                            return Ok(gateway_timeout(format!(
+                                "the provider did not answer within {} ms",
+                                settings.timeout.as_millis()
+                            )));
                         }
                         return Err(ApiError::BadGateway(
                             "the provider could not be reached".into(),
@@ -365,7 +398,15 @@ pub(super) async fn forward(
                 match wanted.filter(|d| *d <= budget_left) {
                     Some(d) => d,
                     None => {
-                        log(spec, &method, &path_for_log, Some(status), started, retries, "answered");
+                        log(
+                            spec,
+                            &method,
+                            &path_for_log,
+                            Some(status),
+                            started,
+                            retries,
+                            "answered",
+                        );
                         return Ok(respond(response));
                     }
                 }

@@ -175,7 +175,10 @@ fn split_path(path: &str, skip: usize) -> (Vec<&str>, &str) {
 /// prefix is already stripped).
 fn tail_of(request: &Request, skip: usize) -> (Vec<String>, String) {
     let (head, tail) = split_path(request.uri().path(), skip);
-    (head.into_iter().map(str::to_owned).collect(), tail.to_owned())
+    (
+        head.into_iter().map(str::to_owned).collect(),
+        tail.to_owned(),
+    )
 }
 
 async fn instance_proxy(
@@ -186,16 +189,12 @@ async fn instance_proxy(
     let (head, tail) = tail_of(&request, 3);
     let result = async {
         let raw_id = head.get(1).map(String::as_str).unwrap_or("");
-        let id: i64 = raw_id
-            .parse()
-            .ok()
-            .filter(|i| *i > 0)
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "instance id `{}` is not a positive whole number",
-                    raw_id.chars().take(32).collect::<String>()
-                ))
-            })?;
+        let id: i64 = raw_id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "instance id `{}` is not a positive whole number",
+                raw_id.chars().take(32).collect::<String>()
+            ))
+        })?;
         let instance = resolve(&state, &caller, Some(id)).await?;
         forward::forward(&state, instance, &tail, false, request).await
     }
