@@ -568,3 +568,74 @@ async fn the_hub_entrance_maps_declared_resources_and_checks_the_hub() {
     assert_eq!(body["message"], format!("no instance with id {id}"));
     assert_eq!(s.api.calls(), 6);
 }
+
+fn vm_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_one_gib_response_is_streamed_through_the_real_binary_in_little_memory() {
+    let api = FakeApi::start().await;
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elements.sendgrid]\napi_base_url = \"{}\"\n\n[proxy]\ntimeout_ms = 20000\n",
+            api.base_url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Binary::serve(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[
+            ("ELEMENTS_ORGANIZATION_SECRET", "org-proxy-stream"),
+            ("ELEMENTS_USER_SECRET", "user-proxy-stream"),
+        ],
+    );
+    let auth = "User user-proxy-stream, Organization org-proxy-stream";
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(server.url("/instances"))
+        .header("Authorization", auth)
+        .json(&simple("sendgrid", json!({ "api.key": "k" })))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().expect("an instance id");
+    const GIB: u64 = 1 << 30;
+    let mut r = client
+        .get(server.url(&format!("/instances/{id}/proxy/big?bytes={GIB}")))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(GIB));
+    let pid = server.child.id();
+    let (mut received, mut peak) = (0u64, 0u64);
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        received += chunk.len() as u64;
+        if received % (64 << 20) < chunk.len() as u64 {
+            peak = peak.max(vm_rss_kb(pid));
+        }
+    }
+    peak = peak.max(vm_rss_kb(pid));
+    eprintln!("peak server RSS while streaming 1 GiB: {peak} kB");
+    assert_eq!(received, GIB);
+    assert!(peak < 60 * 1024, "the server's RSS reached {peak} kB");
+}
