@@ -41,3 +41,9 @@ if ! have_chromium; then
   echo "setup: installing chromium and chromium-driver" >&2
   apt_install chromium chromium-driver
 fi
+
+# CI checks that no crate declares a dependency it does not use.
+if ! command -v cargo-machete >/dev/null 2>&1; then
+  echo "setup: installing cargo-machete" >&2
+  cargo install --locked cargo-machete >/dev/null
+fi

@@ -54,7 +54,7 @@ enum Command {
         dirs: Vec<PathBuf>,
     },
     /// Run the HTTP API (Cloud Elements compatible, under /elements/api-v2).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage accounts (organizations and users).
     Accounts {
         #[command(subcommand)]
@@ -307,7 +307,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Command::OauthUrl(args) => oauth_url(&load(&cli.catalog)?, args),
         Command::Check { dirs } => check(&cli.catalog, dirs),
-        Command::Serve(args) => serve(&cli.catalog, args),
+        Command::Serve(args) => serve(&cli.catalog, *args),
         Command::Keys { command } => keys(&cli.catalog, command),
         Command::Instances {
             command: InstancesCommand::RotateToken { id, store },

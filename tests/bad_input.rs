@@ -798,11 +798,11 @@ fn cases(account: &Account, non_oauth: Option<NonOAuth>) -> Vec<Case> {
         ("/elements/nope", "no element with key or id `nope`"),
         (
             "/elements/HubSpot",
-            "no element with key or id `HubSpot`; did you mean hubspot?",
+            "no element with key or id `HubSpot`; did you mean hubspot, hubspotcrm?",
         ),
         (
             "/elements/HUBSPOT",
-            "no element with key or id `HUBSPOT`; did you mean hubspot?",
+            "no element with key or id `HUBSPOT`; did you mean hubspot, hubspotcrm?",
         ),
         // `..` is resolved before routing: /elements/api-v2/ has no such route.
         ("/elements/%2e%2e", "no such resource"),

@@ -379,6 +379,12 @@ fn every_oauth_element_builds_token_requests_from_configuration() {
         config.insert("oauth.api.key", "client-id");
         config.insert("oauth.api.secret", "client-secret");
         config.insert("oauth.callback.url", "https://app.test/cb");
+        // Entries only the credential uses (ServiceTitan's app key header).
+        for c in spec.configuration.iter().filter(|c| c.required) {
+            if config.get(&c.key).is_none() {
+                config.insert(c.key.clone(), "acme-1");
+            }
+        }
         assert_eq!(e.validate_configuration(&config), Ok(()), "{key}");
         let request = e
             .code_exchange_request(&CodeExchange {
@@ -630,6 +636,19 @@ fn every_element_uses_https_and_its_documented_hosts() {
             );
             continue;
         };
+        // The client credentials kind has only a token endpoint.
+        if spec.authentication == Authentication::Oauth2ClientCredentials {
+            assert!(row.authorization.is_none(), "{key}: no authorization URL");
+            let request = elements_core::client_credentials_request(spec, &config)
+                .unwrap_or_else(|err| panic!("{key}: {err}"));
+            assert_eq!(
+                Some(https_host(key, &request.url)),
+                row.token,
+                "{key}: token host of {}",
+                request.url
+            );
+            continue;
+        }
         let url = e
             .oauth_url(&OAuthUrlRequest {
                 api_key: Some("client-id".into()),
@@ -1034,4 +1053,199 @@ fn check_fails_on_a_broken_dir_with_file_and_line() {
         11,
         "field `oauth.authorization_url`: placeholder `{tenant}`",
     );
+}
+
+// ---------------------------------------------------------------- non-OAuth kinds and aliases
+
+#[test]
+fn cloud_elements_keys_resolve_to_their_elements() {
+    let registry = registry();
+    for (alias, key) in [
+        ("sfdc", "salesforce"),
+        ("closeio", "close"),
+        ("netsuiteerpv2", "netsuite"),
+        ("netsuitefinancev2", "netsuite"),
+        ("onedrivev2", "onedrive"),
+        ("infusionsoftcrm", "keap"),
+        ("paypalv2", "paypal"),
+        ("adobe-esign", "adobesign"),
+        ("intacct", "sage-intacct"),
+        ("sfdcmarketingcloud", "sfmc"),
+    ] {
+        let spec = registry
+            .get(alias)
+            .unwrap_or_else(|| panic!("`{alias}` resolves"))
+            .spec();
+        assert_eq!(spec.key, key, "{alias}");
+        assert!(spec.aliases.iter().any(|a| a == alias), "{alias}");
+    }
+    // Client credentials variants have their own keys, not the oauth2 ones.
+    assert_eq!(
+        element(&registry, "paypal-rest").spec().authentication,
+        Authentication::Oauth2ClientCredentials
+    );
+    assert_eq!(
+        element(&registry, "paypal").spec().authentication,
+        Authentication::Oauth2
+    );
+}
+
+/// Name-value pairs, values shown.
+type Shown = Vec<(String, String)>;
+
+/// The headers and query parameters an element adds, values shown.
+fn applied(
+    registry: &Registry,
+    key: &str,
+    config: &[(&str, &str)],
+    token: Option<&str>,
+) -> (Shown, Shown) {
+    let spec = element(registry, key).spec();
+    let config: Configuration = config.iter().copied().collect();
+    let token = token.map(Secret::new);
+    let applied = elements_core::apply_credential(spec, &config, token.as_ref())
+        .unwrap_or_else(|err| panic!("{key}: {err}"));
+    let show = |v: Vec<(String, Secret)>| {
+        v.into_iter()
+            .map(|(n, s)| (n, s.expose().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    (show(applied.headers), show(applied.query))
+}
+
+fn pairs(p: &[(&str, &str)]) -> Shown {
+    p.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[test]
+fn non_oauth_elements_apply_their_documented_credentials() {
+    let registry = registry();
+    // API key in a header, with and without a prefix, plus a fixed header.
+    assert_eq!(
+        applied(&registry, "brevo", &[("api.key", "key-1")], None),
+        (pairs(&[("api-key", "key-1")]), vec![])
+    );
+    assert_eq!(
+        applied(&registry, "opsgenie", &[("api.key", "key-1")], None),
+        (pairs(&[("Authorization", "GenieKey key-1")]), vec![])
+    );
+    assert_eq!(
+        applied(&registry, "recharge", &[("api.key", "key-1")], None),
+        (
+            pairs(&[
+                ("X-Recharge-Access-Token", "key-1"),
+                ("X-Recharge-Version", "2021-11")
+            ]),
+            vec![]
+        )
+    );
+    // API key in the query.
+    assert_eq!(
+        applied(&registry, "jazzhr", &[("api.key", "key-1")], None),
+        (vec![], pairs(&[("apikey", "key-1")]))
+    );
+    // HTTP Basic: base64("api:key-1"), base64("agent@acme.test/token:tok-1"),
+    // base64(":key-1").
+    assert_eq!(
+        applied(&registry, "mailgun", &[("api.key", "key-1")], None),
+        (pairs(&[("Authorization", "Basic YXBpOmtleS0x")]), vec![])
+    );
+    assert_eq!(
+        applied(
+            &registry,
+            "zendesk-apitoken",
+            &[
+                ("subdomain", "acme"),
+                ("email", "agent@acme.test"),
+                ("api.token", "tok-1")
+            ],
+            None
+        ),
+        (
+            pairs(&[(
+                "Authorization",
+                "Basic YWdlbnRAYWNtZS50ZXN0L3Rva2VuOnRvay0x"
+            )]),
+            vec![]
+        )
+    );
+    assert_eq!(
+        applied(&registry, "affinity", &[("api.key", "key-1")], None),
+        (pairs(&[("Authorization", "Basic OmtleS0x")]), vec![])
+    );
+    // Client credentials: the access token, and ServiceTitan's app key header.
+    assert_eq!(
+        applied(
+            &registry,
+            "servicetitan",
+            &[("app_key", "ak-1")],
+            Some("at-1")
+        ),
+        (
+            pairs(&[("Authorization", "Bearer at-1"), ("ST-App-Key", "ak-1")]),
+            vec![]
+        )
+    );
+    assert_eq!(
+        applied(&registry, "ups", &[], Some("at-1")),
+        (pairs(&[("Authorization", "Bearer at-1")]), vec![])
+    );
+}
+
+#[test]
+fn client_credentials_elements_build_their_token_requests() {
+    let registry = registry();
+    let config = |extra: &[(&str, &str)]| -> Configuration {
+        [("oauth.api.key", "cid"), ("oauth.api.secret", "csecret")]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect()
+    };
+    // Microsoft Graph: tenant in the token URL, the `.default` scope.
+    let graph = elements_core::client_credentials_request(
+        element(&registry, "microsoftgraph-app").spec(),
+        &config(&[("tenant", "contoso.onmicrosoft.com")]),
+    )
+    .unwrap();
+    assert_eq!(
+        graph.url,
+        "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+    );
+    assert_eq!(graph.get("grant_type"), Some("client_credentials"));
+    assert_eq!(
+        graph.get("scope"),
+        Some("https://graph.microsoft.com/.default")
+    );
+    assert_eq!(graph.get("client_secret"), Some("csecret"));
+    // commercetools: HTTP Basic client auth, the scope the instance asks for.
+    let ct = elements_core::client_credentials_request(
+        element(&registry, "commercetools").spec(),
+        &config(&[
+            ("region", "europe-west1"),
+            ("cloud", "gcp"),
+            ("project_key", "shop-1"),
+            ("oauth.scope", "manage_project:shop-1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        ct.url,
+        "https://auth.europe-west1.gcp.commercetools.com/oauth/token"
+    );
+    assert_eq!(ct.get("scope"), Some("manage_project:shop-1"));
+    assert!(ct.basic_auth.is_some() && ct.get("client_secret").is_none());
+    // Marketing Cloud: the business unit's MID in the token request.
+    let sfmc = elements_core::client_credentials_request(
+        element(&registry, "sfmc").spec(),
+        &config(&[("subdomain", "mc-abc123"), ("account_id", "5100001")]),
+    )
+    .unwrap();
+    assert_eq!(
+        sfmc.url,
+        "https://mc-abc123.auth.marketingcloudapis.com/v2/token"
+    );
+    assert_eq!(sfmc.get("account_id"), Some("5100001"));
 }

@@ -175,15 +175,17 @@ async fn catalog_search_and_element_page_in_a_browser() {
         .goto(&format!("{}/console?q=HUBSPOT", server.base))
         .await
         .unwrap();
-    assert_eq!(
-        browser
-            .text("#elements tbody")
-            .await
-            .unwrap()
-            .lines()
-            .count(),
-        1
+    // Case-insensitive: HubSpot and every element named or keyed like it
+    // (hubspotcrm), nothing else.
+    let rows = browser.text("#elements tbody").await.unwrap();
+    assert!(
+        rows.lines()
+            .any(|row| row.split_whitespace().take(2).eq(["HubSpot", "hubspot"])),
+        "{rows}"
     );
+    for row in rows.lines() {
+        assert!(row.to_lowercase().contains("hubspot"), "{row}");
+    }
     browser
         .goto(&format!("{}/console?q=no-such-thing", server.base))
         .await
