@@ -293,6 +293,23 @@ async fn an_expiring_token_is_refreshed_first_and_a_401_is_refreshed_and_replaye
     assert!(!headers.contains_key("elements-error"));
     assert_eq!(body["error"], "bearer token missing or invalid");
     assert_eq!(s.oauth.refresh_calls(), 3);
+
+    // No refresh token: nothing to refresh, the provider's 401 goes back.
+    let (access, _) = s.oauth.issue_tokens("test-client");
+    let mut body = seed_instance_body(&access, "unused");
+    body["providerData"] = json!({ "access_token": access, "expires_in": 1800 });
+    let (id, _) = create(&s.server, &s.server.account, &body).await;
+    let (status, headers, body) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/a"),
+        &s.server.account.header(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(!headers.contains_key("elements-error"));
+    assert_eq!(body["error"], "bearer token missing or invalid");
+    assert_eq!(s.oauth.refresh_calls(), 3);
 }
 
 #[tokio::test]

@@ -327,7 +327,14 @@ pub(super) async fn forward(
                 builder.body(reqwest::Body::wrap_stream(stream))
             }
         };
-        let sent = tokio::time::timeout(settings.timeout, builder.send()).await;
+        // A streamed upload may take longer than the timeout; the client's
+        // read timeout still cuts off an upstream that stops answering.
+        let wait = if replayable {
+            settings.timeout
+        } else {
+            Duration::from_secs(24 * 3600)
+        };
+        let sent = tokio::time::timeout(wait, builder.send()).await;
         let budget_left = settings.retry_budget.saturating_sub(waited);
         let delay = match sent {
             Err(_) => {
@@ -379,8 +386,26 @@ pub(super) async fn forward(
                 let status = response.status();
                 if status == StatusCode::UNAUTHORIZED && oauth2 && !refreshed && replayable {
                     refreshed = true;
-                    instance = state.tokens.refresh(instance.id, true).await?;
-                    continue;
+                    match state.tokens.refresh(instance.id, true).await {
+                        Ok(renewed) => {
+                            instance = renewed;
+                            continue;
+                        }
+                        // No new token to be had: the provider's 401 goes back.
+                        Err(failure) => {
+                            tracing::info!(element = %spec.key, failure = ?failure, "proxy: refresh after a 401 failed");
+                            log(
+                                spec,
+                                &method,
+                                &path_for_log,
+                                Some(status),
+                                started,
+                                retries,
+                                "answered",
+                            );
+                            return Ok(respond(response));
+                        }
+                    }
                 }
                 let wanted = if !(may_retry && replayable && retries < max_retries) {
                     None
