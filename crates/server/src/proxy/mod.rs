@@ -298,3 +298,78 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::config::{FileConfig, ServerConfig};
+
+    #[test]
+    fn the_proxy_table_of_the_config_file_is_read_and_clamped() {
+        let file: FileConfig = toml::from_str(
+            "[proxy]\nmax_request_body_bytes = 1000\nreplay_body_bytes = 10\ntimeout_ms = 1\n\
+             max_retries = 50\nretry_budget_ms = 500\nretry_after_cap_seconds = 3\nbackoff_ms = 7\n",
+        )
+        .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(
+            config.proxy,
+            ProxySettings {
+                max_request_body: 1000,
+                replay_body: 10,
+                timeout: Duration::from_millis(10),
+                max_retries: 10,
+                retry_budget: Duration::from_millis(500),
+                retry_after_cap: Duration::from_secs(3),
+                backoff: Duration::from_millis(7),
+            }
+        );
+        assert_eq!(ServerConfig::default().proxy, ProxySettings::default());
+    }
+
+    const ELEMENT: &str = "id = 9004\nkey = \"keyed\"\nname = \"Keyed\"\ndescription = \"d\"\n\
+        image = \"elements/provider_keyed.png\"\nhub = \"general\"\nauthentication = \"apikey\"\n\
+        existing_account_description = \"e\"\nconfig_description = \"c\"\n\
+        api_base_url = \"https://api.keyed.example\"\n\n[credential]\nheaders = { X-Api-Key = \"{api.key}\" }\n\n\
+        [[configuration]]\nkey = \"api.key\"\nname = \"API key\"\nsecret = true\n";
+
+    #[test]
+    fn resources_and_the_proxy_table_are_read_from_catalog_files() {
+        let text = format!(
+            "{ELEMENT}\n[proxy]\nmax_retries = 0\n\n[[resources]]\nname = \"things\"\nmethod = \"GET\"\n\
+             path = \"/things/{{id}}\"\nprovider_path = \"/v2/things/{{id}}\"\n"
+        );
+        let spec = elements_core::ElementSpec::parse("keyed.toml", &text).unwrap();
+        assert_eq!(spec.proxy.and_then(|p| p.max_retries), Some(0));
+        assert_eq!(spec.resources[0].provider_path, "/v2/things/{id}");
+
+        let bad = format!(
+            "{ELEMENT}\n[[resources]]\nname = \"things\"\nmethod = \"GET\"\npath = \"/things\"\n\
+             provider_path = \"/v2/../admin\"\n"
+        );
+        let err = elements_core::ElementSpec::parse("keyed.toml", &bad)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            err.contains("field `resources`: `things`: `provider_path` must be an absolute path"),
+            "{err}"
+        );
+        let bad = format!(
+            "{ELEMENT}\n[[resources]]\nname = \"things\"\nmethod = \"FETCH\"\npath = \"/things\"\n\
+             provider_path = \"/v2/things\"\n"
+        );
+        let err = elements_core::ElementSpec::parse("keyed.toml", &bad)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            err.contains("method must be one of GET, POST, PUT, PATCH, DELETE"),
+            "{err}"
+        );
+    }
+}
