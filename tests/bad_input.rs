@@ -1570,6 +1570,61 @@ fn connect_cases() -> Vec<Case> {
     c
 }
 
+/// proxy: paths that would leave the base URL, unknown instances, the hub
+/// entrance without an instance token. None reaches a provider.
+fn proxy_cases(id: i64, foreign: i64) -> Vec<Case> {
+    let mut c = Vec::new();
+    for (path, status, said) in [
+        (
+            format!("/instances/{id}/proxy/a%2Fb"),
+            400,
+            "the path must not contain an encoded slash (`%2F`)",
+        ),
+        (
+            format!("/instances/{id}/proxy/a%5Cb"),
+            400,
+            "the path must not contain a backslash",
+        ),
+        (
+            format!("/instances/{id}/proxy/user@evil.example"),
+            400,
+            "the path must not contain `@`",
+        ),
+        (
+            format!("/instances/{id}/proxy/a%00b"),
+            400,
+            "the path must not contain control characters",
+        ),
+        (
+            "/instances/abc/proxy/x".to_owned(),
+            400,
+            "instance id `abc` is not a positive whole number",
+        ),
+        (
+            format!("/instances/{foreign}/proxy/x"),
+            404,
+            &*format!("no instance with id {foreign}").leak(),
+        ),
+        (
+            "/hubs/marketing/contacts".to_owned(),
+            400,
+            "the hub API needs the instance's token",
+        ),
+    ] {
+        c.push(Case {
+            name: format!("proxy {path}"),
+            method: Method::GET,
+            path,
+            auth: None,
+            content_type: None,
+            body: None,
+            status,
+            needles: needles(&[said]),
+        });
+    }
+    c
+}
+
 /// The guard itself: it refuses what used to pass vacuously.
 #[test]
 fn the_guard_refuses_needles_that_cannot_fail() {
@@ -1634,6 +1689,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     let other = server.other_account("compat-other").await;
     all.extend(compat_cases(id, &other.header()));
     all.extend(webhook_cases());
+    all.extend(proxy_cases(id, foreign));
     let weak = weak_needles(&all);
     assert!(
         weak.is_empty(),

@@ -22,7 +22,7 @@ const USAGE: &str = "usage: elements-bench [all | SCENARIO ...] [--seconds N] [-
        [--create-connections N] [--threads N] [--runs N] [--rounds N] [--storm N]
        [--loadgen wrk|builtin] [--binary PATH] [--no-build] [--tmp-dir DIR]
 
-scenarios: oauth-url, memory, credentials, create, refresh-storm, catalog (all: every one)
+scenarios: oauth-url, memory, credentials, create, refresh-storm, catalog, proxy (all: every one)
 defaults:  --seconds 10 --connections 32 --create-connections 64 --threads 2
            --runs 21 --rounds 2 --storm 1000, wrk (installed with apt-get if missing,
            else the in-process generator), the binary target/release/elements

@@ -103,6 +103,9 @@ pub struct FileConfig {
     /// labels or more).
     #[serde(default)]
     pub allowed_custom_hosts: Vec<String>,
+    /// proxy: the `[proxy]` table (see [`crate::proxy::ProxySettings`]).
+    #[serde(default)]
+    pub proxy: crate::proxy::ProxyFileSettings,
     /// Deliver webhooks to private, loopback and link-local addresses, and
     /// over plain http.
     pub webhooks_allow_private: Option<bool>,
@@ -333,6 +336,8 @@ pub struct ServerConfig {
     pub allowed_custom_hosts: Vec<String>,
     /// `api_base_url` overrides by element key (`[elements.<key>] api_base_url`).
     pub api_base_urls: BTreeMap<String, String>,
+    /// proxy: limits, timeout and retry policy of the API proxy.
+    pub proxy: crate::proxy::ProxySettings,
     /// Webhook delivery (issue 16).
     pub webhooks: crate::webhooks::Settings,
     /// The public base URL (`https://host[:port][/prefix]`), needed by
@@ -362,6 +367,7 @@ impl Default for ServerConfig {
             console_session_seconds: crate::console::DEFAULT_SESSION_SECONDS,
             allowed_custom_hosts: Vec::new(),
             api_base_urls: BTreeMap::new(),
+            proxy: crate::proxy::ProxySettings::default(),
             webhooks: crate::webhooks::Settings::default(),
             public_url: None,
             connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
@@ -432,6 +438,7 @@ impl ServerConfig {
         if !file.allowed_custom_hosts.is_empty() {
             self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
+        self.proxy.apply(&file.proxy);
         self
     }
 

@@ -37,6 +37,7 @@ pub mod markup;
 pub mod metrics;
 pub mod pkce;
 pub mod provider;
+pub mod proxy;
 pub mod request_id;
 pub mod revocation;
 pub mod routes;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub auth_limiter: Arc<auth_limit::AuthLimiter>,
     /// format: the domains `custom_host` values must be within (empty: any).
     pub allowed_custom_hosts: Arc<Vec<String>>,
+    /// proxy: the API proxy's client and settings.
+    pub proxy: Arc<proxy::Proxy>,
     /// Webhook settings (issue 16).
     pub webhooks: Arc<webhooks::Settings>,
     /// Connect: the public URL and the session lifetime.
@@ -93,6 +96,7 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::instances::router())
         .merge(routes::element_instances::router())
         .merge(routes::organizations::router())
+        .merge(proxy::router())
         .merge(routes::webhooks::router())
         .merge(connect::router());
     Router::new()

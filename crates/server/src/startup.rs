@@ -368,6 +368,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.limits.auth_failures_per_minute,
         )),
         allowed_custom_hosts: Arc::new(config.allowed_custom_hosts.clone()),
+        proxy: Arc::new(crate::proxy::Proxy::new(config.proxy.clone())),
         webhooks: Arc::new(config.webhooks.clone()),
         connect: Arc::new(crate::connect::Settings::new(
             config.public_url.as_deref(),

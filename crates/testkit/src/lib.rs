@@ -4,6 +4,7 @@
 //! headless Chromium driven over WebDriver ([`browser`]).
 //! Nothing here is used by production code paths.
 
+pub mod api;
 pub mod browser;
 pub mod pg;
 pub mod provider;

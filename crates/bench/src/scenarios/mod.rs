@@ -10,6 +10,7 @@ mod catalog;
 mod instances;
 mod machine;
 mod oauth_url;
+mod proxy;
 mod refresh_storm;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub const SCENARIOS: &[&str] = &[
     "create",
     "refresh-storm",
     "catalog",
+    "proxy",
 ];
 
 /// Settings of a run.
@@ -197,6 +199,7 @@ impl Bench {
             "create" => self.create(),
             "refresh-storm" => self.refresh_storm(),
             "catalog" => self.catalog(),
+            "proxy" => self.proxy(),
             other => Err(format!(
                 "unknown scenario `{other}` (expected all, {})",
                 SCENARIOS.join(", ")

@@ -555,6 +555,14 @@ fn kind_sections(raw: &RawSpec, auth: Authentication) -> Vec<(Range<usize>, Stri
         )),
         _ => {}
     }
+    for r in &raw.resources {
+        if let Err(why) = r.get_ref().check() {
+            errors.push((
+                r.span(),
+                format!("field `resources`: `{}`: {why}", r.get_ref().name),
+            ));
+        }
+    }
     if let (Some(c), Authentication::Oauth1) = (&raw.credential, auth) {
         errors.push((
             c.span(),
@@ -753,6 +761,8 @@ impl ElementSpec {
             oauth: raw.oauth.map(Spanned::into_inner),
             credential: raw.credential.map(Spanned::into_inner),
             oauth1: raw.oauth1.map(Spanned::into_inner),
+            resources: raw.resources.into_iter().map(Spanned::into_inner).collect(),
+            proxy: raw.proxy,
             configuration: raw
                 .configuration
                 .into_iter()

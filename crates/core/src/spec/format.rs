@@ -504,6 +504,68 @@ pub(crate) struct RawSpec {
         schemars(with = "Option<crate::credential::OAuth1Spec>")
     )]
     pub(crate) oauth1: Option<Spanned<crate::credential::OAuth1Spec>>,
+    // --- proxy ---
+    /// Normalised Cloud Elements hub resources, one `[[resources]]` table
+    /// each: `GET /hubs/{hub}/{name}` reaches the provider's `provider_path`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<ResourceSpec>"))]
+    pub(crate) resources: Vec<Spanned<ResourceSpec>>,
+    /// Per-element proxy settings (`[proxy] max_retries = 2`).
+    #[serde(default)]
+    pub(crate) proxy: Option<ProxySpec>,
+}
+
+/// A `[[resources]]` entry: a hub path of ours and the provider path it maps to.
+/// `{id}`-style segments are carried over by name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSpec {
+    /// The resource name (`contacts`).
+    pub name: String,
+    /// The HTTP method (`GET`, `POST`, ...).
+    pub method: String,
+    /// Our path under the hub (`/contacts`, `/contacts/{id}`).
+    pub path: String,
+    /// The provider's path, relative to `api_base_url` (`/crm/v3/objects/contacts/{id}`).
+    pub provider_path: String,
+}
+
+impl ResourceSpec {
+    /// Whether the entry is usable: a known method, both paths starting
+    /// with `/`, no `..`, `//`, `?` or `#`, placeholders only as whole segments.
+    pub fn check(&self) -> Result<(), String> {
+        const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+        if !METHODS.contains(&self.method.as_str()) {
+            return Err(format!("method must be one of {}", METHODS.join(", ")));
+        }
+        for (field, p) in [("path", &self.path), ("provider_path", &self.provider_path)] {
+            let bad = !p.starts_with('/')
+                || p.contains("//")
+                || p.split('/').any(|s| s == ".." || s == ".")
+                || p.contains(['?', '#', '\\', '%', '@'])
+                || p.split('/').any(|s| {
+                    s.contains(['{', '}'])
+                        && !(s.starts_with('{') && s.ends_with('}') && s.len() > 2)
+                });
+            if bad {
+                return Err(format!(
+                    "`{field}` must be an absolute path of plain segments or `{{name}}` segments"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `[proxy]` table of an element: overrides of the deployment's proxy settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProxySpec {
+    /// Most retries of an idempotent request (0 turns retries off).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
 }
 
 /// The JSON Schema (draft 2020-12) of a catalog file, generated from the

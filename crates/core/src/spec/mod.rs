@@ -19,7 +19,8 @@ pub use check::CatalogError;
 #[cfg(feature = "schema")]
 pub use format::json_schema;
 pub use format::{
-    Authentication, ClientAuth, ConfigEntry, OAuthSpec, TokenRequestFormat, TokenResponseSpec,
+    Authentication, ClientAuth, ConfigEntry, OAuthSpec, ProxySpec, ResourceSpec,
+    TokenRequestFormat, TokenResponseSpec,
 };
 pub use template::check_custom_host;
 
@@ -219,6 +220,11 @@ pub struct ElementSpec {
     pub credential: Option<crate::credential::CredentialSpec>,
     /// OAuth 1.0a endpoints; present exactly when `authentication` is `oauth1`.
     pub oauth1: Option<crate::credential::OAuth1Spec>,
+    // --- proxy ---
+    /// Normalised hub resources (`[[resources]]`).
+    pub resources: Vec<ResourceSpec>,
+    /// Per-element proxy settings (`[proxy]`).
+    pub proxy: Option<ProxySpec>,
 }
 
 impl ElementSpec {

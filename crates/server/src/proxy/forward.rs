@@ -1,0 +1,483 @@
+//! Forwarding one request: URL, credential, body, retries, refresh.
+
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use elements_core::{
+    apply_credential, oauth1_authorization, oauth1_consumer, Authentication, CredentialError,
+    ElementSpec, OAuth1Request, Secret,
+};
+use elements_store::Instance;
+use futures_util::StreamExt as _;
+use http_body_util::BodyExt as _;
+use reqwest::Url;
+
+use super::{idempotent, path, RETRY_HEADER};
+use crate::error::ApiError;
+use crate::tokens::now_seconds;
+use crate::AppState;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), plus ours, never forwarded.
+const STRIPPED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-connection",
+    "host",
+    "authorization",
+];
+
+/// Whether a header is not to be passed on (either way).
+fn stripped(name: &HeaderName, connection: &[String]) -> bool {
+    let n = name.as_str();
+    STRIPPED.contains(&n)
+        || n.starts_with("proxy-")
+        || n == RETRY_HEADER
+        || n == super::ERROR_HEADER
+        || connection.iter().any(|c| c == n)
+}
+
+/// The names listed in `Connection` headers.
+fn connection_names(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    let connection = connection_names(from);
+    for (name, value) in from {
+        if !stripped(name, &connection) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+fn credential_error(e: CredentialError) -> ApiError {
+    match e {
+        CredentialError::Missing(m) => ApiError::Conflict(format!(
+            "the instance cannot be used: {m} (its element now needs it)"
+        )),
+        other => ApiError::Conflict(other.to_string()),
+    }
+}
+
+/// The request body: buffered (replayable) or streamed once.
+enum Payload {
+    Buffered(Bytes),
+    Streamed(Option<Body>),
+}
+
+/// The URL to call: the element's base URL, the path and the query. The
+/// result must stay on the base URL's origin and under its path.
+fn target(
+    spec: &ElementSpec,
+    instance: &Instance,
+    tail: &str,
+    query: Option<&str>,
+) -> Result<Url, ApiError> {
+    let base = spec.base_url_for(&instance.configuration)?.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "element `{}` declares no `api_base_url`: its API cannot be proxied",
+            spec.key
+        ))
+    })?;
+    let base_url = Url::parse(&base).map_err(|e| {
+        ApiError::Conflict(format!(
+            "element `{}` has an invalid API base URL: {e}",
+            spec.key
+        ))
+    })?;
+    let mut text = base.trim_end_matches('/').to_owned();
+    if !tail.is_empty() {
+        text.push('/');
+        text.push_str(tail);
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        text.push('?');
+        text.push_str(q);
+    }
+    let url = Url::parse(&text)
+        .map_err(|e| ApiError::BadRequest(format!("the path does not make a valid URL: {e}")))?;
+    let base_path = base_url.path().trim_end_matches('/');
+    if url.scheme() != base_url.scheme()
+        || url.host() != base_url.host()
+        || url.port_or_known_default() != base_url.port_or_known_default()
+        || !url.username().is_empty()
+        || !url.path().starts_with(base_path)
+    {
+        return Err(ApiError::BadRequest(
+            "the path leaves the element's API base URL".into(),
+        ));
+    }
+    Ok(url)
+}
+
+/// Adds the instance's credential to a request for `url`.
+fn authorize(
+    spec: &ElementSpec,
+    instance: &Instance,
+    method: &Method,
+    url: &Url,
+) -> Result<(Url, Vec<(HeaderName, HeaderValue)>), ApiError> {
+    let mut url = url.clone();
+    let mut headers = Vec::new();
+    let header = |name: &str, value: &Secret| -> Result<(HeaderName, HeaderValue), ApiError> {
+        let name = HeaderName::try_from(name).map_err(|_| {
+            ApiError::Conflict(format!(
+                "the credential header `{name}` is not a valid header name"
+            ))
+        })?;
+        let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+            ApiError::Conflict(format!(
+                "the credential header `{name}` has a value that is not a valid header value"
+            ))
+        })?;
+        value.set_sensitive(true);
+        Ok((name, value))
+    };
+    if spec.authentication == Authentication::Oauth1 {
+        let (consumer_key, consumer_secret) = oauth1_consumer(&instance.configuration)
+            .map_err(|m| credential_error(CredentialError::Missing(m)))?;
+        let token = instance
+            .tokens
+            .access_token
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or_default();
+        let token_secret = instance.tokens.refresh_token.clone().unwrap_or_default();
+        let nonce = crate::pkce::random_token(16);
+        let authorization = oauth1_authorization(&OAuth1Request {
+            method: method.as_str(),
+            url: url.as_str(),
+            params: &[],
+            consumer_key,
+            consumer_secret: &consumer_secret,
+            token: Some(token),
+            token_secret: Some(&token_secret),
+            callback: None,
+            verifier: None,
+            nonce: &nonce,
+            timestamp: now_seconds(),
+            version: true,
+        })?;
+        headers.push(header("Authorization", &authorization)?);
+        return Ok((url, headers));
+    }
+    let applied = apply_credential(
+        spec,
+        &instance.configuration,
+        instance.tokens.access_token.as_ref(),
+    )
+    .map_err(credential_error)?;
+    if !applied.query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (name, value) in &applied.query {
+            pairs.append_pair(name, value.expose());
+        }
+    }
+    for (name, value) in &applied.headers {
+        headers.push(header(name, value)?);
+    }
+    Ok((url, headers))
+}
+
+/// A `Retry-After` in seconds (an HTTP date counts as the cap).
+fn retry_after(headers: &HeaderMap, cap: Duration) -> Duration {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| match v.trim().parse::<u64>() {
+            Ok(s) => Duration::from_secs(s),
+            Err(_) => cap + Duration::from_secs(1),
+        })
+        .unwrap_or(Duration::ZERO)
+}
+
+/// The jittered exponential backoff before retry `n` (1-based).
+fn backoff(base: Duration, n: u32) -> Duration {
+    let full = base.saturating_mul(1 << n.min(10).saturating_sub(1));
+    let jitter = rand::random_range(0.5..1.0);
+    full.mul_f64(jitter)
+}
+
+/// Forwards `request` to the provider of `instance`.
+pub(super) async fn forward(
+    state: &AppState,
+    instance: Instance,
+    tail: &str,
+    hub: bool,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let settings = &state.proxy.settings;
+    let spec = crate::routes::instances::spec_of(state, &instance).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "element `{}` of instance {} is not in this server's catalog",
+            instance.element_key, instance.id
+        ))
+    })?;
+    path::check(tail).map_err(ApiError::BadRequest)?;
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let mapped = if hub {
+        path::map_resource(&spec.resources, method.as_str(), tail)
+    } else {
+        None
+    };
+    let tail = mapped.as_deref().unwrap_or(tail);
+    let url = target(spec, &instance, tail, parts.uri.query())?;
+    let kind = spec.authentication;
+    let oauth2 = matches!(
+        kind,
+        Authentication::Oauth2 | Authentication::Oauth2ClientCredentials
+    );
+    let mut instance = instance;
+    if kind.holds_tokens() && instance.tokens.access_token.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "instance {} has no OAuth tokens (element `{}`)",
+            instance.id, instance.element_key
+        )));
+    }
+    if oauth2 {
+        instance = state.tokens.fresh(instance).await?;
+    }
+
+    // The body: buffered when small enough to replay, streamed otherwise.
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    if length.is_some_and(|l| l > settings.max_request_body) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let mut payload = match length {
+        Some(l) if l <= settings.replay_body => Payload::Buffered(
+            http_body_util::Limited::new(body, settings.replay_body as usize)
+                .collect()
+                .await
+                .map_err(|_| ApiError::BadRequest("the request body could not be read".into()))?
+                .to_bytes(),
+        ),
+        None if !chunked => Payload::Buffered(Bytes::new()),
+        _ => Payload::Streamed(Some(body)),
+    };
+
+    let mut out_headers = HeaderMap::new();
+    copy_headers(&parts.headers, &mut out_headers);
+    let opted_in = parts
+        .headers
+        .get(RETRY_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let max_retries = spec
+        .proxy
+        .as_ref()
+        .and_then(|p| p.max_retries)
+        .unwrap_or(settings.max_retries);
+    let may_retry = idempotent(&method) || opted_in;
+
+    let mut retries = 0u32;
+    let mut waited = Duration::ZERO;
+    let mut refreshed = false;
+    let path_for_log = url.path().to_owned();
+    loop {
+        let replayable = matches!(payload, Payload::Buffered(_));
+        let (signed_url, cred_headers) = authorize(spec, &instance, &method, &url)?;
+        let mut builder = state
+            .proxy
+            .client
+            .request(method.clone(), signed_url)
+            .headers(out_headers.clone());
+        for (name, value) in cred_headers {
+            builder = builder.header(name, value);
+        }
+        builder = match &mut payload {
+            Payload::Buffered(b) => builder.body(b.clone()),
+            Payload::Streamed(b) => {
+                let limit = settings.max_request_body;
+                let mut seen = 0u64;
+                let stream = b
+                    .take()
+                    .unwrap_or_default()
+                    .into_data_stream()
+                    .map(move |c| {
+                        let c = c?;
+                        seen += c.len() as u64;
+                        if seen > limit {
+                            return Err(axum::Error::new("the request body is too large"));
+                        }
+                        Ok(c)
+                    });
+                builder.body(reqwest::Body::wrap_stream(stream))
+            }
+        };
+        // A streamed upload may take longer than the timeout; the client's
+        // read timeout still cuts off an upstream that stops answering.
+        let wait = if replayable {
+            settings.timeout
+        } else {
+            Duration::from_secs(24 * 3600)
+        };
+        let sent = tokio::time::timeout(wait, builder.send()).await;
+        let budget_left = settings.retry_budget.saturating_sub(waited);
+        let delay = match sent {
+            Err(_) => {
+                log(
+                    spec,
+                    &method,
+                    &path_for_log,
+                    None,
+                    started,
+                    retries,
+                    "timeout",
+                );
+                return Ok(gateway_timeout(format!(
+                    "the provider did not answer within {} ms",
+                    settings.timeout.as_millis()
+                )));
+            }
+            Ok(Err(e)) => {
+                let transient = e.is_connect() || e.is_request() && !e.is_body() && !e.is_builder();
+                let d = backoff(settings.backoff, retries + 1);
+                match (transient && may_retry && replayable && retries < max_retries)
+                    .then_some(d)
+                    .filter(|d| *d <= budget_left)
+                {
+                    Some(d) => d,
+                    None => {
+                        log(
+                            spec,
+                            &method,
+                            &path_for_log,
+                            None,
+                            started,
+                            retries,
+                            "error",
+                        );
+                        if e.is_timeout() {
+                            return Ok(gateway_timeout(format!(
+                                "the provider did not answer within {} ms",
+                                settings.timeout.as_millis()
+                            )));
+                        }
+                        return Err(ApiError::BadGateway(
+                            "the provider could not be reached".into(),
+                        ));
+                    }
+                }
+            }
+            Ok(Ok(response)) => {
+                let status = response.status();
+                if status == StatusCode::UNAUTHORIZED && oauth2 && !refreshed && replayable {
+                    refreshed = true;
+                    match state.tokens.refresh(instance.id, true).await {
+                        Ok(renewed) => {
+                            instance = renewed;
+                            continue;
+                        }
+                        // No new token to be had: the provider's 401 goes back.
+                        Err(failure) => {
+                            tracing::info!(element = %spec.key, failure = ?failure, "proxy: refresh after a 401 failed");
+                            log(
+                                spec,
+                                &method,
+                                &path_for_log,
+                                Some(status),
+                                started,
+                                retries,
+                                "answered",
+                            );
+                            return Ok(respond(response));
+                        }
+                    }
+                }
+                let wanted = if !(may_retry && replayable && retries < max_retries) {
+                    None
+                } else if status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::SERVICE_UNAVAILABLE
+                {
+                    let after = retry_after(response.headers(), settings.retry_after_cap);
+                    (after <= settings.retry_after_cap)
+                        .then(|| after.max(backoff(settings.backoff, retries + 1)))
+                } else if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
+                    Some(backoff(settings.backoff, retries + 1))
+                } else {
+                    None
+                };
+                match wanted.filter(|d| *d <= budget_left) {
+                    Some(d) => d,
+                    None => {
+                        log(
+                            spec,
+                            &method,
+                            &path_for_log,
+                            Some(status),
+                            started,
+                            retries,
+                            "answered",
+                        );
+                        return Ok(respond(response));
+                    }
+                }
+            }
+        };
+        retries += 1;
+        waited += delay;
+        tokio::time::sleep(delay).await;
+    }
+}
+
+fn log(
+    spec: &ElementSpec,
+    method: &Method,
+    path: &str,
+    status: Option<StatusCode>,
+    started: Instant,
+    retries: u32,
+    outcome: &str,
+) {
+    tracing::info!(
+        element = %spec.key,
+        method = %method,
+        path = %path,
+        status = status.map(|s| s.as_u16()),
+        latency_ms = started.elapsed().as_millis() as u64,
+        retries,
+        outcome,
+        "proxied"
+    );
+}
+
+/// The provider's answer, streamed back, hop-by-hop headers stripped.
+fn respond(response: reqwest::Response) -> Response {
+    let status = response.status();
+    let mut headers = HeaderMap::new();
+    copy_headers(response.headers(), &mut headers);
+    let mut out = Response::new(Body::from_stream(response.bytes_stream()));
+    *out.status_mut() = status;
+    *out.headers_mut() = headers;
+    out
+}
+
+/// Our 504 (marked as ours).
+fn gateway_timeout(message: String) -> Response {
+    let mut r = super::ours(ApiError::BadGateway(message));
+    *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    r
+}

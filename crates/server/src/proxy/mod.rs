@@ -1,0 +1,375 @@
+//! The API proxy: a caller's request forwarded to its instance's provider
+//! with the instance's credential applied.
+//!
+//! - `ANY /elements/api-v2/instances/{id}/proxy/{*path}`: `User` +
+//!   `Organization` (the instance must be the organization's), or
+//!   `Element <instance token>` alone.
+//! - `ANY /elements/api-v2/hubs/{hub}/{*path}`: `Element <instance token>`
+//!   (with or without `User` + `Organization`); the instance's element must
+//!   be in `{hub}`. A path declared in the element's `[[resources]]` is
+//!   mapped to its `provider_path`; any other passes through.
+//!
+//! The request goes to the element's `api_base_url` (filled, deployment
+//! overrides applied) with the path and query appended; bodies are
+//! streamed both ways. Our own errors carry `Elements-Error: true`; a
+//! provider's answer is passed through as it is.
+
+mod forward;
+pub mod path;
+
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use elements_store::{hash_secret, Instance};
+use serde::Deserialize;
+
+use crate::auth::AccountOrInstance;
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The header on every error of ours (never on a provider's answer).
+pub const ERROR_HEADER: &str = "elements-error";
+/// The header with which a caller allows retries of a non-idempotent request.
+pub const RETRY_HEADER: &str = "elements-retry";
+
+/// The proxy's limits, timeout and retry policy (`[proxy]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// The largest request body forwarded (413 above it).
+    pub max_request_body: u64,
+    /// Request bodies up to this size are buffered, so that the request can
+    /// be replayed (retries, a refresh after a 401); larger ones are streamed.
+    pub replay_body: u64,
+    /// Time to wait for the provider's response head, and between body reads.
+    pub timeout: Duration,
+    /// Most retries of an idempotent request.
+    pub max_retries: u32,
+    /// Most time spent waiting between retries, in total.
+    pub retry_budget: Duration,
+    /// The longest `Retry-After` honoured (longer: the answer goes back).
+    pub retry_after_cap: Duration,
+    /// The first backoff delay (doubled at each retry, jittered).
+    pub backoff: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            max_request_body: 100 * 1024 * 1024,
+            replay_body: 64 * 1024,
+            timeout: Duration::from_secs(30),
+            max_retries: 2,
+            retry_budget: Duration::from_secs(15),
+            retry_after_cap: Duration::from_secs(10),
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The `[proxy]` table of the config file; each field replaces the default.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFileSettings {
+    /// [`ProxySettings::max_request_body`].
+    pub max_request_body_bytes: Option<u64>,
+    /// [`ProxySettings::replay_body`].
+    pub replay_body_bytes: Option<u64>,
+    /// [`ProxySettings::timeout`], in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// [`ProxySettings::max_retries`].
+    pub max_retries: Option<u32>,
+    /// [`ProxySettings::retry_budget`], in milliseconds.
+    pub retry_budget_ms: Option<u64>,
+    /// [`ProxySettings::retry_after_cap`], in seconds.
+    pub retry_after_cap_seconds: Option<u64>,
+    /// [`ProxySettings::backoff`], in milliseconds.
+    pub backoff_ms: Option<u64>,
+}
+
+impl ProxySettings {
+    /// Applies the file's settings (clamped to workable values).
+    pub fn apply(&mut self, f: &ProxyFileSettings) {
+        if let Some(v) = f.max_request_body_bytes {
+            self.max_request_body = v;
+        }
+        if let Some(v) = f.replay_body_bytes {
+            self.replay_body = v.min(16 * 1024 * 1024);
+        }
+        if let Some(v) = f.timeout_ms {
+            self.timeout = Duration::from_millis(v.clamp(10, 600_000));
+        }
+        if let Some(v) = f.max_retries {
+            self.max_retries = v.min(10);
+        }
+        if let Some(v) = f.retry_budget_ms {
+            self.retry_budget = Duration::from_millis(v.min(120_000));
+        }
+        if let Some(v) = f.retry_after_cap_seconds {
+            self.retry_after_cap = Duration::from_secs(v.min(120));
+        }
+        if let Some(v) = f.backoff_ms {
+            self.backoff = Duration::from_millis(v.clamp(1, 10_000));
+        }
+    }
+}
+
+/// The proxy's HTTP client and settings.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The settings.
+    pub settings: ProxySettings,
+    client: reqwest::Client,
+}
+
+impl Proxy {
+    /// A proxy with these settings.
+    pub fn new(settings: ProxySettings) -> Self {
+        let client = reqwest::Client::builder()
+            .read_timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("the TLS backend initializes");
+        Proxy { settings, client }
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy::new(ProxySettings::default())
+    }
+}
+
+/// The proxy's routes (under `/elements/api-v2`).
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/instances/{id}/proxy/", any(instance_proxy))
+        .route("/instances/{id}/proxy/{*path}", any(instance_proxy))
+        .route("/hubs/{hub}/{*path}", any(hub_proxy))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Marks an error of ours.
+fn ours(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut()
+        .insert(ERROR_HEADER, HeaderValue::from_static("true"));
+    r
+}
+
+/// The request path after `skip` segments (`/instances/{id}/proxy/...`: 3),
+/// as sent (still percent-encoded), and the segments skipped.
+fn split_path(path: &str, skip: usize) -> (Vec<&str>, &str) {
+    let mut parts = path.splitn(skip + 2, '/');
+    parts.next();
+    let head: Vec<&str> = (0..skip).filter_map(|_| parts.next()).collect();
+    (head, parts.next().unwrap_or(""))
+}
+
+/// The tail of the request path after the route's prefix (the nest's
+/// prefix is already stripped).
+fn tail_of(request: &Request, skip: usize) -> (Vec<String>, String) {
+    let (head, tail) = split_path(request.uri().path(), skip);
+    (
+        head.into_iter().map(str::to_owned).collect(),
+        tail.to_owned(),
+    )
+}
+
+async fn instance_proxy(
+    State(state): State<AppState>,
+    caller: AccountOrInstance,
+    request: Request,
+) -> Response {
+    let (head, tail) = tail_of(&request, 3);
+    let result = async {
+        let raw_id = head.get(1).map(String::as_str).unwrap_or("");
+        let id: i64 = raw_id.parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "instance id `{}` is not a positive whole number",
+                raw_id.chars().take(32).collect::<String>()
+            ))
+        })?;
+        let instance = resolve(&state, &caller, Some(id)).await?;
+        forward::forward(&state, instance, &tail, false, request).await
+    }
+    .await;
+    result.unwrap_or_else(ours)
+}
+
+async fn hub_proxy(
+    State(state): State<AppState>,
+    caller: AccountOrInstance,
+    request: Request,
+) -> Response {
+    let (head, tail) = tail_of(&request, 2);
+    let result = async {
+        let hub = head.get(1).map(String::as_str).unwrap_or("");
+        if caller.element_token.is_none() {
+            return Err(ApiError::BadRequest(
+                "the hub API needs the instance's token: `Authorization: User <secret>, \
+                 Organization <secret>, Element <token>`"
+                    .into(),
+            ));
+        }
+        let instance = resolve(&state, &caller, None).await?;
+        let element_hub = crate::routes::instances::spec_of(&state, &instance)
+            .map(|s| s.hub.clone())
+            .unwrap_or_default();
+        if element_hub != hub {
+            return Err(ApiError::BadRequest(format!(
+                "the instance's element `{}` is in hub `{element_hub}`, not `{}`",
+                instance.element_key,
+                hub.chars().take(64).collect::<String>()
+            )));
+        }
+        forward::forward(&state, instance, &tail, true, request).await
+    }
+    .await;
+    result.unwrap_or_else(ours)
+}
+
+/// The instance the caller may use: by its token (and then it must be
+/// `id`, and the caller's organization's), or the organization's instance `id`.
+async fn resolve(
+    state: &AppState,
+    caller: &AccountOrInstance,
+    id: Option<i64>,
+) -> Result<Instance, ApiError> {
+    let not_found = |id: i64| ApiError::NotFound(format!("no instance with id {id}"));
+    let instance = match (&caller.principal, &caller.element_token, id) {
+        (_, Some(token), _) => {
+            let instance = state
+                .store
+                .instance_by_token(&hash_secret(token.expose()))
+                .await?
+                .ok_or(ApiError::Unauthorized)?;
+            let same_org = caller
+                .principal
+                .as_ref()
+                .is_none_or(|p| p.organization_id == instance.organization_id);
+            if !same_org || id.is_some_and(|id| id != instance.id) {
+                return Err(not_found(id.unwrap_or(instance.id)));
+            }
+            instance
+        }
+        (Some(principal), None, Some(id)) => state
+            .store
+            .instance(principal.organization_id, id)
+            .await?
+            .ok_or_else(|| not_found(id))?,
+        _ => return Err(ApiError::Unauthorized),
+    };
+    if instance.disabled {
+        return Err(ApiError::Forbidden(format!(
+            "instance {} is disabled",
+            instance.id
+        )));
+    }
+    Ok(instance)
+}
+
+/// Whether `method` may be retried without the caller's consent.
+pub fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_its_encoding() {
+        assert_eq!(
+            split_path("/instances/7/proxy/a/b%2Fc?x", 3),
+            (vec!["instances", "7", "proxy"], "a/b%2Fc?x")
+        );
+        assert_eq!(
+            split_path("/hubs/marketing//evil", 2),
+            (vec!["hubs", "marketing"], "/evil")
+        );
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::config::{FileConfig, ServerConfig};
+
+    #[test]
+    fn the_proxy_table_of_the_config_file_is_read_and_clamped() {
+        let file: FileConfig = toml::from_str(
+            "[proxy]\nmax_request_body_bytes = 1000\nreplay_body_bytes = 10\ntimeout_ms = 1\n\
+             max_retries = 50\nretry_budget_ms = 500\nretry_after_cap_seconds = 3\nbackoff_ms = 7\n",
+        )
+        .unwrap();
+        let config = ServerConfig::default().with_file(file);
+        assert_eq!(
+            config.proxy,
+            ProxySettings {
+                max_request_body: 1000,
+                replay_body: 10,
+                timeout: Duration::from_millis(10),
+                max_retries: 10,
+                retry_budget: Duration::from_millis(500),
+                retry_after_cap: Duration::from_secs(3),
+                backoff: Duration::from_millis(7),
+            }
+        );
+        assert_eq!(ServerConfig::default().proxy, ProxySettings::default());
+    }
+
+    const ELEMENT: &str = "id = 9004\nkey = \"keyed\"\nname = \"Keyed\"\ndescription = \"d\"\n\
+        image = \"elements/provider_keyed.png\"\nhub = \"general\"\nauthentication = \"apikey\"\n\
+        existing_account_description = \"e\"\nconfig_description = \"c\"\n\
+        api_base_url = \"https://api.keyed.example\"\n\n[credential]\nheaders = { X-Api-Key = \"{api.key}\" }\n\n\
+        [[configuration]]\nkey = \"api.key\"\nname = \"API key\"\nsecret = true\n";
+
+    #[test]
+    fn resources_and_the_proxy_table_are_read_from_catalog_files() {
+        let text = format!(
+            "{ELEMENT}\n[proxy]\nmax_retries = 0\n\n[[resources]]\nname = \"things\"\nmethod = \"GET\"\n\
+             path = \"/things/{{id}}\"\nprovider_path = \"/v2/things/{{id}}\"\n"
+        );
+        let spec = elements_core::ElementSpec::parse("keyed.toml", &text).unwrap();
+        assert_eq!(spec.proxy.and_then(|p| p.max_retries), Some(0));
+        assert_eq!(spec.resources[0].provider_path, "/v2/things/{id}");
+
+        let bad = format!(
+            "{ELEMENT}\n[[resources]]\nname = \"things\"\nmethod = \"GET\"\npath = \"/things\"\n\
+             provider_path = \"/v2/../admin\"\n"
+        );
+        let err = elements_core::ElementSpec::parse("keyed.toml", &bad)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            err.contains("field `resources`: `things`: `provider_path` must be an absolute path"),
+            "{err}"
+        );
+        let bad = format!(
+            "{ELEMENT}\n[[resources]]\nname = \"things\"\nmethod = \"FETCH\"\npath = \"/things\"\n\
+             provider_path = \"/v2/things\"\n"
+        );
+        let err = elements_core::ElementSpec::parse("keyed.toml", &bad)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            err.contains("method must be one of GET, POST, PUT, PATCH, DELETE"),
+            "{err}"
+        );
+    }
+}

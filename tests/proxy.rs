@@ -1,0 +1,658 @@
+//! The API proxy (issue 15): the instance's credential applied per kind,
+//! refresh before expiry and after a 401, retries, path safety, timeouts,
+//! streaming, and the Cloud Elements hub entrance with `[[resources]]`.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use elements_core::OAuthOverride;
+use elements_server::proxy::ProxyFileSettings;
+use elements_testkit::api::{Expect, FakeApi, Fault};
+use elements_testkit::provider::FakeProvider;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    oauth: Arc<FakeProvider>,
+    api: FakeApi,
+}
+
+/// A server whose HubSpot (and other elements') API is the fake API, and
+/// whose HubSpot token endpoints are the fake OAuth provider's.
+async fn setup_with(settings: ProxyFileSettings) -> Setup {
+    let oauth = Arc::new(FakeProvider::start().await);
+    let api = FakeApi::start().await;
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.overrides.insert(
+        "hubspot".into(),
+        OAuthOverride {
+            token_url: Some(oauth.token_url()),
+            refresh_url: Some(oauth.legacy_refresh_url()),
+            ..Default::default()
+        },
+    );
+    for key in ["hubspot", "sendgrid", "trello", "freshdesk", "flickr"] {
+        config.api_base_urls.insert(key.into(), api.base_url());
+    }
+    config.proxy.apply(&ProxyFileSettings {
+        backoff_ms: Some(1),
+        ..settings
+    });
+    let server = TestServer::start(config).await;
+    Setup {
+        _dir: dir,
+        server,
+        oauth,
+        api,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(ProxyFileSettings::default()).await
+}
+
+/// Creates an instance; (id, instance token).
+async fn create(server: &TestServer, account: &Account, body: &Value) -> (i64, String) {
+    let (status, created) = server.post_instance(account, body).await;
+    assert_eq!(status, 200, "{created}");
+    (
+        created["id"].as_i64().unwrap(),
+        created["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A HubSpot instance with tokens issued by the fake OAuth provider; the
+/// fake API accepts exactly the provider's valid tokens.
+async fn hubspot(s: &Setup) -> (i64, String, String) {
+    let (access, refresh) = s.oauth.issue_tokens("test-client");
+    let (id, token) = create(
+        &s.server,
+        &s.server.account,
+        &seed_instance_body(&access, &refresh),
+    )
+    .await;
+    let oauth = s.oauth.clone();
+    s.api.expect(Expect::Bearer(Arc::new(move |t| {
+        oauth.is_access_token_valid(t)
+    })));
+    (id, token, access)
+}
+
+fn simple(element: &str, configuration: Value) -> Value {
+    json!({
+        "element": { "key": element },
+        "name": format!("{element} instance"),
+        "configuration": configuration,
+    })
+}
+
+async fn call(
+    s: &Setup,
+    method: Method,
+    path: &str,
+    auth: &str,
+) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+    let r = s
+        .server
+        .client
+        .request(method, s.server.url(path))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .expect("proxied request");
+    let status = r.status();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn oauth2_bearer_is_applied_and_our_headers_are_stripped() {
+    let s = setup().await;
+    let (id, token, access) = hubspot(&s).await;
+    let r = s
+        .server
+        .client
+        .get(s.server.url(&format!(
+            "/instances/{id}/proxy/crm/v3/objects/contacts?limit=5&after=a%20b"
+        )))
+        .header("Authorization", format!("Element {token}"))
+        .header("X-Keep", "kept")
+        .header("Proxy-Authorization", "Basic c2VjcmV0")
+        .header("Elements-Retry", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert!(!r.headers().contains_key("elements-error"));
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/crm/v3/objects/contacts");
+    assert_eq!(echo["query"], "limit=5&after=a%20b");
+    assert_eq!(echo["headers"]["authorization"], format!("Bearer {access}"));
+    assert_eq!(echo["headers"]["x-keep"], "kept");
+    assert_eq!(echo["headers"].get("proxy-authorization"), None);
+    assert_eq!(echo["headers"].get("elements-retry"), None);
+    assert_eq!(
+        echo["headers"]["host"],
+        s.api.base_url().trim_start_matches("http://")
+    );
+
+    // With User + Organization instead of the instance token.
+    let (status, _, echo) = call(
+        &s,
+        Method::DELETE,
+        &format!("/instances/{id}/proxy/crm/v3/objects/contacts/7"),
+        &s.server.account.header(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["method"], "DELETE");
+    assert_eq!(echo["path"], "/crm/v3/objects/contacts/7");
+}
+
+#[tokio::test]
+async fn each_credential_kind_is_applied_as_declared() {
+    let s = setup().await;
+    let account = &s.server.account;
+
+    let (id, _) = create(
+        &s.server,
+        account,
+        &simple("sendgrid", json!({ "api.key": "SG.k1" })),
+    )
+    .await;
+    s.api.expect(Expect::Header(
+        "authorization".into(),
+        "Bearer SG.k1".into(),
+    ));
+    let (status, _, echo) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/v3/mail"),
+        &account.header(),
+    )
+    .await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(echo["path"], "/v3/mail");
+
+    let (id, _) = create(
+        &s.server,
+        account,
+        &simple("trello", json!({ "api.key": "tk", "api.token": "tt" })),
+    )
+    .await;
+    s.api.expect(Expect::Query("token".into(), "tt".into()));
+    let (status, _, echo) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/boards?x=1"),
+        &account.header(),
+    )
+    .await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(echo["query"], "x=1&key=tk&token=tt");
+
+    let (id, _) = create(
+        &s.server,
+        account,
+        &simple("freshdesk", json!({ "api.key": "fk", "subdomain": "acme" })),
+    )
+    .await;
+    s.api.expect(Expect::Basic("fk".into(), "X".into()));
+    let (status, _, echo) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/tickets"),
+        &account.header(),
+    )
+    .await;
+    assert_eq!(status, 200, "{echo}");
+
+    let mut flickr = simple(
+        "flickr",
+        json!({ "oauth.api.key": "ck", "oauth.api.secret": "cs" }),
+    );
+    flickr["providerData"] = json!({ "oauth_token": "ot", "oauth_token_secret": "ots" });
+    let (id, _) = create(&s.server, account, &flickr).await;
+    s.api.expect(Expect::OAuth1("ck".into()));
+    let (status, _, echo) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/?method=flickr.test"),
+        &account.header(),
+    )
+    .await;
+    assert_eq!(status, 200, "{echo}");
+    let auth = echo["headers"]["authorization"].as_str().unwrap();
+    assert!(auth.contains("oauth_token=\"ot\""), "{auth}");
+    assert!(!auth.contains("ots") && !auth.contains("\"cs\""), "{auth}");
+
+    // A credential the API refuses is the provider's 401, passed through.
+    s.api.expect(Expect::Header("x-never".into(), "x".into()));
+    let (status, headers, body) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/x"),
+        &account.header(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(!headers.contains_key("elements-error"));
+    assert_eq!(body["error"], "header x-never missing or wrong");
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_first_and_a_401_is_refreshed_and_replayed_once() {
+    let s = setup().await;
+    let (id, token, access) = hubspot(&s).await;
+    let auth = format!("Element {token}");
+
+    expire(s.server.state.store.as_ref(), id).await;
+    let (status, _, echo) = call(&s, Method::GET, &format!("/instances/{id}/proxy/a"), &auth).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(s.oauth.refresh_calls(), 1);
+    let second = echo["headers"]["authorization"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(second, format!("Bearer {access}"));
+
+    // The provider drops the token: one forced refresh, the POST replayed
+    // with its body.
+    s.oauth.expire_access_tokens();
+    let r = s
+        .server
+        .client
+        .post(
+            s.server
+                .url(&format!("/instances/{id}/proxy/crm/v3/objects/contacts")),
+        )
+        .header("Authorization", &auth)
+        .body("x".repeat(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bodyLength"], 1000);
+    assert_eq!(s.oauth.refresh_calls(), 2);
+    assert_ne!(echo["headers"]["authorization"], second.as_str());
+
+    // Still 401 after the refresh: the provider's answer goes back.
+    s.api.expect(Expect::Bearer(Arc::new(|_| false)));
+    let (status, headers, body) =
+        call(&s, Method::GET, &format!("/instances/{id}/proxy/a"), &auth).await;
+    assert_eq!(status, 401);
+    assert!(!headers.contains_key("elements-error"));
+    assert_eq!(body["error"], "bearer token missing or invalid");
+    assert_eq!(s.oauth.refresh_calls(), 3);
+
+    // No refresh token: nothing to refresh, the provider's 401 goes back.
+    let (access, _) = s.oauth.issue_tokens("test-client");
+    let mut body = seed_instance_body(&access, "unused");
+    body["providerData"] = json!({ "access_token": access, "expires_in": 1800 });
+    let (id, _) = create(&s.server, &s.server.account, &body).await;
+    let (status, headers, body) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/a"),
+        &s.server.account.header(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(!headers.contains_key("elements-error"));
+    assert_eq!(body["error"], "bearer token missing or invalid");
+    assert_eq!(s.oauth.refresh_calls(), 3);
+}
+
+#[tokio::test]
+async fn concurrent_calls_on_an_expired_token_refresh_exactly_once() {
+    let s = setup().await;
+    let (id, token, _) = hubspot(&s).await;
+    expire(s.server.state.store.as_ref(), id).await;
+    let calls = (0..200).map(|_| {
+        let client = s.server.client.clone();
+        let url = s.server.url(&format!("/instances/{id}/proxy/c"));
+        let auth = format!("Element {token}");
+        tokio::spawn(async move {
+            let r = client
+                .get(url)
+                .header("Authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            r.status()
+        })
+    });
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(s.oauth.refresh_calls(), 1);
+    assert_eq!(s.api.calls(), 200);
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_and_posts_only_when_asked() {
+    let s = setup().await;
+    let (id, _) = create(
+        &s.server,
+        &s.server.account,
+        &simple("sendgrid", json!({ "api.key": "k" })),
+    )
+    .await;
+    let auth = s.server.account.header();
+    let path = format!("/instances/{id}/proxy/r");
+
+    s.api
+        .push_faults(&[Fault::Status(429, Some(0)), Fault::Status(503, None)]);
+    let (status, _, _) = call(&s, Method::GET, &path, &auth).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.api.calls(), 3);
+
+    s.api.push_faults(&[Fault::Reset, Fault::Status(502, None)]);
+    let (status, _, _) = call(&s, Method::PUT, &path, &auth).await;
+    assert_eq!(status, 200);
+    assert_eq!(s.api.calls(), 6);
+
+    // More failures than retries (2): the last answer goes back.
+    s.api.push_faults(&[Fault::Status(500, None); 3]);
+    let (status, headers, body) = call(&s, Method::GET, &path, &auth).await;
+    assert_eq!(status, 500);
+    assert!(!headers.contains_key("elements-error"));
+    assert_eq!(body["fault"], 500);
+    assert_eq!(s.api.calls(), 9);
+
+    // A Retry-After beyond the cap is not waited for.
+    s.api.push_faults(&[Fault::Status(429, Some(3600))]);
+    let (status, headers, _) = call(&s, Method::GET, &path, &auth).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "3600");
+    assert_eq!(s.api.calls(), 10);
+
+    // POST: never retried...
+    s.api.push_faults(&[Fault::Status(503, None)]);
+    let (status, _, _) = call(&s, Method::POST, &path, &auth).await;
+    assert_eq!(status, 503);
+    assert_eq!(s.api.calls(), 11);
+    s.api.push_faults(&[Fault::Reset]);
+    let (status, headers, body) = call(&s, Method::POST, &path, &auth).await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["elements-error"], "true");
+    assert_eq!(body["message"], "the provider could not be reached");
+    assert_eq!(s.api.calls(), 12);
+
+    // ... unless the caller asks.
+    s.api.push_faults(&[Fault::Reset]);
+    let r = s
+        .server
+        .client
+        .post(s.server.url(&path))
+        .header("Authorization", &auth)
+        .header("Elements-Retry", "true")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.api.calls(), 14);
+}
+
+/// Sends a request line exactly as given (no client normalisation).
+async fn raw(base: &str, target: &str, auth: &str) -> (u16, String) {
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    (status, answer)
+}
+
+#[tokio::test]
+async fn paths_that_would_leave_the_base_url_are_refused() {
+    let s = setup().await;
+    let (id, _) = create(
+        &s.server,
+        &s.server.account,
+        &simple("sendgrid", json!({ "api.key": "k" })),
+    )
+    .await;
+    let auth = s.server.account.header();
+    let prefix = format!("/elements/api-v2/instances/{id}/proxy/");
+    let cases = [
+        (
+            "a/../../admin",
+            "the path must not contain `.` or `..` segments",
+        ),
+        (
+            "a/%2e%2e/admin",
+            "the path must not contain `.` or `..` segments",
+        ),
+        (
+            "a%2Fb",
+            "the path must not contain an encoded slash (`%2F`)",
+        ),
+        (
+            "a%5Cb",
+            "the path must not contain a backslash (`\\\\` or `%5C`)",
+        ),
+        (
+            "a\\b",
+            "the path must not contain a backslash (`\\\\` or `%5C`)",
+        ),
+        ("/evil.example/x", "the path must not start with `//`"),
+        (
+            "http://evil.example/x",
+            "the path must be relative to the element's API, not an absolute URL",
+        ),
+        ("user@evil.example/x", "the path must not contain `@`"),
+        (
+            "a%0d%0aX-Injected:%201",
+            "the path must not contain control characters",
+        ),
+    ];
+    for (payload, message) in cases {
+        let (status, answer) = raw(&s.server.base, &format!("{prefix}{payload}"), &auth).await;
+        assert_eq!(status, 400, "{payload}: {answer}");
+        assert!(
+            answer.contains(&format!("\"message\":\"{message}\"")),
+            "{payload}: {answer}"
+        );
+        assert!(
+            answer.to_ascii_lowercase().contains("elements-error: true"),
+            "{answer}"
+        );
+    }
+    assert_eq!(s.api.calls(), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_cut_off() {
+    let s = setup_with(ProxyFileSettings {
+        timeout_ms: Some(300),
+        ..Default::default()
+    })
+    .await;
+    let (id, _) = create(
+        &s.server,
+        &s.server.account,
+        &simple("sendgrid", json!({ "api.key": "k" })),
+    )
+    .await;
+    let (status, headers, body) = call(
+        &s,
+        Method::POST,
+        &format!("/instances/{id}/proxy/hang"),
+        &s.server.account.header(),
+    )
+    .await;
+    assert_eq!(status, 504);
+    assert_eq!(headers["elements-error"], "true");
+    assert_eq!(body["message"], "the provider did not answer within 300 ms");
+}
+
+#[tokio::test]
+async fn the_hub_entrance_maps_declared_resources_and_checks_the_hub() {
+    let s = setup().await;
+    let (id, token, _) = hubspot(&s).await;
+    let auth = format!("{}, Element {token}", s.server.account.header());
+    for (method, path, provider) in [
+        (
+            Method::GET,
+            "/hubs/marketing/contacts?limit=2",
+            "/crm/v3/objects/contacts",
+        ),
+        (
+            Method::GET,
+            "/hubs/marketing/contacts/42",
+            "/crm/v3/objects/contacts/42",
+        ),
+        (
+            Method::POST,
+            "/hubs/marketing/deals",
+            "/crm/v3/objects/deals",
+        ),
+        (
+            Method::GET,
+            "/hubs/marketing/companies/9",
+            "/crm/v3/objects/companies/9",
+        ),
+        (
+            Method::DELETE,
+            "/hubs/marketing/contacts/42",
+            "/contacts/42",
+        ),
+        (Method::GET, "/hubs/marketing/owners/v2", "/owners/v2"),
+    ] {
+        let (status, _, echo) = call(&s, method.clone(), path, &auth).await;
+        assert_eq!(status, 200, "{path}: {echo}");
+        assert_eq!(echo["path"], provider, "{method} {path}");
+    }
+
+    let (status, headers, body) = call(&s, Method::GET, "/hubs/crm/contacts", &auth).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["elements-error"], "true");
+    assert_eq!(
+        body["message"],
+        "the instance's element `hubspot` is in hub `marketing`, not `crm`"
+    );
+
+    let (status, _, body) = call(
+        &s,
+        Method::GET,
+        "/hubs/marketing/contacts",
+        &s.server.account.header(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("needs the instance's token"),
+        "{body}"
+    );
+
+    // Another organization's instance is a 404, by either entrance.
+    let other = s.server.other_account("other").await;
+    let (status, _, body) = call(
+        &s,
+        Method::GET,
+        "/hubs/marketing/contacts",
+        &format!("{}, Element {token}", other.header()),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], format!("no instance with id {id}"));
+    let (status, _, body) = call(
+        &s,
+        Method::GET,
+        &format!("/instances/{id}/proxy/x"),
+        &other.header(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], format!("no instance with id {id}"));
+    assert_eq!(s.api.calls(), 6);
+}
+
+fn vm_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_one_gib_response_is_streamed_through_the_real_binary_in_little_memory() {
+    let api = FakeApi::start().await;
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elements.sendgrid]\napi_base_url = \"{}\"\n\n[proxy]\ntimeout_ms = 20000\n",
+            api.base_url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Binary::serve(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[
+            ("ELEMENTS_ORGANIZATION_SECRET", "org-proxy-stream"),
+            ("ELEMENTS_USER_SECRET", "user-proxy-stream"),
+        ],
+    );
+    let auth = "User user-proxy-stream, Organization org-proxy-stream";
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(server.url("/instances"))
+        .header("Authorization", auth)
+        .json(&simple("sendgrid", json!({ "api.key": "k" })))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().expect("an instance id");
+    const GIB: u64 = 1 << 30;
+    let mut r = client
+        .get(server.url(&format!("/instances/{id}/proxy/big?bytes={GIB}")))
+        .header("Authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.content_length(), Some(GIB));
+    let pid = server.child.id();
+    let (mut received, mut peak) = (0u64, 0u64);
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        received += chunk.len() as u64;
+        if received % (64 << 20) < chunk.len() as u64 {
+            peak = peak.max(vm_rss_kb(pid));
+        }
+    }
+    peak = peak.max(vm_rss_kb(pid));
+    eprintln!("peak server RSS while streaming 1 GiB: {peak} kB");
+    assert_eq!(received, GIB);
+    assert!(peak < 60 * 1024, "the server's RSS reached {peak} kB");
+}
