@@ -42,8 +42,8 @@ async fn seed_post_instances_answers_the_seed_shape() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["element"],
-        seed_element(),
-        "the element object, exactly"
+        seed_instance_element(),
+        "the element object, exactly: the seed's fields and the hub"
     );
     assert_eq!(body["name"], "Test");
     assert!(body["id"].as_i64().unwrap() > 0);
@@ -88,7 +88,7 @@ async fn seed_post_instances_answers_the_seed_shape() {
     let id = body["id"].as_i64().unwrap();
     let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
     assert!(got.get("token").is_none());
-    assert_eq!(got["element"], seed_element());
+    assert_eq!(got["element"], seed_instance_element());
     server.stop().await;
 }
 

@@ -33,6 +33,14 @@ pub fn seed_element() -> Value {
     })
 }
 
+/// The element object inside an instance: the seed's eleven fields, then
+/// the hub (issue 17: Cloud Elements clients read it there too).
+pub fn seed_instance_element() -> Value {
+    let mut element = seed_element();
+    element["hub"] = json!("marketing");
+    element
+}
+
 /// The seed's instance.json with its placeholders filled in.
 pub fn seed_instance_body(access: &str, refresh: &str) -> Value {
     json!({

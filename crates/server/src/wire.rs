@@ -152,6 +152,17 @@ pub struct UserJson<'a> {
     pub last_name: &'a str,
 }
 
+/// The element object inside an instance: the seed's eleven fields, then
+/// `hub`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct InstanceElement<'a> {
+    /// The seed's eleven fields.
+    #[serde(flatten)]
+    pub metadata: ElementMetadata<'a>,
+    /// The element's hub (empty when it left the catalog).
+    pub hub: &'a str,
+}
+
 /// An instance as the API returns it: the seed's fields first, in order.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -163,8 +174,9 @@ pub struct InstanceJson<'a> {
     /// The instance token: only in the answer to `POST /instances`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<&'a str>,
-    /// The element object (the seed's eleven fields).
-    pub element: ElementMetadata<'a>,
+    /// The element object: the seed's eleven fields, and the element's hub
+    /// (as `GET /elements/{keyOrId}` has it; Cloud Elements clients read it).
+    pub element: InstanceElement<'a>,
     /// Always empty.
     pub provision_interactions: [(); 0],
     /// False once the provider refused the grant for good.
@@ -258,7 +270,7 @@ impl<'a> InstanceJson<'a> {
         spec: Option<&'a ElementSpec>,
         token: Option<&'a str>,
     ) -> Self {
-        let element = match spec {
+        let metadata = match spec {
             Some(spec) => spec.metadata(),
             None => ElementMetadata {
                 id: instance.element_id,
@@ -273,6 +285,10 @@ impl<'a> InstanceJson<'a> {
                 existing_account_description: "",
                 config_description: "",
             },
+        };
+        let element = InstanceElement {
+            metadata,
+            hub: spec.map_or("", |spec| spec.hub.as_str()),
         };
         InstanceJson {
             id: instance.id,

@@ -385,7 +385,7 @@ mod tests {
 
     #[test]
     fn every_scenario_has_a_name_and_the_generated_catalog_is_valid() {
-        assert_eq!(SCENARIOS.len(), 6);
+        assert_eq!(SCENARIOS.len(), 7);
         let dir = tempfile::tempdir().unwrap();
         write_catalog(dir.path(), 3).unwrap();
         let registry = elements_catalog::load(&[dir.path().to_path_buf()], []).unwrap();
