@@ -215,6 +215,22 @@ pub(crate) async fn raw_instance(
 }
 
 impl SqlStore {
+    /// Runs `sql` (`$1` the new hash, `$2` the row id) for a secret
+    /// rotation; false if no row matched, a conflict if the hash is in use.
+    async fn replace_secret_hash(&self, sql: &str, id: i64, hash: &SecretHash) -> Result<bool> {
+        let n = on_pool!(&self.db, |pool| sqlx::query(sql)
+            .bind(&hash[..])
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|d| d.rows_affected()))
+        .map_err(|e| match unique_violation(&e) {
+            Some(col) => conflict(&col),
+            None => db_err(e),
+        })?;
+        Ok(n > 0)
+    }
+
     /// Instance `id`, whatever its organization.
     pub(crate) async fn fetch(&self, id: i64) -> Result<Option<Instance>> {
         let raw = on_pool!(&self.db, |pool| {
@@ -716,35 +732,21 @@ impl Store for SqlStore {
         organization_id: i64,
         hash: &SecretHash,
     ) -> Result<bool> {
-        let n = on_pool!(&self.db, |pool| sqlx::query(
-            "UPDATE organizations SET secret_hash = $1 WHERE id = $2"
+        self.replace_secret_hash(
+            "UPDATE organizations SET secret_hash = $1 WHERE id = $2",
+            organization_id,
+            hash,
         )
-        .bind(&hash[..])
-        .bind(organization_id)
-        .execute(pool)
         .await
-        .map(|d| d.rows_affected()))
-        .map_err(|e| match unique_violation(&e) {
-            Some(col) => conflict(&col),
-            None => db_err(e),
-        })?;
-        Ok(n > 0)
     }
 
     async fn set_user_secret(&self, user_id: i64, hash: &SecretHash) -> Result<bool> {
-        let n = on_pool!(&self.db, |pool| sqlx::query(
-            "UPDATE users SET secret_hash = $1 WHERE id = $2"
+        self.replace_secret_hash(
+            "UPDATE users SET secret_hash = $1 WHERE id = $2",
+            user_id,
+            hash,
         )
-        .bind(&hash[..])
-        .bind(user_id)
-        .execute(pool)
         .await
-        .map(|d| d.rows_affected()))
-        .map_err(|e| match unique_violation(&e) {
-            Some(col) => conflict(&col),
-            None => db_err(e),
-        })?;
-        Ok(n > 0)
     }
 
     async fn set_instance_token(
