@@ -204,9 +204,7 @@ pub async fn respond(
         }
     }
     let id = instance.id;
-    let element = state
-        .registry
-        .by_key(&instance.element_key)
+    let element = crate::private_elements::lookup(state, instance.organization_id, &instance.element_key).await.ok()
         .ok_or_else(|| {
             ApiError::Conflict(format!(
                 "element `{}` of instance {id} is not in this server's catalog",

@@ -218,8 +218,8 @@ async fn hub_proxy(
             ));
         }
         let instance = resolve(&state, &caller, None).await?;
-        let element_hub = crate::routes::instances::spec_of(&state, &instance)
-            .map(|s| s.hub.clone())
+        let element_hub = crate::private_elements::lookup(&state, instance.organization_id, &instance.element_key).await.ok()
+            .map(|e| e.spec().hub.clone())
             .unwrap_or_default();
         if element_hub != hub {
             return Err(ApiError::BadRequest(format!(

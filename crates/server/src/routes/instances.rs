@@ -9,7 +9,6 @@ use axum::{Json, Router};
 use elements_core::{Configuration, Element, ElementSpec};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
-use super::elements::find;
 use super::{instance_id, PathParam, QueryPairs};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonBody};
@@ -108,9 +107,10 @@ pub(crate) async fn create(
     body.tags = body
         .tags
         .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
-    let element: &dyn Element = match (&body.element.key, body.element.id) {
-        (Some(key), _) => find(&state, key)?.as_ref(),
-        (None, Some(id)) => find(&state, &id.to_string())?.as_ref(),
+    let org = principal.organization_id;
+    let element: &dyn Element = &*match (&body.element.key, body.element.id) {
+        (Some(key), _) => crate::private_elements::lookup_usable(&state, org, key).await?,
+        (None, Some(id)) => crate::private_elements::lookup_usable(&state, org, &id.to_string()).await?,
         (None, None) => {
             return Err(ApiError::BadRequest(
                 "`element.key` is required (or `element.id`)".into(),
