@@ -291,7 +291,10 @@ pub async fn find_usable(
 /// The organization of a catalog request: `None` without `Authorization`
 /// (the seed's anonymous catalog), else the authenticated organization (a
 /// wrong credential is the usual 401).
-pub async fn organization_of(state: &AppState, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+pub async fn organization_of(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<i64>, ApiError> {
     if !headers.contains_key(AUTHORIZATION) {
         return Ok(None);
     }
@@ -310,7 +313,10 @@ pub async fn find_for(
     key_or_id: &str,
 ) -> Result<(Arc<dyn Element>, Option<View>), ApiError> {
     match organization_of(state, headers).await? {
-        None => Ok((crate::routes::elements::find(state, key_or_id)?.clone(), None)),
+        None => Ok((
+            crate::routes::elements::find(state, key_or_id)?.clone(),
+            None,
+        )),
         Some(org) => {
             let catalog = catalog(state, org).await?;
             let (element, private) = resolve(state, &catalog, key_or_id)?;
@@ -356,8 +362,8 @@ pub fn mark(view: Option<View>, json: &mut serde_json::Value) {
 /// order, its own marked `private: true`, deactivated ones `active: false`.
 /// `None` for an anonymous request (the built-ins, as before).
 pub async fn list_for(state: &AppState, headers: &HeaderMap) -> Option<axum::response::Response> {
-    use axum::response::IntoResponse as _;
     use crate::element_view::ElementJson as _;
+    use axum::response::IntoResponse as _;
     let org = match organization_of(state, headers).await {
         Ok(Some(org)) => org,
         Ok(None) => return None,

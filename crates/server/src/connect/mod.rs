@@ -243,8 +243,17 @@ async fn create_session(
         ));
     };
     let element: &dyn Element = &*match (&body.element.key, body.element.id) {
-        (Some(key), _) => crate::private_elements::lookup_connect(&state, principal.organization_id, key).await?,
-        (None, Some(id)) => crate::private_elements::lookup_connect(&state, principal.organization_id, &id.to_string()).await?,
+        (Some(key), _) => {
+            crate::private_elements::lookup_connect(&state, principal.organization_id, key).await?
+        }
+        (None, Some(id)) => {
+            crate::private_elements::lookup_connect(
+                &state,
+                principal.organization_id,
+                &id.to_string(),
+            )
+            .await?
+        }
         (None, None) => {
             return Err(ApiError::BadRequest(
                 "`element.key` is required (or `element.id`)".into(),
@@ -608,7 +617,11 @@ async fn authorize(
         Ok(s) => s,
         Err(page) => return page,
     };
-    let Some(element) = crate::private_elements::lookup(&state, session.organization_id, &session.element_key).await.ok() else {
+    let Some(element) =
+        crate::private_elements::lookup(&state, session.organization_id, &session.element_key)
+            .await
+            .ok()
+    else {
         return unknown_session();
     };
     if !uses_provider(element.as_ref()) {
@@ -673,7 +686,11 @@ async fn submit(
         Ok(s) => s,
         Err(page) => return page,
     };
-    let Some(element) = crate::private_elements::lookup(&state, session.organization_id, &session.element_key).await.ok() else {
+    let Some(element) =
+        crate::private_elements::lookup(&state, session.organization_id, &session.element_key)
+            .await
+            .ok()
+    else {
         return unknown_session();
     };
     let element = element.as_ref();
@@ -890,7 +907,11 @@ async fn callback_outcome(
             description: "the provider's answer carries no authorization code".into(),
         });
     };
-    let Some(element) = crate::private_elements::lookup(&state, session.organization_id, &session.element_key).await.ok() else {
+    let Some(element) =
+        crate::private_elements::lookup(&state, session.organization_id, &session.element_key)
+            .await
+            .ok()
+    else {
         return Err(Failure {
             code: "element_unavailable",
             description: format!(

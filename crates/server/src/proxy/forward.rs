@@ -225,7 +225,10 @@ pub(super) async fn forward(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let settings = &state.proxy.settings;
-    let element = crate::private_elements::lookup(state, instance.organization_id, &instance.element_key).await.ok();
+    let element =
+        crate::private_elements::lookup(state, instance.organization_id, &instance.element_key)
+            .await
+            .ok();
     let spec = element.as_ref().map(|e| e.spec()).ok_or_else(|| {
         ApiError::Conflict(format!(
             "element `{}` of instance {} is not in this server's catalog",

@@ -74,7 +74,8 @@ async fn show(
     PathParam(key_or_id): PathParam<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (element, private) = crate::private_elements::find_for(&state, &headers, &key_or_id).await?;
+    let (element, private) =
+        crate::private_elements::find_for(&state, &headers, &key_or_id).await?;
     let mut view = serde_json::to_value(element.spec().view())
         .map_err(|e| ApiError::Internal(format!("element view: {e}")))?;
     crate::private_elements::mark(private, &mut view);

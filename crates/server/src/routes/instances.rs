@@ -110,7 +110,9 @@ pub(crate) async fn create(
     let org = principal.organization_id;
     let element: &dyn Element = &*match (&body.element.key, body.element.id) {
         (Some(key), _) => crate::private_elements::lookup_usable(&state, org, key).await?,
-        (None, Some(id)) => crate::private_elements::lookup_usable(&state, org, &id.to_string()).await?,
+        (None, Some(id)) => {
+            crate::private_elements::lookup_usable(&state, org, &id.to_string()).await?
+        }
         (None, None) => {
             return Err(ApiError::BadRequest(
                 "`element.key` is required (or `element.id`)".into(),

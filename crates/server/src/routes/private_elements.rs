@@ -25,7 +25,10 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/elements", post(create))
         .route("/elements/{key_or_id}", put(replace).delete(remove))
-        .route("/elements/{key_or_id}/active", put(activate).delete(deactivate))
+        .route(
+            "/elements/{key_or_id}/active",
+            put(activate).delete(deactivate),
+        )
         .route("/elements/{key_or_id}/clone", post(clone))
         .route("/elements/{key_or_id}/export", get(export))
 }
@@ -42,7 +45,9 @@ fn to_toml(value: serde_json::Value, path: &str, depth: usize) -> Result<toml::V
     }
     Ok(match value {
         serde_json::Value::Null => {
-            return Err(field("must not be null (leave the field out for its default)"))
+            return Err(field(
+                "must not be null (leave the field out for its default)",
+            ))
         }
         serde_json::Value::Bool(b) => toml::Value::Boolean(b),
         serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
@@ -95,12 +100,11 @@ fn table_of(body: serde_json::Value) -> Result<toml::Table, ApiError> {
 fn validate(state: &AppState, table: &toml::Table) -> Result<(ElementSpec, String), ApiError> {
     let text = toml::to_string(table)
         .map_err(|e| ApiError::BadRequest(format!("the element is not valid TOML data: {e}")))?;
-    let spec = ElementSpec::parse("element", &format!("id = {ID_BASE}\n{text}")).map_err(
-        |errors| {
+    let spec =
+        ElementSpec::parse("element", &format!("id = {ID_BASE}\n{text}")).map_err(|errors| {
             let messages: Vec<&str> = errors.iter().take(5).map(|e| e.message.as_str()).collect();
             ApiError::BadRequest(format!("invalid element: {}", messages.join("; ")))
-        },
-    )?;
+        })?;
     check_urls(state, &spec)?;
     spec.check_custom_hosts(&|_| None, &state.allowed_custom_hosts)
         .map_err(|e| ApiError::BadRequest(format!("invalid element: {e}")))?;
@@ -137,6 +141,12 @@ fn check_urls(state: &AppState, spec: &ElementSpec) -> Result<(), ApiError> {
         urls.push(("oauth1.access_token_url".into(), &o.access_token_url));
     }
     for (field, url) in urls {
+        // A whole-origin placeholder (`{salesforce.instance_url}/...`): the
+        // parser has checked it names a `custom_host` entry, whose values
+        // are held to these same rules when they are given.
+        if url.starts_with('{') {
+            continue;
+        }
         let Some(rest) = url.strip_prefix("https://") else {
             return Err(ApiError::BadRequest(format!(
                 "field `{field}`: must be an https URL (private elements)"
@@ -233,11 +243,7 @@ async fn check_unique(
     Ok(())
 }
 
-async fn store_new(
-    state: &AppState,
-    org: i64,
-    table: toml::Table,
-) -> Result<Response, ApiError> {
+async fn store_new(state: &AppState, org: i64, table: toml::Table) -> Result<Response, ApiError> {
     let (spec, text) = validate(state, &table)?;
     check_unique(state, org, &spec, None).await?;
     let row = state

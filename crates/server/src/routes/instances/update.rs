@@ -165,7 +165,9 @@ async fn apply_instance(
     body.tags = body
         .tags
         .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
-    let element = crate::private_elements::lookup(state, instance.organization_id, &instance.element_key).await?;
+    let element =
+        crate::private_elements::lookup(state, instance.organization_id, &instance.element_key)
+            .await?;
     match &body.name {
         Some(name) => check_name(name)?,
         None if full => return Err(ApiError::BadRequest("`name` is required".into())),
