@@ -32,7 +32,8 @@ fn acme() -> Value {
         "configuration": [
             { "key": "oauth.api.key", "name": "Client ID" },
             { "key": "oauth.api.secret", "name": "Client secret", "secret": true },
-            { "key": "oauth.callback.url", "name": "Callback URL" }
+            { "key": "oauth.callback.url", "name": "Callback URL" },
+            { "key": "account.pin", "name": "PIN", "secret": true, "required": false }
         ]
     })
 }
@@ -212,7 +213,8 @@ async fn a_private_element_lives_through_create_use_export_clone_deactivate_dele
         "configuration": {
             "oauth.api.key": "acme-client",
             "oauth.api.secret": "s3cr3t",
-            "oauth.callback.url": "https://app.example/cb"
+            "oauth.callback.url": "https://app.example/cb",
+            "account.pin": "4242"
         },
         "name": "Acme of A"
     });
@@ -221,6 +223,37 @@ async fn a_private_element_lives_through_create_use_export_clone_deactivate_dele
         .await;
     assert_eq!(status, 200, "{instance}");
     let instance_id = instance["id"].as_i64().unwrap();
+    // The instance shows its private element, and masks what it declares secret.
+    assert_eq!(instance["element"]["id"].as_u64(), Some(id));
+    assert_eq!(instance["element"]["name"], "Acme CRM");
+    assert_eq!(instance["configuration"]["account.pin"], "********");
+    let (_, shown) = s
+        .call(Method::GET, &format!("/instances/{instance_id}"), a, None)
+        .await;
+    assert_eq!(
+        (
+            shown["element"]["key"].clone(),
+            shown["element"]["deleted"].clone()
+        ),
+        (json!("acme-crm"), json!(false))
+    );
+    let (_, entries) = s
+        .call(
+            Method::GET,
+            &format!("/instances/{instance_id}/configuration"),
+            a,
+            None,
+        )
+        .await;
+    let pin = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == "account.pin")
+        .unwrap();
+    assert_eq!(pin["propertyValue"], "********");
+    let (_, page) = s.call(Method::GET, "/instances", a, None).await;
+    assert_eq!(page[0]["element"]["name"], "Acme CRM");
     let (_, counted) = s
         .call(Method::GET, "/elements/acme-crm/instances", a, None)
         .await;

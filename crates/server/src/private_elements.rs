@@ -442,3 +442,31 @@ pub async fn element_for(
         }
     }
 }
+
+impl Cache {
+    /// The organization's cached catalog, whatever its age (for rendering,
+    /// after an async [`catalog`] call has refreshed it).
+    fn peek(&self, organization_id: i64) -> Option<Arc<OrgCatalog>> {
+        self.lock().get(&organization_id).map(|(_, c)| c.clone())
+    }
+}
+
+/// An instance's element for rendering it (synchronous: the organization's
+/// catalog as cached; the instance routes refresh it first through
+/// [`catalog`]): its organization's own element with its key, else the
+/// built-in, else `None` (never a built-in for an instance created from a
+/// private element, whose id is in the private range).
+pub fn instance_element(
+    state: &AppState,
+    instance: &elements_store::Instance,
+) -> Option<Arc<dyn Element>> {
+    if let Some(catalog) = state.private_elements.peek(instance.organization_id) {
+        if let Some(entry) = catalog.get(&instance.element_key) {
+            return Some(entry.element.clone());
+        }
+    }
+    if instance.element_id >= ID_BASE {
+        return None;
+    }
+    state.registry.by_key(&instance.element_key).cloned()
+}

@@ -1688,9 +1688,8 @@ impl Store for SqlStore {
         spec_toml: &str,
     ) -> Result<crate::PrivateElementRow> {
         let now = now_millis();
-        let (row_id,): (i64,) =
-            on_pool!(&self.db, |pool| {
-                sqlx::query_as(
+        let (row_id,): (i64,) = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
             "INSERT INTO private_elements (organization_id, element_key, spec_toml, created_at, \
              updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id"
         )
@@ -1700,8 +1699,8 @@ impl Store for SqlStore {
         .bind(now)
         .fetch_one(pool)
         .await
-            })
-            .map_err(private_element_conflict)?;
+        })
+        .map_err(private_element_conflict)?;
         Ok(crate::PrivateElementRow {
             row_id,
             key: key.to_owned(),

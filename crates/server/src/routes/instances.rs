@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use elements_core::{Configuration, Element, ElementSpec};
+use elements_core::{Configuration, Element};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
 use super::{instance_id, PathParam, QueryPairs};
@@ -59,16 +59,21 @@ pub(crate) const MAX_CONFIG_VALUE: usize = 8192;
 /// Ten years: a longer `providerData.expires_in` is refused.
 pub(crate) const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
-pub(crate) fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
-    state
-        .registry
-        .by_key(&instance.element_key)
-        .map(|e| e.spec())
+pub(crate) fn spec_of(
+    state: &AppState,
+    instance: &Instance,
+) -> Option<std::sync::Arc<dyn Element>> {
+    crate::private_elements::instance_element(state, instance)
 }
 
 fn render(state: &AppState, instance: &Instance) -> Response {
     with_instance_id(
-        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        Json(InstanceJson::new(
+            instance,
+            spec_of(state, instance).as_deref().map(Element::spec),
+            None,
+        ))
+        .into_response(),
         instance.id,
     )
 }
@@ -253,6 +258,7 @@ pub(crate) async fn owned(
     raw_id: &str,
 ) -> Result<Instance, ApiError> {
     let id = instance_id(raw_id)?;
+    crate::private_elements::catalog(state, organization_id).await?;
     state
         .store
         .instance(organization_id, id)
@@ -338,7 +344,8 @@ async fn configuration(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
-    let spec = spec_of(&state, &instance);
+    let element = spec_of(&state, &instance);
+    let spec = element.as_deref().map(Element::spec);
     let entries: Vec<ConfigurationEntryJson<'_>> = instance
         .configuration
         .iter()

@@ -50,7 +50,12 @@ pub fn with_instance_id(mut response: Response, id: i64) -> Response {
 
 fn render(state: &AppState, instance: &Instance) -> Response {
     with_instance_id(
-        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        Json(InstanceJson::new(
+            instance,
+            spec_of(state, instance).as_deref().map(Element::spec),
+            None,
+        ))
+        .into_response(),
         instance.id,
     )
 }
@@ -270,7 +275,8 @@ pub async fn by_token(state: &AppState, caller: &AccountOrInstance) -> Result<In
 }
 
 fn entries<'a>(state: &AppState, instance: &'a Instance) -> Vec<ConfigurationEntryJson<'a>> {
-    let spec = spec_of(state, instance);
+    let element = spec_of(state, instance);
+    let spec = element.as_deref().map(Element::spec);
     instance
         .configuration
         .iter()
