@@ -560,7 +560,10 @@ async fn bad_elements_name_the_field_and_the_rule() {
         let mut body = acme();
         let mut slot = &mut body;
         for p in &path[..path.len() - 1] {
-            slot = &mut slot[*p];
+            slot = match p.parse::<usize>() {
+                Ok(i) => &mut slot[i],
+                Err(_) => &mut slot[*p],
+            };
         }
         slot[path[path.len() - 1]] = value;
         body
@@ -592,6 +595,12 @@ async fn bad_elements_name_the_field_and_the_rule() {
             "field `api_base_url`: placeholder `{tenant}` names no [[configuration]] entry",
         ),
         ("null", with(&["hub"], Value::Null), 400, "field `hub`: must not be null"),
+        (
+            "wrong type in an entry",
+            with(&["configuration", "1", "secret"], json!("yes")),
+            400,
+            "field `configuration[1].secret`: invalid type: string \"yes\", expected a boolean",
+        ),
         ("bad key", with(&["key"], json!("Acme CRM")), 400, "field `key`"),
         ("missing name", { let mut b = acme(); b.as_object_mut().unwrap().remove("name"); b }, 400, "missing field `name`"),
         ("not an object", json!([1, 2]), 400, "the body must be a JSON object"),

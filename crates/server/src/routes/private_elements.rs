@@ -100,15 +100,56 @@ fn table_of(body: serde_json::Value) -> Result<toml::Table, ApiError> {
 fn validate(state: &AppState, table: &toml::Table) -> Result<(ElementSpec, String), ApiError> {
     let text = toml::to_string(table)
         .map_err(|e| ApiError::BadRequest(format!("the element is not valid TOML data: {e}")))?;
-    let spec =
-        ElementSpec::parse("element", &format!("id = {ID_BASE}\n{text}")).map_err(|errors| {
-            let messages: Vec<&str> = errors.iter().take(5).map(|e| e.message.as_str()).collect();
-            ApiError::BadRequest(format!("invalid element: {}", messages.join("; ")))
-        })?;
+    let full = format!("id = {ID_BASE}\n{text}");
+    let spec = ElementSpec::parse("element", &full).map_err(|errors| {
+        let messages: Vec<String> = errors
+            .iter()
+            .take(5)
+            .map(|e| match e.line.and_then(|line| field_at(&full, line)) {
+                // A file error names the field through its line; without
+                // the line, the field is named instead.
+                Some(field) if !e.message.contains("field `") => {
+                    format!("field `{field}`: {}", e.message)
+                }
+                _ => e.message.clone(),
+            })
+            .collect();
+        ApiError::BadRequest(format!("invalid element: {}", messages.join("; ")))
+    })?;
     check_urls(state, &spec)?;
     spec.check_custom_hosts(&|_| None, &state.allowed_custom_hosts)
         .map_err(|e| ApiError::BadRequest(format!("invalid element: {e}")))?;
     Ok((spec, text))
+}
+
+/// The field path of a line of TOML text as `toml::to_string` writes it
+/// (`key = value` lines under `[table]` and `[[array]]` headers):
+/// `oauth.pkce`, `configuration[1].secret`.
+fn field_at(text: &str, line: usize) -> Option<String> {
+    let mut section = String::new();
+    let mut counts: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let trimmed = raw.trim();
+        if let Some(name) = trimmed
+            .strip_prefix("[[")
+            .and_then(|r| r.strip_suffix("]]"))
+        {
+            let n = counts.entry(name.to_owned()).or_insert(0);
+            section = format!("{name}[{n}]");
+            *n += 1;
+        } else if let Some(name) = trimmed.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+            section = name.to_owned();
+        }
+        if i + 1 == line {
+            let key = trimmed.split_once('=')?.0.trim().trim_matches('"');
+            return Some(if section.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{section}.{key}")
+            });
+        }
+    }
+    None
 }
 
 /// Private elements are tenant input whose token URLs the server calls:
