@@ -908,7 +908,7 @@ async fn callback_outcome(
         });
     };
     let Some(element) =
-        crate::private_elements::lookup(&state, session.organization_id, &session.element_key)
+        crate::private_elements::lookup(state, session.organization_id, &session.element_key)
             .await
             .ok()
     else {
