@@ -1690,6 +1690,7 @@ async fn every_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     all.extend(compat_cases(id, &other.header()));
     all.extend(webhook_cases());
     all.extend(proxy_cases(id, foreign));
+    all.extend(private_element_cases());
     let weak = weak_needles(&all);
     assert!(
         weak.is_empty(),
@@ -1959,4 +1960,208 @@ fn webhook_cases() -> Vec<Case> {
         &["`health` must be one of active, degraded, invalid, disabled"],
     ));
     c
+}
+
+/// Issue 17: a private element as the API takes it (valid as is).
+fn private_element() -> Value {
+    json!({
+        "key": "bad-input-crm",
+        "name": "Bad Input CRM",
+        "description": "d",
+        "image": "elements/provider_x.png",
+        "hub": "crm",
+        "authentication": "oauth2",
+        "existing_account_description": "e",
+        "config_description": "c",
+        "oauth": {
+            "authorization_url": "https://login.crm.example/authorize",
+            "token_url": "https://login.crm.example/token"
+        },
+        "configuration": [{ "key": "oauth.api.key", "name": "Client ID" }]
+    })
+}
+
+/// Issue 17: bad private elements and their routes.
+fn private_element_cases() -> Vec<Case> {
+    let case =
+        |name: &str, method: Method, path: &str, body: Option<Value>, status, n: &[&str]| Case {
+            name: format!("private elements: {name}"),
+            method,
+            path: path.into(),
+            auth: None,
+            content_type: body.as_ref().map(|_| "application/json"),
+            body: body.map(|b| serde_json::to_vec(&b).unwrap()),
+            status,
+            needles: needles(n),
+        };
+    let with = |path: &[&str], value: Value| {
+        let mut body = private_element();
+        let mut slot = &mut body;
+        for p in &path[..path.len() - 1] {
+            slot = &mut slot[*p];
+        }
+        slot[path[path.len() - 1]] = value;
+        Some(body)
+    };
+    vec![
+        case(
+            "unknown field",
+            Method::POST,
+            "/elements",
+            with(&["colour"], json!("red")),
+            400,
+            &["unknown field `colour`"],
+        ),
+        case(
+            "http token URL",
+            Method::POST,
+            "/elements",
+            with(
+                &["oauth", "token_url"],
+                json!("http://login.crm.example/token"),
+            ),
+            400,
+            &["field `oauth.token_url`: must be an https URL"],
+        ),
+        case(
+            "IP address host",
+            Method::POST,
+            "/elements",
+            with(&["oauth", "token_url"], json!("https://10.0.0.1/token")),
+            400,
+            &["field `oauth.token_url`", "not an IP address"],
+        ),
+        case(
+            "undeclared host placeholder",
+            Method::POST,
+            "/elements",
+            with(
+                &["oauth", "authorization_url"],
+                json!("https://{tenant}.crm.example/authorize"),
+            ),
+            400,
+            &["placeholder `{tenant}` names no [[configuration]] entry"],
+        ),
+        case(
+            "null field",
+            Method::POST,
+            "/elements",
+            with(&["hub"], Value::Null),
+            400,
+            &["field `hub`: must not be null"],
+        ),
+        case(
+            "wrong type",
+            Method::POST,
+            "/elements",
+            with(&["oauth", "pkce"], json!("yes")),
+            400,
+            &["field `oauth.pkce`: invalid type: string \"yes\", expected a boolean"],
+        ),
+        case(
+            "not an object",
+            Method::POST,
+            "/elements",
+            Some(json!(["a"])),
+            400,
+            &["the body must be a JSON object"],
+        ),
+        case(
+            "change a built-in",
+            Method::PUT,
+            "/elements/hubspot",
+            Some(private_element()),
+            403,
+            &["element `hubspot` is built in", "/clone"],
+        ),
+        case(
+            "delete a built-in",
+            Method::DELETE,
+            "/elements/hubspot",
+            None,
+            403,
+            &["element `hubspot` is built in"],
+        ),
+        case(
+            "unknown element's export",
+            Method::GET,
+            "/elements/no-such-element/export",
+            None,
+            404,
+            &["no element with key or id `no-such-element`"],
+        ),
+        case(
+            "unknown private id",
+            Method::PUT,
+            "/elements/1000000001/active",
+            None,
+            404,
+            &["no element with key or id `1000000001`"],
+        ),
+        case(
+            "clone body not JSON",
+            Method::POST,
+            "/elements/hubspot/clone",
+            None,
+            400,
+            &["the body must be a JSON object of the fields to change"],
+        )
+        .with_raw_body(b"{nope"),
+    ]
+}
+
+impl Case {
+    /// The same case with a raw (non-JSON) body.
+    fn with_raw_body(mut self, body: &[u8]) -> Case {
+        self.body = Some(body.to_vec());
+        self.content_type = Some("application/json");
+        self
+    }
+}
+
+#[tokio::test]
+async fn private_elements_refuse_duplicates_and_stay_in_their_organization() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let post = |account: &Account| {
+        server
+            .client
+            .post(server.url("/elements"))
+            .header("Authorization", account.header())
+            .json(&private_element())
+            .send()
+    };
+    let first = post(&server.account).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let again = post(&server.account).await.unwrap();
+    assert_eq!(again.status(), 409);
+    let body: Value = again.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("field `key`: this organization already has an element `bad-input-crm`"),
+        "{body}"
+    );
+    // Another organization: a 404 on every route, and its own key is free.
+    let other = server.other_account("other").await;
+    for (method, path) in [
+        (Method::GET, "/elements/bad-input-crm"),
+        (Method::GET, "/elements/bad-input-crm/export"),
+        (Method::DELETE, "/elements/bad-input-crm"),
+        (Method::DELETE, "/elements/bad-input-crm/active"),
+    ] {
+        let response = server
+            .client
+            .request(method.clone(), server.url(path))
+            .header("Authorization", other.header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["message"], "no element with key or id `bad-input-crm`");
+    }
+    assert_eq!(post(&other).await.unwrap().status(), 200);
+    server.stop().await;
 }

@@ -204,15 +204,16 @@ pub async fn respond(
         }
     }
     let id = instance.id;
-    let element = state
-        .registry
-        .by_key(&instance.element_key)
-        .ok_or_else(|| {
-            ApiError::Conflict(format!(
-                "element `{}` of instance {id} is not in this server's catalog",
-                instance.element_key
-            ))
-        })?;
+    let element =
+        crate::private_elements::lookup(state, instance.organization_id, &instance.element_key)
+            .await
+            .ok()
+            .ok_or_else(|| {
+                ApiError::Conflict(format!(
+                    "element `{}` of instance {id} is not in this server's catalog",
+                    instance.element_key
+                ))
+            })?;
     let spec = element.spec();
     let kind = spec.authentication;
     if kind != Authentication::Oauth1 && (method.is_some() || url.is_some()) {

@@ -36,6 +36,7 @@ pub mod listener;
 pub mod markup;
 pub mod metrics;
 pub mod pkce;
+pub mod private_elements;
 pub mod provider;
 pub mod proxy;
 pub mod request_id;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub webhooks: Arc<webhooks::Settings>,
     /// Connect: the public URL and the session lifetime.
     pub connect: Arc<connect::Settings>,
+    /// private elements (issue 17): per-organization catalogs, cached.
+    pub private_elements: Arc<private_elements::Cache>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the
@@ -98,7 +101,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::organizations::router())
         .merge(proxy::router())
         .merge(routes::webhooks::router())
-        .merge(connect::router());
+        .merge(connect::router())
+        .merge(routes::private_elements::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))

@@ -88,7 +88,11 @@ pub async fn revoke_on_delete(state: &AppState, instance: Option<Instance>) -> R
 }
 
 async fn revoke(state: &AppState, instance: Instance) -> RevocationOutcome {
-    let Some(element) = state.registry.by_key(&instance.element_key).cloned() else {
+    let Some(element) =
+        crate::private_elements::lookup(state, instance.organization_id, &instance.element_key)
+            .await
+            .ok()
+    else {
         return RevocationOutcome::Skipped("element no longer in the catalog");
     };
     let (token, hint) = match (

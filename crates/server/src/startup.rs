@@ -374,6 +374,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.public_url.as_deref(),
             config.connect_session_seconds,
         )),
+        private_elements: Arc::new(crate::private_elements::Cache::new()),
     }
 }
 

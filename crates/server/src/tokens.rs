@@ -543,7 +543,14 @@ impl Core {
                 Some(RefreshFailure::NoRefreshToken),
             );
         }
-        let Some(element) = self.registry.by_key(&current.element_key) else {
+        let Some(element) = crate::private_elements::element_for(
+            self.store.as_ref(),
+            &self.registry,
+            current.organization_id,
+            &current.element_key,
+        )
+        .await
+        else {
             let reason = format!(
                 "element `{}` is not in this server's catalog",
                 current.element_key
@@ -633,9 +640,14 @@ impl Core {
         code_verifier: Option<Secret>,
         mut new: NewInstance,
     ) -> Result<Instance, ApiError> {
-        let element = self.registry.by_key(&new.element_key).ok_or_else(|| {
-            ApiError::NotFound(format!("no element with key `{}`", new.element_key))
-        })?;
+        let element = crate::private_elements::element_for(
+            self.store.as_ref(),
+            &self.registry,
+            new.organization_id,
+            &new.element_key,
+        )
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("no element with key `{}`", new.element_key)))?;
         let set = element
             .exchange_code(
                 &crate::provider::measured(self.transport.as_ref(), element.key()),
@@ -654,9 +666,14 @@ impl Core {
     }
 
     async fn obtain_and_create(&self, mut new: NewInstance) -> Result<Instance, ApiError> {
-        let element = self.registry.by_key(&new.element_key).ok_or_else(|| {
-            ApiError::NotFound(format!("no element with key `{}`", new.element_key))
-        })?;
+        let element = crate::private_elements::element_for(
+            self.store.as_ref(),
+            &self.registry,
+            new.organization_id,
+            &new.element_key,
+        )
+        .await
+        .ok_or_else(|| ApiError::NotFound(format!("no element with key `{}`", new.element_key)))?;
         let set = self
             .client_credentials(element.as_ref(), &new.configuration)
             .await?;

@@ -521,6 +521,43 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the sessions that expired before `now_millis`; how many.
     async fn sweep_connect_sessions(&self, now_millis: i64) -> Result<u64>;
+
+    // private elements (issue 17)
+
+    /// An organization's private elements (in row id order) and the keys of
+    /// the elements it has deactivated for itself.
+    async fn private_catalog(
+        &self,
+        organization_id: i64,
+    ) -> Result<(Vec<PrivateElementRow>, Vec<String>)>;
+
+    /// Stores a new private element; a key the organization already has is
+    /// [`StoreError::Conflict`]. Returns the row.
+    async fn insert_private_element(
+        &self,
+        organization_id: i64,
+        key: &str,
+        spec_toml: &str,
+    ) -> Result<PrivateElementRow>;
+
+    /// Replaces a private element's key and text; `false` if the
+    /// organization has no such row. A key in use is [`StoreError::Conflict`].
+    async fn update_private_element(
+        &self,
+        organization_id: i64,
+        row_id: i64,
+        key: &str,
+        spec_toml: &str,
+    ) -> Result<bool>;
+
+    /// Deletes a private element (and its deactivation, if any); `false` if
+    /// the organization has no such row.
+    async fn delete_private_element(&self, organization_id: i64, row_id: i64) -> Result<bool>;
+
+    /// Deactivates (`active = false`) or re-activates an element key for one
+    /// organization. Idempotent.
+    async fn set_element_active(&self, organization_id: i64, key: &str, active: bool)
+        -> Result<()>;
 }
 
 /// What [`Store::instance_page`] selects (compat).
@@ -949,4 +986,21 @@ pub enum ConnectTaken {
     AlreadyUsed,
     /// No session has this state (forged, tampered, or swept).
     Unknown,
+}
+
+// private elements (issue 17)
+
+/// One stored private element.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateElementRow {
+    /// The row id (the element id is derived from it by the server).
+    pub row_id: i64,
+    /// The element's key.
+    pub key: String,
+    /// The element's TOML text, without `id`.
+    pub spec_toml: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Unix milliseconds.
+    pub updated_at: i64,
 }

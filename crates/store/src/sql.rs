@@ -1642,6 +1642,164 @@ impl Store for SqlStore {
         .map(|d| d.rows_affected()))
         .map_err(db_err)
     }
+
+    // private elements (issue 17)
+
+    async fn private_catalog(
+        &self,
+        organization_id: i64,
+    ) -> Result<(Vec<crate::PrivateElementRow>, Vec<String>)> {
+        let rows: Vec<(i64, String, String, i64, i64)> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT id, element_key, spec_toml, created_at, updated_at FROM private_elements \
+             WHERE organization_id = $1 ORDER BY id"
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        let inactive: Vec<(String,)> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT element_key FROM element_deactivations WHERE organization_id = $1 \
+             ORDER BY element_key"
+        )
+        .bind(organization_id)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        Ok((
+            rows.into_iter()
+                .map(
+                    |(row_id, key, spec_toml, created_at, updated_at)| crate::PrivateElementRow {
+                        row_id,
+                        key,
+                        spec_toml,
+                        created_at,
+                        updated_at,
+                    },
+                )
+                .collect(),
+            inactive.into_iter().map(|(k,)| k).collect(),
+        ))
+    }
+
+    async fn insert_private_element(
+        &self,
+        organization_id: i64,
+        key: &str,
+        spec_toml: &str,
+    ) -> Result<crate::PrivateElementRow> {
+        let now = now_millis();
+        let (row_id,): (i64,) = on_pool!(&self.db, |pool| {
+            sqlx::query_as(
+            "INSERT INTO private_elements (organization_id, element_key, spec_toml, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $4) RETURNING id"
+        )
+        .bind(organization_id)
+        .bind(key)
+        .bind(spec_toml)
+        .bind(now)
+        .fetch_one(pool)
+        .await
+        })
+        .map_err(private_element_conflict)?;
+        Ok(crate::PrivateElementRow {
+            row_id,
+            key: key.to_owned(),
+            spec_toml: spec_toml.to_owned(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn update_private_element(
+        &self,
+        organization_id: i64,
+        row_id: i64,
+        key: &str,
+        spec_toml: &str,
+    ) -> Result<bool> {
+        on_pool!(&self.db, |pool| sqlx::query(
+            "UPDATE private_elements SET element_key = $1, spec_toml = $2, updated_at = $3 \
+             WHERE id = $4 AND organization_id = $5"
+        )
+        .bind(key)
+        .bind(spec_toml)
+        .bind(now_millis())
+        .bind(row_id)
+        .bind(organization_id)
+        .execute(pool)
+        .await
+        .map(|d| d.rows_affected() > 0))
+        .map_err(private_element_conflict)
+    }
+
+    async fn delete_private_element(&self, organization_id: i64, row_id: i64) -> Result<bool> {
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            let deleted: Option<(String,)> = sqlx::query_as(
+                "DELETE FROM private_elements WHERE id = $1 AND organization_id = $2 \
+                 RETURNING element_key",
+            )
+            .bind(row_id)
+            .bind(organization_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((key,)) = &deleted {
+                sqlx::query(
+                    "DELETE FROM element_deactivations WHERE organization_id = $1 \
+                     AND element_key = $2",
+                )
+                .bind(organization_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(deleted.is_some())
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn set_element_active(
+        &self,
+        organization_id: i64,
+        key: &str,
+        active: bool,
+    ) -> Result<()> {
+        let result = if active {
+            on_pool!(&self.db, |pool| sqlx::query(
+                "DELETE FROM element_deactivations WHERE organization_id = $1 AND element_key = $2"
+            )
+            .bind(organization_id)
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        } else {
+            on_pool!(&self.db, |pool| sqlx::query(
+                "INSERT INTO element_deactivations (organization_id, element_key, created_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (organization_id, element_key) DO NOTHING"
+            )
+            .bind(organization_id)
+            .bind(key)
+            .bind(now_millis())
+            .execute(pool)
+            .await
+            .map(|_| ()))
+        };
+        result.map_err(db_err)
+    }
+}
+
+/// private elements: a key the organization already uses is a conflict
+/// naming the field.
+fn private_element_conflict(e: sqlx::Error) -> StoreError {
+    match unique_violation(&e) {
+        Some(_) => StoreError::Conflict(
+            "field `key`: this organization already has a private element with this key".into(),
+        ),
+        None => db_err(e),
+    }
 }
 
 // ---- compat: instance paging ----

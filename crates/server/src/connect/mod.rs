@@ -49,7 +49,6 @@ use crate::body::{check_text, JsonBody, UniqueMap};
 use crate::credentials::Provision;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
-use crate::routes::elements::find;
 use crate::routes::instances::{check_name, check_tags, provision_instance};
 use crate::routes::QueryPairs;
 use crate::wire::{ConfigValue, ElementRef};
@@ -243,9 +242,18 @@ async fn create_session(
              (`ELEMENTS_PUBLIC_URL`, config key `public_url`) to the URL browsers reach it at",
         ));
     };
-    let element: &dyn Element = match (&body.element.key, body.element.id) {
-        (Some(key), _) => find(&state, key)?.as_ref(),
-        (None, Some(id)) => find(&state, &id.to_string())?.as_ref(),
+    let element: &dyn Element = &*match (&body.element.key, body.element.id) {
+        (Some(key), _) => {
+            crate::private_elements::lookup_connect(&state, principal.organization_id, key).await?
+        }
+        (None, Some(id)) => {
+            crate::private_elements::lookup_connect(
+                &state,
+                principal.organization_id,
+                &id.to_string(),
+            )
+            .await?
+        }
         (None, None) => {
             return Err(ApiError::BadRequest(
                 "`element.key` is required (or `element.id`)".into(),
@@ -609,7 +617,11 @@ async fn authorize(
         Ok(s) => s,
         Err(page) => return page,
     };
-    let Some(element) = state.registry.by_key(&session.element_key).cloned() else {
+    let Some(element) =
+        crate::private_elements::lookup(&state, session.organization_id, &session.element_key)
+            .await
+            .ok()
+    else {
         return unknown_session();
     };
     if !uses_provider(element.as_ref()) {
@@ -674,7 +686,11 @@ async fn submit(
         Ok(s) => s,
         Err(page) => return page,
     };
-    let Some(element) = state.registry.by_key(&session.element_key).cloned() else {
+    let Some(element) =
+        crate::private_elements::lookup(&state, session.organization_id, &session.element_key)
+            .await
+            .ok()
+    else {
         return unknown_session();
     };
     let element = element.as_ref();
@@ -891,7 +907,11 @@ async fn callback_outcome(
             description: "the provider's answer carries no authorization code".into(),
         });
     };
-    let Some(element) = state.registry.by_key(&session.element_key).cloned() else {
+    let Some(element) =
+        crate::private_elements::lookup(state, session.organization_id, &session.element_key)
+            .await
+            .ok()
+    else {
         return Err(Failure {
             code: "element_unavailable",
             description: format!(

@@ -225,7 +225,11 @@ pub(super) async fn forward(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let settings = &state.proxy.settings;
-    let spec = crate::routes::instances::spec_of(state, &instance).ok_or_else(|| {
+    let element =
+        crate::private_elements::lookup(state, instance.organization_id, &instance.element_key)
+            .await
+            .ok();
+    let spec = element.as_ref().map(|e| e.spec()).ok_or_else(|| {
         ApiError::Conflict(format!(
             "element `{}` of instance {} is not in this server's catalog",
             instance.element_key, instance.id

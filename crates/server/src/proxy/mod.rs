@@ -218,9 +218,15 @@ async fn hub_proxy(
             ));
         }
         let instance = resolve(&state, &caller, None).await?;
-        let element_hub = crate::routes::instances::spec_of(&state, &instance)
-            .map(|s| s.hub.clone())
-            .unwrap_or_default();
+        let element_hub = crate::private_elements::lookup(
+            &state,
+            instance.organization_id,
+            &instance.element_key,
+        )
+        .await
+        .ok()
+        .map(|e| e.spec().hub.clone())
+        .unwrap_or_default();
         if element_hub != hub {
             return Err(ApiError::BadRequest(format!(
                 "the instance's element `{}` is in hub `{element_hub}`, not `{}`",

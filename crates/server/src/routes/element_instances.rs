@@ -7,7 +7,6 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use super::elements::find;
 use super::instances::{self, paging};
 use super::{PathParam, QueryPairs};
 use crate::auth::Account;
@@ -27,7 +26,10 @@ async fn list(
     PathParam(key_or_id): PathParam<String>,
     QueryPairs(pairs): QueryPairs,
 ) -> Result<Response, ApiError> {
-    let key = find(&state, &key_or_id)?.key().to_owned();
+    let key = crate::private_elements::lookup(&state, principal.organization_id, &key_or_id)
+        .await?
+        .key()
+        .to_owned();
     paging::list_page(&state, principal.organization_id, pairs, Some(key)).await
 }
 
@@ -52,7 +54,12 @@ async fn create(
     PathParam(key_or_id): PathParam<String>,
     JsonBody(body): JsonBody<CreateAt>,
 ) -> Result<Response, ApiError> {
-    let element = find(&state, &key_or_id)?;
+    let element = crate::private_elements::lookup_usable(
+        &state,
+        account.principal.organization_id,
+        &key_or_id,
+    )
+    .await?;
     if let Some(given) = &body.element {
         let same = given.key.as_deref().is_none_or(|k| k == element.key())
             && given.id.is_none_or(|id| id == element.id());

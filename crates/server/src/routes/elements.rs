@@ -56,7 +56,10 @@ pub fn find<'a>(state: &'a AppState, key_or_id: &str) -> Result<&'a Arc<dyn Elem
     })
 }
 
-async fn list(State(state): State<AppState>) -> Response {
+async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(own) = crate::private_elements::list_for(&state, &headers).await {
+        return own;
+    }
     let all: Vec<_> = state.registry.iter().map(|e| e.spec().view()).collect();
     Json(all).into_response()
 }
@@ -69,10 +72,13 @@ async fn keys(State(state): State<AppState>) -> Response {
 async fn show(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let element = find(&state, &key_or_id)?;
+    let (element, private) =
+        crate::private_elements::find_for(&state, &headers, &key_or_id).await?;
     let mut view = serde_json::to_value(element.spec().view())
         .map_err(|e| ApiError::Internal(format!("element view: {e}")))?;
+    crate::private_elements::mark(private, &mut view);
     if let Some(entries) = view.get_mut("configuration") {
         strip_null_defaults(entries);
     }
@@ -94,8 +100,9 @@ fn strip_null_defaults(entries: &mut serde_json::Value) {
 async fn configuration(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let element = find(&state, &key_or_id)?;
+    let (element, _) = crate::private_elements::find_for(&state, &headers, &key_or_id).await?;
     let mut entries = serde_json::to_value(element.configuration())
         .map_err(|e| ApiError::Internal(format!("element configuration: {e}")))?;
     strip_null_defaults(&mut entries);
@@ -218,7 +225,7 @@ async fn oauth_url_for(
     } else {
         None
     };
-    let element = find(state, key_or_id)?;
+    let element = crate::private_elements::find_usable(state, organization, key_or_id).await?;
     let mut request = oauth_url_request(pairs)?;
     if element.spec().oauth.is_none() {
         return Err(ApiError::BadRequest(format!(

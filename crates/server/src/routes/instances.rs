@@ -6,10 +6,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use elements_core::{Configuration, Element, ElementSpec};
+use elements_core::{Configuration, Element};
 use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
-use super::elements::find;
 use super::{instance_id, PathParam, QueryPairs};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonBody};
@@ -60,16 +59,21 @@ pub(crate) const MAX_CONFIG_VALUE: usize = 8192;
 /// Ten years: a longer `providerData.expires_in` is refused.
 pub(crate) const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
-pub(crate) fn spec_of<'a>(state: &'a AppState, instance: &Instance) -> Option<&'a ElementSpec> {
-    state
-        .registry
-        .by_key(&instance.element_key)
-        .map(|e| e.spec())
+pub(crate) fn spec_of(
+    state: &AppState,
+    instance: &Instance,
+) -> Option<std::sync::Arc<dyn Element>> {
+    crate::private_elements::instance_element(state, instance)
 }
 
 fn render(state: &AppState, instance: &Instance) -> Response {
     with_instance_id(
-        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        Json(InstanceJson::new(
+            instance,
+            spec_of(state, instance).as_deref().map(Element::spec),
+            None,
+        ))
+        .into_response(),
         instance.id,
     )
 }
@@ -108,9 +112,12 @@ pub(crate) async fn create(
     body.tags = body
         .tags
         .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
-    let element: &dyn Element = match (&body.element.key, body.element.id) {
-        (Some(key), _) => find(&state, key)?.as_ref(),
-        (None, Some(id)) => find(&state, &id.to_string())?.as_ref(),
+    let org = principal.organization_id;
+    let element: &dyn Element = &*match (&body.element.key, body.element.id) {
+        (Some(key), _) => crate::private_elements::lookup_usable(&state, org, key).await?,
+        (None, Some(id)) => {
+            crate::private_elements::lookup_usable(&state, org, &id.to_string()).await?
+        }
         (None, None) => {
             return Err(ApiError::BadRequest(
                 "`element.key` is required (or `element.id`)".into(),
@@ -251,6 +258,7 @@ pub(crate) async fn owned(
     raw_id: &str,
 ) -> Result<Instance, ApiError> {
     let id = instance_id(raw_id)?;
+    crate::private_elements::catalog(state, organization_id).await?;
     state
         .store
         .instance(organization_id, id)
@@ -336,7 +344,8 @@ async fn configuration(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
-    let spec = spec_of(&state, &instance);
+    let element = spec_of(&state, &instance);
+    let spec = element.as_deref().map(Element::spec);
     let entries: Vec<ConfigurationEntryJson<'_>> = instance
         .configuration
         .iter()

@@ -12,6 +12,7 @@ pub mod element_instances;
 pub mod elements;
 pub mod instances;
 pub mod organizations;
+pub mod private_elements;
 pub mod webhooks;
 
 /// Any path outside the API.

@@ -122,12 +122,20 @@ pub async fn list_page(
             "instance left out of the list: it cannot be read"
         );
     }
+    crate::private_elements::catalog(state, organization_id).await?;
+    let elements: Vec<_> = page
+        .list
+        .instances
+        .iter()
+        .map(|i| spec_of(state, i))
+        .collect();
     let items: Vec<InstanceJson<'_>> = page
         .list
         .instances
         .iter()
-        .filter(|i| health.is_none_or(|h| i.health.state == h))
-        .map(|i| InstanceJson::new(i, spec_of(state, i), None))
+        .zip(&elements)
+        .filter(|(i, _)| health.is_none_or(|h| i.health.state == h))
+        .map(|(i, e)| InstanceJson::new(i, e.as_deref().map(|e| e.spec()), None))
         .collect();
     let returned = items.len();
     let mut response = Json(items).into_response();

@@ -50,7 +50,12 @@ pub fn with_instance_id(mut response: Response, id: i64) -> Response {
 
 fn render(state: &AppState, instance: &Instance) -> Response {
     with_instance_id(
-        Json(InstanceJson::new(instance, spec_of(state, instance), None)).into_response(),
+        Json(InstanceJson::new(
+            instance,
+            spec_of(state, instance).as_deref().map(Element::spec),
+            None,
+        ))
+        .into_response(),
         instance.id,
     )
 }
@@ -165,7 +170,9 @@ async fn apply_instance(
     body.tags = body
         .tags
         .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
-    let element = super::super::elements::find(state, &instance.element_key)?.clone();
+    let element =
+        crate::private_elements::lookup(state, instance.organization_id, &instance.element_key)
+            .await?;
     match &body.name {
         Some(name) => check_name(name)?,
         None if full => return Err(ApiError::BadRequest("`name` is required".into())),
@@ -268,7 +275,8 @@ pub async fn by_token(state: &AppState, caller: &AccountOrInstance) -> Result<In
 }
 
 fn entries<'a>(state: &AppState, instance: &'a Instance) -> Vec<ConfigurationEntryJson<'a>> {
-    let spec = spec_of(state, instance);
+    let element = spec_of(state, instance);
+    let spec = element.as_deref().map(Element::spec);
     instance
         .configuration
         .iter()
