@@ -67,6 +67,25 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
              [[configuration]]\nkey = \"host\"\nname = \"Host\"\ncustom_host = true\n"
                 .to_owned(),
         ),
+        (
+            "keeper.toml",
+            format!(
+                "id = 90006\nkey = \"keeper\"\nname = \"K\"\ndescription = \"d\"\nimage = \"i\"\n\
+                 hub = \"crm\"\nauthentication = \"oauth2\"\nexisting_account_description = \"e\"\n\
+                 config_description = \"c\"\n\
+                 api_base_url = \"{{sf.instance_url}}/services/data/v60.0\"\n[oauth]\n\
+                 authorization_url = \"{}\"\ntoken_url = \"{}\"\ncallback_capture = [\"realmId\"]\n\
+                 [oauth.token_response]\nkeep = {{ instance_url = \"sf.instance_url\" }}\n\
+                 [[configuration]]\nkey = \"oauth.api.key\"\nname = \"Client ID\"\n\
+                 [[configuration]]\nkey = \"oauth.api.secret\"\nname = \"Secret\"\nsecret = true\n\
+                 [[configuration]]\nkey = \"oauth.callback.url\"\nname = \"Callback\"\n\
+                 [[configuration]]\nkey = \"sf.instance_url\"\nname = \"Instance URL\"\n\
+                 required = false\ncustom_host = true\n\
+                 [[configuration]]\nkey = \"realmId\"\nname = \"Realm\"\nrequired = false\n",
+                fake.authorize_url(),
+                fake.token_url()
+            ),
+        ),
     ] {
         std::fs::write(elements.join(name), text).unwrap();
     }
@@ -279,6 +298,129 @@ async fn custom_hosts_obey_the_rules_and_the_allow_list() {
         answer.to_string().contains("allowed_custom_hosts"),
         "{answer}"
     );
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+/// A code from the fake provider's authorize endpoint for `client`.
+async fn authorization_code(fake: &FakeProvider, client: &str, callback: &str) -> String {
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirects
+        .get(fake.authorize_url())
+        .query(&[("client_id", client), ("redirect_uri", callback), ("scope", "a")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    location
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .unwrap()
+        .to_owned()
+}
+
+async fn stored(server: &TestServer, id: i64) -> elements_store::Instance {
+    server
+        .state
+        .store
+        .instance_any(id)
+        .await
+        .unwrap()
+        .expect("instance stored")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    fake.add_client("keep-client", "keep-secret");
+    let extra = |url: &str| {
+        let mut m = serde_json::Map::new();
+        m.insert("instance_url".into(), json!(url));
+        m
+    };
+    let configuration = json!({
+        "oauth.api.key": "keep-client",
+        "oauth.api.secret": "keep-secret",
+        "oauth.callback.url": "https://app.test/cb"
+    });
+
+    // 1. A code exchange: the answer's instance_url is kept.
+    fake.set_token_extra(extra("https://eu1.acme.com"));
+    let code = authorization_code(&fake, "keep-client", "https://app.test/cb").await;
+    let body = json!({
+        "element": { "key": "keeper" },
+        "name": "k",
+        "providerData": { "code": code },
+        "configuration": configuration
+    });
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let token = created["token"].as_str().unwrap().to_owned();
+    let instance = stored(&server, id).await;
+    assert_eq!(
+        instance.configuration.get("sf.instance_url"),
+        Some("https://eu1.acme.com")
+    );
+    // The proxy's API base is built from it.
+    let spec = server.state.registry.by_key("keeper").unwrap().spec().clone();
+    assert_eq!(
+        spec.base_url_for(&instance.configuration).unwrap().as_deref(),
+        Some("https://eu1.acme.com/services/data/v60.0")
+    );
+
+    // 2. A refresh: the new value replaces the old one, with the tokens.
+    fake.set_token_extra(extra("https://eu2.acme.com"));
+    expire(server.state.store.as_ref(), id).await;
+    let version = stored(&server, id).await.token_version;
+    let (status, answer) = credentials(&server.client, &server.base, id, &token).await;
+    assert_eq!(status, 200, "{answer}");
+    let after = stored(&server, id).await;
+    assert_eq!(after.token_version, version + 1);
+    assert_eq!(
+        after.configuration.get("sf.instance_url"),
+        Some("https://eu2.acme.com")
+    );
+    assert_eq!(after.configuration.get("oauth.api.key"), Some("keep-client"));
+    // A value that breaks the host rules is not kept: the old one stays.
+    fake.set_token_extra(extra("https://10.0.0.1"));
+    expire(server.state.store.as_ref(), id).await;
+    let (status, _) = credentials(&server.client, &server.base, id, &token).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stored(&server, id).await.configuration.get("sf.instance_url"),
+        Some("https://eu2.acme.com")
+    );
+
+    // 3. Tokens given in providerData: instance_url and the captured
+    //    realmId are read from its other keys; undeclared keys are dropped.
+    let body = json!({
+        "element": { "key": "keeper" },
+        "name": "k2",
+        "providerData": {
+            "access_token": "at-given",
+            "instance_url": "https://eu3.acme.com",
+            "realmId": 4620816365_u64,
+            "other": "dropped"
+        },
+        "configuration": configuration
+    });
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    let given = stored(&server, created["id"].as_i64().unwrap()).await;
+    assert_eq!(
+        given.configuration.get("sf.instance_url"),
+        Some("https://eu3.acme.com")
+    );
+    assert_eq!(given.configuration.get("realmId"), Some("4620816365"));
+    assert_eq!(given.configuration.get("other"), None);
+    // The instance JSON shows them (not secrets).
+    assert_eq!(created["configuration"]["realmId"], "4620816365", "{created}");
     server.stop().await;
     fake.shutdown().await;
 }
