@@ -424,3 +424,64 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     server.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_a_refresh_never_keeps_the_losing_refresh_token() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    for round in 0..3 {
+        let (id, token, _) = provision(&server, &fake, "jsonbody").await;
+        expire(server.state.store.as_ref(), id).await;
+        // The provider rotates, then takes its time to answer: the refresh
+        // holds the lock meanwhile.
+        fake.set_latency_after_processing(std::time::Duration::from_millis(400));
+        let before = fake.refresh_calls();
+        let refresher = {
+            let (client, base, token) = (server.client.clone(), server.base.clone(), token.clone());
+            tokio::spawn(async move { credentials(&client, &base, id, &token).await })
+        };
+        // Let the refresh take the lock and call the provider.
+        while fake.refresh_calls() == before {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let put_refresh = format!("rt-put-{round}");
+        let put = server
+            .authed(Method::PUT, &format!("/instances/{id}"))
+            .json(&json!({
+                "name": "re-provisioned",
+                "providerData": {
+                    "access_token": format!("at-put-{round}"),
+                    "refresh_token": put_refresh,
+                    "expires_in": 3600
+                }
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+        let (status, _) = refresher.await.unwrap();
+        assert_eq!(status, 200);
+        fake.set_latency_after_processing(std::time::Duration::ZERO);
+        let after = server
+            .state
+            .store
+            .instance_any(id)
+            .await
+            .unwrap()
+            .expect("instance");
+        // The PUT came last (it waited for the refresh's lock): its tokens
+        // stand, not the ones the refresh obtained with the old grant.
+        assert_eq!(
+            after.tokens.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+            Some(put_refresh),
+            "round {round}"
+        );
+        assert_eq!(after.name, "re-provisioned");
+        assert_eq!(
+            after.tokens.access_token.as_ref().map(|t| t.expose().to_owned()),
+            Some(format!("at-put-{round}"))
+        );
+    }
+    server.stop().await;
+    fake.shutdown().await;
+}
