@@ -485,3 +485,34 @@ async fn a_put_racing_a_refresh_never_keeps_the_losing_refresh_token() {
     server.stop().await;
     fake.shutdown().await;
 }
+
+#[test]
+fn scopes_with_placeholders_are_refused_at_check_time() {
+    let fake_urls = "[oauth]\nauthorization_url = \"https://a.example.com/auth\"\n\
+                     token_url = \"https://a.example.com/token\"\n";
+    let head = "id = 7\nkey = \"demo\"\nname = \"Demo\"\ndescription = \"d\"\nimage = \"i\"\n\
+                hub = \"crm\"\nauthentication = \"oauth2\"\nexisting_account_description = \"e\"\n\
+                config_description = \"c\"\n";
+    let tail = "[[configuration]]\nkey = \"tenant\"\nname = \"Tenant\"\n";
+    for field in ["default_scope", "fixed_scope"] {
+        let text = format!("{head}{fake_urls}{field} = \"api://{{tenant}}/.default\"\n{tail}");
+        let errors = elements_core::ElementSpec::parse("demo.toml", &text).unwrap_err();
+        let text = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            text,
+            format!(
+                "demo.toml:13: field `oauth.{field}`: scopes are sent as written and take no \
+                 `{{placeholder}}`; write the scopes out (a caller may pass `scope` to \
+                 `oauth/url`), or move the value into `authorization_params`, which may use \
+                 placeholders"
+            )
+        );
+    }
+    // Written out, the same scope is fine.
+    let text = format!("{head}{fake_urls}default_scope = \"api://acme/.default\"\n{tail}");
+    assert!(elements_core::ElementSpec::parse("demo.toml", &text).is_ok());
+}
