@@ -516,3 +516,102 @@ fn scopes_with_placeholders_are_refused_at_check_time() {
     let text = format!("{head}{fake_urls}default_scope = \"api://acme/.default\"\n{tail}");
     assert!(elements_core::ElementSpec::parse("demo.toml", &text).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zoho_eu_instance_uses_eu_hosts_for_authorize_token_and_api() {
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start(&fake).await;
+    let query = "apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
+    let zoho: Vec<String> = server
+        .state
+        .registry
+        .iter()
+        .map(|e| e.key().to_owned())
+        .filter(|k| k.starts_with("zoho") || k == "servicedeskplus")
+        .collect();
+    assert!(zoho.len() >= 27, "{zoho:?}");
+    for key in &zoho {
+        for (region, host) in [("", "accounts.zoho.com"), ("&region_domain=eu", "accounts.zoho.eu")] {
+            let r = server
+                .authed(Method::GET, &format!("/elements/{key}/oauth/url?{query}{region}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{key}");
+            let body: Value = r.json().await.unwrap();
+            let url = body["oauthUrl"].as_str().unwrap();
+            assert!(
+                url.starts_with(&format!("https://{host}/oauth/v2/auth?")),
+                "{key}: {url}"
+            );
+        }
+        // A value outside the list never moves the domain.
+        let r = server
+            .authed(
+                Method::GET,
+                &format!("/elements/{key}/oauth/url?{query}&region_domain=evil.com"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{key}");
+        assert!(r.text().await.unwrap().contains("region_domain"), "{key}");
+    }
+
+    // An instance in the EU data centre: token, refresh and API on .eu.
+    let body = json!({
+        "element": { "key": "zohocrm" },
+        "name": "eu",
+        "providerData": { "access_token": "at-eu", "refresh_token": "rt-eu" },
+        "configuration": {
+            "oauth.api.key": "cid",
+            "oauth.api.secret": "cs",
+            "oauth.callback.url": "https://app.test/cb",
+            "region_domain": "eu"
+        }
+    });
+    let (status, created) = server.post_instance(&server.account, &body).await;
+    assert_eq!(status, 200, "{created}");
+    let instance = stored(&server, created["id"].as_i64().unwrap()).await;
+    let spec = server.state.registry.by_key("zohocrm").unwrap().spec().clone();
+    let code = elements_core::Secret::new("c");
+    let exchange = elements_core::standard::code_exchange_request(
+        &spec,
+        &elements_core::CodeExchange {
+            code: &code,
+            configuration: &instance.configuration,
+            code_verifier: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(exchange.url, "https://accounts.zoho.eu/oauth/v2/token");
+    let refresh_token = elements_core::Secret::new("rt-eu");
+    let refresh = elements_core::standard::refresh_request(
+        &spec,
+        &elements_core::RefreshRequest {
+            refresh_token: &refresh_token,
+            configuration: &instance.configuration,
+        },
+    )
+    .unwrap();
+    assert_eq!(refresh.url, "https://accounts.zoho.eu/oauth/v2/token");
+    assert_eq!(
+        spec.base_url_for(&instance.configuration).unwrap().as_deref(),
+        Some("https://www.zohoapis.eu/crm/v8")
+    );
+    // Without a region: the .com data centre.
+    let mut default = elements_core::Configuration::new();
+    for (k, v) in instance
+        .configuration
+        .iter()
+        .filter(|(k, _)| *k != "region_domain")
+    {
+        default.insert(k, v);
+    }
+    assert_eq!(
+        spec.base_url_for(&default).unwrap().as_deref(),
+        Some("https://www.zohoapis.com/crm/v8")
+    );
+    server.stop().await;
+    fake.shutdown().await;
+}
