@@ -27,6 +27,11 @@ fn element(id: u64, key: &str, fake: &FakeProvider, extra: &str) -> String {
 }
 
 async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
+    start_on(fake, None).await
+}
+
+/// [`start`] on this database (`None`: a SQLite file in the data dir).
+async fn start_on(fake: &FakeProvider, database_url: Option<String>) -> (tempfile::TempDir, TestServer) {
     let dir = data_dir();
     let elements = dir.path().join("elements");
     std::fs::create_dir(&elements).unwrap();
@@ -90,6 +95,9 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
         std::fs::write(elements.join(name), text).unwrap();
     }
     let mut config = config_in(dir.path());
+    if database_url.is_some() {
+        config.database_url = database_url;
+    }
     config.elements_dirs.push(elements);
     config.allowed_custom_hosts = vec!["acme.com".into()];
     let server = TestServer::start(config).await;
@@ -429,8 +437,27 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
 async fn a_put_racing_a_refresh_never_keeps_the_losing_refresh_token() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
+    put_races_refresh(&server, &fake).await;
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_racing_a_refresh_never_keeps_the_losing_refresh_token_on_postgres() {
+    let pg = elements_testkit::pg::PgCluster::shared().expect("postgres (run scripts/setup.sh)");
+    let url = pg.create_database("leftovers_put_race").expect("database");
+    let fake = FakeProvider::start().await;
+    let (_dir, server) = start_on(&fake, Some(url)).await;
+    put_races_refresh(&server, &fake).await;
+    server.stop().await;
+    fake.shutdown().await;
+}
+
+/// Three rounds of a `PUT` with new tokens arriving while a refresh waits
+/// for the provider: the `PUT`'s tokens must stand.
+async fn put_races_refresh(server: &TestServer, fake: &FakeProvider) {
     for round in 0..3 {
-        let (id, token, _) = provision(&server, &fake, "jsonbody").await;
+        let (id, token, _) = provision(server, fake, "jsonbody").await;
         expire(server.state.store.as_ref(), id).await;
         // The provider rotates, then takes its time to answer: the refresh
         // holds the lock meanwhile.
@@ -482,8 +509,6 @@ async fn a_put_racing_a_refresh_never_keeps_the_losing_refresh_token() {
             Some(format!("at-put-{round}"))
         );
     }
-    server.stop().await;
-    fake.shutdown().await;
 }
 
 #[test]
