@@ -1993,7 +1993,11 @@ async fn bad_callback_values_in_provider_data_are_named() {
             400,
             "duplicate field `access_token`",
         ),
-        (r#"{"access_token":5}"#, 400, "at `providerData.access_token`"),
+        (
+            r#"{"access_token":5}"#,
+            400,
+            "at `providerData.access_token`",
+        ),
     ] {
         let r = server
             .authed(Method::POST, "/instances")

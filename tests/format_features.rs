@@ -31,7 +31,10 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
 }
 
 /// [`start`] on this database (`None`: a SQLite file in the data dir).
-async fn start_on(fake: &FakeProvider, database_url: Option<String>) -> (tempfile::TempDir, TestServer) {
+async fn start_on(
+    fake: &FakeProvider,
+    database_url: Option<String>,
+) -> (tempfile::TempDir, TestServer) {
     let dir = data_dir();
     let elements = dir.path().join("elements");
     std::fs::create_dir(&elements).unwrap();
@@ -318,7 +321,11 @@ async fn authorization_code(fake: &FakeProvider, client: &str, callback: &str) -
         .unwrap();
     let r = no_redirects
         .get(fake.authorize_url())
-        .query(&[("client_id", client), ("redirect_uri", callback), ("scope", "a")])
+        .query(&[
+            ("client_id", client),
+            ("redirect_uri", callback),
+            ("scope", "a"),
+        ])
         .send()
         .await
         .unwrap();
@@ -376,9 +383,17 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
         Some("https://eu1.acme.com")
     );
     // The proxy's API base is built from it.
-    let spec = server.state.registry.by_key("keeper").unwrap().spec().clone();
+    let spec = server
+        .state
+        .registry
+        .by_key("keeper")
+        .unwrap()
+        .spec()
+        .clone();
     assert_eq!(
-        spec.base_url_for(&instance.configuration).unwrap().as_deref(),
+        spec.base_url_for(&instance.configuration)
+            .unwrap()
+            .as_deref(),
         Some("https://eu1.acme.com/services/data/v60.0")
     );
 
@@ -394,14 +409,20 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
         after.configuration.get("sf.instance_url"),
         Some("https://eu2.acme.com")
     );
-    assert_eq!(after.configuration.get("oauth.api.key"), Some("keep-client"));
+    assert_eq!(
+        after.configuration.get("oauth.api.key"),
+        Some("keep-client")
+    );
     // A value that breaks the host rules is not kept: the old one stays.
     fake.set_token_extra(extra("https://10.0.0.1"));
     expire(server.state.store.as_ref(), id).await;
     let (status, _) = credentials(&server.client, &server.base, id, &token).await;
     assert_eq!(status, 200);
     assert_eq!(
-        stored(&server, id).await.configuration.get("sf.instance_url"),
+        stored(&server, id)
+            .await
+            .configuration
+            .get("sf.instance_url"),
         Some("https://eu2.acme.com")
     );
 
@@ -428,7 +449,10 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     assert_eq!(given.configuration.get("realmId"), Some("4620816365"));
     assert_eq!(given.configuration.get("other"), None);
     // The instance JSON shows them (not secrets).
-    assert_eq!(created["configuration"]["realmId"], "4620816365", "{created}");
+    assert_eq!(
+        created["configuration"]["realmId"], "4620816365",
+        "{created}"
+    );
     server.stop().await;
     fake.shutdown().await;
 }
@@ -499,13 +523,21 @@ async fn put_races_refresh(server: &TestServer, fake: &FakeProvider) {
         // The PUT came last (it waited for the refresh's lock): its tokens
         // stand, not the ones the refresh obtained with the old grant.
         assert_eq!(
-            after.tokens.refresh_token.as_ref().map(|t| t.expose().to_owned()),
+            after
+                .tokens
+                .refresh_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
             Some(put_refresh),
             "round {round}"
         );
         assert_eq!(after.name, "re-provisioned");
         assert_eq!(
-            after.tokens.access_token.as_ref().map(|t| t.expose().to_owned()),
+            after
+                .tokens
+                .access_token
+                .as_ref()
+                .map(|t| t.expose().to_owned()),
             Some(format!("at-put-{round}"))
         );
     }
@@ -556,9 +588,15 @@ async fn a_zoho_eu_instance_uses_eu_hosts_for_authorize_token_and_api() {
         .collect();
     assert!(zoho.len() >= 27, "{zoho:?}");
     for key in &zoho {
-        for (region, host) in [("", "accounts.zoho.com"), ("&region_domain=eu", "accounts.zoho.eu")] {
+        for (region, host) in [
+            ("", "accounts.zoho.com"),
+            ("&region_domain=eu", "accounts.zoho.eu"),
+        ] {
             let r = server
-                .authed(Method::GET, &format!("/elements/{key}/oauth/url?{query}{region}"))
+                .authed(
+                    Method::GET,
+                    &format!("/elements/{key}/oauth/url?{query}{region}"),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -598,7 +636,13 @@ async fn a_zoho_eu_instance_uses_eu_hosts_for_authorize_token_and_api() {
     let (status, created) = server.post_instance(&server.account, &body).await;
     assert_eq!(status, 200, "{created}");
     let instance = stored(&server, created["id"].as_i64().unwrap()).await;
-    let spec = server.state.registry.by_key("zohocrm").unwrap().spec().clone();
+    let spec = server
+        .state
+        .registry
+        .by_key("zohocrm")
+        .unwrap()
+        .spec()
+        .clone();
     let code = elements_core::Secret::new("c");
     let exchange = elements_core::standard::code_exchange_request(
         &spec,
@@ -621,7 +665,9 @@ async fn a_zoho_eu_instance_uses_eu_hosts_for_authorize_token_and_api() {
     .unwrap();
     assert_eq!(refresh.url, "https://accounts.zoho.eu/oauth/v2/token");
     assert_eq!(
-        spec.base_url_for(&instance.configuration).unwrap().as_deref(),
+        spec.base_url_for(&instance.configuration)
+            .unwrap()
+            .as_deref(),
         Some("https://www.zohoapis.eu/crm/v8")
     );
     // Without a region: the .com data centre.

@@ -742,9 +742,14 @@ async fn oauth1_signs_the_fields_of_a_form_body() {
     let r = s
         .server
         .client
-        .post(s.server.url(&format!("/instances/{id}/proxy/services/rest?format=json&x=%7E")))
+        .post(s.server.url(&format!(
+            "/instances/{id}/proxy/services/rest?format=json&x=%7E"
+        )))
         .header("Authorization", account.header())
-        .header("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
         .body(form)
         .send()
         .await
@@ -793,7 +798,10 @@ async fn oauth1_signs_the_fields_of_a_form_body() {
         let mut request = s
             .server
             .client
-            .post(s.server.url(&format!("/instances/{id}/proxy/services/rest")))
+            .post(
+                s.server
+                    .url(&format!("/instances/{id}/proxy/services/rest")),
+            )
             .header("Authorization", account.header())
             .header("Content-Type", "application/x-www-form-urlencoded");
         request = if chunked {
@@ -802,7 +810,9 @@ async fn oauth1_signs_the_fields_of_a_form_body() {
                 .chunks(1000)
                 .map(|c| Ok(c.to_vec()))
                 .collect();
-            request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+            request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
         } else {
             request.body(big.clone())
         };

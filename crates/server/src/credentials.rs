@@ -380,10 +380,7 @@ pub fn provider_data<'de, D: serde::Deserializer<'de>>(
             Ok(None)
         }
 
-        fn visit_some<D2: serde::Deserializer<'de>>(
-            self,
-            d: D2,
-        ) -> Result<Self::Value, D2::Error> {
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
             d.deserialize_any(V)
         }
 

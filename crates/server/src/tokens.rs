@@ -558,10 +558,10 @@ impl Core {
         };
         let result = match &current.tokens.refresh_token {
             Some(refresh_token) => {
-                let capturing = Capturing::new(crate::provider::measured(
-                    self.transport.as_ref(),
-                    element.key(),
-                ), element.as_ref());
+                let capturing = Capturing::new(
+                    crate::provider::measured(self.transport.as_ref(), element.key()),
+                    element.as_ref(),
+                );
                 element
                     .refresh(
                         &capturing,
@@ -652,10 +652,10 @@ impl Core {
         let element = self.registry.by_key(&new.element_key).ok_or_else(|| {
             ApiError::NotFound(format!("no element with key `{}`", new.element_key))
         })?;
-        let capturing = Capturing::new(crate::provider::measured(
-            self.transport.as_ref(),
-            element.key(),
-        ), element.as_ref());
+        let capturing = Capturing::new(
+            crate::provider::measured(self.transport.as_ref(), element.key()),
+            element.as_ref(),
+        );
         let set = element
             .exchange_code(
                 &capturing,
@@ -720,7 +720,9 @@ impl<'a> Capturing<'a> {
     /// The fields `element` keeps from the last successful answer.
     fn kept(&self, element: &dyn Element) -> Kept {
         match self.last.lock().take() {
-            Some(body) => element.kept_values(&elements_core::ProviderResponse { status: 200, body }),
+            Some(body) => {
+                element.kept_values(&elements_core::ProviderResponse { status: 200, body })
+            }
             None => Vec::new(),
         }
     }

@@ -205,7 +205,10 @@ fn is_form(headers: &HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 /// Our 413, naming the limit (marked as ours).
@@ -387,7 +390,15 @@ pub(super) async fn forward(
         };
         let sent = tokio::time::timeout(wait, builder.send()).await;
         if over_limit.load(Ordering::SeqCst) {
-            log(spec, &method, &path_for_log, None, started, retries, "too_large");
+            log(
+                spec,
+                &method,
+                &path_for_log,
+                None,
+                started,
+                retries,
+                "too_large",
+            );
             return Ok(too_large(settings.max_request_body));
         }
         let budget_left = settings.retry_budget.saturating_sub(waited);
