@@ -233,6 +233,52 @@ struct ServeArgs {
     /// How long a connect session lasts, in seconds [default: 900].
     #[arg(long, env = "ELEMENTS_CONNECT_SESSION_SECONDS")]
     connect_session_seconds: Option<i64>,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+/// The API proxy's settings (the `[proxy]` table of the config file; a flag
+/// or variable wins over the file).
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// The largest request body the proxy forwards, in bytes (413 above it)
+    /// [default: 104857600].
+    #[arg(long, env = "ELEMENTS_PROXY_MAX_REQUEST_BODY_BYTES")]
+    proxy_max_request_body_bytes: Option<u64>,
+    /// Request bodies up to this size are buffered so they can be replayed
+    /// (retries, refresh after a 401), in bytes [default: 65536].
+    #[arg(long, env = "ELEMENTS_PROXY_REPLAY_BODY_BYTES")]
+    proxy_replay_body_bytes: Option<u64>,
+    /// Time to wait for the provider's answer, and between body reads, in
+    /// milliseconds [default: 30000].
+    #[arg(long, env = "ELEMENTS_PROXY_TIMEOUT_MS")]
+    proxy_timeout_ms: Option<u64>,
+    /// Most retries of an idempotent request [default: 2].
+    #[arg(long, env = "ELEMENTS_PROXY_MAX_RETRIES")]
+    proxy_max_retries: Option<u32>,
+    /// Most time spent waiting between retries, in milliseconds [default: 15000].
+    #[arg(long, env = "ELEMENTS_PROXY_RETRY_BUDGET_MS")]
+    proxy_retry_budget_ms: Option<u64>,
+    /// The longest `Retry-After` honoured, in seconds [default: 10].
+    #[arg(long, env = "ELEMENTS_PROXY_RETRY_AFTER_CAP_SECONDS")]
+    proxy_retry_after_cap_seconds: Option<u64>,
+    /// The first retry backoff, in milliseconds (doubled, jittered) [default: 100].
+    #[arg(long, env = "ELEMENTS_PROXY_BACKOFF_MS")]
+    proxy_backoff_ms: Option<u64>,
+}
+
+impl ProxyArgs {
+    fn settings(&self) -> elements_server::proxy::ProxyFileSettings {
+        elements_server::proxy::ProxyFileSettings {
+            max_request_body_bytes: self.proxy_max_request_body_bytes,
+            replay_body_bytes: self.proxy_replay_body_bytes,
+            timeout_ms: self.proxy_timeout_ms,
+            max_retries: self.proxy_max_retries,
+            retry_budget_ms: self.proxy_retry_budget_ms,
+            retry_after_cap_seconds: self.proxy_retry_after_cap_seconds,
+            backoff_ms: self.proxy_backoff_ms,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -523,6 +569,7 @@ fn server_config(
         if let Some(s) = serve.connect_session_seconds {
             config.connect_session_seconds = s.max(0);
         }
+        config.proxy.apply(&serve.proxy.settings());
     }
     Ok(config)
 }

@@ -2165,3 +2165,67 @@ async fn private_elements_refuse_duplicates_and_stay_in_their_organization() {
     assert_eq!(post(&other).await.unwrap().status(), 200);
     server.stop().await;
 }
+
+/// leftovers (issue 13.2.3): callback values read from `providerData`.
+#[tokio::test]
+async fn bad_callback_values_in_provider_data_are_named() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let body = |provider_data: &str| {
+        format!(
+            r#"{{"name":"qb","element":{{"key":"quickbooks"}},"providerData":{provider_data},
+            "configuration":{{"oauth.api.key":"cid","oauth.api.secret":"cs","oauth.callback.url":"https://app.test/cb"}}}}"#
+        )
+    };
+    for (provider_data, status, needle) in [
+        (
+            r#"{"access_token":"at","realmId":"46\n20"}"#,
+            400,
+            "realmId",
+        ),
+        (
+            &*format!(r#"{{"access_token":"at","realmId":"{}"}}"#, "9".repeat(256)),
+            400,
+            "at most 255 characters",
+        ),
+        (
+            r#"{"access_token":"at","realmId":"1","realmId":"2"}"#,
+            400,
+            "duplicate field `realmId`",
+        ),
+        (
+            r#"{"access_token":"at","access_token":"b"}"#,
+            400,
+            "duplicate field `access_token`",
+        ),
+        (
+            r#"{"access_token":5}"#,
+            400,
+            "at `providerData.access_token`",
+        ),
+    ] {
+        let r = server
+            .authed(Method::POST, "/instances")
+            .header("content-type", "application/json")
+            .body(body(provider_data))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{provider_data}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(needle), "{provider_data}: {text}");
+        assert!(!text.contains("46\n20"), "{text}");
+    }
+    // A good value is stored; a non-text one is not captured.
+    let r = server
+        .authed(Method::POST, "/instances")
+        .header("content-type", "application/json")
+        .body(body(r#"{"access_token":"at","realmId":{"x":1}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["configuration"].get("realmId"), None, "{created}");
+    server.stop().await;
+}

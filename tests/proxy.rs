@@ -656,3 +656,251 @@ async fn a_one_gib_response_is_streamed_through_the_real_binary_in_little_memory
     assert_eq!(received, GIB);
     assert!(peak < 60 * 1024, "the server's RSS reached {peak} kB");
 }
+
+// ---- leftovers (issue 15): OAuth 1.0a form bodies, body limits, settings ----
+
+/// RFC 5849 §3.6 percent-encoding (unreserved characters stay).
+fn rfc5849(s: &str) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SET).to_string()
+}
+
+/// The HMAC-SHA1 signature of a request, computed here from RFC 5849 §3.4
+/// (not with the server's code): `params` are the query, body and protocol
+/// parameters, decoded.
+fn hmac_sha1_signature(
+    method: &str,
+    base_uri: &str,
+    params: &[(String, String)],
+    consumer_secret: &str,
+    token_secret: &str,
+) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut encoded: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (rfc5849(k), rfc5849(v)))
+        .collect();
+    encoded.sort();
+    let normalized = encoded
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let base = format!(
+        "{}&{}&{}",
+        method.to_ascii_uppercase(),
+        rfc5849(base_uri),
+        rfc5849(&normalized)
+    );
+    let key = format!("{}&{}", rfc5849(consumer_secret), rfc5849(token_secret));
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(base.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The parameters of an `Authorization: OAuth ...` header, decoded.
+fn oauth_header_params(header: &str) -> Vec<(String, String)> {
+    header
+        .strip_prefix("OAuth ")
+        .unwrap()
+        .split(", ")
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            let v = v.trim_matches('"');
+            (
+                k.to_owned(),
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn oauth1_signs_the_fields_of_a_form_body() {
+    let s = setup_with(ProxyFileSettings {
+        max_request_body_bytes: Some(4096),
+        ..Default::default()
+    })
+    .await;
+    let account = &s.server.account;
+    let mut flickr = simple(
+        "flickr",
+        json!({ "oauth.api.key": "ck", "oauth.api.secret": "c s&1" }),
+    );
+    flickr["providerData"] = json!({ "oauth_token": "ot", "oauth_token_secret": "ots~2" });
+    let (id, _) = create(&s.server, account, &flickr).await;
+    s.api.expect(Expect::OAuth1("ck".into()));
+    let form = "method=flickr.photos.search&text=caf%C3%A9+au+lait%21&tags=a%2Cb&empty=";
+    let r = s
+        .server
+        .client
+        .post(s.server.url(&format!(
+            "/instances/{id}/proxy/services/rest?format=json&x=%7E"
+        )))
+        .header("Authorization", account.header())
+        .header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        )
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bodyLength"], form.len());
+    let header = echo["headers"]["authorization"].as_str().unwrap();
+    let oauth = oauth_header_params(header);
+    let signature = oauth
+        .iter()
+        .find(|(k, _)| k == "oauth_signature")
+        .map(|(_, v)| v.clone())
+        .expect("a signature");
+    let protocol: Vec<(String, String)> = oauth
+        .iter()
+        .filter(|(k, _)| k != "oauth_signature" && k != "realm")
+        .cloned()
+        .collect();
+    let decode = |text: &str| -> Vec<(String, String)> {
+        reqwest::Url::parse(&format!("http://x/?{text}"))
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    };
+    let base_uri = format!("{}{}", s.api.base_url(), echo["path"].as_str().unwrap());
+    let query = decode(echo["query"].as_str().unwrap());
+    let with_body: Vec<_> = [protocol.clone(), query.clone(), decode(form)].concat();
+    assert_eq!(
+        signature,
+        hmac_sha1_signature("POST", &base_uri, &with_body, "c s&1", "ots~2"),
+        "the signature covers the query, the form fields and the protocol parameters"
+    );
+    // Without the body's fields the signature would differ.
+    let without_body: Vec<_> = [protocol, query].concat();
+    assert_ne!(
+        signature,
+        hmac_sha1_signature("POST", &base_uri, &without_body, "c s&1", "ots~2")
+    );
+
+    // A form body above the limit is a 413 naming it; nothing is sent.
+    let calls = s.api.calls();
+    let big = format!("text={}", "x".repeat(5000));
+    for chunked in [false, true] {
+        let mut request = s
+            .server
+            .client
+            .post(
+                s.server
+                    .url(&format!("/instances/{id}/proxy/services/rest")),
+            )
+            .header("Authorization", account.header())
+            .header("Content-Type", "application/x-www-form-urlencoded");
+        request = if chunked {
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+                .as_bytes()
+                .chunks(1000)
+                .map(|c| Ok(c.to_vec()))
+                .collect();
+            request.body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                chunks,
+            )))
+        } else {
+            request.body(big.clone())
+        };
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 413, "chunked: {chunked}");
+        assert_eq!(r.headers()["elements-error"], "true");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body["message"],
+            "the request body is larger than the proxy's limit of 4096 bytes (max_request_body_bytes)"
+        );
+    }
+    assert_eq!(s.api.calls(), calls, "the API saw none of the large bodies");
+}
+
+#[tokio::test]
+async fn a_body_above_the_limit_set_by_variable_is_refused_with_413() {
+    let api = FakeApi::start().await;
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    // The file's limit is replaced by the variable's.
+    std::fs::write(
+        &config,
+        format!(
+            "[elements.sendgrid]\napi_base_url = \"{}\"\n\n[proxy]\nmax_request_body_bytes = 10\n",
+            api.base_url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Binary::serve(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--proxy-replay-body-bytes",
+            "100",
+        ],
+        &[
+            ("ELEMENTS_ORGANIZATION_SECRET", "org-proxy-limit"),
+            ("ELEMENTS_USER_SECRET", "user-proxy-limit"),
+            ("ELEMENTS_PROXY_MAX_REQUEST_BODY_BYTES", "1000"),
+        ],
+    );
+    let auth = "User user-proxy-limit, Organization org-proxy-limit";
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let created: Value = client
+        .post(server.url("/instances"))
+        .header("Authorization", auth)
+        .json(&simple("sendgrid", json!({ "api.key": "k" })))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().expect("an instance id");
+    let url = server.url(&format!("/instances/{id}/proxy/v3/mail/send"));
+    // At the limit: forwarded (streamed: above the replay size of 100).
+    let r = client
+        .post(&url)
+        .header("Authorization", auth)
+        .body(vec![b'a'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["bodyLength"], 1000);
+    assert_eq!(api.calls(), 1);
+    // One byte more: 413 naming the limit, and the API never sees it.
+    let r = client
+        .post(&url)
+        .header("Authorization", auth)
+        .body(vec![b'a'; 1001])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["elements-error"], "true");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "the request body is larger than the proxy's limit of 1000 bytes (max_request_body_bytes)"
+    );
+    assert_eq!(api.calls(), 1);
+}

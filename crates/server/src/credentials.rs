@@ -342,3 +342,113 @@ fn oauth1(
     put_applied(body, &applied);
     Ok(())
 }
+
+// ---- leftovers (issue 13.2.3, 13.2.5): the other keys of `providerData` ----
+
+/// The keys of `providerData` that are not its named fields, with their
+/// values. `Debug` names the keys only (a value may be a secret).
+#[derive(Default, Clone)]
+pub struct ExtraKeys(pub std::collections::BTreeMap<String, Value>);
+
+impl std::fmt::Debug for ExtraKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// `providerData` of `POST /instances`: the named fields as the derived
+/// `Deserialize` reads them (duplicate keys refused, an array read by
+/// position, errors naming the field), and every other key kept in
+/// [`ProviderData::extra`]. (No `#[serde(flatten)]`: it refuses arrays.)
+pub fn provider_data<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ProviderData>, D::Error> {
+    use serde::de::{Error as _, MapAccess, SeqAccess, Visitor};
+
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<ProviderData>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("struct ProviderData")
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            // As the derived implementation: fields by position.
+            let d = serde::de::value::SeqAccessDeserializer::new(seq);
+            serde::Deserialize::deserialize(d).map(Some)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut data = ProviderData::default();
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
+                }
+                match key.as_str() {
+                    "code" => data.code = map.next_value()?,
+                    "code_verifier" => data.code_verifier = map.next_value()?,
+                    "access_token" => data.access_token = map.next_value()?,
+                    "refresh_token" => data.refresh_token = map.next_value()?,
+                    "expires_in" => data.expires_in = map.next_value()?,
+                    "token_type" => data.token_type = map.next_value()?,
+                    "apikey" => data.apikey = map.next_value()?,
+                    "oauth_token" => data.oauth_token = map.next_value()?,
+                    "oauth_token_secret" => data.oauth_token_secret = map.next_value()?,
+                    _ => {
+                        let value: Value = map.next_value()?;
+                        data.extra.0.insert(key, value);
+                    }
+                }
+            }
+            Ok(Some(data))
+        }
+    }
+    deserializer.deserialize_option(V)
+}
+
+/// The configuration values `providerData` brings for `element`: the
+/// callback values it captures (`callback_capture`, e.g. QuickBooks'
+/// `realmId`), and, when tokens are given, the token-response fields it
+/// keeps (`[oauth.token_response] keep`, e.g. Salesforce's `instance_url`),
+/// read from the other keys of `providerData`. A captured value that breaks
+/// its entry's rules is a 400 naming it; a kept field that does is skipped
+/// (as from a provider's answer).
+pub fn provider_data_values(
+    element: &dyn Element,
+    data: &ProviderData,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let spec = element.spec();
+    let Some(oauth) = spec.oauth.as_ref() else {
+        return Ok(Vec::new());
+    };
+    if data.extra.0.is_empty()
+        || (oauth.callback_capture.is_empty() && oauth.token_response.keep.is_empty())
+    {
+        return Ok(Vec::new());
+    }
+    let text = |k: &str| match data.extra.0.get(k)? {
+        Value::String(s) => Some(s.clone()),
+        v @ (Value::Number(_) | Value::Bool(_)) => Some(v.to_string()),
+        _ => None,
+    };
+    let mut values = spec.captured_values(&text).map_err(ApiError::from)?;
+    if !oauth.token_response.keep.is_empty() && nonempty(&data.access_token) {
+        let body = serde_json::to_vec(&data.extra.0).unwrap_or_default();
+        values.extend(element.kept_values(&elements_core::ProviderResponse { status: 200, body }));
+    }
+    Ok(values)
+}

@@ -392,17 +392,19 @@ impl Core {
         self.renewable_elements.iter().any(|k| k == element_key)
     }
 
-    /// A new client credentials grant (RFC 6749 §4.4) for `configuration`.
+    /// A new client credentials grant (RFC 6749 §4.4) for `configuration`,
+    /// with the token-response fields the element keeps.
     async fn client_credentials(
         &self,
         element: &dyn Element,
         configuration: &elements_core::Configuration,
-    ) -> Result<TokenSet, ProviderError> {
+    ) -> Result<(TokenSet, Kept), ProviderError> {
         let request = elements_core::client_credentials_request(element.spec(), configuration)?;
         let response = crate::provider::measured(self.transport.as_ref(), element.key())
             .send(&request)
             .await?;
-        element.parse_token_response(&response, &request)
+        let set = element.parse_token_response(&response, &request)?;
+        Ok((set, element.kept_values(&response)))
     }
 
     fn is_fresh(&self, instance: &Instance, now: i64) -> bool {
@@ -563,15 +565,20 @@ impl Core {
         };
         let result = match &current.tokens.refresh_token {
             Some(refresh_token) => {
+                let capturing = Capturing::new(
+                    crate::provider::measured(self.transport.as_ref(), element.key()),
+                    element.as_ref(),
+                );
                 element
                     .refresh(
-                        &crate::provider::measured(self.transport.as_ref(), element.key()),
+                        &capturing,
                         RefreshRequest {
                             refresh_token,
                             configuration: &current.configuration,
                         },
                     )
                     .await
+                    .map(|set| (set, capturing.kept(element.as_ref())))
             }
             // Renewable without one (checked above): a new grant.
             None => {
@@ -580,10 +587,19 @@ impl Core {
             }
         };
         match result {
-            Ok(set) => match self.policy.accept(now_seconds(), set) {
+            Ok((set, kept)) => match self.policy.accept(now_seconds(), set) {
                 Ok(tokens) => {
                     crate::metrics::refresh("ok");
-                    (RefreshDecision::Update(tokens), None)
+                    // Kept token-response fields go with the tokens, in the
+                    // same locked write, when they changed.
+                    let mut configuration = current.configuration.clone();
+                    configuration.extend(kept);
+                    let decision = if configuration == current.configuration {
+                        RefreshDecision::Update(tokens)
+                    } else {
+                        RefreshDecision::UpdateWithConfiguration(tokens, configuration)
+                    };
+                    (decision, None)
                 }
                 Err(rejected) => {
                     crate::metrics::refresh("transient");
@@ -648,9 +664,13 @@ impl Core {
         )
         .await
         .ok_or_else(|| ApiError::NotFound(format!("no element with key `{}`", new.element_key)))?;
+        let capturing = Capturing::new(
+            crate::provider::measured(self.transport.as_ref(), element.key()),
+            element.as_ref(),
+        );
         let set = element
             .exchange_code(
-                &crate::provider::measured(self.transport.as_ref(), element.key()),
+                &capturing,
                 CodeExchange {
                     code: &code,
                     configuration: &new.configuration,
@@ -658,6 +678,7 @@ impl Core {
                 },
             )
             .await?;
+        new.configuration.extend(capturing.kept(element.as_ref()));
         new.tokens = self
             .policy
             .accept(now_seconds(), set)
@@ -674,14 +695,67 @@ impl Core {
         )
         .await
         .ok_or_else(|| ApiError::NotFound(format!("no element with key `{}`", new.element_key)))?;
-        let set = self
+        let (set, kept) = self
             .client_credentials(element.as_ref(), &new.configuration)
             .await?;
+        new.configuration.extend(kept);
         new.tokens = self
             .policy
             .accept(now_seconds(), set)
             .map_err(|r| ProviderError::InvalidResponse(r.reason))?;
         Ok(self.store.create_instance(new).await?)
+    }
+}
+
+/// Token-response fields an element keeps: (configuration key, value).
+type Kept = Vec<(String, String)>;
+
+/// A transport that keeps the body of the last successful answer, so the
+/// token-response fields the element keeps (`[oauth.token_response] keep`)
+/// can be read after a code exchange or refresh (only for elements that
+/// keep some: otherwise nothing is copied).
+struct Capturing<'a> {
+    inner: crate::provider::Measured<'a>,
+    keeps: bool,
+    last: Mutex<Option<Vec<u8>>>,
+}
+
+impl<'a> Capturing<'a> {
+    fn new(inner: crate::provider::Measured<'a>, element: &dyn Element) -> Self {
+        let keeps = element
+            .spec()
+            .oauth
+            .as_ref()
+            .is_some_and(|o| !o.token_response.keep.is_empty());
+        Capturing {
+            inner,
+            keeps,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The fields `element` keeps from the last successful answer.
+    fn kept(&self, element: &dyn Element) -> Kept {
+        match self.last.lock().take() {
+            Some(body) => {
+                element.kept_values(&elements_core::ProviderResponse { status: 200, body })
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for Capturing<'_> {
+    async fn send(
+        &self,
+        request: &elements_core::ProviderRequest,
+    ) -> Result<elements_core::ProviderResponse, elements_core::TransportError> {
+        let response = self.inner.send(request).await?;
+        if self.keeps && (200..300).contains(&response.status) {
+            *self.last.lock() = Some(response.body.clone());
+        }
+        Ok(response)
     }
 }
 

@@ -66,6 +66,11 @@ pub struct ProviderData {
     /// OAuth 1.0a: the access token's secret.
     #[serde(default)]
     pub oauth_token_secret: Option<Secret>,
+    /// The other keys of `POST /instances` (callback values such as
+    /// `realmId`, token-response fields such as `instance_url`), filled by
+    /// `credentials::provider_data`; only those the element declares are used.
+    #[serde(skip)]
+    pub extra: crate::credentials::ExtraKeys,
 }
 
 /// A configuration value: a string (numbers and booleans are taken as text).
@@ -105,7 +110,7 @@ pub struct CreateInstance {
     /// Which element.
     pub element: ElementRef,
     /// Tokens or a code.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::credentials::provider_data")]
     pub provider_data: Option<ProviderData>,
     /// Configuration values.
     #[serde(default)]

@@ -223,6 +223,14 @@ pub enum RefreshDecision {
     Update(Tokens),
     /// The grant is dead: set `valid = false` with this reason.
     Invalidate(String),
+    // ---- leftovers (issues 13 and 17) ----
+    /// New tokens and the whole new configuration (with the token-response
+    /// fields the element keeps, issue 13.2.5), written together.
+    UpdateWithConfiguration(Tokens, Configuration),
+    /// A re-provisioning (`PUT` with tokens or configuration): what
+    /// [`Store::replace_instance`] writes, under the refresh lock so that no
+    /// concurrent refresher overwrites it with tokens of the old grant.
+    Replace(ReplaceInstance),
 }
 
 /// A boxed, sendable future.

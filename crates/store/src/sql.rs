@@ -136,6 +136,19 @@ pub(crate) async fn write_decision(
         None => ("", ""),
     };
     let comma = if release.is_empty() { "" } else { ", " };
+    // leftovers: the decisions that write more than tokens.
+    let update;
+    let decision = match decision {
+        RefreshDecision::UpdateWithConfiguration(tokens, configuration) => {
+            write_configuration(conn.reborrow(), keyring, id, configuration, lease_owner).await?;
+            update = RefreshDecision::Update(tokens.clone());
+            &update
+        }
+        RefreshDecision::Replace(replace) => {
+            return write_replace(conn, keyring, id, replace, lease_owner).await;
+        }
+        other => other,
+    };
     // One list of seven parameters serves every statement: `$1`-`$4` the
     // new token columns (`$1` the reason when invalidating), `$5` the time,
     // `$6` the id, `$7` the lease owner; a statement ignores those it does
@@ -168,6 +181,8 @@ pub(crate) async fn write_decision(
             Some(reason.clone()),
             None,
         ),
+        // Turned into `Update` or written above.
+        RefreshDecision::UpdateWithConfiguration(..) | RefreshDecision::Replace(_) => return Ok(0),
     };
     let (refresh, token_type, expires_at) = tokens
         .map(|t| (t.refresh_token_enc, t.token_type, t.expires_at))
@@ -946,6 +961,11 @@ impl Store for SqlStore {
         id: i64,
         replace: crate::ReplaceInstance,
     ) -> Result<Option<Instance>> {
+        // leftovers (issue 17): tokens and configuration change only under
+        // the refresh lock.
+        if replace.tokens.is_some() || replace.configuration.is_some() {
+            return self.replace_locked(organization_id, id, replace).await;
+        }
         let configuration = replace
             .configuration
             .as_ref()
@@ -2082,5 +2102,124 @@ impl ConnectRow {
             },
             verifier,
         ))
+    }
+}
+
+// ---- leftovers (issues 13 and 17): configuration with refreshed tokens,
+// re-provisioning under the refresh lock ----
+
+/// How long a re-provisioning holds the refresh lock at most (SQLite lease).
+const REPLACE_LEASE_SECONDS: i64 = 60;
+
+/// Writes the whole configuration of instance `id` (still under the lease
+/// `lease_owner` on SQLite; in the locking transaction on PostgreSQL).
+async fn write_configuration(
+    mut conn: Conn<'_>,
+    keyring: &Keyring,
+    id: i64,
+    configuration: &elements_core::Configuration,
+    lease_owner: Option<i64>,
+) -> Result<u64> {
+    let held = if lease_owner.is_some() {
+        " AND refresh_lease_owner = $3"
+    } else {
+        ""
+    };
+    let sql = format!("UPDATE instances SET configuration_enc = $1 WHERE id = $2{held}");
+    let sealed = seal_configuration(keyring, id, configuration);
+    on_conn!(conn.reborrow(), |c| sqlx::query(&sql)
+        .bind(&sealed)
+        .bind(id)
+        .bind(lease_owner)
+        .execute(&mut *c)
+        .await
+        .map(|d| d.rows_affected()))
+    .map_err(db_err)
+}
+
+/// Writes a re-provisioning (see [`Store::replace_instance`]) and, on
+/// SQLite, releases the lease in the same statement.
+async fn write_replace(
+    mut conn: Conn<'_>,
+    keyring: &Keyring,
+    id: i64,
+    replace: &crate::ReplaceInstance,
+    lease_owner: Option<i64>,
+) -> Result<u64> {
+    let (release, held) = match lease_owner {
+        Some(_) => (
+            ", refresh_lease_until = NULL, refresh_lease_owner = NULL",
+            " AND refresh_lease_owner = $11",
+        ),
+        None => ("", ""),
+    };
+    let configuration = replace
+        .configuration
+        .as_ref()
+        .map(|c| seal_configuration(keyring, id, c));
+    let tokens = replace.tokens.as_ref().map(|t| seal_tokens(keyring, id, t));
+    let reprovision = tokens.is_some();
+    let t = tokens.unwrap_or(crate::common::SealedTokens {
+        access_token_enc: None,
+        refresh_token_enc: None,
+        token_type: None,
+        expires_at: None,
+    });
+    // `$6` true: every token column is replaced (NULLs included), the
+    // token version moves on and the instance is valid again.
+    let sql = format!(
+        "UPDATE instances SET name = COALESCE($1, name), tags = COALESCE($2, tags), \
+         configuration_enc = COALESCE($3, configuration_enc), \
+         access_token_enc = CASE WHEN $6 THEN $7 ELSE access_token_enc END, \
+         refresh_token_enc = CASE WHEN $6 THEN $8 ELSE refresh_token_enc END, \
+         token_type = CASE WHEN $6 THEN $9 ELSE token_type END, \
+         expires_at = CASE WHEN $6 THEN $10 ELSE expires_at END, \
+         token_version = CASE WHEN $6 THEN token_version + 1 ELSE token_version END, \
+         valid = CASE WHEN $6 THEN TRUE ELSE valid END, \
+         invalid_reason = CASE WHEN $6 THEN NULL ELSE invalid_reason END, \
+         updated_at = $4{release} WHERE id = $5{held}"
+    );
+    on_conn!(conn.reborrow(), |c| sqlx::query(&sql)
+        .bind(&replace.name)
+        .bind(replace.tags.as_deref().map(tags_json))
+        .bind(&configuration)
+        .bind(now_millis())
+        .bind(id)
+        .bind(reprovision)
+        .bind(&t.access_token_enc)
+        .bind(&t.refresh_token_enc)
+        .bind(&t.token_type)
+        .bind(t.expires_at)
+        .bind(lease_owner)
+        .execute(&mut *c)
+        .await
+        .map(|d| d.rows_affected()))
+    .map_err(db_err)
+}
+
+impl SqlStore {
+    /// [`Store::replace_instance`] with tokens or configuration: run as a
+    /// refresh job, so it waits for a refresher holding the lock and a
+    /// refresher that comes after re-reads what it wrote.
+    async fn replace_locked(
+        &self,
+        organization_id: i64,
+        id: i64,
+        replace: crate::ReplaceInstance,
+    ) -> Result<Option<Instance>> {
+        let mut owned = true;
+        let found = &mut owned;
+        let job: RefreshJob<'_> = Box::new(move |current: Instance| {
+            Box::pin(async move {
+                if current.organization_id == organization_id {
+                    RefreshDecision::Replace(replace)
+                } else {
+                    *found = false;
+                    RefreshDecision::Unchanged
+                }
+            })
+        });
+        let after = self.refresh_locked(id, REPLACE_LEASE_SECONDS, job).await?;
+        Ok(after.filter(|_| owned))
     }
 }

@@ -413,6 +413,25 @@ impl Checker<'_> {
                 );
             }
         }
+        // leftovers: scopes are sent as written; a `{placeholder}` there
+        // would go to the provider literally, so it is refused.
+        for (field, scope) in [
+            ("default_scope", &o.default_scope),
+            ("fixed_scope", &o.fixed_scope),
+        ] {
+            if scope.as_deref().is_some_and(|s| s.contains(['{', '}'])) {
+                let line = self.line(from, None, field);
+                self.push(
+                    line,
+                    format!(
+                        "field `oauth.{field}`: scopes are sent as written and take no \
+                         `{{placeholder}}`; write the scopes out (a caller may pass `scope` \
+                         to `oauth/url`), or move the value into `authorization_params`, \
+                         which may use placeholders"
+                    ),
+                );
+            }
+        }
         for name in &o.callback_capture {
             let line = self.line(from, None, "callback_capture");
             match self.entries.get(name.as_str()).copied() {

@@ -922,7 +922,15 @@ async fn callback_outcome(
     };
     // format: values the element declares as captured from the callback
     // (`callback_capture`) are copied into the configuration here.
-    let configuration = session.configuration.clone();
+    let mut configuration = session.configuration.clone();
+    let captured = element
+        .spec()
+        .captured_values(&|k| param(k).map(str::to_owned))
+        .map_err(|e| Failure {
+            code: "invalid_response",
+            description: format!("the provider's answer carries an unusable value: {e}"),
+        })?;
+    configuration.extend(captured);
     provision_instance(
         state,
         (session.organization_id, session.user_id),

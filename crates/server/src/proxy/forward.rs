@@ -1,5 +1,7 @@
 //! Forwarding one request: URL, credential, body, retries, refresh.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -133,6 +135,7 @@ fn authorize(
     instance: &Instance,
     method: &Method,
     url: &Url,
+    form: &[(String, String)],
 ) -> Result<(Url, Vec<(HeaderName, HeaderValue)>), ApiError> {
     let mut url = url.clone();
     let mut headers = Vec::new();
@@ -164,7 +167,7 @@ fn authorize(
         let authorization = oauth1_authorization(&OAuth1Request {
             method: method.as_str(),
             url: url.as_str(),
-            params: &[],
+            params: form,
             consumer_key,
             consumer_secret: &consumer_secret,
             token: Some(token),
@@ -194,6 +197,28 @@ fn authorize(
         headers.push(header(name, value)?);
     }
     Ok((url, headers))
+}
+
+/// Whether the request body is `application/x-www-form-urlencoded`.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Our 413, naming the limit (marked as ours).
+fn too_large(limit: u64) -> Response {
+    let mut r = super::ours(ApiError::BadRequest(format!(
+        "the request body is larger than the proxy's limit of {limit} bytes \
+         (max_request_body_bytes)"
+    )));
+    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r
 }
 
 /// A `Retry-After` in seconds (an HTTP date counts as the cap).
@@ -269,9 +294,34 @@ pub(super) async fn forward(
         .and_then(|v| v.parse::<u64>().ok());
     let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
     if length.is_some_and(|l| l > settings.max_request_body) {
-        return Err(ApiError::PayloadTooLarge);
+        return Ok(too_large(settings.max_request_body));
     }
+    // OAuth 1.0a signs the fields of a form body (RFC 5849 §3.4.1.3): such
+    // a body is read whole (up to the limit) and its fields signed.
+    let sign_form = kind == Authentication::Oauth1 && is_form(&parts.headers);
+    let mut form = Vec::new();
     let mut payload = match length {
+        _ if sign_form => {
+            let limit = settings.max_request_body;
+            let bytes = match http_body_util::Limited::new(body, limit as usize)
+                .collect()
+                .await
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Ok(too_large(limit));
+                }
+                Err(_) => {
+                    return Err(ApiError::BadRequest(
+                        "the request body could not be read".into(),
+                    ))
+                }
+            };
+            form = url::form_urlencoded::parse(&bytes)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            Payload::Buffered(bytes)
+        }
         Some(l) if l <= settings.replay_body => Payload::Buffered(
             http_body_util::Limited::new(body, settings.replay_body as usize)
                 .collect()
@@ -300,9 +350,11 @@ pub(super) async fn forward(
     let mut waited = Duration::ZERO;
     let mut refreshed = false;
     let path_for_log = url.path().to_owned();
+    // Set when a streamed body goes over the limit (the upload is cut off).
+    let over_limit = Arc::new(AtomicBool::new(false));
     loop {
         let replayable = matches!(payload, Payload::Buffered(_));
-        let (signed_url, cred_headers) = authorize(spec, &instance, &method, &url)?;
+        let (signed_url, cred_headers) = authorize(spec, &instance, &method, &url, &form)?;
         let mut builder = state
             .proxy
             .client
@@ -316,6 +368,7 @@ pub(super) async fn forward(
             Payload::Streamed(b) => {
                 let limit = settings.max_request_body;
                 let mut seen = 0u64;
+                let over = over_limit.clone();
                 let stream = b
                     .take()
                     .unwrap_or_default()
@@ -324,6 +377,7 @@ pub(super) async fn forward(
                         let c = c?;
                         seen += c.len() as u64;
                         if seen > limit {
+                            over.store(true, Ordering::SeqCst);
                             return Err(axum::Error::new("the request body is too large"));
                         }
                         Ok(c)
@@ -339,6 +393,18 @@ pub(super) async fn forward(
             Duration::from_secs(24 * 3600)
         };
         let sent = tokio::time::timeout(wait, builder.send()).await;
+        if over_limit.load(Ordering::SeqCst) {
+            log(
+                spec,
+                &method,
+                &path_for_log,
+                None,
+                started,
+                retries,
+                "too_large",
+            );
+            return Ok(too_large(settings.max_request_body));
+        }
         let budget_left = settings.retry_budget.saturating_sub(waited);
         let delay = match sent {
             Err(_) => {

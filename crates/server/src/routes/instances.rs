@@ -165,6 +165,11 @@ pub(crate) async fn create(
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
+    // leftovers: callback values and kept token fields from `providerData`.
+    configuration.extend(crate::credentials::provider_data_values(
+        element,
+        &provider_data,
+    )?);
     // format: custom hosts must pass the rules and the allow-list.
     element.spec().check_custom_hosts(
         &|k| configuration.get(k).map(str::to_owned),

@@ -239,6 +239,12 @@ impl FakeProvider {
         self.shared.lock().token_type = token_type;
     }
 
+    /// Further fields sent in every token response (Salesforce's
+    /// `instance_url`, Slack's `team`), replacing those set before.
+    pub fn set_token_extra(&self, extra: serde_json::Map<String, Value>) {
+        self.shared.lock().token_extra = extra;
+    }
+
     /// The next access token issued (by any endpoint) is exactly `token`,
     /// e.g. one with control characters; later ones are random again.
     /// Calls queue up in order.

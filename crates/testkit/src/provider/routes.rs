@@ -426,6 +426,9 @@ pub(super) fn token_response(inner: &Inner, access: &str, refresh: Option<&str>)
     if let Some(token_type) = &inner.token_type {
         body.insert("token_type".into(), token_type.clone());
     }
+    for (k, v) in &inner.token_extra {
+        body.insert(k.clone(), v.clone());
+    }
     json_response(StatusCode::OK, Value::Object(body))
 }
 

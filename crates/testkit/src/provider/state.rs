@@ -34,6 +34,8 @@ pub(super) struct Inner {
     pub(super) faults: Faults,
     /// The `token_type` sent (`None`: omitted).
     pub(super) token_type: Option<Value>,
+    /// Further fields of every token response (`instance_url`, ...).
+    pub(super) token_extra: serde_json::Map<String, Value>,
     /// Exact access tokens to issue next, in order (hostile-answer tests).
     pub(super) next_access_tokens: std::collections::VecDeque<String>,
     pub(super) next_family: u64,
@@ -81,6 +83,7 @@ impl Shared {
                 reuse_detection: true,
                 faults: Faults::default(),
                 token_type: Some(json!("bearer")),
+                token_extra: serde_json::Map::new(),
                 next_access_tokens: std::collections::VecDeque::new(),
                 next_family: 1,
                 families: HashMap::new(),
