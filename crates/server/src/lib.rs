@@ -35,6 +35,7 @@ pub mod health;
 pub mod listener;
 pub mod markup;
 pub mod metrics;
+pub mod openapi;
 pub mod pkce;
 pub mod provider;
 pub mod proxy;
@@ -98,7 +99,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::organizations::router())
         .merge(proxy::router())
         .merge(routes::webhooks::router())
-        .merge(connect::router());
+        .merge(connect::router())
+        .merge(openapi::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))
