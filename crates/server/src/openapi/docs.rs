@@ -290,3 +290,65 @@ pub fn page() -> Response {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_from_the_document_is_escaped() {
+        let doc = serde_json::json!({
+            "info": {"title": "<script>alert(1)</script>", "version": "1"},
+            "tags": [{"name": "t\"><xtag>", "description": "<img src=x>"}],
+            "paths": {"/a/<xpath>": {"get": {
+                "tags": ["t\"><xtag>"],
+                "operationId": "x<y",
+                "summary": "<em>s</em>",
+                "parameters": [{"name": "<xparam>", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "&amp;", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/<xschema>"},
+                    "example": {"k": "</pre><script>"}
+                }}}}
+            }}},
+            "components": {"schemas": {"<xschema>": {"description": "<xdesc>", "type": "object"}}}
+        });
+        let html = model(&doc).render().unwrap();
+        for raw in [
+            "<script>",
+            "<xtag>",
+            "<img",
+            "<xpath>",
+            "<em>",
+            "<xparam>",
+            "<xschema>",
+            "<xdesc>",
+            "</pre><script>",
+        ] {
+            assert!(!html.contains(raw), "{raw} must be escaped:\n{html}");
+        }
+        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+        assert!(html.contains("&#60;em&#62;s&#60;/em&#62;"));
+        assert!(html.contains("&#38;amp;"));
+        assert!(html.contains(r#"id="op-x-y""#));
+    }
+
+    #[test]
+    fn the_real_document_renders_every_operation() {
+        let doc = serde_json::to_value(crate::openapi::document()).unwrap();
+        let page = model(&doc);
+        let operations: usize = page.tags.iter().map(|t| t.operations.len()).sum();
+        let described: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|item| item.as_object().unwrap().len())
+            .sum();
+        assert_eq!(operations, described);
+        assert_eq!(page.schemes.len(), 3);
+        assert!(page.schemas.iter().any(|s| s.name == "InstanceJson"));
+        assert!(page
+            .render()
+            .unwrap()
+            .contains("<h2 id=\"tag-catalog\">catalog</h2>"));
+    }
+}
