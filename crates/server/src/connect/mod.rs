@@ -168,7 +168,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     path = "/elements/api-v2/connect.js",
     tag = "connect",
     responses(
-        (status = 200, description = "The popup helper: `ElementsConnect.open(url)`", content_type = "application/javascript", body = String),
+        (status = 200, description = "The popup helper: `ElementsConnect.open(url)`", content_type = "text/javascript", body = String),
     )
 )]
 async fn connect_js() -> Response {
@@ -184,7 +184,7 @@ async fn connect_js() -> Response {
     path = "/elements/api-v2/connect/popup.js",
     tag = "connect",
     responses(
-        (status = 200, description = "The script of the hosted page in a popup", content_type = "application/javascript", body = String),
+        (status = 200, description = "The script of the hosted page in a popup", content_type = "text/javascript", body = String),
     )
 )]
 async fn popup_js() -> Response {
@@ -254,7 +254,7 @@ fn origin_of(url: &str) -> Option<String> {
     security(("UserOrganization" = [])),
     request_body(content = CreateSession, example = json!({"element": {"key": "github"}, "name": "Acme GitHub", "tags": ["acme"], "configuration": {"oauth.api.key": "<CLIENT ID>", "oauth.api.secret": "<CLIENT SECRET>", "oauth.scope": "repo"}, "redirectUrl": "https://app.example/connected", "endUser": "customer-42"})),
     responses(
-        (status = 200, description = "The session: send the user to `url`", body = Object, example = json!({"token": "<SESSION TOKEN>", "url": "https://elements.example/elements/api-v2/connect/<SESSION TOKEN>", "expiresAt": "2026-01-01T00:15:00Z"})),
+        (status = 201, description = "The session: send the user to `url`", body = Object, example = json!({"token": "<SESSION TOKEN>", "url": "https://elements.example/elements/api-v2/connect/<SESSION TOKEN>", "expiresAt": "2026-01-01T00:15:00Z"})),
         (status = 403, description = "The redirect URL is not on the organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element", body = crate::error::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
