@@ -48,7 +48,9 @@ const CONSOLE_EXCLUDED: &[(&str, &str)] = &[
 const ROOT_FILES: &[&str] = &["health.rs", "metrics.rs", "console/mod.rs"];
 
 /// What an `any(...)` route is described with.
-const ANY_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+const ANY_METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -436,17 +438,25 @@ fn venv_tool(name: &str) -> PathBuf {
 /// - `status_code_conformance`: every status is documented;
 /// - `content_type_conformance`: every body has its documented media type;
 /// - `response_schema_conformance`: every body matches its schema;
-/// - `response_headers_conformance`: documented headers have their types.
+/// - `response_headers_conformance`: documented headers have their types;
+/// - `negative_data_rejection`: schema-invalid requests are refused (4xx);
+/// - `missing_required_header`, `ignored_auth`: a request without the
+///   `Authorization` header the operation declares is refused;
+/// - `unsupported_method`, `allow_header_conformance`: a method the path
+///   does not declare is a 405;
+/// - `use_after_free`, `ensure_resource_availability`: in the stateful
+///   phase, a deleted resource is gone and a created one can be read.
 ///
-/// Not run: `negative_data_rejection` (by design, `oauth/url` takes
-/// element-specific parameters beyond the documented ones, and instance
-/// bodies ignore fields they do not change, as Cloud Elements does);
-/// `positive_data_acceptance` (a schema-valid body is still refused for
-/// what a schema cannot say: an unknown element, missing configuration);
-/// `ignored_auth` needs requests without the header, which the
-/// authenticated run does not send, and tests/api.rs covers every 401.
+/// Not run: `positive_data_acceptance` (a schema-valid request is still
+/// refused for what a schema cannot say: an unknown element, a missing
+/// configuration key, a callback URL off the allow-list, an `Element` token
+/// route called without one); `object_level_authorization` (needs a second
+/// organization; tests/api.rs checks another organization's instance is a 404).
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-                      response_schema_conformance,response_headers_conformance";
+                      response_schema_conformance,response_headers_conformance,\
+                      negative_data_rejection,missing_required_header,ignored_auth,\
+                      unsupported_method,allow_header_conformance,use_after_free,\
+                      ensure_resource_availability";
 
 struct Run {
     status: std::process::ExitStatus,
@@ -640,4 +650,81 @@ async fn document_is_valid_and_the_live_server_conforms() {
         .unwrap();
     assert_eq!(seed.status(), 200);
     assert_eq!(seed.text().await.unwrap(), SEED_OAUTH_ANSWER);
+}
+
+/// Found by schemathesis (`negative_data_rejection`): serde's derived
+/// structs also took a JSON array of their fields, so `[null, null]` was a
+/// `PATCH /instances/{id}` that changed nothing and answered 200. Every
+/// object body now refuses anything but an object.
+#[tokio::test]
+async fn object_bodies_refuse_arrays() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let account = server.account.clone();
+    let (status, created) = server
+        .post_instance(&account, &seed_instance_body("at-1", "rt-1"))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let array_bodies = [
+        (
+            reqwest::Method::PATCH,
+            format!("/instances/{id}"),
+            "[null, null]",
+        ),
+        (
+            reqwest::Method::PUT,
+            format!("/instances/{id}"),
+            "[\"renamed\"]",
+        ),
+        (
+            reqwest::Method::POST,
+            "/instances".to_owned(),
+            r#"[{"key": "hubspot"}, null, {}, null, "x"]"#,
+        ),
+        (
+            reqwest::Method::POST,
+            "/elements/hubspot/instances".to_owned(),
+            r#"[null, null, {}, null, "x"]"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("/instances/{id}/configuration/1"),
+            "[\"v\"]",
+        ),
+        (
+            reqwest::Method::POST,
+            "/organizations/me/webhooks".to_owned(),
+            "[\"https://app.example/hooks\", null]",
+        ),
+    ];
+    for (method, path, body) in array_bodies {
+        let response = server
+            .authed(method.clone(), &path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{method} {path} {body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            answer["message"], "invalid JSON body: expected a JSON object",
+            "{method} {path}"
+        );
+    }
+    // Nothing changed.
+    let shown: Value = server
+        .fetch(reqwest::Method::GET, &format!("/instances/{id}"))
+        .await;
+    assert_eq!(shown["name"], "Test");
+    // An object is still taken.
+    let response = server
+        .authed(reqwest::Method::PATCH, &format!("/instances/{id}"))
+        .json(&json!({"name": "renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
 }

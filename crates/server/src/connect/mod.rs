@@ -45,7 +45,7 @@ use elements_store::{
 use serde::Deserialize;
 
 use crate::auth::Account;
-use crate::body::{check_text, JsonBody, UniqueMap};
+use crate::body::{check_text, JsonObject, UniqueMap};
 use crate::credentials::Provision;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
@@ -265,7 +265,7 @@ fn origin_of(url: &str) -> Option<String> {
 async fn create_session(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateSession>,
+    JsonObject(body): JsonObject<CreateSession>,
 ) -> Result<Response, ApiError> {
     // 503, not 4xx: the request is fine, this deployment has not been told
     // its public URL, and the same request succeeds once the operator sets it.

@@ -121,6 +121,19 @@ pub enum ConfigValueSchema {
     Bool(bool),
 }
 
+/// A value of `POST .../oauth/url`'s body: text, a number or a boolean
+/// (taken as text); null is left out.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum OAuthUrlValue {
+    /// A string, or null (left out).
+    Text(Option<String>),
+    /// A number.
+    Number(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
 /// One configuration entry of an element (`GET /elements/{keyOrId}/configuration`).
 /// Mirrors `elements_core::ConfigEntry`'s JSON (core knows no OpenAPI).
 #[derive(Serialize, ToSchema)]
@@ -441,7 +454,7 @@ fn document_json() -> &'static str {
 /// as `/instances/{id}/proxy/{path}`; one attribute describes one path, so
 /// this one describes the root.
 #[utoipa::path(
-    method(get, post, put, patch, delete),
+    method(get, post, put, patch, delete, head, options, trace),
     path = "/elements/api-v2/instances/{id}/proxy/",
     tag = "proxy",
     security(("UserOrganization" = []), ("ElementToken" = []), ("UserOrganizationElement" = [])),

@@ -183,7 +183,7 @@ fn tail_of(request: &Request, skip: usize) -> (Vec<String>, String) {
 
 /// Calls the provider's API with the instance's credential (any method; the body streams).
 #[utoipa::path(
-    method(get, post, put, patch, delete),
+    method(get, post, put, patch, delete, head, options, trace),
     path = "/elements/api-v2/instances/{id}/proxy/{path}",
     tag = "proxy",
     security(("UserOrganization" = []), ("ElementToken" = []), ("UserOrganizationElement" = [])),
@@ -224,7 +224,7 @@ async fn instance_proxy(
 /// Cloud Elements' hub API: the provider's API (or the element's normalised resources) for the
 /// instance of the `Element` token.
 #[utoipa::path(
-    method(get, post, put, patch, delete),
+    method(get, post, put, patch, delete, head, options, trace),
     path = "/elements/api-v2/hubs/{hub}/{path}",
     tag = "proxy",
     security(("UserOrganizationElement" = []), ("ElementToken" = [])),

@@ -11,7 +11,7 @@ use super::elements::find;
 use super::instances::{self, paging};
 use super::{PathParam, QueryPairs};
 use crate::auth::Account;
-use crate::body::{JsonBody, UniqueMap};
+use crate::body::{JsonObject, UniqueMap};
 use crate::error::ApiError;
 use crate::wire::{ConfigValue, CreateInstance, ElementRef, ProviderData};
 use crate::AppState;
@@ -92,7 +92,7 @@ async fn create(
     State(state): State<AppState>,
     account: Account,
     PathParam(key_or_id): PathParam<String>,
-    JsonBody(body): JsonBody<CreateAt>,
+    JsonObject(body): JsonObject<CreateAt>,
 ) -> Result<Response, ApiError> {
     let element = find(&state, &key_or_id)?;
     if let Some(given) = &body.element {
@@ -115,5 +115,5 @@ async fn create(
         tags: body.tags,
         name: body.name,
     };
-    instances::create(State(state), account, JsonBody(create)).await
+    instances::create(State(state), account, JsonObject(create)).await
 }

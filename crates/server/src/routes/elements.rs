@@ -234,7 +234,7 @@ async fn oauth_url(
     params(
         ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
     ),
-    request_body(content = HashMap<String, String>, description = "The GET's query parameters as one JSON object (strings, numbers or booleans)", example = json!({"apiKey": "123456789d-1234-12e4-bda9-12345b8bf20", "apiSecret": "123456", "scope": "contacts-rw offline", "callbackUrl": "http://demonstrab.ly"})),
+    request_body(content = HashMap<String, crate::openapi::OAuthUrlValue>, description = "The GET's query parameters as one JSON object (strings, numbers or booleans; null is left out)", example = json!({"apiKey": "123456789d-1234-12e4-bda9-12345b8bf20", "apiSecret": "123456", "scope": "contacts-rw offline", "callbackUrl": "http://demonstrab.ly"})),
     responses(
         (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
         (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),

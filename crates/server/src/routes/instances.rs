@@ -12,7 +12,7 @@ use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 use super::elements::find;
 use super::{instance_id, PathParam, QueryPairs};
 use crate::auth::{Account, AccountOrInstance};
-use crate::body::{check_text, JsonBody};
+use crate::body::{check_text, JsonObject};
 use crate::error::ApiError;
 use crate::wire::{is_secret_key, ConfigurationEntryJson, CreateInstance, InstanceJson, MASK};
 use crate::AppState;
@@ -119,7 +119,7 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
 pub(crate) async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(mut body): JsonBody<CreateInstance>,
+    JsonObject(mut body): JsonObject<CreateInstance>,
 ) -> Result<Response, ApiError> {
     // compat: no markup in names and tags.
     body.name = crate::markup::strip(&body.name);

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{PathParam, QueryPairs};
 use crate::auth::Account;
-use crate::body::{check_text, JsonBody};
+use crate::body::{check_text, JsonObject};
 use crate::error::ApiError;
 use crate::webhooks::sign::new_secret;
 use crate::webhooks::url_policy::check_url;
@@ -88,7 +88,7 @@ impl<'a> WebhookJson<'a> {
 async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateWebhook>,
+    JsonObject(body): JsonObject<CreateWebhook>,
 ) -> Result<Response, ApiError> {
     check_text("url", &body.url, 2048)?;
     let url = check_url(&body.url, state.webhooks.allow_private).map_err(ApiError::BadRequest)?;

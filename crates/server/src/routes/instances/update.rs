@@ -16,7 +16,7 @@ use super::{
     check_name, check_tags, owned, spec_of, MAX_CONFIG_KEY, MAX_CONFIG_VALUE, MAX_EXPIRES_IN,
 };
 use crate::auth::{Account, AccountOrInstance};
-use crate::body::{check_text, JsonBody, UniqueMap};
+use crate::body::{check_text, JsonObject, UniqueMap};
 use crate::error::ApiError;
 use crate::routes::PathParam;
 use crate::tokens::now_seconds;
@@ -244,7 +244,7 @@ pub async fn put(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam(id): PathParam<String>,
-    JsonBody(body): JsonBody<UpdateInstance>,
+    JsonObject(body): JsonObject<UpdateInstance>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
     apply(&state, instance, body, true).await
@@ -272,7 +272,7 @@ pub async fn patch(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam(id): PathParam<String>,
-    JsonBody(body): JsonBody<UpdateInstance>,
+    JsonObject(body): JsonObject<UpdateInstance>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
     apply(&state, instance, body, false).await
@@ -358,7 +358,7 @@ pub async fn token_configuration(
 pub async fn token_patch(
     State(state): State<AppState>,
     caller: AccountOrInstance,
-    JsonBody(body): JsonBody<UpdateInstance>,
+    JsonObject(body): JsonObject<UpdateInstance>,
 ) -> Result<Response, ApiError> {
     let instance = by_token(&state, &caller).await?;
     apply(&state, instance, body, false).await
@@ -460,7 +460,7 @@ pub async fn patch_entry(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam((id, config_id)): PathParam<(String, String)>,
-    JsonBody(body): JsonBody<PatchEntry>,
+    JsonObject(body): JsonObject<PatchEntry>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
     let (key, _) = entry_index(&instance, &config_id)?;
