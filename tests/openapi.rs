@@ -710,7 +710,7 @@ async fn object_bodies_refuse_arrays() {
         assert_eq!(response.status(), 400, "{method} {path} {body}");
         let answer: Value = response.json().await.unwrap();
         assert_eq!(
-            answer["message"], "invalid JSON body: expected a JSON object",
+            answer["message"], "invalid JSON body: expected a JSON object, not an array",
             "{method} {path}"
         );
     }

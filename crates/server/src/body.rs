@@ -165,12 +165,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonObject<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = json_bytes(req, state).await?;
-        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-        if first.is_some_and(|b| *b != b'{') {
+        // Malformed JSON and other non-objects get serde's own message; an
+        // array that serde would take as the fields in order is refused.
+        let value = parse(&bytes)?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
             return Err(ApiError::BadRequest(
-                "invalid JSON body: expected a JSON object".into(),
+                "invalid JSON body: expected a JSON object, not an array".into(),
             ));
         }
-        parse(&bytes).map(JsonObject)
+        Ok(JsonObject(value))
     }
 }
