@@ -52,7 +52,7 @@ fi
 # a live server and openapi-spec-validator on the served document, from a
 # Python virtual environment under target/ (gitignored, never system-wide).
 # Pinned: schemathesis's major version decides its command line and checks.
-PY_VENV="target/py"
+PY_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/py"
 PY_REQUIREMENTS=("schemathesis==4.32.5" "openapi-spec-validator==0.9.0")
 if ! "$PY_VENV/bin/python" -c 'import schemathesis, openapi_spec_validator' >/dev/null 2>&1 \
   || ! "$PY_VENV/bin/pip" freeze 2>/dev/null | grep -qx "${PY_REQUIREMENTS[0]}"; then
