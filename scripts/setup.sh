@@ -47,3 +47,19 @@ if ! command -v cargo-machete >/dev/null 2>&1; then
   echo "setup: installing cargo-machete" >&2
   cargo install --locked cargo-machete >/dev/null
 fi
+
+# The OpenAPI conformance test (tests/openapi.rs) runs schemathesis against
+# a live server and openapi-spec-validator on the served document, from a
+# Python virtual environment under target/ (gitignored, never system-wide).
+# Pinned: schemathesis's major version decides its command line and checks.
+PY_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/py"
+PY_REQUIREMENTS=("schemathesis==4.32.5" "openapi-spec-validator==0.9.0")
+if ! "$PY_VENV/bin/python" -c 'import schemathesis, openapi_spec_validator' >/dev/null 2>&1 \
+  || ! "$PY_VENV/bin/pip" freeze 2>/dev/null | grep -qx "${PY_REQUIREMENTS[0]}"; then
+  echo "setup: creating $PY_VENV with ${PY_REQUIREMENTS[*]}" >&2
+  if ! python3 -m venv "$PY_VENV" >/dev/null 2>&1; then
+    apt_install python3-venv
+    python3 -m venv "$PY_VENV"
+  fi
+  "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
+fi

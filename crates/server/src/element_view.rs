@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// The element object as Cloud Elements returns it inside an instance, field
 /// for field in the seed's order.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ElementMetadata<'a> {
     /// Numeric id.
@@ -36,7 +36,7 @@ pub struct ElementMetadata<'a> {
 }
 
 /// `{"type": "oauth2"}`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuthenticationView {
     /// The authentication type.
     #[serde(rename = "type")]
@@ -44,7 +44,7 @@ pub struct AuthenticationView {
 }
 
 /// The full element as `GET /elements/{key}` and `elements show` return it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ElementView<'a> {
     /// The seed's eleven fields.
     #[serde(flatten)]
@@ -54,12 +54,14 @@ pub struct ElementView<'a> {
     /// The authentication type.
     pub authentication: AuthenticationView,
     /// The configuration entries.
+    #[schema(value_type = Vec<crate::openapi::ConfigEntrySchema>)]
     pub configuration: &'a [ConfigEntry],
     /// The API base URL template, when the element declares one.
     #[serde(rename = "apiBaseUrl", skip_serializing_if = "Option::is_none")]
     pub api_base_url: Option<&'a str>,
     /// Other keys that resolve to the element (Cloud Elements' `sfdc`), when any.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub aliases: &'a [String],
 }
 

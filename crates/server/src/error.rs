@@ -59,15 +59,23 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
+/// Every error answer: Cloud Elements' `{"requestId", "message"}`, plus
+/// machine-readable fields where useful.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"requestId": "3f1c9b0a2d4e6f81", "message": "missing required configuration: oauth.callback.url, oauth.scope", "missing": ["oauth.callback.url", "oauth.scope"]}))]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
+    /// The request id (also the `X-Request-Id` header).
     request_id: &'a str,
+    /// What was wrong; the same for every 401; generic for every 5xx.
     message: &'a str,
+    /// 400: every missing configuration key or query parameter.
     #[serde(skip_serializing_if = "Option::is_none")]
     missing: Option<Vec<&'a str>>,
+    /// A provider's refusal: its sanitized message.
     #[serde(skip_serializing_if = "Option::is_none")]
     provider_message: Option<&'a str>,
+    /// 429: seconds until the next attempt (also `Retry-After`).
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_seconds: Option<u64>,
 }

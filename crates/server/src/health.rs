@@ -22,6 +22,14 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process is up", body = Object, example = json!({"status": "ok"})),
+    )
+)]
 async fn healthz() -> Response {
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -30,6 +38,15 @@ async fn healthz() -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Database reachable, key check passed, migrations applied", body = Object, example = json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "key": "ok"}})),
+        (status = 503, description = "Not ready: `message` and `checks` say why", body = Object),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let checks = match tokio::time::timeout(READY_TIMEOUT, state.store.readiness()).await {
         Ok(checks) => checks,

@@ -35,6 +35,7 @@ pub mod health;
 pub mod listener;
 pub mod markup;
 pub mod metrics;
+pub mod openapi;
 pub mod pkce;
 pub mod private_elements;
 pub mod provider;
@@ -102,7 +103,8 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(proxy::router())
         .merge(routes::webhooks::router())
         .merge(connect::router())
-        .merge(routes::private_elements::router());
+        .merge(routes::private_elements::router())
+        .merge(openapi::router());
     Router::new()
         .nest("/elements/api-v2", api)
         .merge(console::router(console))

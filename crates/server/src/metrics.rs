@@ -190,6 +190,14 @@ pub async fn middleware(request: Request, next: Next) -> Response {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format (on `--metrics-listen` instead when set)", content_type = "text/plain", body = String),
+    )
+)]
 pub async fn handler(State(state): State<AppState>) -> Response {
     let m = metrics();
     let start = Instant::now();

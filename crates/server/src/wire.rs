@@ -11,7 +11,8 @@ use crate::body::UniqueMap;
 use crate::element_view::{ElementJson as _, ElementMetadata};
 
 /// The answer of `GET /elements/{key}/oauth/url` (and `elements oauth-url`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"element": "hubspot", "oauthUrl": crate::openapi::SEED_OAUTH_URL}))]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthUrlResponse<'a> {
     /// The element key.
@@ -25,7 +26,7 @@ pub struct OAuthUrlResponse<'a> {
 }
 
 /// `{"key": "hubspot"}` or `{"id": 43}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ElementRef {
     /// The element key.
     #[serde(default)]
@@ -37,22 +38,27 @@ pub struct ElementRef {
 
 /// `providerData` of `POST /instances`: tokens from the OAuth callback, or
 /// a code to exchange. Secrets are [`Secret`]s, so `Debug` never shows them.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct ProviderData {
     /// An authorization code to exchange at the provider.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub code: Option<Secret>,
     /// The PKCE verifier returned by `oauth/url`.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub code_verifier: Option<Secret>,
     /// An access token from the callback.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub access_token: Option<Secret>,
     /// A refresh token from the callback.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub refresh_token: Option<Secret>,
     /// Seconds until expiry: a number or a numeric string.
     #[serde(default)]
+    #[schema(value_type = Option<crate::openapi::ExpiresIn>)]
     pub expires_in: Option<Value>,
     /// `token_type`.
     #[serde(default)]
@@ -62,9 +68,11 @@ pub struct ProviderData {
     pub apikey: Option<String>,
     /// OAuth 1.0a: the access token of the 3-legged flow.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub oauth_token: Option<Secret>,
     /// OAuth 1.0a: the access token's secret.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub oauth_token_secret: Option<Secret>,
     /// The other keys of `POST /instances` (callback values such as
     /// `realmId`, token-response fields such as `instance_url`), filled by
@@ -104,7 +112,8 @@ impl ConfigValue {
 }
 
 /// The body of `POST /instances`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = crate::openapi::seed_create_instance)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateInstance {
     /// Which element.
@@ -114,6 +123,7 @@ pub struct CreateInstance {
     pub provider_data: Option<ProviderData>,
     /// Configuration values.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, crate::openapi::ConfigValueSchema>)]
     pub configuration: UniqueMap<ConfigValue>,
     /// Tags (default: the name).
     #[serde(default)]
@@ -126,7 +136,7 @@ pub struct CreateInstance {
 /// with an `Element` token). Fields the update does not change (`id`,
 /// `element`, `token`, `valid`, ...) are ignored, as Cloud Elements ignores
 /// them: clients send back what they read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchInstance {
     /// New name.
@@ -137,6 +147,7 @@ pub struct PatchInstance {
     pub tags: Option<Vec<String>>,
     /// Configuration: the whole of it (`PUT`) or entries to set (`PATCH`).
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, crate::openapi::ConfigValueSchema>>)]
     pub configuration: Option<UniqueMap<ConfigValue>>,
     /// New tokens or a code: re-provisions the instance.
     #[serde(default)]
@@ -144,7 +155,7 @@ pub struct PatchInstance {
 }
 
 /// The user object inside an instance.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserJson<'a> {
     /// Id.
@@ -159,7 +170,7 @@ pub struct UserJson<'a> {
 
 /// The element object inside an instance: the seed's eleven fields, then
 /// `hub`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InstanceElement<'a> {
     /// The seed's eleven fields.
     #[serde(flatten)]
@@ -169,7 +180,8 @@ pub struct InstanceElement<'a> {
 }
 
 /// An instance as the API returns it: the seed's fields first, in order.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = crate::openapi::seed_instance)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceJson<'a> {
     /// Id.
@@ -183,6 +195,7 @@ pub struct InstanceJson<'a> {
     /// (as `GET /elements/{keyOrId}` has it; Cloud Elements clients read it).
     pub element: InstanceElement<'a>,
     /// Always empty.
+    #[schema(value_type = Vec<Object>)]
     pub provision_interactions: [(); 0],
     /// False once the provider refused the grant for good.
     pub valid: bool,
@@ -210,7 +223,7 @@ pub struct InstanceJson<'a> {
 }
 
 /// An instance's health as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthJson<'a> {
     /// `active`, `degraded`, `invalid` or `disabled`.
@@ -331,7 +344,7 @@ impl<'a> InstanceJson<'a> {
 }
 
 /// One entry of `GET /instances/{id}/configuration`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigurationEntryJson<'a> {
     /// Position, 1-based, in key order.

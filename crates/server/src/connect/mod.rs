@@ -45,7 +45,7 @@ use elements_store::{
 use serde::Deserialize;
 
 use crate::auth::Account;
-use crate::body::{check_text, JsonBody, UniqueMap};
+use crate::body::{check_text, JsonObject, UniqueMap};
 use crate::credentials::Provision;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
@@ -162,6 +162,14 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/connect.js",
+    tag = "connect",
+    responses(
+        (status = 200, description = "The popup helper: `ElementsConnect.open(url)`", content_type = "text/javascript", body = String),
+    )
+)]
 async fn connect_js() -> Response {
     (
         [(CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -170,6 +178,14 @@ async fn connect_js() -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/connect/popup.js",
+    tag = "connect",
+    responses(
+        (status = 200, description = "The script of the hosted page in a popup", content_type = "text/javascript", body = String),
+    )
+)]
 async fn popup_js() -> Response {
     ([(CONTENT_TYPE, "text/javascript; charset=utf-8")], POPUP_JS).into_response()
 }
@@ -177,7 +193,7 @@ async fn popup_js() -> Response {
 // ------------------------------------------------------------ the API call
 
 /// The body of `POST /connect/sessions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CreateSession {
     element: ElementRef,
@@ -185,6 +201,7 @@ struct CreateSession {
     #[serde(default)]
     tags: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, crate::openapi::ConfigValueSchema>)]
     configuration: UniqueMap<ConfigValue>,
     redirect_url: String,
     #[serde(default)]
@@ -229,10 +246,25 @@ fn origin_of(url: &str) -> Option<String> {
     origin.is_tuple().then(|| origin.ascii_serialization())
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/connect/sessions",
+    tag = "connect",
+    security(("UserOrganization" = [])),
+    request_body(content = CreateSession, example = json!({"element": {"key": "github"}, "name": "Acme GitHub", "tags": ["acme"], "configuration": {"oauth.api.key": "<CLIENT ID>", "oauth.api.secret": "<CLIENT SECRET>", "oauth.scope": "repo"}, "redirectUrl": "https://app.example/connected", "endUser": "customer-42"})),
+    responses(
+        (status = 201, description = "The session: send the user to `url`", body = Object, example = json!({"token": "<SESSION TOKEN>", "url": "https://elements.example/elements/api-v2/connect/<SESSION TOKEN>", "expiresAt": "2026-01-01T00:15:00Z"})),
+        (status = 403, description = "The redirect URL is not on the organization's allow-list", body = crate::error::ErrorBody),
+        (status = 404, description = "No such element", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 503, description = "The deployment has no public URL (`--public-url`) yet", body = crate::error::ErrorBody),
+    )
+)]
 async fn create_session(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateSession>,
+    JsonObject(body): JsonObject<CreateSession>,
 ) -> Result<Response, ApiError> {
     // 503, not 4xx: the request is fine, this deployment has not been told
     // its public URL, and the same request succeeds once the operator sets it.
@@ -569,6 +601,18 @@ fn render_page(
     response
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/connect/{token}",
+    tag = "connect",
+    params(
+        ("token" = String, Path, description = "The session token of `POST /connect/sessions`"),
+    ),
+    responses(
+        (status = 200, description = "The hosted page: the provider button or the credentials form", content_type = "text/html", body = String),
+        (status = 404, description = "No such session, or it expired or was used (an HTML page)", content_type = "text/html", body = String),
+    )
+)]
 async fn page(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -608,6 +652,18 @@ fn authorization_request(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/connect/{token}/authorize",
+    tag = "connect",
+    params(
+        ("token" = String, Path, description = "The session token of `POST /connect/sessions`"),
+    ),
+    responses(
+        (status = 303, description = "To the provider's authorization URL"),
+        (status = 404, description = "No such session (an HTML page)", content_type = "text/html", body = String),
+    )
+)]
 async fn authorize(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -677,6 +733,20 @@ async fn authorize(
 }
 
 /// The credentials form's answer.
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/connect/{token}",
+    tag = "connect",
+    params(
+        ("token" = String, Path, description = "The session token of `POST /connect/sessions`"),
+    ),
+    request_body(content = HashMap<String, String>, content_type = "application/x-www-form-urlencoded", description = "The credentials form (API-key, basic and client-credential elements)"),
+    responses(
+        (status = 303, description = "Back to the app's `redirectUrl` with `?instanceId=` or `?error=`"),
+        (status = 400, description = "The form again, naming what is wrong", content_type = "text/html", body = String),
+        (status = 404, description = "No such session (an HTML page)", content_type = "text/html", body = String),
+    )
+)]
 async fn submit(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -828,6 +898,20 @@ fn provider_error_code(raw: &str) -> Option<&str> {
         .then_some(raw)
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/oauth/callback",
+    tag = "connect",
+    params(
+        ("state" = Option<String>, Query, description = "The session's state"),
+        ("code" = Option<String>, Query, description = "The provider's authorization code"),
+        ("error" = Option<String>, Query, description = "The provider's refusal"),
+    ),
+    responses(
+        (status = 303, description = "Back to the app's `redirectUrl` with `?instanceId=` or `?error=&errorDescription=`; never a token or code"),
+        (status = 400, description = "Not a callback of a live session (an HTML page)", content_type = "text/html", body = String),
+    )
+)]
 async fn callback(State(state): State<AppState>, QueryPairs(pairs): QueryPairs) -> Response {
     let mut params: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in &pairs {

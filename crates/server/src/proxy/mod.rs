@@ -181,6 +181,25 @@ fn tail_of(request: &Request, skip: usize) -> (Vec<String>, String) {
     )
 }
 
+/// Calls the provider's API with the instance's credential (any method; the body streams).
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options, trace),
+    path = "/elements/api-v2/instances/{id}/proxy/{path}",
+    tag = "proxy",
+    security(("UserOrganization" = []), ("ElementToken" = []), ("UserOrganizationElement" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+        ("path" = String, Path, description = "The provider API path, relative to the element's `api_base_url` (may hold `/`)"),
+    ),
+    responses(
+        (status = 200, description = "The provider's answer, unchanged (any status and body); ours carry `Elements-Error: true`"),
+        (status = 403, description = "The instance is disabled", body = crate::error::ErrorBody),
+        (status = 404, description = "No such instance", body = crate::error::ErrorBody),
+        (status = 409, description = "The instance's grant is dead", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider could not be reached", body = crate::error::ErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = crate::error::ErrorBody),
+    )
+)]
 async fn instance_proxy(
     State(state): State<AppState>,
     caller: AccountOrInstance,
@@ -202,6 +221,26 @@ async fn instance_proxy(
     result.unwrap_or_else(ours)
 }
 
+/// Cloud Elements' hub API: the provider's API (or the element's normalised resources) for the
+/// instance of the `Element` token.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options, trace),
+    path = "/elements/api-v2/hubs/{hub}/{path}",
+    tag = "proxy",
+    security(("UserOrganizationElement" = []), ("ElementToken" = [])),
+    params(
+        ("hub" = String, Path, description = "The element's hub, e.g. `marketing`"),
+        ("path" = String, Path, description = "The resource path (may hold `/`)"),
+    ),
+    responses(
+        (status = 200, description = "The provider's answer, unchanged (any status and body); ours carry `Elements-Error: true`"),
+        (status = 403, description = "The instance is disabled", body = crate::error::ErrorBody),
+        (status = 404, description = "No such instance", body = crate::error::ErrorBody),
+        (status = 409, description = "The instance's grant is dead", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider could not be reached", body = crate::error::ErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = crate::error::ErrorBody),
+    )
+)]
 async fn hub_proxy(
     State(state): State<AppState>,
     caller: AccountOrInstance,

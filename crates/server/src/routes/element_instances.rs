@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::instances::{self, paging};
 use super::{PathParam, QueryPairs};
 use crate::auth::Account;
-use crate::body::{JsonBody, UniqueMap};
+use crate::body::{JsonObject, UniqueMap};
 use crate::error::ApiError;
 use crate::wire::{ConfigValue, CreateInstance, ElementRef, ProviderData};
 use crate::AppState;
@@ -20,6 +20,29 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/elements/{key_or_id}/instances", get(list).post(create))
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements/{key_or_id}/instances",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+        ("pageSize" = Option<u32>, Query, minimum = 1, description = "Rows per page (default 200, at most the server's max_page_size)"),
+        ("nextPage" = Option<String>, Query, description = "The `Elements-Next-Page-Token` of the previous page"),
+        ("searchText" = Option<String>, Query, description = "Matches the instance name"),
+        ("tags[]" = Option<Vec<String>>, Query, explode = true, description = "Every tag must match"),
+        ("health" = Option<String>, Query, description = "`active`, `degraded`, `invalid` or `disabled`"),
+        ("hydrate" = Option<String>, Query, description = "Accepted and ignored (Cloud Elements clients send it)"),
+    ),
+    responses(
+        (status = 200, description = "One page of the organization's instances of this element, newest first", body = Vec<crate::wire::InstanceJson>, headers(
+            ("Elements-Returned-Count" = u64, description = "Rows in this page"),
+            ("Elements-Next-Page-Token" = String, description = "The cursor of the next page; absent on the last"),
+            ("Elements-Total-Count" = u64, description = "The organization's instances (first unfiltered page only)"),
+        )),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -48,11 +71,30 @@ struct CreateAt {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/elements/{key_or_id}/instances",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+    ),
+    request_body(content = crate::wire::CreateInstance, description = "`POST /instances`' body; `element` may be left out (the path names it)", example = crate::openapi::seed_create_instance),
+    responses(
+        (status = 200, description = "The new instance, with its `token` (shown only here, never cached)", body = crate::wire::InstanceJson, example = crate::openapi::seed_instance),
+        (status = 403, description = "The callback URL is not on the organization's allow-list", body = crate::error::ErrorBody),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+        (status = 409, description = "The organization holds its maximum number of instances", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed during the code exchange", body = crate::error::ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     account: Account,
     PathParam(key_or_id): PathParam<String>,
-    JsonBody(body): JsonBody<CreateAt>,
+    JsonObject(body): JsonObject<CreateAt>,
 ) -> Result<Response, ApiError> {
     let element = crate::private_elements::lookup_usable(
         &state,
@@ -80,5 +122,5 @@ async fn create(
         tags: body.tags,
         name: body.name,
     };
-    instances::create(State(state), account, JsonBody(create)).await
+    instances::create(State(state), account, JsonObject(create)).await
 }

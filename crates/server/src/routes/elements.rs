@@ -56,6 +56,14 @@ pub fn find<'a>(state: &'a AppState, key_or_id: &str) -> Result<&'a Arc<dyn Elem
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "Every element, sorted by id", body = Vec<crate::element_view::ElementView>),
+    )
+)]
 async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(own) = crate::private_elements::list_for(&state, &headers).await {
         return own;
@@ -64,11 +72,31 @@ async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
     Json(all).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements/keys",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "Every element key, sorted by id", body = Vec<String>, example = json!(["hubspot", "github"])),
+    )
+)]
 async fn keys(State(state): State<AppState>) -> Response {
     let all: Vec<&str> = state.registry.iter().map(|e| e.key()).collect();
     Json(all).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements/{key_or_id}",
+    tag = "catalog",
+    params(
+        ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+    ),
+    responses(
+        (status = 200, description = "The element: the seed's eleven fields, hub, authentication, configuration", body = crate::element_view::ElementView),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
@@ -97,6 +125,18 @@ fn strip_null_defaults(entries: &mut serde_json::Value) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements/{key_or_id}/configuration",
+    tag = "catalog",
+    params(
+        ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+    ),
+    responses(
+        (status = 200, description = "The element's configuration entries", body = Vec<crate::openapi::ConfigEntrySchema>),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+    )
+)]
 async fn configuration(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
@@ -156,6 +196,29 @@ pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest
     Ok(request)
 }
 
+/// The provider's authorization URL (the seed's step 1). Credentials are optional: a
+/// caller that sends them gets its organization's callback allow-list enforced.
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements/{key_or_id}/oauth/url",
+    tag = "catalog",
+    security((), ("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+        ("apiKey" = Option<String>, Query, description = "The OAuth client id", example = "123456789d-1234-12e4-bda9-12345b8bf20"),
+        ("apiSecret" = Option<String>, Query, description = "The client secret (HubSpot's legacy flow: the portal id)", example = "123456"),
+        ("scope" = Option<String>, Query, description = "Scopes", example = "contacts-rw offline"),
+        ("callbackUrl" = Option<String>, Query, description = "The callback URL registered with the provider", example = "http://demonstrab.ly"),
+        ("state" = Option<String>, Query, description = "Passed through to the callback"),
+        ("codeVerifier" = Option<String>, Query, description = "PKCE elements: a caller-chosen RFC 7636 verifier (else the server makes one)"),
+        ("oauth.flow" = Option<String>, Query, description = "HubSpot: `legacy` (default) or `current`; other elements take their own configuration keys as parameters too"),
+    ),
+    responses(
+        (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
+        (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+    )
+)]
 async fn oauth_url(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
@@ -170,6 +233,21 @@ async fn oauth_url(
 /// the same answer as the `GET` with them as query parameters. Strings,
 /// numbers and booleans are taken as text; a query string is refused (one
 /// source of parameters).
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/elements/{key_or_id}/oauth/url",
+    tag = "catalog",
+    security((), ("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+    ),
+    request_body(content = HashMap<String, crate::openapi::OAuthUrlValue>, description = "The GET's query parameters as one JSON object (strings, numbers or booleans; null is left out)", example = json!({"apiKey": "123456789d-1234-12e4-bda9-12345b8bf20", "apiSecret": "123456", "scope": "contacts-rw offline", "callbackUrl": "http://demonstrab.ly"})),
+    responses(
+        (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
+        (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+    )
+)]
 async fn oauth_url_post(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,

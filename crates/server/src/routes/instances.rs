@@ -11,13 +11,13 @@ use elements_store::{hash_secret, Instance, InstancePatch, NewInstance, Tokens};
 
 use super::{instance_id, PathParam, QueryPairs};
 use crate::auth::{Account, AccountOrInstance};
-use crate::body::{check_text, JsonBody};
+use crate::body::{check_text, JsonObject};
 use crate::error::ApiError;
 use crate::wire::{is_secret_key, ConfigurationEntryJson, CreateInstance, InstanceJson, MASK};
 use crate::AppState;
 
 pub(crate) mod paging;
-mod update;
+pub(crate) mod update;
 
 pub use update::{with_instance_id, INSTANCE_ID};
 
@@ -102,10 +102,28 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Provisions an instance (the seed's step 2) from `providerData` tokens, a code to exchange, or
+/// configuration alone (API-key, basic and client-credential elements).
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/instances",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    request_body(content = crate::wire::CreateInstance, example = crate::openapi::seed_create_instance),
+    responses(
+        (status = 200, description = "The new instance, with its `token` (shown only here, never cached)", body = crate::wire::InstanceJson, example = crate::openapi::seed_instance),
+        (status = 403, description = "The callback URL is not on the organization's allow-list", body = crate::error::ErrorBody),
+        (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+        (status = 409, description = "The organization holds its maximum number of instances", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed during the code exchange", body = crate::error::ErrorBody),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(mut body): JsonBody<CreateInstance>,
+    JsonObject(mut body): JsonObject<CreateInstance>,
 ) -> Result<Response, ApiError> {
     // compat: no markup in names and tags.
     body.name = crate::markup::strip(&body.name);
@@ -271,6 +289,19 @@ pub(crate) async fn owned(
         .ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances/{id}",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    responses(
+        (status = 200, description = "The instance (configuration secrets masked)", body = crate::wire::InstanceJson),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -295,6 +326,19 @@ async fn update(
     Ok(render(state, &instance))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/elements/api-v2/instances/{id}",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    responses(
+        (status = 200, description = "Deleted (the provider's token is revoked where the element declares how)"),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 async fn delete(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -327,6 +371,19 @@ async fn set_disabled(
     update(&state, principal.organization_id, &id, patch).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/elements/api-v2/instances/{id}/enabled",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    responses(
+        (status = 200, description = "Enabled; the instance", body = crate::wire::InstanceJson),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 async fn enable(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -335,6 +392,19 @@ async fn enable(
     set_disabled(state, principal, id, false).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/elements/api-v2/instances/{id}/enabled",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    responses(
+        (status = 200, description = "Disabled; the instance", body = crate::wire::InstanceJson),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 async fn disable(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -343,6 +413,19 @@ async fn disable(
     set_disabled(state, principal, id, true).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances/{id}/configuration",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    responses(
+        (status = 200, description = "The configuration entries, secrets as `********`", body = Vec<crate::wire::ConfigurationEntryJson>),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 async fn configuration(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -368,6 +451,25 @@ async fn configuration(
     Ok(Json(entries).into_response())
 }
 
+/// Fresh provider credentials for the app, refreshed first when needed.
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances/{id}/credentials",
+    tag = "instances",
+    security(("UserOrganization" = []), ("ElementToken" = []), ("UserOrganizationElement" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+        ("method" = Option<String>, Query, description = "OAuth 1.0a elements: the method of the request to sign"),
+        ("url" = Option<String>, Query, description = "OAuth 1.0a elements: the URL of the request to sign"),
+    ),
+    responses(
+        (status = 200, description = "What the app adds to its provider calls (never cached)", body = crate::openapi::CredentialsSchema),
+        (status = 403, description = "The instance is disabled", body = crate::error::ErrorBody),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+        (status = 409, description = "The grant is dead (`invalid_grant`) and the stored token expired, or the element left the catalog", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed during the refresh", body = crate::error::ErrorBody),
+    )
+)]
 async fn credentials(
     State(state): State<AppState>,
     caller: AccountOrInstance,

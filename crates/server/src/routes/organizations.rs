@@ -39,6 +39,16 @@ fn shown_once(field: &str, value: String) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/organizations/me/secret/rotate",
+    tag = "organization",
+    security(("UserOrganization" = [])),
+    responses(
+        (status = 200, description = "The new organization secret, shown once (never cached); the old one stops at once", body = Object, example = json!({"secret": "<NEW SECRET>"})),
+        (status = 404, description = "The organization no longer exists", body = crate::error::ErrorBody),
+    )
+)]
 async fn rotate_organization(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -61,6 +71,16 @@ async fn rotate_organization(
     Ok(shown_once("secret", secret))
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/users/me/secret/rotate",
+    tag = "organization",
+    security(("UserOrganization" = [])),
+    responses(
+        (status = 200, description = "The new user secret, shown once (never cached); the old one stops at once", body = Object, example = json!({"secret": "<NEW SECRET>"})),
+        (status = 404, description = "The user no longer exists", body = crate::error::ErrorBody),
+    )
+)]
 async fn rotate_user(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -78,6 +98,19 @@ async fn rotate_user(
     Ok(shown_once("secret", secret))
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/instances/{id}/token/rotate",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    responses(
+        (status = 200, description = "The instance's new `Element` token, shown once (never cached); the old one stops at once", body = Object, example = json!({"token": "<NEW INSTANCE TOKEN>"})),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 async fn rotate_instance_token(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -100,6 +133,15 @@ async fn rotate_instance_token(
 /// The most entries an allow-list holds.
 const MAX_CALLBACKS: usize = 100;
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/organizations/me/callback-urls",
+    tag = "organization",
+    security(("UserOrganization" = [])),
+    responses(
+        (status = 200, description = "The allow-list of exact callback URLs (empty: no list)", body = Vec<String>, example = json!(["https://app.example/callback"])),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -108,6 +150,18 @@ async fn list(
     Ok(Json(urls).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/elements/api-v2/organizations/me/callback-urls",
+    tag = "organization",
+    security(("UserOrganization" = [])),
+    request_body(content = Vec<String>, description = "Absolute http(s) URLs without user information, fragment or white space; at most 100", example = json!(["https://app.example/callback"])),
+    responses(
+        (status = 200, description = "The new allow-list", body = Vec<String>),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+    )
+)]
 async fn replace(
     State(state): State<AppState>,
     Account { principal }: Account,

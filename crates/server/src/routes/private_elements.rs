@@ -310,6 +310,17 @@ async fn store_new(state: &AppState, org: i64, table: toml::Table) -> Result<Res
 }
 
 /// `POST /elements`: a new private element from a JSON element.
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/elements",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    request_body(content = Object, description = "An element whose fields are those of the TOML catalog format (docs/adding-an-element.md)", example = json!({"key": "my-crm", "name": "My CRM", "hub": "crm", "authentication": "oauth2", "oauth": {"authorization_url": "https://crm.example.com/oauth/authorize", "token_url": "https://crm.example.com/oauth/token"}})),
+    responses(
+        (status = 200, description = "The new private element (`private: true`)", body = crate::element_view::ElementView),
+        (status = 409, description = "The organization already has an element with this key", body = crate::error::ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -322,6 +333,21 @@ async fn create(
 /// `PUT /elements/{keyOrId}`: replaces one of the organization's own
 /// elements (its id stays). A key change is refused while instances use
 /// the old key.
+#[utoipa::path(
+    put,
+    path = "/elements/api-v2/elements/{key_or_id}",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "my-crm", description = "The element's key or id"),
+    ),
+    request_body(content = Object, description = "The whole element, in the TOML format's fields"),
+    responses(
+        (status = 200, description = "The replaced element", body = crate::element_view::ElementView),
+        (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
+        (status = 409, description = "The key would change while instances use it, or collides", body = crate::error::ErrorBody),
+    )
+)]
 async fn replace(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -381,6 +407,20 @@ async fn refuse_with_instances(
 
 /// `DELETE /elements/{keyOrId}`: deletes one of the organization's own
 /// elements; refused (409, with the count) while instances use it.
+#[utoipa::path(
+    delete,
+    path = "/elements/api-v2/elements/{key_or_id}",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "my-crm", description = "The element's key or id"),
+    ),
+    responses(
+        (status = 200, description = "Deleted"),
+        (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
+        (status = 409, description = "Instances still use the element (the count is named)", body = crate::error::ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -428,6 +468,19 @@ async fn set_active(
 
 /// `PUT /elements/{keyOrId}/active`: re-activates an element for the
 /// organization.
+#[utoipa::path(
+    put,
+    path = "/elements/api-v2/elements/{key_or_id}/active",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "my-crm", description = "The element's key or id"),
+    ),
+    responses(
+        (status = 200, description = "The element, `active: true` for this organization", body = crate::element_view::ElementView),
+        (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
+    )
+)]
 async fn activate(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -439,6 +492,19 @@ async fn activate(
 /// `DELETE /elements/{keyOrId}/active`: deactivates an element (built-in or
 /// own) for the organization: new instances and `oauth/url` are refused
 /// (409 naming it); existing instances keep working.
+#[utoipa::path(
+    delete,
+    path = "/elements/api-v2/elements/{key_or_id}/active",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "my-crm", description = "The element's key or id"),
+    ),
+    responses(
+        (status = 200, description = "The element, `active: false` for this organization", body = crate::element_view::ElementView),
+        (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
+    )
+)]
 async fn deactivate(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -477,6 +543,20 @@ fn source_text(
 
 /// `GET /elements/{keyOrId}/export`: the element's TOML file
 /// (`application/toml`), which `POST /elements` takes back as JSON.
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/elements/{key_or_id}/export",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "my-crm", description = "The element's key or id"),
+    ),
+    responses(
+        (status = 200, description = "The element's TOML file", content_type = "application/toml; charset=utf-8", body = String),
+        (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
+        (status = 409, description = "The element comes from a deployment directory and cannot be exported", body = crate::error::ErrorBody),
+    )
+)]
 async fn export(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -497,6 +577,21 @@ async fn export(
 /// or own). It keeps the key unless the optional JSON body changes fields
 /// (`{"key": "my-hubspot", "name": "..."}`): a clone of `hubspot` is the
 /// organization's `hubspot` from then on, for it alone.
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/elements/{key_or_id}/clone",
+    tag = "private-elements",
+    security(("UserOrganization" = [])),
+    params(
+        ("key_or_id" = String, Path, example = "my-crm", description = "The element's key or id"),
+    ),
+    request_body(content = Option<Object>, description = "Optional: the fields to change in the copy (`{\"key\": \"my-hubspot\"}`)"),
+    responses(
+        (status = 200, description = "The organization's private copy", body = crate::element_view::ElementView),
+        (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
+        (status = 409, description = "The organization already has an element with this key, or the source cannot be cloned", body = crate::error::ErrorBody),
+    )
+)]
 async fn clone(
     State(state): State<AppState>,
     Account { principal }: Account,

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{PathParam, QueryPairs};
 use crate::auth::Account;
-use crate::body::{check_text, JsonBody};
+use crate::body::{check_text, JsonObject};
 use crate::error::ApiError;
 use crate::webhooks::sign::new_secret;
 use crate::webhooks::url_policy::check_url;
@@ -36,14 +36,14 @@ const MAX_PATTERNS: usize = 20;
 /// The most events `GET /organizations/me/events` returns.
 const MAX_EVENTS: i64 = 500;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateWebhook {
     url: String,
     events: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WebhookJson<'a> {
     id: i64,
@@ -72,10 +72,23 @@ impl<'a> WebhookJson<'a> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/organizations/me/webhooks",
+    tag = "webhooks",
+    security(("UserOrganization" = [])),
+    request_body(content = CreateWebhook, example = json!({"url": "https://app.example/hooks", "events": ["instance.*"]})),
+    responses(
+        (status = 201, description = "The endpoint, with its `whsec_` signing secret (shown only here)", body = WebhookJson),
+        (status = 409, description = "The organization holds its maximum number of webhooks", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
-    JsonBody(body): JsonBody<CreateWebhook>,
+    JsonObject(body): JsonObject<CreateWebhook>,
 ) -> Result<Response, ApiError> {
     check_text("url", &body.url, 2048)?;
     let url = check_url(&body.url, state.webhooks.allow_private).map_err(ApiError::BadRequest)?;
@@ -128,6 +141,15 @@ async fn create(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/organizations/me/webhooks",
+    tag = "webhooks",
+    security(("UserOrganization" = [])),
+    responses(
+        (status = 200, description = "The organization's webhook endpoints (no secrets)", body = Vec<WebhookJson>),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -144,6 +166,19 @@ fn webhook_id(raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("webhook id must be a positive integer".into()))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/elements/api-v2/organizations/me/webhooks/{id}",
+    tag = "webhooks",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The webhook id"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such webhook in this organization", body = crate::error::ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -160,7 +195,7 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EventJson<'a> {
     id: &'a str,
@@ -171,7 +206,7 @@ struct EventJson<'a> {
     deliveries: Vec<DeliveryJson<'a>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeliveryJson<'a> {
     webhook_id: i64,
@@ -203,6 +238,18 @@ fn event_json(e: &EventSummary) -> EventJson<'_> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/organizations/me/events",
+    tag = "webhooks",
+    security(("UserOrganization" = [])),
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "How many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "The newest events of the outbox and their deliveries", body = Vec<EventJson>),
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -235,6 +282,19 @@ async fn events(
     Ok(Json(body).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/elements/api-v2/organizations/me/events/{id}/redeliver",
+    tag = "webhooks",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = String, Path, description = "The event id: `msg_` and 26 base32 characters"),
+    ),
+    responses(
+        (status = 202, description = "The event's deliveries are queued again", body = Object, example = json!({"id": "msg_2b4q7mxkzc6d3e5f7g2h4j6k7m", "deliveriesReset": 1})),
+        (status = 404, description = "No such event in this organization", body = crate::error::ErrorBody),
+    )
+)]
 async fn redeliver(
     State(state): State<AppState>,
     Account { principal }: Account,

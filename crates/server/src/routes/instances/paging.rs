@@ -52,6 +52,27 @@ fn decode_cursor(token: &str) -> Result<i64, ApiError> {
 }
 
 /// `GET /instances?pageSize=&nextPage=&searchText=&tags[]=`.
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("pageSize" = Option<u32>, Query, minimum = 1, description = "Rows per page (default 200, at most the server's max_page_size)"),
+        ("nextPage" = Option<String>, Query, description = "The `Elements-Next-Page-Token` of the previous page"),
+        ("searchText" = Option<String>, Query, description = "Matches the instance name"),
+        ("tags[]" = Option<Vec<String>>, Query, explode = true, description = "Every tag must match"),
+        ("health" = Option<String>, Query, description = "`active`, `degraded`, `invalid` or `disabled`"),
+        ("hydrate" = Option<String>, Query, description = "Accepted and ignored (Cloud Elements clients send it)"),
+    ),
+    responses(
+        (status = 200, description = "One page of the organization's instances, newest first", body = Vec<crate::wire::InstanceJson>, headers(
+            ("Elements-Returned-Count" = u64, description = "Rows in this page"),
+            ("Elements-Next-Page-Token" = String, description = "The cursor of the next page; absent on the last"),
+            ("Elements-Total-Count" = u64, description = "The organization's instances (first unfiltered page only)"),
+        )),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -159,20 +180,29 @@ pub async fn list_page(
     Ok(response)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CountJson {
     total_instances: u64,
     element_instances: Vec<ElementCount>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ElementCount {
     element: String,
     count: u64,
 }
 
 /// `GET /instances/count`.
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances/count",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    responses(
+        (status = 200, description = "How many instances the organization holds, per element", body = CountJson),
+    )
+)]
 pub async fn count(
     State(state): State<AppState>,
     Account { principal }: Account,

@@ -16,7 +16,7 @@ use super::{
     check_name, check_tags, owned, spec_of, MAX_CONFIG_KEY, MAX_CONFIG_VALUE, MAX_EXPIRES_IN,
 };
 use crate::auth::{Account, AccountOrInstance};
-use crate::body::{check_text, JsonBody, UniqueMap};
+use crate::body::{check_text, JsonObject, UniqueMap};
 use crate::error::ApiError;
 use crate::routes::PathParam;
 use crate::tokens::now_seconds;
@@ -31,10 +31,11 @@ pub const INSTANCE_ID: &str = "elements-instance-id";
 use crate::wire::PatchInstance as UpdateInstance;
 
 /// The body of `PATCH /instances/{id}/configuration/{configId}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchEntry {
     /// The new value.
+    #[schema(value_type = crate::openapi::ConfigValueSchema)]
     pub property_value: ConfigValue,
 }
 
@@ -229,22 +230,56 @@ async fn apply_instance(
 }
 
 /// `PUT /instances/{id}`.
+#[utoipa::path(
+    put,
+    path = "/elements/api-v2/instances/{id}",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    request_body(content = crate::wire::PatchInstance, description = "The whole instance: `configuration` replaces all entries; `providerData` re-provisions"),
+    responses(
+        (status = 200, description = "The updated instance", body = crate::wire::InstanceJson),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed while re-provisioning from a code", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn put(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam(id): PathParam<String>,
-    JsonBody(body): JsonBody<UpdateInstance>,
+    JsonObject(body): JsonObject<UpdateInstance>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
     apply(&state, instance, body, true).await
 }
 
 /// `PATCH /instances/{id}`.
+#[utoipa::path(
+    patch,
+    path = "/elements/api-v2/instances/{id}",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+    ),
+    request_body(content = crate::wire::PatchInstance, description = "What to change: `name`, `tags`, `configuration` entries to set, `providerData`"),
+    responses(
+        (status = 200, description = "The updated instance", body = crate::wire::InstanceJson),
+        (status = 404, description = "No such instance in this organization (another organization's is a 404 too)", body = crate::error::ErrorBody),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed while re-provisioning from a code", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam(id): PathParam<String>,
-    JsonBody(body): JsonBody<UpdateInstance>,
+    JsonObject(body): JsonObject<UpdateInstance>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
     apply(&state, instance, body, false).await
@@ -294,6 +329,15 @@ fn entries<'a>(state: &AppState, instance: &'a Instance) -> Vec<ConfigurationEnt
 }
 
 /// `GET /instances/configuration` (instance of the `Element` token).
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances/configuration",
+    tag = "instances",
+    security(("ElementToken" = []), ("UserOrganizationElement" = [])),
+    responses(
+        (status = 200, description = "The configuration entries of the token's instance", body = Vec<crate::wire::ConfigurationEntryJson>),
+    )
+)]
 pub async fn token_configuration(
     State(state): State<AppState>,
     caller: AccountOrInstance,
@@ -306,16 +350,38 @@ pub async fn token_configuration(
 }
 
 /// `PATCH /instances` (instance of the `Element` token).
+#[utoipa::path(
+    patch,
+    path = "/elements/api-v2/instances",
+    tag = "instances",
+    security(("ElementToken" = []), ("UserOrganizationElement" = [])),
+    request_body(content = crate::wire::PatchInstance, description = "What to change in the token's instance"),
+    responses(
+        (status = 200, description = "The updated instance", body = crate::wire::InstanceJson),
+                (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed while re-provisioning from a code", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn token_patch(
     State(state): State<AppState>,
     caller: AccountOrInstance,
-    JsonBody(body): JsonBody<UpdateInstance>,
+    JsonObject(body): JsonObject<UpdateInstance>,
 ) -> Result<Response, ApiError> {
     let instance = by_token(&state, &caller).await?;
     apply(&state, instance, body, false).await
 }
 
 /// `DELETE /instances` (instance of the `Element` token).
+#[utoipa::path(
+    delete,
+    path = "/elements/api-v2/instances",
+    tag = "instances",
+    security(("ElementToken" = []), ("UserOrganizationElement" = [])),
+    responses(
+        (status = 200, description = "The token's instance is deleted"),
+    )
+)]
 pub async fn token_delete(
     State(state): State<AppState>,
     caller: AccountOrInstance,
@@ -355,6 +421,20 @@ fn entry_index(instance: &Instance, raw: &str) -> Result<(String, usize), ApiErr
 }
 
 /// `GET /instances/{id}/configuration/{configId}`.
+#[utoipa::path(
+    get,
+    path = "/elements/api-v2/instances/{id}/configuration/{config_id}",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+        ("config_id" = u64, Path, minimum = 1, description = "The entry's position, 1-based, in key order"),
+    ),
+    responses(
+        (status = 200, description = "One configuration entry", body = crate::wire::ConfigurationEntryJson),
+        (status = 404, description = "No such instance or entry (another organization's is a 404 too)", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn entry(
     State(state): State<AppState>,
     Account { principal }: Account,
@@ -368,11 +448,27 @@ pub async fn entry(
 }
 
 /// `PATCH /instances/{id}/configuration/{configId}`.
+#[utoipa::path(
+    patch,
+    path = "/elements/api-v2/instances/{id}/configuration/{config_id}",
+    tag = "instances",
+    security(("UserOrganization" = [])),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The instance id"),
+        ("config_id" = u64, Path, minimum = 1, description = "The entry's position, 1-based, in key order"),
+    ),
+    request_body(content = PatchEntry, example = json!({"propertyValue": "contacts-rw offline"})),
+    responses(
+        (status = 200, description = "The entry, updated", body = crate::wire::ConfigurationEntryJson),
+        (status = 404, description = "No such instance or entry (another organization's is a 404 too)", body = crate::error::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
+    )
+)]
 pub async fn patch_entry(
     State(state): State<AppState>,
     Account { principal }: Account,
     PathParam((id, config_id)): PathParam<(String, String)>,
-    JsonBody(body): JsonBody<PatchEntry>,
+    JsonObject(body): JsonObject<PatchEntry>,
 ) -> Result<Response, ApiError> {
     let instance = owned(&state, principal.organization_id, &id).await?;
     let (key, _) = entry_index(&instance, &config_id)?;
