@@ -49,6 +49,7 @@ struct CreateAt {
 async fn create(
     State(state): State<AppState>,
     account: Account,
+    query: QueryPairs,
     PathParam(key_or_id): PathParam<String>,
     JsonBody(body): JsonBody<CreateAt>,
 ) -> Result<Response, ApiError> {
@@ -73,5 +74,5 @@ async fn create(
         tags: body.tags,
         name: body.name,
     };
-    instances::create(State(state), account, JsonBody(create)).await
+    instances::create(State(state), account, query, JsonBody(create)).await
 }
