@@ -318,7 +318,7 @@ async fn check_one(state: &crate::AppState, id: i64) {
     }
     // A valid instance whose access token is about to expire is refreshed
     // first (a failed refresh is the refresher's to report).
-    let instance = if instance.valid {
+    let instance = if instance.valid && instance.tokens.access_token.is_some() {
         match state.tokens.fresh(instance).await {
             Ok(i) => i,
             Err(_) => return,

@@ -1,0 +1,234 @@
+//! health (issue 16): the `[verify]` request on `POST /instances`, the
+//! background health check moving instances between states with their
+//! events, and event retention. The provider API is the fake in testkit.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use elements_testkit::api::{Expect, FakeApi, Fault};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Hits of the fake API per bearer token, and whether it accepts them.
+#[derive(Clone, Default)]
+struct Gate {
+    accept: Arc<AtomicBool>,
+    hits: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Gate {
+    fn expect(&self) -> Expect {
+        let g = self.clone();
+        Expect::Bearer(Arc::new(move |t| {
+            *g.hits.lock().unwrap().entry(t.to_owned()).or_default() += 1;
+            g.accept.load(Ordering::SeqCst)
+        }))
+    }
+    fn hits(&self, token: &str) -> u64 {
+        self.hits.lock().unwrap().get(token).copied().unwrap_or(0)
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    api: FakeApi,
+    gate: Gate,
+}
+
+async fn start(period: Duration) -> Env {
+    let api = FakeApi::start().await;
+    let gate = Gate::default();
+    gate.accept.store(true, Ordering::SeqCst);
+    api.expect(gate.expect());
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.api_base_urls.insert("sendgrid".into(), api.base_url());
+    config.health_check.verify_on_create = true;
+    config.health_check.period = period;
+    config.health_check.poll_interval = Duration::from_millis(20);
+    config.health_check.timeout = Duration::from_secs(2);
+    let server = TestServer::start(config).await;
+    Env {
+        _dir: dir,
+        server,
+        api,
+        gate,
+    }
+}
+
+fn sendgrid(key: &str) -> Value {
+    json!({
+        "element": { "key": "sendgrid" },
+        "name": "mail",
+        "configuration": { "api.key": key },
+    })
+}
+
+async fn post(env: &Env, query: &str, body: &Value) -> (u16, Value) {
+    let r = env
+        .server
+        .client
+        .post(env.server.url(&format!("/instances{query}")))
+        .header("Authorization", env.server.account.header())
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn count(env: &Env) -> usize {
+    env.server
+        .fetch::<Vec<Value>>(Method::GET, "/instances")
+        .await
+        .len()
+}
+
+#[tokio::test]
+async fn post_instances_verifies_the_credential_before_storing() {
+    let env = start(Duration::ZERO).await;
+    // 200: stored, after one verify request with the key applied.
+    let (status, body) = post(&env, "", &sendgrid("SG.good")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(env.gate.hits("SG.good"), 1);
+    assert_eq!(count(&env).await, 1);
+
+    // 401: refused with a 4xx saying so; nothing stored; no token echoed.
+    env.gate.accept.store(false, Ordering::SeqCst);
+    let (status, body) = post(&env, "", &sendgrid("SG.bad")).await;
+    assert_eq!(status, 400, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("the provider rejected the credential") && text.contains("401"),
+        "{text}"
+    );
+    assert!(!text.contains("SG.bad"), "{text}");
+    assert_eq!(env.gate.hits("SG.bad"), 1);
+    assert_eq!(count(&env).await, 1);
+
+    // verify=false: stored without a request.
+    let (status, body) = post(&env, "?verify=false", &sendgrid("SG.skip")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(env.gate.hits("SG.skip"), 0);
+    assert_eq!(count(&env).await, 2);
+
+    // 5xx: 502 naming the provider; nothing stored.
+    env.gate.accept.store(true, Ordering::SeqCst);
+    env.api.push_faults(&[Fault::Status(503, None)]);
+    let (status, body) = post(&env, "", &sendgrid("SG.flaky")).await;
+    assert_eq!(status, 502, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("SendGrid") && text.contains("503"), "{text}");
+    assert_eq!(count(&env).await, 2);
+}
+
+async fn events(env: &Env) -> Vec<Value> {
+    env.server
+        .fetch::<Vec<Value>>(Method::GET, "/organizations/me/events?limit=500")
+        .await
+}
+
+async fn until_events<F: Fn(&[String]) -> bool>(env: &Env, what: &str, f: F) -> Vec<String> {
+    for _ in 0..1500 {
+        let types: Vec<String> = events(env)
+            .await
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        if f(&types) {
+            return types;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}: {:#}", json!(events(env).await));
+}
+
+async fn health(env: &Env, id: i64) -> String {
+    let got: Value = env
+        .server
+        .fetch(Method::GET, &format!("/instances/{id}"))
+        .await;
+    got["health"]["state"]
+        .as_str()
+        .or_else(|| got["health"].as_str())
+        .unwrap_or("?")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_background_check_moves_an_instance_to_invalid_and_back() {
+    let env = start(Duration::from_secs(1)).await;
+    let (status, body) = post(&env, "", &sendgrid("SG.live")).await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_i64().unwrap();
+    let disabled = {
+        let (status, body) = post(&env, "", &sendgrid("SG.off")).await;
+        assert_eq!(status, 200, "{body}");
+        body["id"].as_i64().unwrap()
+    };
+    let r = env
+        .server
+        .authed(Method::DELETE, &format!("/instances/{disabled}/enabled"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    elements_server::health_check::spawn(env.server.state.clone(), rx);
+
+    // The provider now rejects the key: invalid, with its event.
+    env.gate.accept.store(false, Ordering::SeqCst);
+    until_events(&env, "instance.invalid", |t| {
+        t.iter().any(|t| t == "instance.invalid")
+    })
+    .await;
+    assert_eq!(health(&env, id).await, "invalid");
+    // It accepts it again: recovered, active.
+    env.gate.accept.store(true, Ordering::SeqCst);
+    until_events(&env, "instance.recovered", |t| {
+        t.iter().any(|t| t == "instance.recovered")
+    })
+    .await;
+    assert_eq!(health(&env, id).await, "active");
+    // A 5xx degrades it (counted), the next success recovers it.
+    env.api.push_faults(&[Fault::Status(500, None)]);
+    until_events(&env, "instance.refresh_failed", |t| {
+        t.iter().any(|t| t == "instance.refresh_failed")
+    })
+    .await;
+    // The disabled instance was never checked after its creation.
+    assert_eq!(env.gate.hits("SG.off"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_deletes_old_finished_events_and_keeps_pending_ones() {
+    let env = start(Duration::ZERO).await;
+    let store = env.server.state.store.clone();
+    let (status, _) = post(&env, "?verify=false", &sendgrid("SG.a")).await;
+    assert_eq!(status, 200);
+    // Fanned out (no webhooks: nothing left to deliver): finished.
+    assert_eq!(store.fan_out_events(100).await.unwrap(), 1);
+    let (status, _) = post(&env, "?verify=false", &sendgrid("SG.b")).await;
+    assert_eq!(status, 200);
+    // Not fanned out yet: pending, never deleted.
+    let cutoff = elements_store::now_millis() + 60_000;
+    assert_eq!(store.delete_old_events(cutoff, 100).await.unwrap(), 1);
+    assert_eq!(store.delete_old_events(cutoff, 100).await.unwrap(), 0);
+    let left = events(&env).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    // Events younger than the cutoff are kept whatever their state.
+    assert_eq!(store.fan_out_events(100).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_old_events(elements_store::now_millis() - 60_000, 100)
+            .await
+            .unwrap(),
+        0
+    );
+}
