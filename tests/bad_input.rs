@@ -1960,3 +1960,29 @@ fn webhook_cases() -> Vec<Case> {
     ));
     c
 }
+
+/// health: a `verify` query parameter that is neither `true` nor `false`
+/// is a 400 naming it, and nothing is stored.
+#[tokio::test]
+async fn health_a_bad_verify_parameter_is_a_400_naming_it() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    for (query, needle) in [
+        ("?verify=maybe", "query parameter `verify` must be `true` or `false`, not \"maybe\""),
+        ("?verify=", "query parameter `verify` must be `true` or `false`, not \"\""),
+        ("?verify=false&verify=1", "query parameter `verify` must be `true` or `false`, not \"1\""),
+    ] {
+        let r = server
+            .authed(Method::POST, &format!("/instances{query}"))
+            .json(&seed())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body.to_string().contains(&needle.replace('"', "\\\"")), "{query}: {body}");
+    }
+    let list: Vec<Value> = server.fetch(Method::GET, "/instances").await;
+    assert!(list.is_empty(), "{list:?}");
+    server.stop().await;
+}
