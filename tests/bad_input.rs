@@ -1968,9 +1968,18 @@ async fn health_a_bad_verify_parameter_is_a_400_naming_it() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
     for (query, needle) in [
-        ("?verify=maybe", "query parameter `verify` must be `true` or `false`, not \"maybe\""),
-        ("?verify=", "query parameter `verify` must be `true` or `false`, not \"\""),
-        ("?verify=false&verify=1", "query parameter `verify` must be `true` or `false`, not \"1\""),
+        (
+            "?verify=maybe",
+            "query parameter `verify` must be `true` or `false`, not \"maybe\"",
+        ),
+        (
+            "?verify=",
+            "query parameter `verify` must be `true` or `false`, not \"\"",
+        ),
+        (
+            "?verify=false&verify=1",
+            "query parameter `verify` must be `true` or `false`, not \"1\"",
+        ),
     ] {
         let r = server
             .authed(Method::POST, &format!("/instances{query}"))
@@ -1980,7 +1989,10 @@ async fn health_a_bad_verify_parameter_is_a_400_naming_it() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 400, "{query}");
         let body: Value = r.json().await.unwrap();
-        assert!(body.to_string().contains(&needle.replace('"', "\\\"")), "{query}: {body}");
+        assert!(
+            body.to_string().contains(&needle.replace('"', "\\\"")),
+            "{query}: {body}"
+        );
     }
     let list: Vec<Value> = server.fetch(Method::GET, "/instances").await;
     assert!(list.is_empty(), "{list:?}");

@@ -48,7 +48,9 @@ async fn start(period: Duration) -> Env {
     api.expect(gate.expect());
     let dir = data_dir();
     let mut config = config_in(dir.path());
-    config.api_base_urls.insert("sendgrid".into(), api.base_url());
+    config
+        .api_base_urls
+        .insert("sendgrid".into(), api.base_url());
     config.health_check.verify_on_create = true;
     config.health_check.period = period;
     config.health_check.poll_interval = Duration::from_millis(20);

@@ -374,7 +374,9 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.public_url.as_deref(),
             config.connect_session_seconds,
         )),
-        health_check: Arc::new(crate::health_check::Checker::new(config.health_check.clone())),
+        health_check: Arc::new(crate::health_check::Checker::new(
+            config.health_check.clone(),
+        )),
     }
 }
 

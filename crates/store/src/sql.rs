@@ -1706,20 +1706,22 @@ impl Store for SqlStore {
     }
 
     async fn other_sealed_values(&self) -> Result<Vec<crate::SealedValue>> {
-        let (webhooks, sessions): (Vec<(i64, String)>, Vec<(i64, Option<String>, Option<String>)>) =
-            on_pool!(&self.db, |pool| async {
-                let w = sqlx::query_as("SELECT id, secret_enc FROM webhooks ORDER BY id")
-                    .fetch_all(pool)
-                    .await?;
-                let c = sqlx::query_as(
-                    "SELECT id, configuration_enc, verifier_enc FROM connect_sessions ORDER BY id",
-                )
+        let (webhooks, sessions): (
+            Vec<(i64, String)>,
+            Vec<(i64, Option<String>, Option<String>)>,
+        ) = on_pool!(&self.db, |pool| async {
+            let w = sqlx::query_as("SELECT id, secret_enc FROM webhooks ORDER BY id")
                 .fetch_all(pool)
                 .await?;
-                Ok((w, c))
-            }
-            .await)
-            .map_err(db_err)?;
+            let c = sqlx::query_as(
+                "SELECT id, configuration_enc, verifier_enc FROM connect_sessions ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok((w, c))
+        }
+        .await)
+        .map_err(db_err)?;
         let mut out = Vec::with_capacity(webhooks.len() + sessions.len());
         for (id, value) in webhooks {
             out.push(crate::SealedValue {

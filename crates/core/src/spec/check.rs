@@ -874,7 +874,11 @@ config_description = "c"
             13,
             "field `verify.expect`: 404 is not a success status",
         );
-        check_err("[verify]\npath = \"/me\"\n", 10, "field `verify`: needs `api_base_url`");
+        check_err(
+            "[verify]\npath = \"/me\"\n",
+            10,
+            "field `verify`: needs `api_base_url`",
+        );
         check_err(
             &format!("{base}[verify]\npath = \"/me\"\nbody = \"x\"\n"),
             13,
