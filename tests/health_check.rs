@@ -234,3 +234,57 @@ async fn retention_deletes_old_finished_events_and_keeps_pending_ones() {
         0
     );
 }
+
+#[tokio::test]
+async fn rewrap_covers_webhook_secrets_so_the_old_key_can_be_retired() {
+    use elements_store::{connect, hash_secret, rewrap, EventFilter, EventKind, Keyring};
+    let dir = data_dir();
+    let url = format!("sqlite://{}", dir.path().join("rewrap.db").display());
+    let (k1, k2) = (Keyring::generate_key(), Keyring::generate_key());
+    let store = connect(&url, Keyring::new(vec![k1]).unwrap())
+        .await
+        .unwrap();
+    let a = store
+        .create_account(elements_store::NewAccount {
+            organization_name: "a".into(),
+            organization_secret_hash: hash_secret("org-a"),
+            email: "a@test".into(),
+            first_name: "F".into(),
+            last_name: "L".into(),
+            user_secret_hash: hash_secret("user-a"),
+        })
+        .await
+        .unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    store
+        .create_webhook(elements_store::NewWebhook {
+            organization_id: a.organization_id,
+            url: "http://127.0.0.1:9/hooks".into(),
+            events: EventFilter(vec!["*".into()]),
+            secret: elements_core::Secret::new(secret),
+        })
+        .await
+        .unwrap();
+    let both = Keyring::new(vec![k2, k1]).unwrap();
+    let report = rewrap(store.as_ref(), &both).await.unwrap();
+    assert_eq!(report.rewrapped, 1, "{report:?}");
+    assert!(report.stranded.is_empty(), "{report:?}");
+    drop(store);
+    // The old key is retired: the store opens with the new one alone and
+    // the webhook's secret still decrypts for signing.
+    let store = connect(&url, Keyring::new(vec![k2]).unwrap())
+        .await
+        .unwrap();
+    store
+        .record_event(
+            a.organization_id,
+            EventKind::ConnectFailed,
+            json!({"error": "access_denied"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.fan_out_events(10).await.unwrap(), 1);
+    let claims = store.claim_deliveries(7, 60_000, 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].secret.expose(), secret);
+}
