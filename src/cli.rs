@@ -428,8 +428,15 @@ fn keys(catalog: &CatalogArgs, command: KeysCommand) -> anyhow::Result<ExitCode>
                     .stranded
                     .iter()
                     .map(|s| {
+                        // health: webhook secrets and connect sessions name
+                        // their row as `id`.
+                        let id_name = if s.column.starts_with("instances.") {
+                            "instanceId"
+                        } else {
+                            "id"
+                        };
                         serde_json::json!({
-                            "instanceId": s.instance_id,
+                            id_name: s.instance_id,
                             "column": s.column,
                             "keyId": s.key_id,
                             "keyInKeyring": s.key_in_keyring,

@@ -55,6 +55,7 @@ async fn start(period: Duration) -> Env {
     config.health_check.period = period;
     config.health_check.poll_interval = Duration::from_millis(20);
     config.health_check.timeout = Duration::from_secs(2);
+    config.webhooks.allow_private = true;
     let server = TestServer::start(config).await;
     Env {
         _dir: dir,
@@ -181,8 +182,25 @@ async fn the_background_check_moves_an_instance_to_invalid_and_back() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let receiver = Receiver::start().await;
+    let r = env
+        .server
+        .authed(Method::POST, "/organizations/me/webhooks")
+        .json(&json!({"url": receiver.url, "events": ["instance.*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    *receiver.secret.lock().unwrap() = created["secret"].as_str().map(str::to_owned);
     let (_stop, rx) = tokio::sync::watch::channel(false);
-    elements_server::health_check::spawn(env.server.state.clone(), rx);
+    elements_server::health_check::spawn(env.server.state.clone(), rx.clone());
+    let webhooks = elements_server::webhooks::Settings {
+        allow_private: true,
+        poll_interval: Duration::from_millis(20),
+        ..Default::default()
+    };
+    elements_server::webhooks::spawn(env.server.state.store.clone(), webhooks, rx);
 
     // The provider now rejects the key: invalid, with its event.
     env.gate.accept.store(false, Ordering::SeqCst);
@@ -206,6 +224,101 @@ async fn the_background_check_moves_an_instance_to_invalid_and_back() {
     .await;
     // The disabled instance was never checked after its creation.
     assert_eq!(env.gate.hits("SG.off"), 1);
+    // The receiver got the transitions, each signed (verified independently).
+    for _ in 0..1500 {
+        let got = receiver.types();
+        if [
+            "instance.invalid",
+            "instance.recovered",
+            "instance.refresh_failed",
+        ]
+        .iter()
+        .all(|t| got.iter().any(|g| g == t))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = receiver.got.lock().unwrap().clone();
+    for kind in [
+        "instance.invalid",
+        "instance.recovered",
+        "instance.refresh_failed",
+    ] {
+        let hit = got
+            .iter()
+            .find(|(body, _)| body["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} delivered: {got:?}"));
+        assert!(hit.1, "{kind}: bad signature");
+        assert_eq!(hit.0["data"]["instanceId"], id, "{kind}");
+        assert_eq!(hit.0["data"]["element"], "sendgrid", "{kind}");
+    }
+}
+
+/// A webhook receiver on 127.0.0.1 that checks each Standard Webhooks
+/// signature with its own HMAC-SHA256.
+#[derive(Clone)]
+struct Receiver {
+    url: String,
+    secret: Arc<Mutex<Option<String>>>,
+    got: Arc<Mutex<Vec<(Value, bool)>>>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let r = Receiver {
+            url: format!("http://{}/hooks", listener.local_addr().unwrap()),
+            secret: Arc::default(),
+            got: Arc::default(),
+        };
+        let state = r.clone();
+        let app = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move {
+                        let h = |n: &str| {
+                            headers
+                                .get(n)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned()
+                        };
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let secret = state.secret.lock().unwrap().clone().unwrap_or_default();
+                        let key = b64
+                            .decode(secret.trim_start_matches("whsec_"))
+                            .unwrap_or_default();
+                        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+                        mac.update(
+                            format!("{}.{}.", h("webhook-id"), h("webhook-timestamp")).as_bytes(),
+                        );
+                        mac.update(&body);
+                        let want = format!("v1,{}", b64.encode(mac.finalize().into_bytes()));
+                        let ok = h("webhook-signature").split(' ').any(|s| s == want);
+                        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        state.got.lock().unwrap().push((value, ok));
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        r
+    }
+
+    fn types(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(b, _)| b["type"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -287,4 +400,84 @@ async fn rewrap_covers_webhook_secrets_so_the_old_key_can_be_retired() {
     let claims = store.claim_deliveries(7, 60_000, 10).await.unwrap();
     assert_eq!(claims.len(), 1);
     assert_eq!(claims[0].secret.expose(), secret);
+}
+
+/// Two real replicas on one PostgreSQL database, checking every 2 s: each
+/// instance is checked, and never more often than once per period (two
+/// replicas checking one instance each period would double its hits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_on_postgres_never_check_one_instance_twice_per_period() {
+    const INSTANCES: usize = 12;
+    const PERIOD_SECONDS: u64 = 2;
+    let pg = elements_testkit::pg::PgCluster::shared().expect("postgres");
+    let db_url = pg.create_database("health_replicas").expect("database");
+    let key = elements_store::Keyring::encode_key(&elements_store::Keyring::generate_key());
+    let api = FakeApi::start().await;
+    let gate = Gate::default();
+    gate.accept.store(true, Ordering::SeqCst);
+    api.expect(gate.expect());
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "health_check_interval_seconds = {PERIOD_SECONDS}\n\
+             [elements.sendgrid]\napi_base_url = \"{}\"\n",
+            api.base_url()
+        ),
+    )
+    .unwrap();
+    let (org, user) = ("org-health-replicas", "user-health-replicas");
+    let replica = || {
+        Binary::serve(
+            &[
+                "--database-url",
+                &db_url,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &[
+                ("ELEMENTS_MASTER_KEY", key.as_str()),
+                ("ELEMENTS_ORGANIZATION_SECRET", org),
+                ("ELEMENTS_USER_SECRET", user),
+            ],
+        )
+    };
+    let mut a = replica();
+    let mut b = replica();
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    for i in 0..INSTANCES {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let r = client
+            .post(via.url("/instances"))
+            .header("Authorization", format!("User {user}, Organization {org}"))
+            .json(&sendgrid(&format!("SG.replica-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Every instance is checked at least twice (a guard against hanging,
+    // not a time assertion).
+    for _ in 0..3000 {
+        if (0..INSTANCES).all(|i| gate.hits(&format!("SG.replica-{i}")) >= 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.kill();
+    b.kill();
+    let elapsed = started.elapsed().as_secs_f64();
+    // Checks of an instance are at least one period apart and the first
+    // one period after its creation, so in `elapsed` there are at most
+    // elapsed / period of them.
+    let bound = (elapsed / PERIOD_SECONDS as f64).floor() as u64;
+    for i in 0..INSTANCES {
+        let hits = gate.hits(&format!("SG.replica-{i}"));
+        assert!(
+            (2..=bound).contains(&hits),
+            "instance {i}: {hits} checks in {elapsed:.1} s (at most {bound})"
+        );
+    }
 }

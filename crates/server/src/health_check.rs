@@ -408,3 +408,56 @@ pub async fn verify_on_create(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_read_from_the_config_file_with_their_defaults() {
+        let defaults = crate::ServerConfig::default().health_check;
+        assert!(defaults.verify_on_create);
+        assert_eq!(defaults.period, Duration::from_secs(6 * 3600));
+        assert_eq!(
+            defaults.event_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        let file: crate::config::FileConfig = toml::from_str(
+            "verify_on_create = false\nhealth_check_interval_seconds = 2\nevent_retention_days = 7\n",
+        )
+        .unwrap();
+        let config = crate::ServerConfig::default().with_file(file);
+        let s = config.health_check;
+        assert!(!s.verify_on_create);
+        assert_eq!(s.period, Duration::from_secs(2));
+        assert_eq!(s.poll_interval, Duration::from_secs(2));
+        assert_eq!(s.event_retention, Duration::from_secs(7 * 24 * 3600));
+        let mut off = Settings::default();
+        off.apply(None, Some(0), Some(0));
+        assert!(off.period.is_zero() && off.event_retention.is_zero());
+    }
+
+    #[test]
+    fn the_verify_request_carries_the_credential_as_declared() {
+        let spec = elements_core::ElementSpec::parse(
+            "demo.toml",
+            "id = 7\nkey = \"demo\"\nname = \"Demo\"\ndescription = \"d\"\nimage = \"i\"\n\
+             hub = \"general\"\nauthentication = \"apikey\"\nexisting_account_description = \"e\"\n\
+             config_description = \"c\"\napi_base_url = \"https://api.example.com/v2/\"\n\
+             [credential]\nquery = { key = \"{api.key}\" }\n\
+             [[configuration]]\nkey = \"api.key\"\nname = \"Key\"\nsecret = true\n\
+             [verify]\npath = \"/me?limit=1\"\n",
+        )
+        .unwrap();
+        let mut configuration = Configuration::new();
+        configuration.insert("api.key", "k 1");
+        let (url, headers) = request(&spec, &configuration, &Tokens::default()).unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://api.example.com/v2/me?limit=1&key=k+1"
+        );
+        assert!(headers.is_empty());
+        let missing = request(&spec, &Configuration::new(), &Tokens::default()).unwrap_err();
+        assert!(missing.contains("api.key"), "{missing}");
+    }
+}
