@@ -323,6 +323,14 @@ async fn check_one(state: &crate::AppState, id: i64) {
             Ok(i) => i,
             Err(_) => return,
         }
+    } else if instance
+        .tokens
+        .expires_at
+        .is_some_and(|t| t <= crate::tokens::now_seconds())
+    {
+        // An invalid instance whose access token has expired: a check
+        // could only fail; it recovers when it is re-provisioned.
+        return;
     } else {
         instance
     };
