@@ -481,3 +481,86 @@ async fn two_replicas_on_postgres_never_check_one_instance_twice_per_period() {
         );
     }
 }
+
+/// The claim itself, on PostgreSQL: sixteen concurrent claimers of the same
+/// due instances get disjoint sets that together cover every instance, and
+/// a second round finds nothing due (each claim moved the row forward).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_on_postgres_are_disjoint() {
+    use elements_store::{connect, hash_secret, Keyring, NewInstance};
+    const INSTANCES: usize = 200;
+    let pg = elements_testkit::pg::PgCluster::shared().expect("postgres");
+    let db_url = pg.create_database("health_claims").expect("database");
+    let store = connect(
+        &db_url,
+        Keyring::new(vec![Keyring::generate_key()]).unwrap(),
+    )
+    .await
+    .unwrap();
+    let a = store
+        .create_account(elements_store::NewAccount {
+            organization_name: "claims".into(),
+            organization_secret_hash: hash_secret("org-claims"),
+            email: "c@test".into(),
+            first_name: "F".into(),
+            last_name: "L".into(),
+            user_secret_hash: hash_secret("user-claims"),
+        })
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..INSTANCES {
+        let created = store
+            .create_instance(NewInstance {
+                organization_id: a.organization_id,
+                user_id: a.user.id,
+                element_key: "sendgrid".into(),
+                element_id: 1,
+                name: format!("i{i}"),
+                tags: Vec::new(),
+                configuration: elements_core::Configuration::new(),
+                token_hash: hash_secret(&format!("token-{i}")),
+                tokens: Default::default(),
+            })
+            .await
+            .unwrap();
+        ids.push(created.id);
+    }
+    let now = elements_store::now_millis() + 1;
+    let hour = 3_600_000;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        set.spawn(async move {
+            store
+                .claim_health_checks(now, 0, now + hour, 1000, INSTANCES as i64)
+                .await
+                .unwrap()
+        });
+    }
+    let mut claims = Vec::new();
+    while let Some(got) = set.join_next().await {
+        claims.push(got.unwrap());
+    }
+    let mut all: Vec<i64> = claims.into_iter().flatten().collect();
+    let claimed = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), claimed, "an instance was claimed twice");
+    ids.sort_unstable();
+    assert_eq!(all, ids);
+    assert!(store
+        .claim_health_checks(now, 0, now + hour, 1000, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    // Due again after the next time (at most `now + hour + 999`).
+    assert_eq!(
+        store
+            .claim_health_checks(now + hour + 1000, 0, now + 2 * hour, 1000, 100)
+            .await
+            .unwrap()
+            .len(),
+        INSTANCES
+    );
+}
