@@ -557,7 +557,7 @@ async fn concurrent_claims_on_postgres_are_disjoint() {
     // Due again after the next time (at most `now + hour + 999`).
     assert_eq!(
         store
-            .claim_health_checks(now + hour + 1000, 0, now + 2 * hour, 1000, 100)
+            .claim_health_checks(now + hour + 1000, 0, now + 2 * hour, 1000, 1000)
             .await
             .unwrap()
             .len(),
