@@ -233,6 +233,18 @@ struct ServeArgs {
     /// How long a connect session lasts, in seconds [default: 900].
     #[arg(long, env = "ELEMENTS_CONNECT_SESSION_SECONDS")]
     connect_session_seconds: Option<i64>,
+    /// Run an element's `[verify]` request on POST /instances (true or
+    /// false) [default: true].
+    #[arg(long, env = "ELEMENTS_VERIFY_ON_CREATE")]
+    verify_on_create: Option<bool>,
+    /// Seconds between background health checks of an instance; 0 turns
+    /// them off [default: 21600].
+    #[arg(long, env = "ELEMENTS_HEALTH_CHECK_INTERVAL_SECONDS")]
+    health_check_interval_seconds: Option<u64>,
+    /// Days delivered and dead-lettered events are kept; 0 keeps them for
+    /// ever [default: 30].
+    #[arg(long, env = "ELEMENTS_EVENT_RETENTION_DAYS")]
+    event_retention_days: Option<u64>,
     #[command(flatten)]
     proxy: ProxyArgs,
 }
@@ -462,8 +474,15 @@ fn keys(catalog: &CatalogArgs, command: KeysCommand) -> anyhow::Result<ExitCode>
                     .stranded
                     .iter()
                     .map(|s| {
+                        // health: webhook secrets and connect sessions name
+                        // their row as `id`.
+                        let id_name = if s.column.starts_with("instances.") {
+                            "instanceId"
+                        } else {
+                            "id"
+                        };
                         serde_json::json!({
-                            "instanceId": s.instance_id,
+                            id_name: s.instance_id,
                             "column": s.column,
                             "keyId": s.key_id,
                             "keyInKeyring": s.key_in_keyring,
@@ -570,6 +589,11 @@ fn server_config(
             config.connect_session_seconds = s.max(0);
         }
         config.proxy.apply(&serve.proxy.settings());
+        config.health_check.apply(
+            serve.verify_on_create,
+            serve.health_check_interval_seconds,
+            serve.event_retention_days,
+        );
     }
     Ok(config)
 }

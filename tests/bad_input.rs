@@ -2229,3 +2229,76 @@ async fn bad_callback_values_in_provider_data_are_named() {
     assert_eq!(created["configuration"].get("realmId"), None, "{created}");
     server.stop().await;
 }
+
+/// health: a `verify` query parameter that is neither `true` nor `false`
+/// is a 400 naming it, and nothing is stored.
+#[tokio::test]
+async fn health_a_bad_verify_parameter_is_a_400_naming_it() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    for (query, needle) in [
+        (
+            "?verify=maybe",
+            "query parameter `verify` must be `true` or `false`, not \"maybe\"",
+        ),
+        (
+            "?verify=",
+            "query parameter `verify` must be `true` or `false`, not \"\"",
+        ),
+        (
+            "?verify=false&verify=1",
+            "query parameter `verify` must be `true` or `false`, not \"1\"",
+        ),
+    ] {
+        let r = server
+            .authed(Method::POST, &format!("/instances{query}"))
+            .json(&seed())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body.to_string().contains(&needle.replace('"', "\\\"")),
+            "{query}: {body}"
+        );
+    }
+    let list: Vec<Value> = server.fetch(Method::GET, "/instances").await;
+    assert!(list.is_empty(), "{list:?}");
+    server.stop().await;
+}
+
+/// health: a catalog file whose `[verify]` table is wrong is refused by
+/// `elements check` with `file:line: field verify.<name>: ...`.
+#[test]
+fn health_a_bad_verify_table_is_refused_with_file_line_and_field() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!("{root}/elements/sendgrid.toml"))
+        .unwrap()
+        .replace("path = \"/user/profile\"", "path = \"../user/profile\"")
+        .replace("expect = [200]", "expect = [500]");
+    let lines: Vec<&str> = text.lines().collect();
+    let path_line = lines.iter().position(|l| l.starts_with("path = ")).unwrap() + 1;
+    let expect_line = lines
+        .iter()
+        .position(|l| l.starts_with("expect = "))
+        .unwrap()
+        + 1;
+    std::fs::write(dir.path().join("sendgrid.toml"), &text).unwrap();
+    let out = elements(&["check", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "sendgrid.toml:{path_line}: field `verify.path`: \"../user/profile\" must be an absolute path"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "sendgrid.toml:{expect_line}: field `verify.expect`: 500 is not a success status (200-399)"
+        )),
+        "{err}"
+    );
+}

@@ -105,11 +105,15 @@ pub fn data_dir() -> tempfile::TempDir {
 
 /// A config over a data directory, with a fixed key.
 pub fn config_in(dir: &Path) -> ServerConfig {
-    ServerConfig {
+    let mut config = ServerConfig {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".into(),
         ..Default::default()
-    }
+    };
+    // health: catalog elements' `[verify]` requests would reach the real
+    // providers; tests/health_check.rs turns it on against a fake API.
+    config.health_check.verify_on_create = false;
+    config
 }
 
 impl TestServer {
@@ -269,6 +273,7 @@ impl Binary {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("ELEMENTS_LOG", "warn")
+            .env("ELEMENTS_VERIFY_ON_CREATE", "false")
             .env_remove("ELEMENTS_MASTER_KEY")
             .env_remove("ELEMENTS_DATABASE_URL")
             .env_remove("ELEMENTS_ORGANIZATION_SECRET")

@@ -160,6 +160,8 @@ impl ElementsServe<'_> {
             .arg("--data-dir")
             .arg(self.data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            // health: no `[verify]` requests to real providers from benchmarks.
+            .env("ELEMENTS_VERIFY_ON_CREATE", "false")
             .stderr(Stdio::from(log));
         if let Some(config) = self.config {
             command.arg("--config").arg(config);

@@ -120,7 +120,7 @@ pub use secret::Secret;
 pub use spec::json_schema;
 pub use spec::{
     check_custom_host, Authentication, CatalogError, ClientAuth, ConfigEntry, ElementSpec,
-    OAuthSpec, ProxySpec, ResourceSpec, Source, TokenRequestFormat, TokenResponseSpec,
+    OAuthSpec, ProxySpec, ResourceSpec, Source, TokenRequestFormat, TokenResponseSpec, VerifySpec,
 };
 
 // Re-exported so element crates can register without depending on inventory

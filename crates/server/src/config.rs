@@ -119,6 +119,12 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// How long a connect session lasts, in seconds.
     pub connect_session_seconds: Option<i64>,
+    /// health: run an element's `[verify]` request on `POST /instances`.
+    pub verify_on_create: Option<bool>,
+    /// health: seconds between background checks of an instance (0: off).
+    pub health_check_interval_seconds: Option<u64>,
+    /// health: days delivered and dead-lettered events are kept (0: for ever).
+    pub event_retention_days: Option<u64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -345,6 +351,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long a connect session lasts, in seconds (0 or more).
     pub connect_session_seconds: i64,
+    /// health: verification on create, the background check, event retention.
+    pub health_check: crate::health_check::Settings,
 }
 
 impl Default for ServerConfig {
@@ -371,6 +379,7 @@ impl Default for ServerConfig {
             webhooks: crate::webhooks::Settings::default(),
             public_url: None,
             connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
+            health_check: crate::health_check::Settings::default(),
         }
     }
 }
@@ -439,6 +448,11 @@ impl ServerConfig {
             self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
         self.proxy.apply(&file.proxy);
+        self.health_check.apply(
+            file.verify_on_create,
+            file.health_check_interval_seconds,
+            file.event_retention_days,
+        );
         self
     }
 

@@ -32,6 +32,7 @@ pub mod error;
 pub mod flight;
 pub mod headers;
 pub mod health;
+pub mod health_check;
 pub mod listener;
 pub mod markup;
 pub mod metrics;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub connect: Arc<connect::Settings>,
     /// private elements (issue 17): per-organization catalogs, cached.
     pub private_elements: Arc<private_elements::Cache>,
+    /// health: the `[verify]` request's client and the health check settings.
+    pub health_check: Arc<health_check::Checker>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the

@@ -375,6 +375,9 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.connect_session_seconds,
         )),
         private_elements: Arc::new(crate::private_elements::Cache::new()),
+        health_check: Arc::new(crate::health_check::Checker::new(
+            config.health_check.clone(),
+        )),
     }
 }
 
@@ -428,6 +431,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     );
     let webhooks =
         crate::webhooks::spawn(store.clone(), config.webhooks.clone(), stop_tx.subscribe());
+    let health_check = crate::health_check::spawn(state.clone(), stop_tx.subscribe());
     let limits = state.limits.clone();
     let router = crate::router_full(
         state,
@@ -450,6 +454,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         let _ = server.await;
     }
     let _ = webhooks.await;
+    let _ = health_check.await;
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
     Ok(())

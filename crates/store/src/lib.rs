@@ -566,6 +566,49 @@ pub trait Store: Send + Sync + 'static {
     /// organization. Idempotent.
     async fn set_element_active(&self, organization_id: i64, key: &str, active: bool)
         -> Result<()>;
+    // ---- health: background checks, event retention, rewrap coverage ----
+
+    /// Claims up to `limit` enabled instances whose health check is due at
+    /// `now_millis` (`next_check_at`, or one `period_millis` after creation
+    /// when never checked) and, in the same statement, moves each one's
+    /// next check to `next_at + (id mod spread_millis)` (spread: jitter).
+    /// A row is claimed by one caller only, across processes (PostgreSQL:
+    /// `FOR UPDATE SKIP LOCKED`). Returns the ids claimed.
+    async fn claim_health_checks(
+        &self,
+        now_millis: i64,
+        period_millis: i64,
+        next_at: i64,
+        spread_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>>;
+
+    /// Deletes up to `limit` events created before `before_millis` whose
+    /// deliveries are all finished (delivered or dead; none pending) and
+    /// that were fanned out; never a pending one. Returns how many.
+    async fn delete_old_events(&self, before_millis: i64, limit: i64) -> Result<u64>;
+
+    /// Every sealed value outside the instances table (webhook signing
+    /// secrets, connect sessions' configuration and PKCE verifier), for
+    /// [`rewrap`].
+    async fn other_sealed_values(&self) -> Result<Vec<SealedValue>>;
+
+    /// Replaces one [`SealedValue`] if it still holds `old.value`
+    /// (compare-and-swap); false if it changed or is gone.
+    async fn replace_sealed_value(&self, old: &SealedValue, new_value: &str) -> Result<bool>;
+}
+
+/// A sealed value outside the instances table (health: rewrap coverage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedValue {
+    /// `table.column`, e.g. `webhooks.secret_enc`.
+    pub column: &'static str,
+    /// The row's id (webhook id, connect session id).
+    pub id: i64,
+    /// The associated data the value is sealed with.
+    pub aad: String,
+    /// The sealed value.
+    pub value: String,
 }
 
 /// What [`Store::instance_page`] selects (compat).
@@ -700,7 +743,8 @@ pub struct RewrapReport {
 /// A stored value that is not under the keyring's current key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stranded {
-    /// The instance.
+    /// The instance (for `webhooks.*` and `connect_sessions.*` columns: the
+    /// webhook's or the connect session's id).
     pub instance_id: i64,
     /// `table.column`, e.g. `instances.access_token_enc`.
     pub column: &'static str,
@@ -820,6 +864,28 @@ pub async fn rewrap_with_progress(
                 changed_underfoot = true;
             }
         }
+        // health: webhook secrets and connect sessions' sealed columns.
+        for value in store.other_sealed_values().await? {
+            if under_current(&value.value) {
+                report.unchanged += 1;
+                continue;
+            }
+            let resealed = keyring
+                .decrypt(&value.aad, &value.value)
+                .map(|plain| keyring.encrypt(&value.aad, &plain));
+            match resealed {
+                Ok(new) => {
+                    if store.replace_sealed_value(&value, &new).await? {
+                        report.rewrapped += 1;
+                    } else {
+                        changed_underfoot = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(id = value.id, column = value.column, error = %e, "rewrap: cannot re-encrypt this value");
+                }
+            }
+        }
         // Rows written meanwhile (by a refresh, say) are read again.
         if !changed_underfoot {
             break;
@@ -857,6 +923,21 @@ async fn stranded(store: &dyn Store, keyring: &Keyring) -> Result<Vec<Stranded>>
                 key_id,
             });
         }
+    }
+    // health: webhook secrets and connect sessions (`instance_id` is then
+    // the webhook's or the session's id; `column` says which).
+    for value in store.other_sealed_values().await? {
+        let key_id = key_id_of(&value.value);
+        if key_id == Some(current) {
+            continue;
+        }
+        let key_id = key_id.unwrap_or("(malformed)").to_owned();
+        out.push(Stranded {
+            instance_id: value.id,
+            column: value.column,
+            key_in_keyring: keyring.key_ids().any(|k| k == key_id),
+            key_id,
+        });
     }
     Ok(out)
 }

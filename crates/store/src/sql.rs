@@ -1809,6 +1809,147 @@ impl Store for SqlStore {
         };
         result.map_err(db_err)
     }
+
+    // ---- health: background checks, event retention, rewrap coverage ----
+
+    async fn claim_health_checks(
+        &self,
+        now_millis: i64,
+        period_millis: i64,
+        next_at: i64,
+        spread_millis: i64,
+        limit: i64,
+    ) -> Result<Vec<i64>> {
+        let lock = match self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        // The outer condition is evaluated again on the row as locked: a
+        // row another replica moved forward meanwhile is not claimed twice.
+        let claim = format!(
+            "UPDATE instances SET next_check_at = $1 + (id % $2) \
+             WHERE id IN (SELECT id FROM instances WHERE disabled = FALSE \
+             AND COALESCE(next_check_at, created_at + $3) <= $4 \
+             ORDER BY COALESCE(next_check_at, created_at + $3), id LIMIT $5{lock}) \
+             AND disabled = FALSE AND COALESCE(next_check_at, created_at + $3) <= $4 \
+             RETURNING id"
+        );
+        let rows: Vec<(i64,)> = on_pool!(&self.db, |pool| sqlx::query_as(&claim)
+            .bind(next_at)
+            .bind(spread_millis.max(1))
+            .bind(period_millis.max(0))
+            .bind(now_millis)
+            .bind(limit.max(0))
+            .fetch_all(pool)
+            .await)
+        .map_err(db_err)?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn delete_old_events(&self, before_millis: i64, limit: i64) -> Result<u64> {
+        let pick = "SELECT seq FROM events e WHERE e.created_at < $1 AND e.fanned_out = TRUE \
+                    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
+                    WHERE d.event_seq = e.seq AND d.state = 'pending') ORDER BY seq LIMIT $2";
+        let deliveries = format!("DELETE FROM webhook_deliveries WHERE event_seq IN ({pick})");
+        let events = format!("DELETE FROM events WHERE seq IN ({pick})");
+        on_pool!(&self.db, |pool| async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&deliveries)
+                .bind(before_millis)
+                .bind(limit.max(0))
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query(&events)
+                .bind(before_millis)
+                .bind(limit.max(0))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(n)
+        }
+        .await)
+        .map_err(db_err)
+    }
+
+    async fn other_sealed_values(&self) -> Result<Vec<crate::SealedValue>> {
+        let (webhooks, sessions): (
+            Vec<(i64, String)>,
+            Vec<(i64, Option<String>, Option<String>)>,
+        ) = on_pool!(&self.db, |pool| async {
+            let w = sqlx::query_as("SELECT id, secret_enc FROM webhooks ORDER BY id")
+                .fetch_all(pool)
+                .await?;
+            let c = sqlx::query_as(
+                "SELECT id, configuration_enc, verifier_enc FROM connect_sessions ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok((w, c))
+        }
+        .await)
+        .map_err(db_err)?;
+        let mut out = Vec::with_capacity(webhooks.len() + sessions.len());
+        for (id, value) in webhooks {
+            out.push(crate::SealedValue {
+                column: "webhooks.secret_enc",
+                id,
+                aad: webhook_aad(id),
+                value,
+            });
+        }
+        for (id, configuration, verifier) in sessions {
+            if let Some(value) = configuration {
+                out.push(crate::SealedValue {
+                    column: "connect_sessions.configuration_enc",
+                    id,
+                    aad: connect_aad(id, "configuration"),
+                    value,
+                });
+            }
+            if let Some(value) = verifier {
+                out.push(crate::SealedValue {
+                    column: "connect_sessions.verifier_enc",
+                    id,
+                    aad: connect_aad(id, "verifier"),
+                    value,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn replace_sealed_value(
+        &self,
+        old: &crate::SealedValue,
+        new_value: &str,
+    ) -> Result<bool> {
+        let sql = match old.column {
+            "webhooks.secret_enc" => {
+                "UPDATE webhooks SET secret_enc = $1 WHERE id = $2 AND secret_enc = $3"
+            }
+            "connect_sessions.configuration_enc" => {
+                "UPDATE connect_sessions SET configuration_enc = $1 \
+                 WHERE id = $2 AND configuration_enc = $3"
+            }
+            "connect_sessions.verifier_enc" => {
+                "UPDATE connect_sessions SET verifier_enc = $1 WHERE id = $2 AND verifier_enc = $3"
+            }
+            other => {
+                return Err(StoreError::Database(format!(
+                    "no sealed column {other} outside the instances table"
+                )))
+            }
+        };
+        on_pool!(&self.db, |pool| sqlx::query(sql)
+            .bind(new_value)
+            .bind(old.id)
+            .bind(&old.value)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected() == 1))
+        .map_err(db_err)
+    }
 }
 
 /// private elements: a key the organization already uses is a conflict

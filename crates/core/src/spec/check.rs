@@ -662,6 +662,25 @@ impl Checker<'_> {
     }
 }
 
+impl Checker<'_> {
+    /// health: the `[verify]` table (needs `api_base_url`).
+    fn verify(&mut self, raw: &RawSpec) {
+        let Some(v) = &raw.verify else { return };
+        let from = v.span().start;
+        if raw.api_base_url.is_none() {
+            let line = line_of(self.text, from);
+            self.push(
+                line,
+                "field `verify`: needs `api_base_url` (the path is under it)".into(),
+            );
+        }
+        for (field, message) in v.get_ref().check() {
+            let line = self.line(0, Some("verify"), field);
+            self.push(line, format!("field `verify.{field}`: {message}"));
+        }
+    }
+}
+
 impl ElementSpec {
     /// Parses one catalog file. `file` is only used in error messages.
     ///
@@ -730,6 +749,7 @@ impl ElementSpec {
         }
         checker.entry_declarations(&raw.configuration);
         checker.kinds(&raw, auth);
+        checker.verify(&raw);
         errors.append(&mut checker.errors);
         let mut seen = BTreeMap::new();
         for entry in &raw.configuration {
@@ -782,6 +802,7 @@ impl ElementSpec {
             oauth1: raw.oauth1.map(Spanned::into_inner),
             resources: raw.resources.into_iter().map(Spanned::into_inner).collect(),
             proxy: raw.proxy,
+            verify: raw.verify.map(Spanned::into_inner),
             configuration: raw
                 .configuration
                 .into_iter()
@@ -846,6 +867,42 @@ config_description = "c"
         assert_eq!((spec.id, spec.key.as_str()), (7, "demo"));
         assert!(spec.active && !spec.deleted && !spec.authentication.is_oauth());
         assert_eq!(spec.source.key_line, 2);
+    }
+
+    #[test]
+    fn the_verify_table_is_checked_with_the_line_of_its_field() {
+        let base = "api_base_url = \"https://api.example.com/v1\"\n";
+        // MINIMAL has 9 lines; base is line 10, [verify] line 11.
+        let ok = format!("{MINIMAL}{base}[verify]\npath = \"/me?limit=1\"\n");
+        let spec = ElementSpec::parse("demo.toml", &ok).unwrap();
+        let v = spec.verify.unwrap();
+        assert_eq!((v.method.as_str(), v.path.as_str()), ("GET", "/me?limit=1"));
+        assert_eq!(v.expect, vec![200]);
+        check_err(
+            &format!("{base}[verify]\nmethod = \"DELETE\"\npath = \"/me\"\n"),
+            12,
+            "field `verify.method`: \"DELETE\" is not one of GET, HEAD, POST",
+        );
+        check_err(
+            &format!("{base}[verify]\npath = \"/a/../b\"\n"),
+            12,
+            "field `verify.path`",
+        );
+        check_err(
+            &format!("{base}[verify]\npath = \"/me\"\nexpect = [200, 404]\n"),
+            13,
+            "field `verify.expect`: 404 is not a success status",
+        );
+        check_err(
+            "[verify]\npath = \"/me\"\n",
+            10,
+            "field `verify`: needs `api_base_url`",
+        );
+        check_err(
+            &format!("{base}[verify]\npath = \"/me\"\nbody = \"x\"\n"),
+            13,
+            "unknown field `body`",
+        );
     }
 
     #[test]

@@ -513,6 +513,14 @@ pub(crate) struct RawSpec {
     /// Per-element proxy settings (`[proxy] max_retries = 2`).
     #[serde(default)]
     pub(crate) proxy: Option<ProxySpec>,
+    // --- health: the `[verify]` request ---
+    /// A cheap request that tells whether an instance's credential works
+    /// (`[verify] method = "GET" path = "/crm/v3/owners?limit=1" expect = [200]`):
+    /// run by `POST /instances` and by the background health check. Needs
+    /// `api_base_url`.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<VerifySpec>"))]
+    pub(crate) verify: Option<Spanned<VerifySpec>>,
 }
 
 /// A `[[resources]]` entry: a hub path of ours and the provider path it maps to.
@@ -566,6 +574,83 @@ pub struct ProxySpec {
     /// Most retries of an idempotent request (0 turns retries off).
     #[serde(default)]
     pub max_retries: Option<u32>,
+}
+
+/// The `[verify]` table of an element: a cheap, side-effect-free request
+/// under `api_base_url` that answers one of `expect` when the credential
+/// works. A 401 or 403 means the provider rejected the credential; a 5xx or
+/// a timeout is a transient failure.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    /// The HTTP method: `GET` (the default), `HEAD` or `POST` (sent without a
+    /// body, for APIs whose check is a POST such as Slack's `auth.test`).
+    #[serde(default = "default_verify_method")]
+    pub method: String,
+    /// The path under `api_base_url`, starting with `/`; may carry a query
+    /// (`/crm/v3/owners?limit=1`). No placeholders, `..`, `//`, `#`, `\` or `@`.
+    pub path: String,
+    /// The statuses that mean the credential works, each 200-399; `[200]` by
+    /// default.
+    #[serde(default = "default_verify_expect")]
+    pub expect: Vec<u16>,
+}
+
+fn default_verify_method() -> String {
+    "GET".to_owned()
+}
+
+fn default_verify_expect() -> Vec<u16> {
+    vec![200]
+}
+
+impl VerifySpec {
+    /// The methods a verify request may use.
+    pub const METHODS: [&'static str; 3] = ["GET", "HEAD", "POST"];
+
+    /// Checks the table: (field, message) of each problem.
+    pub fn check(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !Self::METHODS.contains(&self.method.as_str()) {
+            out.push((
+                "method",
+                format!(
+                    "{:?} is not one of {}",
+                    self.method,
+                    Self::METHODS.join(", ")
+                ),
+            ));
+        }
+        let p = &self.path;
+        let (path, _query) = p.split_once('?').unwrap_or((p, ""));
+        let bad = !path.starts_with('/')
+            || path.contains("//")
+            || path.split('/').any(|s| s == ".." || s == ".")
+            || p.contains(['#', '\\', '@', '{', '}'])
+            || p.chars().any(|c| c.is_whitespace() || c.is_control());
+        if bad {
+            out.push((
+                "path",
+                format!(
+                    "{p:?} must be an absolute path under api_base_url (starting with `/`, \
+                     optionally `?query`), without placeholders, `..`, `//`, `#`, `\\`, `@` or spaces"
+                ),
+            ));
+        }
+        if self.expect.is_empty() {
+            out.push(("expect", "must list at least one status".into()));
+        }
+        for status in &self.expect {
+            if !(200..=399).contains(status) {
+                out.push((
+                    "expect",
+                    format!("{status} is not a success status (200-399)"),
+                ));
+            }
+        }
+        out
+    }
 }
 
 /// The JSON Schema (draft 2020-12) of a catalog file, generated from the

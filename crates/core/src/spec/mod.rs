@@ -20,7 +20,7 @@ pub use check::CatalogError;
 pub use format::json_schema;
 pub use format::{
     Authentication, ClientAuth, ConfigEntry, OAuthSpec, ProxySpec, ResourceSpec,
-    TokenRequestFormat, TokenResponseSpec,
+    TokenRequestFormat, TokenResponseSpec, VerifySpec,
 };
 pub use template::check_custom_host;
 
@@ -225,6 +225,8 @@ pub struct ElementSpec {
     pub resources: Vec<ResourceSpec>,
     /// Per-element proxy settings (`[proxy]`).
     pub proxy: Option<ProxySpec>,
+    /// health: the request that checks a credential (`[verify]`).
+    pub verify: Option<VerifySpec>,
 }
 
 impl ElementSpec {

@@ -93,6 +93,7 @@ struct CreateAt {
 async fn create(
     State(state): State<AppState>,
     account: Account,
+    query: QueryPairs,
     PathParam(key_or_id): PathParam<String>,
     JsonObject(body): JsonObject<CreateAt>,
 ) -> Result<Response, ApiError> {
@@ -122,5 +123,5 @@ async fn create(
         tags: body.tags,
         name: body.name,
     };
-    instances::create(State(state), account, JsonObject(create)).await
+    instances::create(State(state), account, query, JsonObject(create)).await
 }

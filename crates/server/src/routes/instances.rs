@@ -123,6 +123,7 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
 pub(crate) async fn create(
     State(state): State<AppState>,
     Account { principal }: Account,
+    QueryPairs(query): QueryPairs,
     JsonObject(mut body): JsonObject<CreateInstance>,
 ) -> Result<Response, ApiError> {
     // compat: no markup in names and tags.
@@ -197,6 +198,8 @@ pub(crate) async fn create(
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
     let provision = crate::credentials::provision(&state, element, provider_data)?;
+    crate::health_check::verify_on_create(&state, &query, element, &configuration, &provision)
+        .await?;
     let (instance, token) = provision_instance(
         &state,
         (principal.organization_id, principal.user.id),
