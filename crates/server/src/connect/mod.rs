@@ -256,6 +256,7 @@ fn origin_of(url: &str) -> Option<String> {
         (status = 201, description = "The session: send the user to `url`", body = Object, example = json!({"token": "<SESSION TOKEN>", "url": "https://elements.example/elements/api-v2/connect/<SESSION TOKEN>", "expiresAt": "2026-01-01T00:15:00Z"})),
         (status = 403, description = "The redirect URL is not on the organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element", body = crate::error::ErrorBody),
+        (status = 409, description = "The element is deactivated for the organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
         (status = 503, description = "The deployment has no public URL (`--public-url`) yet", body = crate::error::ErrorBody),

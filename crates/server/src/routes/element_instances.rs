@@ -78,6 +78,7 @@ struct CreateAt {
     security(("UserOrganization" = [])),
     params(
         ("key_or_id" = String, Path, example = "hubspot", description = "An element key (`hubspot`) or id (`43`)"),
+        ("verify" = Option<bool>, Query, description = "`false` skips the element's `[verify]` request (default `true`)"),
     ),
     request_body(content = crate::wire::CreateInstance, description = "`POST /instances`' body; `element` may be left out (the path names it)", example = crate::openapi::seed_create_instance),
     responses(

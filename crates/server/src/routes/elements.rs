@@ -217,6 +217,7 @@ pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest
         (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
         (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+        (status = 409, description = "The element is deactivated for the calling organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
     )
 )]
 async fn oauth_url(
@@ -246,6 +247,7 @@ async fn oauth_url(
         (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
         (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
+        (status = 409, description = "The element is deactivated for the calling organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
     )
 )]
 async fn oauth_url_post(

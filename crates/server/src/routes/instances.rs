@@ -109,6 +109,9 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     path = "/elements/api-v2/instances",
     tag = "instances",
     security(("UserOrganization" = [])),
+    params(
+        ("verify" = Option<bool>, Query, description = "`false` skips the element's `[verify]` request (default `true`)"),
+    ),
     request_body(content = crate::wire::CreateInstance, example = crate::openapi::seed_create_instance),
     responses(
         (status = 200, description = "The new instance, with its `token` (shown only here, never cached)", body = crate::wire::InstanceJson, example = crate::openapi::seed_instance),
@@ -117,7 +120,8 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
         (status = 409, description = "The organization holds its maximum number of instances", body = crate::error::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
-        (status = 502, description = "The provider failed during the code exchange", body = crate::error::ErrorBody),
+        (status = 400, description = "The body is wrong (the field is named), or the provider rejected the credential in the `[verify]` request", body = crate::error::ErrorBody),
+        (status = 502, description = "The provider failed during the code exchange or the `[verify]` request", body = crate::error::ErrorBody),
     )
 )]
 pub(crate) async fn create(
