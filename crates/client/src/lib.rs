@@ -766,9 +766,15 @@ impl Client {
     }
 
     /// `GET /readyz`: database reachable, key check passed, migrations
-    /// applied. A 503 is an [`Error::Api`] whose text holds the answer.
+    /// applied. Both answers are `Ok`: 200 (`status: "ready"`) and 503
+    /// (`status: "not ready"`, with a `message` and each check's reason);
+    /// see [`Readiness::is_ready`].
     pub async fn readyz(&self) -> Result<Readiness, Error> {
-        self.json(self.http.get(self.url_at("/readyz"))).await
+        let response = self.http.get(self.url_at("/readyz")).send().await?;
+        match response.status() {
+            StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE => Self::decode(response).await,
+            _ => Err(error::from_response(response).await),
+        }
     }
 
     /// `GET /metrics`: the Prometheus text (on the main listener unless the

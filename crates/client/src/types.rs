@@ -954,3 +954,10 @@ pub struct Readiness {
     #[serde(default)]
     pub checks: BTreeMap<String, String>,
 }
+
+impl Readiness {
+    /// Whether every check passed (`status: "ready"`; `/healthz`: `"ok"`).
+    pub fn is_ready(&self) -> bool {
+        matches!(self.status.as_str(), "ready" | "ok")
+    }
+}
