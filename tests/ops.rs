@@ -682,16 +682,11 @@ async fn keys_rewrap_reports_progress_as_plain_lines_off_a_terminal() {
             ("ELEMENTS_USER_SECRET", "u"),
         ],
     );
-    let client = reqwest::Client::new();
+    let api = Client::new(&server.base).unwrap().with_account("u", "o");
     for i in 0..3 {
-        let r = client
-            .post(server.url("/instances"))
-            .header("Authorization", "User u, Organization o")
-            .json(&seed_instance_body(&format!("at-{i}"), &format!("rt-{i}")))
-            .send()
+        api.create_instance(&seed_instance(&format!("at-{i}"), &format!("rt-{i}")))
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
     }
     assert!(server.terminate().success());
 
