@@ -222,7 +222,10 @@ fn status_of<T: std::fmt::Debug>(result: Result<T, elements_client::Error>) -> u
 }
 
 /// Every instance route on instance `id`, through `client`: (name, status).
-async fn every_instance_route(client: &elements_client::Client, id: i64) -> Vec<(&'static str, u16)> {
+async fn every_instance_route(
+    client: &elements_client::Client,
+    id: i64,
+) -> Vec<(&'static str, u16)> {
     let rename = UpdateInstance::new().name("pwned");
     vec![
         ("GET /instances/{id}", status_of(client.instance(id).await)),
@@ -387,7 +390,9 @@ async fn catalog_routes() {
     let all = api.elements().await.unwrap();
     assert_eq!(all.len(), keys.len());
     assert_eq!(
-        all.iter().map(|e| e.metadata.key.clone()).collect::<Vec<_>>(),
+        all.iter()
+            .map(|e| e.metadata.key.clone())
+            .collect::<Vec<_>>(),
         keys
     );
     for key_or_id in ["hubspot", "43"] {

@@ -41,7 +41,11 @@ fn named(name: &str, tags: &[&str]) -> CreateInstance {
 }
 
 async fn create(server: &TestServer, body: &CreateInstance) -> Instance {
-    server.api().create_instance(body).await.expect("POST /instances")
+    server
+        .api()
+        .create_instance(body)
+        .await
+        .expect("POST /instances")
 }
 
 fn names(page: &Page<Instance>) -> Vec<String> {
@@ -218,7 +222,10 @@ async fn put_replaces_and_reprovisions() {
         api.replace_instance(id, &UpdateInstance::new().tags(["x"]))
             .await,
     );
-    assert_eq!((err.status.as_u16(), err.message()), (400, "`name` is required"));
+    assert_eq!(
+        (err.status.as_u16(), err.message()),
+        (400, "`name` is required")
+    );
 
     // Raw: the body carries read-only fields (`id`, `token`) a client sends
     // back, which the typed update cannot; the answer's header is asserted.
@@ -392,10 +399,7 @@ async fn element_scoped_instances_list_and_create() {
     create(&server, &named("h", &["a"])).await;
     let mut body = named("g", &["a"]);
     body.element = None;
-    let created = api
-        .create_element_instance("github", &body)
-        .await
-        .unwrap();
+    let created = api.create_element_instance("github", &body).await.unwrap();
     assert_eq!(created.element.metadata.key, "github");
     assert!(created.token.is_some());
     let list = api

@@ -12,10 +12,10 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use common::*;
+use elements_client::{Client, CreateInstance, ListInstances, ProviderData, Secret};
 use elements_store::Keyring;
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
-use elements_client::{Client, CreateInstance, ListInstances, ProviderData, Secret};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -53,11 +53,7 @@ async fn rotated_secrets_and_tokens_stop_working_at_once() {
     let org = old.rotate_organization_secret().await.unwrap();
     assert_eq!(org.expose().len(), 43, "32 random bytes, base64url");
     assert_ne!(org.expose(), server.account.organization_secret);
-    assert_eq!(
-        list_status(&old).await,
-        401,
-        "the old organization secret"
-    );
+    assert_eq!(list_status(&old).await, 401, "the old organization secret");
     let after_org = server
         .anonymous()
         .with_account(&server.account.user_secret, org.clone());
@@ -110,7 +106,11 @@ async fn rotated_secrets_and_tokens_stop_working_at_once() {
         assert_eq!(rotated.status(), 200, "{path}");
         assert_eq!(rotated.headers()["cache-control"], "no-store", "{path}");
         let body: Value = rotated.json().await.unwrap();
-        let field = if path.starts_with("/instances") { "token" } else { "secret" };
+        let field = if path.starts_with("/instances") {
+            "token"
+        } else {
+            "secret"
+        };
         let value = body[field].as_str().unwrap().to_owned();
         assert_eq!(value.len(), 43, "{path}");
         value
@@ -428,7 +428,10 @@ async fn metrics_count_requests_by_route_provider_calls_and_refreshes() {
     );
     fake.invalid_grant_next(1);
     let served = scoped.credentials(id).await;
-    assert!(served.is_ok(), "the stored token while it lasts: {served:?}");
+    assert!(
+        served.is_ok(),
+        "the stored token while it lasts: {served:?}"
+    );
 
     let (text, after) = scrape(&client, &metrics).await;
     let moved = |series: &str| value(&after, series) - value(&before, series);
@@ -572,7 +575,10 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
     assert!(metrics.ends_with("/metrics"), "{metrics}");
     let client = reqwest::Client::new();
     let on_main = Client::new(&main).unwrap();
-    assert_eq!(on_main.element("hubspot").await.unwrap().metadata.key, "hubspot");
+    assert_eq!(
+        on_main.element("hubspot").await.unwrap().metadata.key,
+        "hubspot"
+    );
     let err = refused(on_main.metrics().await);
     assert_eq!(err.status, 404, "not on the main listener");
     let (text, s) = scrape(&client, &metrics).await;
@@ -597,7 +603,10 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
         on_metrics.readyz().await.unwrap().is_ready(),
         "the probes are on the metrics listener too"
     );
-    assert!(on_main.readyz().await.unwrap().is_ready(), "and on the main one");
+    assert!(
+        on_main.readyz().await.unwrap().is_ready(),
+        "and on the main one"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

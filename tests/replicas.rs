@@ -6,9 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use elements_client::{Client, Secret, UpdateInstance};
 use elements_store::{Keyring, Store};
 use elements_testkit::pg::PgCluster;
-use elements_client::{Client, Secret, UpdateInstance};
 use elements_testkit::provider::FakeProvider;
 
 struct Deployment {
@@ -135,7 +135,11 @@ async fn a_storm_over_two_replicas_refreshes_once() {
         d.expire(id).await;
         let mut tasks = Vec::new();
         for i in 0..100 {
-            let client = if i % 2 == 0 { on_a.clone() } else { on_b.clone() };
+            let client = if i % 2 == 0 {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            };
             tasks.push(tokio::spawn(async move { client.credentials(id).await }));
         }
         let mut tokens = std::collections::BTreeSet::new();
@@ -178,7 +182,10 @@ async fn killing_a_replica_mid_refresh_leaves_no_stuck_lock() {
     assert_eq!(fake.refresh_calls(), 1, "A started refreshing");
     a.kill();
     assert!(
-        matches!(on_a.await.unwrap(), Err(elements_client::Error::Transport(_))),
+        matches!(
+            on_a.await.unwrap(),
+            Err(elements_client::Error::Transport(_))
+        ),
         "A died mid-request"
     );
     fake.set_latency(Duration::ZERO);

@@ -16,11 +16,11 @@ use std::process::Command;
 
 use base64::Engine as _;
 use common::*;
+use elements_client::{Client, CreateInstance, OAuthUrlRequest, ProviderData, Secret};
 use elements_store::Keyring;
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
 use regex::bytes::Regex;
-use elements_client::{Client, CreateInstance, OAuthUrlRequest, ProviderData, Secret};
 
 const CALLBACK: &str = "https://app.test/callback";
 
@@ -177,7 +177,10 @@ async fn authorize(
 
 async fn create(server: &Binary, d: &Deployment, body: &CreateInstance) -> (i64, String) {
     let created = d.api(server).create_instance(body).await.expect("created");
-    (created.id, created.token.expect("the instance token").into_inner())
+    (
+        created.id,
+        created.token.expect("the instance token").into_inner(),
+    )
 }
 
 /// A fresh access token through `GET /instances/{id}/credentials` with
