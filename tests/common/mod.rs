@@ -410,7 +410,7 @@ pub fn refused<T: std::fmt::Debug>(
     result: Result<T, elements_client::Error>,
 ) -> elements_client::ApiError {
     match result {
-        Err(elements_client::Error::Api(e)) => e,
+        Err(elements_client::Error::Api(e)) => *e,
         other => panic!("expected the server to refuse, got {other:?}"),
     }
 }

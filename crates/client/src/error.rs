@@ -76,9 +76,10 @@ impl std::fmt::Display for ApiError {
 /// Everything a call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server answered with a 4xx or 5xx status.
+    /// The server answered with a 4xx or 5xx status (boxed: the error
+    /// stays small on the success path).
     #[error("the server refused the request: {0}")]
-    Api(ApiError),
+    Api(Box<ApiError>),
     /// The request could not be sent or its answer not read (connection,
     /// timeout, TLS; or credentials that are not valid header text).
     #[error("request failed: {0}")]
@@ -113,7 +114,7 @@ impl Error {
     /// The refusal, if this is one.
     pub fn api(&self) -> Option<&ApiError> {
         match self {
-            Error::Api(e) => Some(e),
+            Error::Api(e) => Some(e.as_ref()),
             _ => None,
         }
     }
@@ -138,11 +139,11 @@ pub(crate) async fn from_response(response: reqwest::Response) -> Error {
     } else {
         None
     };
-    Error::Api(ApiError {
+    Error::Api(Box::new(ApiError {
         status,
         request_id,
         body,
         text,
         elements_error,
-    })
+    }))
 }
