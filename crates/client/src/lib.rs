@@ -399,6 +399,14 @@ impl Client {
             .await
     }
 
+    // ---------------------------------------- organization-private elements
+    //
+    // TODO(issue 17, after the merge): `POST /elements`, `PUT` and
+    // `DELETE /elements/{keyOrId}` and the other private-element routes
+    // (crates/server/src/routes/private_elements.rs, built on the `private`
+    // branch) go here, with their request type in types.rs next to
+    // `Element`, and a case in tests/client.rs.
+
     // ----------------------------------------------------------- instances
 
     /// `POST /instances` (User, Organization): a new instance; its answer
@@ -654,11 +662,6 @@ impl Client {
             request_id: None,
         }
     }
-
-    // ORGANIZATION-PRIVATE ELEMENTS (issue 17): `POST /elements`,
-    // `PUT`/`DELETE /elements/{keyOrId}` and the rest of the private
-    // element routes go here, next to the catalog reads above. They are
-    // being built on another branch; the lead adds them after the merge.
 
     /// `GET /organizations/me/webhooks`: the organization's webhooks.
     pub async fn webhooks(&self) -> Result<Vec<Webhook>, Error> {
