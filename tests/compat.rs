@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use common::*;
+use elements_client::{CreateInstance, ElementRef, Instance, ListInstances, Page, UpdateInstance};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -33,80 +34,53 @@ fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a
     headers.get(name).map(|v| v.to_str().unwrap())
 }
 
-fn named(name: &str, tags: &[&str]) -> Value {
-    let mut body = seed_instance_body("at-1", "rt-1");
-    body["name"] = json!(name);
-    body["tags"] = json!(tags);
+fn named(name: &str, tags: &[&str]) -> CreateInstance {
+    let mut body = seed_instance("at-1", "rt-1").tags(tags.iter().copied());
+    body.name = name.to_owned();
     body
 }
 
-async fn create(server: &TestServer, body: &Value) -> Value {
-    let (status, body) = server.post_instance(&server.account, body).await;
-    assert_eq!(status, 200, "{body}");
-    body
+async fn create(server: &TestServer, body: &CreateInstance) -> Instance {
+    server
+        .api()
+        .create_instance(body)
+        .await
+        .expect("POST /instances")
 }
 
-fn names(body: &Value) -> Vec<String> {
-    body.as_array()
-        .expect("a JSON array")
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_owned())
-        .collect()
+fn names(page: &Page<Instance>) -> Vec<String> {
+    page.items.iter().map(|i| i.name.clone()).collect()
 }
 
 #[tokio::test]
 async fn list_pages_with_cursor_and_paging_headers() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     for n in 0..5 {
         create(&server, &named(&format!("i{n}"), &["t"])).await;
     }
-    let (status, page1, h1) = send(
-        &server,
-        Method::GET,
-        "/instances?pageSize=2&hydrate=false",
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{page1}");
+    let query = ListInstances::new().page_size(2);
+    let page1 = api.instances(&query.clone().hydrate(false)).await.unwrap();
     assert_eq!(names(&page1), ["i4", "i3"]);
-    assert_eq!(header(&h1, "elements-returned-count"), Some("2"));
-    assert_eq!(header(&h1, "elements-total-count"), Some("5"));
-    let token = header(&h1, "elements-next-page-token")
-        .expect("a next page")
-        .to_owned();
-    let (_, page2, h2) = send(
-        &server,
-        Method::GET,
-        &format!("/instances?pageSize=2&nextPage={token}"),
-        None,
-    )
-    .await;
+    assert_eq!(page1.returned_count, Some(2));
+    assert_eq!(page1.total_count, Some(5));
+    let token = page1.next_page_token.expect("a next page");
+    let page2 = api
+        .instances(&query.clone().next_page(token))
+        .await
+        .unwrap();
     assert_eq!(names(&page2), ["i2", "i1"]);
-    assert_eq!(
-        header(&h2, "elements-total-count"),
-        None,
-        "counted on the first page only"
-    );
-    let token = header(&h2, "elements-next-page-token").unwrap().to_owned();
-    let (_, page3, h3) = send(
-        &server,
-        Method::GET,
-        &format!("/instances?pageSize=2&nextPage={token}"),
-        None,
-    )
-    .await;
+    assert_eq!(page2.total_count, None, "counted on the first page only");
+    let token = page2.next_page_token.unwrap();
+    let page3 = api.instances(&query.next_page(token)).await.unwrap();
     assert_eq!(names(&page3), ["i0"]);
-    assert_eq!(header(&h3, "elements-returned-count"), Some("1"));
-    assert_eq!(
-        header(&h3, "elements-next-page-token"),
-        None,
-        "the last page"
-    );
+    assert_eq!(page3.returned_count, Some(1));
+    assert_eq!(page3.next_page_token, None, "the last page");
     // Without pageSize: the default page size (200) holds all five.
-    let (_, all, h) = send(&server, Method::GET, "/instances", None).await;
+    let all = api.instances(&ListInstances::new()).await.unwrap();
     assert_eq!(names(&all).len(), 5);
-    assert_eq!(header(&h, "elements-next-page-token"), None);
+    assert_eq!(all.next_page_token, None);
     server.stop().await;
 }
 
@@ -117,30 +91,30 @@ async fn page_size_is_capped_by_max_page_size() {
     config.limits.default_page_size = 2;
     config.limits.max_page_size = 3;
     let server = TestServer::start(config).await;
+    let api = server.api();
     for n in 0..4 {
         create(&server, &named(&format!("i{n}"), &["t"])).await;
     }
-    let (_, page, h) = send(&server, Method::GET, "/instances", None).await;
+    let page = api.instances(&ListInstances::new()).await.unwrap();
     assert_eq!(names(&page), ["i3", "i2"], "default_page_size applies");
-    assert!(header(&h, "elements-next-page-token").is_some());
-    let (status, body, _) = send(&server, Method::GET, "/instances?pageSize=4", None).await;
-    assert_eq!(status, 400);
+    assert!(page.next_page_token.is_some());
+    let err = refused(api.instances(&ListInstances::new().page_size(4)).await);
+    assert_eq!(err.status, 400);
     assert_eq!(
-        body["message"],
+        err.message(),
         "`pageSize` must be a whole number from 1 to 3 (max_page_size)"
     );
-    let (status, body, _) = send(
-        &server,
-        Method::GET,
-        "/instances?nextPage=bm90LWEtdG9rZW4",
-        None,
-    )
-    .await;
-    assert_eq!(status, 400);
+    let err = refused(
+        api.instances(&ListInstances::new().next_page("bm90LWEtdG9rZW4"))
+            .await,
+    );
+    assert_eq!(err.status, 400);
     assert_eq!(
-        body["message"],
+        err.message(),
         "`nextPage` is not a page token from `Elements-Next-Page-Token`"
     );
+    // Raw: an unknown parameter (CEQL's `where`) is deliberately malformed
+    // input the typed query cannot express.
     let (status, body, _) = send(
         &server,
         Method::GET,
@@ -163,42 +137,32 @@ async fn page_size_is_capped_by_max_page_size() {
 async fn search_text_and_tags_combine() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     create(&server, &named("Acme CRM", &["prod", "crm"])).await;
     create(&server, &named("acme billing", &["prod"])).await;
     create(&server, &named("Other CRM", &["prod", "crm"])).await;
     create(&server, &named("50%_off", &["x\"crm\""])).await;
-    let (_, body, h) = send(&server, Method::GET, "/instances?searchText=ACME", None).await;
-    assert_eq!(names(&body), ["acme billing", "Acme CRM"]);
+    let list = |query: ListInstances| {
+        let api = api.clone();
+        async move { api.instances(&query).await.unwrap() }
+    };
+    let page = list(ListInstances::new().search("ACME")).await;
+    assert_eq!(names(&page), ["acme billing", "Acme CRM"]);
+    assert_eq!(page.total_count, None, "not counted when filtered");
+    let page = list(ListInstances::new().search("acme").tag("crm")).await;
+    assert_eq!(names(&page), ["Acme CRM"]);
+    let page = list(ListInstances::new().tag("crm").tag("prod")).await;
     assert_eq!(
-        header(&h, "elements-total-count"),
-        None,
-        "not counted when filtered"
-    );
-    let (_, body, _) = send(
-        &server,
-        Method::GET,
-        "/instances?searchText=acme&tags[]=crm",
-        None,
-    )
-    .await;
-    assert_eq!(names(&body), ["Acme CRM"]);
-    let (_, body, _) = send(
-        &server,
-        Method::GET,
-        "/instances?tags[]=crm&tags[]=prod",
-        None,
-    )
-    .await;
-    assert_eq!(
-        names(&body),
+        names(&page),
         ["Other CRM", "Acme CRM"],
         "a tag containing `\"crm\"` is not the tag `crm`"
     );
     // LIKE wildcards in the search are literal.
-    let (_, body, _) = send(&server, Method::GET, "/instances?searchText=%25_", None).await;
-    assert_eq!(names(&body), ["50%_off"]);
-    let (_, body, _) = send(&server, Method::GET, "/instances?searchText=nothing", None).await;
-    assert_eq!(body, json!([]));
+    let page = list(ListInstances::new().search("%_")).await;
+    assert_eq!(names(&page), ["50%_off"]);
+    let page = list(ListInstances::new().search("nothing")).await;
+    assert!(page.items.is_empty());
+    assert_eq!(page.returned_count, Some(0));
     server.stop().await;
 }
 
@@ -206,31 +170,27 @@ async fn search_text_and_tags_combine() {
 async fn count_groups_instances_by_element() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let (_, empty, _) = send(&server, Method::GET, "/instances/count", None).await;
-    assert_eq!(empty, json!({"totalInstances": 0, "elementInstances": []}));
+    let api = server.api();
+    let empty = api.instance_count().await.unwrap();
+    assert_eq!(
+        to_json(&empty),
+        json!({"totalInstances": 0, "elementInstances": []})
+    );
     create(&server, &named("a", &["t"])).await;
     create(&server, &named("b", &["t"])).await;
     let mut github = named("g", &["t"]);
-    github["element"] = json!({"key": "github"});
+    github.element = Some(ElementRef::key("github"));
     create(&server, &github).await;
-    let (status, body, _) = send(&server, Method::GET, "/instances/count", None).await;
-    assert_eq!(status, 200);
+    let counted = api.instance_count().await.unwrap();
     assert_eq!(
-        body,
+        to_json(&counted),
         json!({"totalInstances": 3, "elementInstances": [
             {"element": "github", "count": 1},
             {"element": "hubspot", "count": 2}
         ]})
     );
-    let other = server.other_account("other").await;
-    let response = server
-        .client
-        .get(server.url("/instances/count"))
-        .header("Authorization", other.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.json::<Value>().await.unwrap()["totalInstances"], 0);
+    let other = server.other_account("other").await.client(&server.base);
+    assert_eq!(other.instance_count().await.unwrap().total_instances, 0);
     server.stop().await;
 }
 
@@ -238,35 +198,37 @@ async fn count_groups_instances_by_element() {
 async fn put_replaces_and_reprovisions() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     let created = create(&server, &named("before", &["a"])).await;
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
+    let id = created.id;
+    let token = created.token.unwrap();
     // Missing configuration: the same error as on create.
-    let (status, body, _) = send(
-        &server,
-        Method::PUT,
-        &format!("/instances/{id}"),
-        Some(json!({"name": "after", "configuration": {"oauth.api.key": "k"}})),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    let message = body["message"].as_str().unwrap();
+    let err = refused(
+        api.replace_instance(
+            id,
+            &UpdateInstance::new()
+                .name("after")
+                .configuration("oauth.api.key", "k"),
+        )
+        .await,
+    );
+    assert_eq!(err.status, 400, "{err}");
+    let message = err.message();
     assert!(
         message.contains("oauth.api.secret") && message.contains("oauth.callback.url"),
         "{message}"
     );
-    let (status, body, _) = send(
-        &server,
-        Method::PUT,
-        &format!("/instances/{id}"),
-        Some(json!({"tags": ["x"]})),
-    )
-    .await;
+    let err = refused(
+        api.replace_instance(id, &UpdateInstance::new().tags(["x"]))
+            .await,
+    );
     assert_eq!(
-        (status, body["message"].as_str()),
-        (400, Some("`name` is required"))
+        (err.status.as_u16(), err.message()),
+        (400, "`name` is required")
     );
 
+    // Raw: the body carries read-only fields (`id`, `token`) a client sends
+    // back, which the typed update cannot; the answer's header is asserted.
     let mut full = seed_instance_body("at-new", "rt-new");
     full["name"] = json!("after");
     full["tags"] = json!(["b", "c"]);
@@ -291,20 +253,26 @@ async fn put_replaces_and_reprovisions() {
         header(&headers, "elements-instance-id"),
         Some(id.to_string().as_str())
     );
-    let (status, credentials) = credentials(&server.client, &server.base, id, &token).await;
-    assert_eq!(status, 200, "{credentials}");
-    assert_eq!(credentials["accessToken"], "at-new", "re-provisioned");
-
-    let other = server.other_account("other").await;
-    let response = server
-        .client
-        .put(server.url(&format!("/instances/{id}")))
-        .header("Authorization", other.header())
-        .json(&json!({"name": "stolen"}))
-        .send()
+    let credentials = server
+        .anonymous()
+        .with_element(token)
+        .credentials(id)
         .await
         .unwrap();
-    assert_eq!(response.status(), 404);
+    assert_eq!(
+        credentials.access_token.unwrap().expose(),
+        "at-new",
+        "re-provisioned"
+    );
+
+    let other = server.other_account("other").await.client(&server.base);
+    let err = refused(
+        other
+            .replace_instance(id, &UpdateInstance::new().name("stolen"))
+            .await,
+    );
+    assert_eq!(err.status, 404);
+    assert_eq!(api.instance(id).await.unwrap().name, "after");
     server.stop().await;
 }
 
@@ -313,10 +281,11 @@ async fn patch_ignores_read_only_fields_and_merges_configuration() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
     let created = create(&server, &named("p", &["a"])).await;
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    // A client sends back what it read, plus its change.
-    let mut echoed = created.clone();
+    let id = created.id;
+    let token = created.token.clone().unwrap();
+    // A client sends back what it read, plus its change. Raw: the typed
+    // update cannot carry the read-only fields whose ignoring is the point.
+    let mut echoed = to_json(&created);
     echoed["name"] = json!("renamed");
     echoed["configuration"] = json!({"oauth.scope": "contacts"});
     echoed["providerData"] = json!({"access_token": "at-patched", "expires_in": 1800});
@@ -336,8 +305,28 @@ async fn patch_ignores_read_only_fields_and_merges_configuration() {
         "kept"
     );
     assert_eq!(body["configuration"]["oauth.api.key"], "********");
-    let (_, credentials) = credentials(&server.client, &server.base, id, &token).await;
-    assert_eq!(credentials["accessToken"], "at-patched");
+    let credentials = server
+        .anonymous()
+        .with_element(token)
+        .credentials(id)
+        .await
+        .unwrap();
+    assert_eq!(credentials.access_token.unwrap().expose(), "at-patched");
+    // The typed PATCH merges the same way.
+    let patched = server
+        .api()
+        .update_instance(
+            id,
+            &UpdateInstance::new().configuration("oauth.scope", "crm.objects.read"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.name, "renamed");
+    assert_eq!(patched.configuration["oauth.scope"], "crm.objects.read");
+    assert_eq!(
+        patched.configuration["oauth.callback.url"],
+        "www.samplecallbackurl.com"
+    );
     server.stop().await;
 }
 
@@ -345,51 +334,21 @@ async fn patch_ignores_read_only_fields_and_merges_configuration() {
 async fn configuration_entries_one_by_one() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let id = create(&server, &named("c", &["a"])).await["id"]
-        .as_i64()
-        .unwrap();
-    let (_, all, _) = send(
-        &server,
-        Method::GET,
-        &format!("/instances/{id}/configuration"),
-        None,
-    )
-    .await;
-    let scope = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == "oauth.scope")
-        .unwrap()
-        .clone();
-    let entry_id = scope["id"].as_u64().unwrap();
-    let (status, one, _) = send(
-        &server,
-        Method::GET,
-        &format!("/instances/{id}/configuration/{entry_id}"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    let api = server.api();
+    let id = create(&server, &named("c", &["a"])).await.id;
+    let all = api.instance_configuration(id).await.unwrap();
+    let scope = all.iter().find(|e| e.key == "oauth.scope").unwrap().clone();
+    let one = api.configuration_entry(id, scope.id).await.unwrap();
     assert_eq!(one, scope);
-    let (status, one, _) = send(
-        &server,
-        Method::PATCH,
-        &format!("/instances/{id}/configuration/{entry_id}"),
-        Some(json!({"id": entry_id, "key": "oauth.scope", "propertyValue": "crm.objects.read"})),
-    )
-    .await;
-    assert_eq!(status, 200, "{one}");
-    assert_eq!(one["propertyValue"], "crm.objects.read");
-    let (status, body, _) = send(
-        &server,
-        Method::GET,
-        &format!("/instances/{id}/configuration/99"),
-        None,
-    )
-    .await;
+    let one = api
+        .set_configuration_entry(id, scope.id, "crm.objects.read")
+        .await
+        .unwrap();
+    assert_eq!(one.property_value, "crm.objects.read");
+    assert_eq!((one.id, one.key.as_str()), (scope.id, "oauth.scope"));
+    let err = refused(api.configuration_entry(id, 99).await);
     assert_eq!(
-        (status, body["message"].as_str().unwrap()),
+        (err.status.as_u16(), err.message()),
         (
             404,
             format!("instance {id} has no configuration entry 99").as_str()
@@ -398,94 +357,37 @@ async fn configuration_entries_one_by_one() {
     server.stop().await;
 }
 
-async fn with_element(
-    server: &TestServer,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = server.client.request(method, server.url(path)).header(
-        "Authorization",
-        format!("{}, Element {token}", server.account.header()),
-    );
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn element_token_routes_act_on_its_instance() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
     let created = create(&server, &named("scoped", &["a"])).await;
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let (status, config) = with_element(
-        &server,
-        Method::GET,
-        "/instances/configuration",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{config}");
-    assert_eq!(config.as_array().unwrap().len(), 4);
-    let (status, body) = with_element(
-        &server,
-        Method::PATCH,
-        "/instances",
-        &token,
-        Some(json!({"tags": ["z"]})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        (body["id"].as_i64(), &body["tags"]),
-        (Some(id), &json!(["z"]))
-    );
+    let id = created.id;
+    let scoped = server.api().with_element(created.token.unwrap());
+    let config = scoped.own_configuration().await.unwrap();
+    assert_eq!(config.len(), 4);
+    let body = scoped
+        .update_own_instance(&UpdateInstance::new().tags(["z"]))
+        .await
+        .unwrap();
+    assert_eq!((body.id, body.tags), (id, vec!["z".to_owned()]));
     // Without an Element token the route names what it needs.
-    let (status, body, _) = send(
-        &server,
-        Method::PATCH,
-        "/instances",
-        Some(json!({"tags": ["z"]})),
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("`Element` token"),
-        "{body}"
+    let err = refused(
+        server
+            .api()
+            .update_own_instance(&UpdateInstance::new().tags(["z"]))
+            .await,
     );
-    let (status, _) = with_element(&server, Method::DELETE, "/instances", &token, None).await;
-    assert_eq!(status, 200);
-    let (status, _, _) = send(&server, Method::GET, &format!("/instances/{id}"), None).await;
-    assert_eq!(status, 404, "deleted");
+    assert_eq!(err.status, 400);
+    assert!(err.message().contains("`Element` token"), "{err}");
+    scoped.delete_own_instance().await.unwrap();
+    let err = refused(server.api().instance(id).await);
+    assert_eq!(err.status, 404, "deleted");
     // The token of a deleted instance: 401, as any bad credential.
-    let (status, body) = with_element(
-        &server,
-        Method::GET,
-        "/instances/configuration",
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, 401, "{body}");
-    let (status, _) = with_element(
-        &server,
-        Method::GET,
-        &format!("/instances/{id}/credentials"),
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, 401);
+    let err = refused(scoped.own_configuration().await);
+    assert_eq!(err.status, 401, "{err}");
+    let err = refused(scoped.credentials(id).await);
+    assert_eq!(err.status, 401);
     server.stop().await;
 }
 
@@ -493,35 +395,29 @@ async fn element_token_routes_act_on_its_instance() {
 async fn element_scoped_instances_list_and_create() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     create(&server, &named("h", &["a"])).await;
     let mut body = named("g", &["a"]);
-    body.as_object_mut().unwrap().remove("element");
-    let (status, created, _) = send(
-        &server,
-        Method::POST,
-        "/elements/github/instances",
-        Some(body.clone()),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    assert_eq!(created["element"]["key"], "github");
-    assert!(created["token"].is_string());
-    let (_, list, _) = send(&server, Method::GET, "/elements/github/instances", None).await;
+    body.element = None;
+    let created = api.create_element_instance("github", &body).await.unwrap();
+    assert_eq!(created.element.metadata.key, "github");
+    assert!(created.token.is_some());
+    let list = api
+        .element_instances("github", &ListInstances::new())
+        .await
+        .unwrap();
     assert_eq!(names(&list), ["g"]);
-    assert!(list[0]["createdDate"].as_str().unwrap().ends_with('Z'));
-    let (_, list, _) = send(&server, Method::GET, "/elements/43/instances", None).await;
+    assert!(list.items[0].created_date.ends_with('Z'));
+    let list = api
+        .element_instances("43", &ListInstances::new())
+        .await
+        .unwrap();
     assert_eq!(names(&list), ["h"], "by element id too");
-    body["element"] = json!({"key": "hubspot"});
-    let (status, error, _) = send(
-        &server,
-        Method::POST,
-        "/elements/github/instances",
-        Some(body),
-    )
-    .await;
-    assert_eq!(status, 400);
+    body.element = Some(ElementRef::key("hubspot"));
+    let err = refused(api.create_element_instance("github", &body).await);
+    assert_eq!(err.status, 400);
     assert_eq!(
-        error["message"],
+        err.message(),
         "`element` names another element than the path (`github`)"
     );
     server.stop().await;
@@ -618,16 +514,17 @@ async fn replay_on_postgres() {
     replay(&server).await;
     create(&server, &named("50%_off", &["x\"crm\""])).await;
     create(&server, &named("Acme CRM", &["crm"])).await;
-    let (_, body, _) = send(&server, Method::GET, "/instances?searchText=%25_", None).await;
-    assert_eq!(names(&body), ["50%_off"]);
-    let (_, body, _) = send(
-        &server,
-        Method::GET,
-        "/instances?searchText=ACME&tags[]=crm",
-        None,
-    )
-    .await;
-    assert_eq!(names(&body), ["Acme CRM"]);
+    let api = server.api();
+    let page = api
+        .instances(&ListInstances::new().search("%_"))
+        .await
+        .unwrap();
+    assert_eq!(names(&page), ["50%_off"]);
+    let page = api
+        .instances(&ListInstances::new().search("ACME").tag("crm"))
+        .await
+        .unwrap();
+    assert_eq!(names(&page), ["Acme CRM"]);
     server.stop().await;
 }
 
@@ -734,18 +631,22 @@ async fn paging_a_million_instances_stays_flat() {
     }
 
     // The first page: the newest 200, and the total.
-    let (status, first, headers) =
-        send(&server, Method::GET, "/instances?pageSize=200", None).await;
-    assert_eq!(status, 200);
+    let api = server.api();
+    let first = api
+        .instances(&ListInstances::new().page_size(200))
+        .await
+        .unwrap();
     assert_eq!(names(&first)[0], "new-199");
     assert_eq!(names(&first)[199], "new-0");
-    assert_eq!(header(&headers, "elements-total-count"), Some("1000400"));
+    assert_eq!(first.total_count, Some(1_000_400));
     // A page a million rows deep: the cursor just above the oldest 200
     // (white box: the token is base64url of `i1:<seq>`).
     let deep = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("i1:{}", EDGE + 1));
     let deep_path = format!("/instances?pageSize=200&nextPage={deep}");
-    let (status, deep_page, _) = send(&server, Method::GET, &deep_path, None).await;
-    assert_eq!(status, 200);
+    let deep_page = api
+        .instances(&ListInstances::new().page_size(200).next_page(deep))
+        .await
+        .unwrap();
     assert_eq!(names(&deep_page)[0], "old-199");
     assert_eq!(names(&deep_page)[199], "old-0");
 
@@ -779,6 +680,8 @@ async fn paging_a_million_instances_stays_flat() {
 async fn post_oauth_url_answers_what_get_answers() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    // Raw: the exact bytes of the answer, and `apiSecret` sent as a JSON
+    // number, as Cloud Elements clients may.
     let response = server
         .client
         .post(server.url("/elements/hubspot/oauth/url"))
@@ -793,6 +696,17 @@ async fn post_oauth_url_answers_what_get_answers() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), SEED_OAUTH_ANSWER);
+    let anonymous = server.anonymous();
+    let posted = anonymous
+        .oauth_url_post("hubspot", &seed_oauth_request())
+        .await
+        .unwrap();
+    let got = anonymous
+        .oauth_url("hubspot", &seed_oauth_request())
+        .await
+        .unwrap();
+    assert_eq!(posted, got);
+    assert_eq!(posted.oauth_url, SEED_OAUTH_URL);
     server.stop().await;
 }
 
@@ -800,6 +714,21 @@ async fn post_oauth_url_answers_what_get_answers() {
 async fn configuration_default_value_is_a_string_or_absent() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.anonymous();
+    let listed = api.element_configuration("github").await.unwrap();
+    let shown = api.element("github").await.unwrap().configuration;
+    for (what, entries) in [("configuration", listed), ("element", shown)] {
+        let key = entries.iter().find(|e| e.key == "oauth.api.key").unwrap();
+        assert_eq!(key.default_value, None, "{what}: {key:?}");
+        assert!(key.required);
+        let scope = entries.iter().find(|e| e.key == "oauth.scope").unwrap();
+        assert_eq!(
+            scope.default_value.as_deref(),
+            Some("repo read:user"),
+            "{what}"
+        );
+    }
+    // Raw: absent, never `null` (a typed `None` cannot tell them apart).
     for path in ["/elements/github/configuration", "/elements/github"] {
         let body: Value = server.get(path).send().await.unwrap().json().await.unwrap();
         let entries = if path.ends_with("configuration") {
@@ -813,9 +742,6 @@ async fn configuration_default_value_is_a_string_or_absent() {
             .find(|e| e["key"] == "oauth.api.key")
             .unwrap();
         assert!(key.get("defaultValue").is_none(), "{path}: {key}");
-        assert_eq!(key["required"], true);
-        let scope = entries.iter().find(|e| e["key"] == "oauth.scope").unwrap();
-        assert_eq!(scope["defaultValue"], "repo read:user", "{path}");
     }
     server.stop().await;
 }
@@ -824,9 +750,8 @@ async fn configuration_default_value_is_a_string_or_absent() {
 async fn instance_answers_name_their_instance() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let id = create(&server, &named("h", &["a"])).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = create(&server, &named("h", &["a"])).await.id;
+    // Raw: the headers are what is asserted.
     let (status, _, headers) = send(&server, Method::GET, &format!("/instances/{id}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -841,35 +766,34 @@ async fn instance_answers_name_their_instance() {
 async fn markup_is_removed_from_names_and_tags() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     let created = create(
         &server,
         &named(r#"<a href="https://evil.example">x</a>"#, &["<b>prod</b>"]),
     )
     .await;
-    assert_eq!(created["name"], "x");
-    assert_eq!(created["tags"], json!(["prod"]));
-    let id = created["id"].as_i64().unwrap();
-    let (status, body, _) = send(
-        &server,
-        Method::PATCH,
-        &format!("/instances/{id}"),
-        Some(json!({"name": "<i>R&amp;D</i> < 5", "tags": ["<script>x</script>ok"]})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["name"], "R&D < 5");
-    assert_eq!(body["tags"], json!(["ok"]));
+    assert_eq!(created.name, "x");
+    assert_eq!(created.tags, ["prod"]);
+    let id = created.id;
+    let body = api
+        .update_instance(
+            id,
+            &UpdateInstance::new()
+                .name("<i>R&amp;D</i> < 5")
+                .tags(["<script>x</script>ok"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(body.name, "R&D < 5");
+    assert_eq!(body.tags, ["ok"]);
     // A name of nothing but markup is an empty name.
-    let (status, body, _) = send(
-        &server,
-        Method::PATCH,
-        &format!("/instances/{id}"),
-        Some(json!({"name": "<script>x</script>"})),
-    )
-    .await;
+    let err = refused(
+        api.update_instance(id, &UpdateInstance::new().name("<script>x</script>"))
+            .await,
+    );
     assert_eq!(
-        (status, body["message"].as_str()),
-        (400, Some("`name` must not be empty"))
+        (err.status.as_u16(), err.message()),
+        (400, "`name` must not be empty")
     );
     server.stop().await;
 }

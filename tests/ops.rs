@@ -12,6 +12,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use common::*;
+use elements_client::{Client, CreateInstance, ListInstances, ProviderData, Secret};
 use elements_store::Keyring;
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
@@ -24,102 +25,100 @@ fn random_hex() -> String {
 
 // ------------------------------------------------------------- rotation
 
+/// The status of `GET /instances` through `client`.
+async fn list_status(client: &Client) -> u16 {
+    match client.instances(&ListInstances::new()).await {
+        Ok(_) => 200,
+        Err(e) => e.status().expect("the server answered").as_u16(),
+    }
+}
+
+/// The status of `GET /instances/{id}/credentials` with the `Element` token.
+async fn credentials_status(base: &str, id: i64, token: &Secret) -> u16 {
+    let client = Client::new(base).unwrap().with_element(token.clone());
+    match client.credentials(id).await {
+        Ok(_) => 200,
+        Err(e) => e.status().expect("the server answered").as_u16(),
+    }
+}
+
 #[tokio::test]
 async fn rotated_secrets_and_tokens_stop_working_at_once() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let client = reqwest::Client::new();
-    let list = |header: String| {
-        let client = client.clone();
-        let url = server.url("/instances");
-        async move {
-            client
-                .get(url)
-                .header("Authorization", header)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    let old = server.account.clone();
-    assert_eq!(list(old.header()).await, 200);
+    let old = server.api();
+    assert_eq!(list_status(&old).await, 200);
 
     // The organization secret.
-    let rotated = server
-        .authed(Method::POST, "/organizations/me/secret/rotate")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rotated.status(), 200);
-    assert_eq!(rotated.headers()["cache-control"], "no-store");
-    let body: Value = rotated.json().await.unwrap();
-    let org = body["secret"].as_str().unwrap().to_owned();
-    assert_eq!(org.len(), 43, "32 random bytes, base64url");
-    assert_ne!(org, old.organization_secret);
-    assert_eq!(list(old.header()).await, 401, "the old organization secret");
-    let after_org = Account {
-        organization_secret: org.clone(),
-        user_secret: old.user_secret.clone(),
-    };
-    assert_eq!(list(after_org.header()).await, 200, "the new one");
+    let org = old.rotate_organization_secret().await.unwrap();
+    assert_eq!(org.expose().len(), 43, "32 random bytes, base64url");
+    assert_ne!(org.expose(), server.account.organization_secret);
+    assert_eq!(list_status(&old).await, 401, "the old organization secret");
+    let after_org = server
+        .anonymous()
+        .with_account(&server.account.user_secret, org.clone());
+    assert_eq!(list_status(&after_org).await, 200, "the new one");
 
     // The user secret.
-    let rotated = client
-        .post(server.url("/users/me/secret/rotate"))
-        .header("Authorization", after_org.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(rotated.status(), 200);
-    assert_eq!(rotated.headers()["cache-control"], "no-store");
-    let body: Value = rotated.json().await.unwrap();
-    let user = body["secret"].as_str().unwrap().to_owned();
-    assert_eq!(list(after_org.header()).await, 401, "the old user secret");
-    let now = Account {
-        organization_secret: org,
-        user_secret: user,
-    };
-    assert_eq!(list(now.header()).await, 200);
+    let user = after_org.rotate_user_secret().await.unwrap();
+    assert_eq!(list_status(&after_org).await, 401, "the old user secret");
+    let now = server.anonymous().with_account(user.clone(), org);
+    assert_eq!(list_status(&now).await, 200);
 
     // An instance token.
-    let (status, created) = server
-        .post_instance(&now, &seed_instance_body("at-1", "rt-1"))
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let old_token = created["token"].as_str().unwrap().to_owned();
-    let (status, _) = credentials(&client, &server.base, id, &old_token).await;
-    assert_eq!(status, 200);
-    let rotated = client
-        .post(server.url(&format!("/instances/{id}/token/rotate")))
-        .header("Authorization", now.header())
-        .send()
+    let created = now
+        .create_instance(&seed_instance("at-1", "rt-1"))
         .await
         .unwrap();
-    assert_eq!(rotated.status(), 200);
-    assert_eq!(rotated.headers()["cache-control"], "no-store");
-    let body: Value = rotated.json().await.unwrap();
-    let token = body["token"].as_str().unwrap().to_owned();
+    let id = created.id;
+    let old_token = created.token.unwrap();
+    assert_eq!(credentials_status(&server.base, id, &old_token).await, 200);
+    let token = now.rotate_instance_token(id).await.unwrap();
     assert_ne!(token, old_token);
-    let (status, _) = credentials(&client, &server.base, id, &old_token).await;
-    assert_eq!(status, 401, "the old instance token");
-    let (status, creds) = credentials(&client, &server.base, id, &token).await;
-    assert_eq!(status, 200);
-    assert_eq!(creds["accessToken"], "at-1");
+    assert_eq!(
+        credentials_status(&server.base, id, &old_token).await,
+        401,
+        "the old instance token"
+    );
+    let creds = server
+        .anonymous()
+        .with_element(token.clone())
+        .credentials(id)
+        .await
+        .unwrap();
+    assert_eq!(creds.access_token.unwrap().expose(), "at-1");
 
     // Another organization cannot rotate this instance's token: a 404.
-    let other = server.other_account("other").await;
-    let foreign = client
-        .post(server.url(&format!("/instances/{id}/token/rotate")))
-        .header("Authorization", other.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(foreign.status(), 404);
-    let (status, _) = credentials(&client, &server.base, id, &token).await;
-    assert_eq!(status, 200, "the token is unchanged");
+    let other = server.other_account("other").await.client(&server.base);
+    let err = refused(other.rotate_instance_token(id).await);
+    assert_eq!(err.status, 404);
+    assert_eq!(
+        credentials_status(&server.base, id, &token).await,
+        200,
+        "the token is unchanged"
+    );
+
+    // Every rotation answer is `Cache-Control: no-store` (raw through the
+    // client's escape hatch: the header is what is asserted). Each answer's
+    // value is what the next call needs.
+    let rotate = |client: Client, path: String| async move {
+        let rotated = client.request(Method::POST, &path).send().await.unwrap();
+        assert_eq!(rotated.status(), 200, "{path}");
+        assert_eq!(rotated.headers()["cache-control"], "no-store", "{path}");
+        let body: Value = rotated.json().await.unwrap();
+        let field = if path.starts_with("/instances") {
+            "token"
+        } else {
+            "secret"
+        };
+        let value = body[field].as_str().unwrap().to_owned();
+        assert_eq!(value.len(), 43, "{path}");
+        value
+    };
+    rotate(now.clone(), format!("/instances/{id}/token/rotate")).await;
+    let org = rotate(now, "/organizations/me/secret/rotate".to_owned()).await;
+    let after = server.anonymous().with_account(user, org);
+    rotate(after, "/users/me/secret/rotate".to_owned()).await;
     server.stop().await;
 }
 
@@ -170,19 +169,8 @@ async fn a_changed_environment_secret_refuses_to_start_and_the_cli_rotates() {
         let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Binary::serve(&["--data-dir", data], &envs)
     };
-    let client = reqwest::Client::new();
-    let status_with = |base: String, org: String, user: String| {
-        let client = client.clone();
-        async move {
-            client
-                .get(format!("{base}/elements/api-v2/instances"))
-                .header("Authorization", format!("User {user}, Organization {org}"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+    let status_with = |base: String, org: String, user: String| async move {
+        list_status(&Client::new(base).unwrap().with_account(user, org)).await
     };
 
     // First start: the account is created from the environment.
@@ -191,22 +179,14 @@ async fn a_changed_environment_secret_refuses_to_start_and_the_cli_rotates() {
         status_with(server.base.clone(), org.clone(), user.clone()).await,
         200
     );
-    let (status, created) = {
-        let response = client
-            .post(server.url("/instances"))
-            .header("Authorization", format!("User {user}, Organization {org}"))
-            .json(&seed_instance_body("at-cli", "rt-cli"))
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json::<Value>().await.unwrap(),
-        )
-    };
-    assert_eq!(status, 200, "{created}");
-    let instance = created["id"].as_i64().unwrap();
-    let old_token = created["token"].as_str().unwrap().to_owned();
+    let created = Client::new(&server.base)
+        .unwrap()
+        .with_account(&user, &org)
+        .create_instance(&seed_instance("at-cli", "rt-cli"))
+        .await
+        .unwrap();
+    let instance = created.id;
+    let old_token = created.token.unwrap();
     assert!(server.terminate().success());
 
     // A changed organization secret: refused, naming the account; no second
@@ -284,15 +264,13 @@ async fn a_changed_environment_secret_refuses_to_start_and_the_cli_rotates() {
     assert!(out.status.success(), "{out:?}");
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["id"], instance);
-    let token = printed["token"].as_str().unwrap();
+    let token = Secret::new(printed["token"].as_str().unwrap());
     assert_eq!(
-        credentials(&client, &server.base, instance, &old_token)
-            .await
-            .0,
+        credentials_status(&server.base, instance, &old_token).await,
         401
     );
     assert_eq!(
-        credentials(&client, &server.base, instance, token).await.0,
+        credentials_status(&server.base, instance, &token).await,
         200
     );
 
@@ -385,26 +363,20 @@ async fn metrics_count_requests_by_route_provider_calls_and_refreshes() {
         ],
     );
     let client = reqwest::Client::new();
+    let anonymous = Client::new(&server.base).unwrap();
     let metrics = format!("{}/metrics", server.base);
-    let (_, before) = scrape(&client, &metrics).await;
+    // The typed scrape first; the raw one below asserts the headers.
+    let before = samples(&anonymous.metrics().await.unwrap());
     let show = r#"elements_http_requests_total{method="GET",route="/elements/api-v2/elements/{key_or_id}",status="200"}"#;
     let unknown = r#"elements_http_requests_total{method="GET",route="/elements/api-v2/elements/{key_or_id}",status="404"}"#;
     let unmatched = r#"elements_http_requests_total{method="GET",route="unmatched",status="404"}"#;
     let durations = r#"elements_http_request_duration_seconds_count{method="GET",route="/elements/api-v2/elements/{key_or_id}"}"#;
     for _ in 0..3 {
-        let r = client
-            .get(server.url("/elements/hubspot"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(anonymous.element("hubspot").await.unwrap().metadata.id, 43);
     }
-    let r = client
-        .get(server.url("/elements/nope"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let err = refused(anonymous.element("nope").await);
+    assert_eq!(err.status, 404);
+    // Raw: paths and methods the API does not have (malformed on purpose).
     for path in ["/no/such/path", "/elements/api-v2/secret-in-path-xyz"] {
         let r = client
             .get(format!("{}{path}", server.base))
@@ -429,38 +401,37 @@ async fn metrics_count_requests_by_route_provider_calls_and_refreshes() {
 
     // An instance from tokens, read with a margin that refreshes every read.
     let (access, refresh) = fake.issue_tokens(&client_id);
-    let created: Value = client
-        .post(server.url("/instances"))
-        .header("Authorization", format!("User {user}, Organization {org}"))
-        .json(&json!({
-            "element": {"key": "hubspot"},
-            "providerData": {"access_token": access, "refresh_token": refresh, "expires_in": "1800"},
-            "configuration": {
-                "oauth.api.key": client_id,
-                "oauth.api.secret": client_secret,
-                "oauth.callback.url": "https://app.test/callback",
-                "oauth.scope": "contacts"
-            },
-            "name": "metered"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let created = anonymous
+        .clone()
+        .with_account(&user, &org)
+        .create_instance(
+            &CreateInstance::new("hubspot", "metered")
+                .provider_data(ProviderData::tokens(&access, &refresh).expires_in("1800"))
+                .configuration("oauth.api.key", &client_id)
+                .configuration("oauth.api.secret", &client_secret)
+                .configuration("oauth.callback.url", "https://app.test/callback")
+                .configuration("oauth.scope", "contacts"),
+        )
         .await
         .unwrap();
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let (status, creds) = credentials(&client, &server.base, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    let refreshed = creds["accessToken"].as_str().unwrap().to_owned();
+    let id = created.id;
+    let token = created.token.unwrap().into_inner();
+    let scoped = anonymous.clone().with_element(&token);
+    let creds = scoped.credentials(id).await.unwrap();
+    let refreshed = creds.access_token.unwrap().into_inner();
     assert_ne!(refreshed, access, "refreshed on read");
     fake.fail_next(1, 503);
-    let (status, _) = credentials(&client, &server.base, id, &token).await;
-    assert_eq!(status, 200, "a transient failure serves the stored token");
+    let served = scoped.credentials(id).await;
+    assert!(
+        served.is_ok(),
+        "a transient failure serves the stored token: {served:?}"
+    );
     fake.invalid_grant_next(1);
-    let (status, refused) = credentials(&client, &server.base, id, &token).await;
-    assert_eq!(status, 200, "the stored token while it lasts: {refused}");
+    let served = scoped.credentials(id).await;
+    assert!(
+        served.is_ok(),
+        "the stored token while it lasts: {served:?}"
+    );
 
     let (text, after) = scrape(&client, &metrics).await;
     let moved = |series: &str| value(&after, series) - value(&before, series);
@@ -555,24 +526,12 @@ async fn metrics_count_requests_by_route_provider_calls_and_refreshes() {
     assert!(!text.contains("organization"), "{text}");
 
     // The probes.
-    let health = client
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
+    let health = anonymous.healthz().await.unwrap();
+    assert_eq!(to_json(&health), json!({"status": "ok", "checks": {}}));
+    assert!(health.is_ready());
+    let ready = anonymous.readyz().await.unwrap();
     assert_eq!(
-        health.json::<Value>().await.unwrap(),
-        json!({"status": "ok"})
-    );
-    let ready = client
-        .get(format!("{}/readyz", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    assert_eq!(
-        ready.json::<Value>().await.unwrap(),
+        to_json(&ready),
         json!({"status": "ready", "checks": {"database": "ok", "migrations": "ok", "key": "ok"}})
     );
     drop(server);
@@ -615,14 +574,13 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
     );
     assert!(metrics.ends_with("/metrics"), "{metrics}");
     let client = reqwest::Client::new();
-    let r = client
-        .get(format!("{main}/elements/api-v2/elements/hubspot"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let on_main = client.get(format!("{main}/metrics")).send().await.unwrap();
-    assert_eq!(on_main.status(), 404, "not on the main listener");
+    let on_main = Client::new(&main).unwrap();
+    assert_eq!(
+        on_main.element("hubspot").await.unwrap().metadata.key,
+        "hubspot"
+    );
+    let err = refused(on_main.metrics().await);
+    assert_eq!(err.status, 404, "not on the main listener");
     let (text, s) = scrape(&client, &metrics).await;
     assert!(
         value(
@@ -640,14 +598,15 @@ async fn metrics_listen_moves_metrics_off_the_main_listener() {
         "the 404 for /metrics on the main listener: {text}"
     );
     let base = metrics.trim_end_matches("/metrics");
-    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(
-        ready.status(),
-        200,
+    let on_metrics = Client::new(base).unwrap();
+    assert!(
+        on_metrics.readyz().await.unwrap().is_ready(),
         "the probes are on the metrics listener too"
     );
-    let ready = client.get(format!("{main}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "and on the main one");
+    assert!(
+        on_main.readyz().await.unwrap().is_ready(),
+        "and on the main one"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -668,11 +627,23 @@ async fn readyz_fails_while_the_database_is_down_and_recovers() {
         ],
     );
     let client = reqwest::Client::new();
+    let api = Client::new(&server.base).unwrap();
     let readyz = format!("{}/readyz", server.base);
-    let ready = client.get(&readyz).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    assert_eq!(api.readyz().await.unwrap().status, "ready");
 
     pg.stop_server().unwrap();
+    let typed = api.readyz().await.unwrap();
+    assert!(!typed.is_ready());
+    assert!(
+        typed
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("not ready: database: "),
+        "{typed:?}"
+    );
+    assert_eq!(typed.checks["key"], "not checked");
+    // Raw: the header of the 503 is asserted.
     let down = client.get(&readyz).send().await.unwrap();
     assert_eq!(down.status(), 503);
     assert_eq!(down.headers()["cache-control"], "no-store");
@@ -688,24 +659,20 @@ async fn readyz_fails_while_the_database_is_down_and_recovers() {
     assert_ne!(body["checks"]["database"], "ok", "{body}");
     assert_eq!(body["checks"]["key"], "not checked", "{body}");
     assert!(!body.to_string().contains(&key));
-    let health = client
-        .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200, "the process itself is up");
+    let health = api.healthz().await.unwrap();
+    assert_eq!(health.status, "ok", "the process itself is up");
 
     pg.start_server().unwrap();
     // The pool reconnects on its next use; a few tries at most.
-    let mut status = 0;
+    let mut ready = false;
     for _ in 0..20 {
-        status = client.get(&readyz).send().await.unwrap().status().as_u16();
-        if status == 200 {
+        ready = api.readyz().await.unwrap().is_ready();
+        if ready {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    assert_eq!(status, 200, "ready again once the database is back");
+    assert!(ready, "ready again once the database is back");
     drop(server);
 }
 
@@ -724,16 +691,11 @@ async fn keys_rewrap_reports_progress_as_plain_lines_off_a_terminal() {
             ("ELEMENTS_USER_SECRET", "u"),
         ],
     );
-    let client = reqwest::Client::new();
+    let api = Client::new(&server.base).unwrap().with_account("u", "o");
     for i in 0..3 {
-        let r = client
-            .post(server.url("/instances"))
-            .header("Authorization", "User u, Organization o")
-            .json(&seed_instance_body(&format!("at-{i}"), &format!("rt-{i}")))
-            .send()
+        api.create_instance(&seed_instance(&format!("at-{i}"), &format!("rt-{i}")))
             .await
             .unwrap();
-        assert_eq!(r.status(), 200);
     }
     assert!(server.terminate().success());
 

@@ -6,10 +6,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use elements_client::{Client, Secret, UpdateInstance};
 use elements_store::{Keyring, Store};
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
-use serde_json::Value;
 
 struct Deployment {
     _dir: tempfile::TempDir,
@@ -56,8 +56,11 @@ impl Deployment {
         )
     }
 
-    fn header(&self) -> String {
-        format!("User {}, Organization {}", self.user, self.org)
+    /// The typed client of `replica` with the deployment's account.
+    fn api(&self, replica: &Binary) -> Client {
+        Client::with_http_client(&replica.base, http())
+            .unwrap()
+            .with_account(&self.user, &self.org)
     }
 
     async fn store(&self) -> std::sync::Arc<dyn Store> {
@@ -66,29 +69,12 @@ impl Deployment {
             .unwrap()
     }
 
-    async fn provision(
-        &self,
-        client: &reqwest::Client,
-        via: &Binary,
-        fake: &FakeProvider,
-    ) -> (i64, String) {
+    async fn provision(&self, via: &Binary, fake: &FakeProvider) -> (i64, Secret) {
         let (access, refresh) = fake.issue_tokens("test-client");
-        let mut body = seed_instance_body(&access, &refresh);
-        body["configuration"]["oauth.api.secret"] = "test-secret".into();
-        let created: Value = client
-            .post(via.url("/instances"))
-            .header("Authorization", self.header())
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            created["id"].as_i64().expect("created"),
-            created["token"].as_str().unwrap().to_owned(),
-        )
+        let body =
+            seed_instance(&access, &refresh).configuration("oauth.api.secret", "test-secret");
+        let created = self.api(via).create_instance(&body).await.expect("created");
+        (created.id, created.token.expect("the instance token"))
     }
 
     /// Makes the stored access token expired (as time would).
@@ -97,11 +83,18 @@ impl Deployment {
     }
 }
 
-fn client() -> reqwest::Client {
+fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// The typed client of `replica` with an instance's `Element` token only.
+fn scoped(replica: &Binary, token: &Secret) -> Client {
+    Client::with_http_client(&replica.base, http())
+        .unwrap()
+        .with_element(token.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -110,69 +103,24 @@ async fn an_instance_created_on_one_replica_is_served_by_the_other() {
     let fake = FakeProvider::start().await;
     let d = Deployment::new(pg, "replicas_crud", &fake);
     let (a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, token) = d.provision(&client, &a, &fake).await;
+    let (id, token) = d.provision(&a, &fake).await;
 
-    let got: Value = client
-        .get(b.url(&format!("/instances/{id}")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(got["name"], "Test");
-    let creds: Value = client
-        .get(b.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let got = d.api(&b).instance(id).await.unwrap();
+    assert_eq!(got.name, "Test");
+    let creds = scoped(&b, &token).credentials(id).await.unwrap();
+    let access = creds.access_token.as_ref().expect("an access token");
+    assert!(fake.is_access_token_valid(access.expose()), "{creds:?}");
+    let patched = d
+        .api(&b)
+        .update_instance(id, &UpdateInstance::new().name("via B"))
         .await
         .unwrap();
-    assert!(
-        fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()),
-        "{creds}"
-    );
-    let patched: Value = client
-        .patch(b.url(&format!("/instances/{id}")))
-        .header("Authorization", d.header())
-        .json(&serde_json::json!({"name": "via B"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(patched["name"], "via B");
-    let got: Value = client
-        .get(a.url(&format!("/instances/{id}")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(got["name"], "via B", "A sees B's change");
-    let status = client
-        .delete(b.url(&format!("/instances/{id}")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    let status = client
-        .get(a.url(&format!("/instances/{id}")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 404, "deleted through B, gone on A");
+    assert_eq!(patched.name, "via B");
+    let got = d.api(&a).instance(id).await.unwrap();
+    assert_eq!(got.name, "via B", "A sees B's change");
+    d.api(&b).delete_instance(id).await.unwrap();
+    let err = refused(d.api(&a).instance(id).await);
+    assert_eq!(err.status, 404, "deleted through B, gone on A");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -181,29 +129,23 @@ async fn a_storm_over_two_replicas_refreshes_once() {
     let fake = FakeProvider::start().await;
     let d = Deployment::new(pg, "replicas_storm", &fake);
     let (a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, token) = d.provision(&client, &a, &fake).await;
+    let (id, token) = d.provision(&a, &fake).await;
+    let (on_a, on_b) = (scoped(&a, &token), scoped(&b, &token));
     for round in 1..=3u64 {
         d.expire(id).await;
         let mut tasks = Vec::new();
         for i in 0..100 {
-            let url = if i % 2 == 0 { a.url("") } else { b.url("") };
-            let (client, token) = (client.clone(), token.clone());
-            tasks.push(tokio::spawn(async move {
-                let r = client
-                    .get(format!("{url}/instances/{id}/credentials"))
-                    .header("Authorization", format!("Element {token}"))
-                    .send()
-                    .await
-                    .unwrap();
-                (r.status().as_u16(), r.json::<Value>().await.unwrap())
-            }));
+            let client = if i % 2 == 0 {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            };
+            tasks.push(tokio::spawn(async move { client.credentials(id).await }));
         }
         let mut tokens = std::collections::BTreeSet::new();
         for t in tasks {
-            let (status, body) = t.await.unwrap();
-            assert_eq!(status, 200, "{body}");
-            tokens.insert(body["accessToken"].as_str().unwrap().to_owned());
+            let creds = t.await.unwrap().expect("credentials");
+            tokens.insert(creds.access_token.unwrap().into_inner());
         }
         assert_eq!(
             fake.refresh_calls(),
@@ -224,15 +166,12 @@ async fn killing_a_replica_mid_refresh_leaves_no_stuck_lock() {
     fake.set_rotate_refresh_tokens(false);
     let d = Deployment::new(pg, "replicas_kill", &fake);
     let (mut a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, token) = d.provision(&client, &a, &fake).await;
+    let (id, token) = d.provision(&a, &fake).await;
     d.expire(id).await;
 
     fake.set_latency(Duration::from_millis(1500));
-    let url = a.url(&format!("/instances/{id}/credentials"));
-    let auth = format!("Element {token}");
-    let c = client.clone();
-    let on_a = tokio::spawn(async move { c.get(url).header("Authorization", auth).send().await });
+    let via_a = scoped(&a, &token);
+    let on_a = tokio::spawn(async move { via_a.credentials(id).await });
     // Wait until A is inside the refresh (its provider call has arrived).
     for _ in 0..200 {
         if fake.refresh_calls() >= 1 {
@@ -242,14 +181,19 @@ async fn killing_a_replica_mid_refresh_leaves_no_stuck_lock() {
     }
     assert_eq!(fake.refresh_calls(), 1, "A started refreshing");
     a.kill();
-    assert!(on_a.await.unwrap().is_err(), "A died mid-request");
+    assert!(
+        matches!(
+            on_a.await.unwrap(),
+            Err(elements_client::Error::Transport(_))
+        ),
+        "A died mid-request"
+    );
     fake.set_latency(Duration::ZERO);
 
-    let (status, creds) = credentials(&client, &b.base, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
+    let creds = scoped(&b, &token).credentials(id).await.unwrap();
+    assert!(fake.is_access_token_valid(creds.access_token.as_ref().unwrap().expose()));
     assert!(
-        creds["expiresIn"].as_i64().unwrap() > 600,
-        "B finished the refresh: {creds}"
+        creds.expires_in.unwrap() > 600,
+        "B finished the refresh: {creds:?}"
     );
 }

@@ -16,12 +16,11 @@ use std::process::Command;
 
 use base64::Engine as _;
 use common::*;
+use elements_client::{Client, CreateInstance, OAuthUrlRequest, ProviderData, Secret};
 use elements_store::Keyring;
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
 use regex::bytes::Regex;
-use reqwest::Method;
-use serde_json::{json, Value};
 
 const CALLBACK: &str = "https://app.test/callback";
 
@@ -109,8 +108,11 @@ impl Deployment {
         )
     }
 
-    fn header(&self) -> String {
-        format!("User {}, Organization {}", self.user, self.org)
+    /// The typed client of `server` with the deployment's account.
+    fn api(&self, server: &Binary) -> Client {
+        Client::new(&server.base)
+            .unwrap()
+            .with_account(&self.user, &self.org)
     }
 
     /// The secrets of the deployment itself.
@@ -138,28 +140,31 @@ async fn authorize(
     server: &Binary,
     d: &Deployment,
     element: &str,
-    extra: &str,
+    flow: Option<&str>,
 ) -> (String, Option<String>) {
-    let answer: Value = http
-        .get(server.url(&format!(
-            "/elements/{element}/oauth/url?apiKey={}&apiSecret={}&scope=contacts&callbackUrl={CALLBACK}&state=st{extra}",
-            d.client_id, d.client_secret
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let mut request = OAuthUrlRequest::new()
+        .api_key(&d.client_id)
+        .api_secret(&d.client_secret)
+        .scope("contacts")
+        .callback_url(CALLBACK)
+        .state("st");
+    if let Some(flow) = flow {
+        request = request.param("oauth.flow", flow);
+    }
+    let answer = d
+        .api(server)
+        .anonymous()
+        .oauth_url(element, &request)
         .await
         .unwrap();
-    let url = answer["oauthUrl"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{answer}"));
-    let verifier = answer["codeVerifier"].as_str().map(str::to_owned);
+    let url = answer.oauth_url;
+    let verifier = answer.code_verifier.map(Secret::into_inner);
     if let Some(v) = &verifier {
         assert!(!url.contains(v.as_str()), "the verifier is not in the URL");
         assert!(url.contains("code_challenge="), "{url}");
     }
-    let redirect = http.get(url).send().await.unwrap();
+    // The user's visit to the (fake) provider: raw, it is not our API.
+    let redirect = http.get(&url).send().await.unwrap();
     assert_eq!(redirect.status(), 302, "{url}");
     let location = redirect.headers()["location"].to_str().unwrap().to_owned();
     let code = location
@@ -170,94 +175,76 @@ async fn authorize(
     (code, verifier)
 }
 
-async fn create(http: &reqwest::Client, server: &Binary, d: &Deployment, body: Value) -> Value {
-    let response = http
-        .post(server.url("/instances"))
-        .header("Authorization", d.header())
-        .json(&body)
-        .send()
+async fn create(server: &Binary, d: &Deployment, body: &CreateInstance) -> (i64, String) {
+    let created = d.api(server).create_instance(body).await.expect("created");
+    (
+        created.id,
+        created.token.expect("the instance token").into_inner(),
+    )
+}
+
+/// A fresh access token through `GET /instances/{id}/credentials` with
+/// the instance token.
+async fn access_token(server: &Binary, id: i64, token: &str) -> String {
+    Client::new(&server.base)
+        .unwrap()
+        .with_element(token)
+        .credentials(id)
         .await
-        .unwrap();
-    let status = response.status();
-    let created: Value = response.json().await.unwrap();
-    assert_eq!(status, 200, "{created}");
-    created
+        .expect("credentials")
+        .access_token
+        .expect("an access token")
+        .into_inner()
 }
 
 /// Runs every flow that handles a secret; returns the secrets it saw.
 async fn flows(server: &Binary, d: &Deployment, fake: &FakeProvider) -> Known {
     let http = client();
+    let api = d.api(server);
     let mut known = d.known();
-    let configuration = |flow: &str| {
-        json!({
-            "oauth.api.key": d.client_id,
-            "oauth.api.secret": d.client_secret,
-            "oauth.callback.url": CALLBACK,
-            "oauth.scope": "contacts",
-            "oauth.flow": flow
-        })
+    let hubspot = |name: &str, data: ProviderData| {
+        CreateInstance::new("hubspot", name)
+            .provider_data(data)
+            .configuration("oauth.api.key", &d.client_id)
+            .configuration("oauth.api.secret", &d.client_secret)
+            .configuration("oauth.callback.url", CALLBACK)
+            .configuration("oauth.scope", "contacts")
+            .configuration("oauth.flow", "current")
     };
     let refreshes = fake.refresh_calls();
 
     // 1. HubSpot, current flow: a code exchange.
-    let (code, _) = authorize(&http, server, d, "hubspot", "&oauth.flow=current").await;
-    let body = json!({
-        "element": {"key": "hubspot"},
-        "providerData": {"code": code},
-        "configuration": configuration("current"),
-        "name": d.probe,
-    });
-    let by_code = create(&http, server, d, body.clone()).await;
-    let by_code_token = by_code["token"].as_str().unwrap().to_owned();
+    let (code, _) = authorize(&http, server, d, "hubspot", Some("current")).await;
+    let body = hubspot(&d.probe, ProviderData::code(&code));
+    let (by_code_id, by_code_token) = create(server, d, &body).await;
     known.push(("a HubSpot authorization code".into(), code.clone()));
     known.push(("an instance token".into(), by_code_token.clone()));
     // Two reads, two refreshes: the refresh token rotates twice.
     for _ in 0..2 {
-        let (status, creds) = credentials(
-            &http,
-            &server.base,
-            by_code["id"].as_i64().unwrap(),
-            &by_code_token,
-        )
-        .await;
-        assert_eq!(status, 200, "{creds}");
         known.push((
             "a refreshed access token".into(),
-            creds["accessToken"].as_str().unwrap().to_owned(),
+            access_token(server, by_code_id, &by_code_token).await,
         ));
     }
     // The used code again: the provider refuses (and says why).
-    let response = http
-        .post(server.url("/instances"))
-        .header("Authorization", d.header())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
+    let err = refused(api.create_instance(&body).await);
+    assert_eq!(err.status, 400);
 
     // 2. HubSpot from tokens, whose refresh token rotates on first read.
     let (access, refresh) = fake.issue_tokens(&d.client_id);
     known.push(("an original access token".into(), access.clone()));
     known.push(("an original refresh token".into(), refresh.clone()));
-    let by_tokens = create(
-        &http,
+    let (by_tokens_id, by_tokens_token) = create(
         server,
         d,
-        json!({
-            "element": {"key": "hubspot"},
-            "providerData": {"access_token": access, "refresh_token": refresh, "expires_in": "1800"},
-            "configuration": configuration("current"),
-            "name": "from tokens",
-        }),
+        &hubspot(
+            "from tokens",
+            ProviderData::tokens(&access, &refresh).expires_in("1800"),
+        ),
     )
     .await;
-    let by_tokens_id = by_tokens["id"].as_i64().unwrap();
-    let by_tokens_token = by_tokens["token"].as_str().unwrap().to_owned();
     known.push(("an instance token".into(), by_tokens_token.clone()));
-    let (status, creds) = credentials(&http, &server.base, by_tokens_id, &by_tokens_token).await;
-    assert_eq!(status, 200, "{creds}");
-    let refreshed = creds["accessToken"].as_str().unwrap().to_owned();
+    let refreshed = access_token(server, by_tokens_id, &by_tokens_token).await;
     assert_ne!(refreshed, access);
     known.push(("a refreshed access token".into(), refreshed));
     assert!(
@@ -266,74 +253,45 @@ async fn flows(server: &Binary, d: &Deployment, fake: &FakeProvider) -> Known {
     );
     // A refusal, whose provider message could echo what we sent.
     fake.invalid_grant_next(1);
-    let (status, refused) = credentials(&http, &server.base, by_tokens_id, &by_tokens_token).await;
     // The refusal marks the instance invalid; its access token is still
     // valid for minutes, so it is still served (issue 12.4).
-    assert_eq!(status, 200, "a still-valid token is served: {refused}");
-    let instance: Value = http
-        .get(server.url(&format!("/instances/{by_tokens_id}")))
-        .header("Authorization", d.header())
-        .send()
-        .await
+    let served = Client::new(&server.base)
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        instance["valid"], false,
-        "a refused refresh marks the instance invalid: {instance}"
+        .with_element(&by_tokens_token)
+        .credentials(by_tokens_id)
+        .await;
+    assert!(served.is_ok(), "a still-valid token is served: {served:?}");
+    let instance = api.instance(by_tokens_id).await.unwrap();
+    assert!(
+        !instance.valid,
+        "a refused refresh marks the instance invalid: {instance:?}"
     );
 
     // 3. GitLab: PKCE.
-    let (code, verifier) = authorize(&http, server, d, "gitlab", "").await;
+    let (code, verifier) = authorize(&http, server, d, "gitlab", None).await;
     let verifier = verifier.expect("gitlab uses PKCE: oauth/url returns a codeVerifier");
     known.push(("a GitLab authorization code".into(), code.clone()));
     known.push(("a PKCE code verifier".into(), verifier.clone()));
     let exchanges = fake.code_exchanges();
-    let pkce = create(
-        &http,
+    let (pkce_id, pkce_token) = create(
         server,
         d,
-        json!({
-            "element": {"key": "gitlab"},
-            "providerData": {"code": code, "code_verifier": verifier},
-            "configuration": {
-                "oauth.api.key": d.client_id,
-                "oauth.api.secret": d.client_secret,
-                "oauth.callback.url": CALLBACK,
-            },
-            "name": "pkce",
-        }),
+        &CreateInstance::new("gitlab", "pkce")
+            .provider_data(ProviderData::code(&code).code_verifier(&verifier))
+            .configuration("oauth.api.key", &d.client_id)
+            .configuration("oauth.api.secret", &d.client_secret)
+            .configuration("oauth.callback.url", CALLBACK),
     )
     .await;
     assert_eq!(fake.code_exchanges(), exchanges + 1);
-    let pkce_token = pkce["token"].as_str().unwrap().to_owned();
     known.push(("an instance token".into(), pkce_token.clone()));
-    let (status, creds) = credentials(
-        &http,
-        &server.base,
-        pkce["id"].as_i64().unwrap(),
-        &pkce_token,
-    )
-    .await;
-    assert_eq!(status, 200, "{creds}");
     known.push((
         "a refreshed access token".into(),
-        creds["accessToken"].as_str().unwrap().to_owned(),
+        access_token(server, pkce_id, &pkce_token).await,
     ));
 
     // 4. A delete.
-    let status = http
-        .request(
-            Method::DELETE,
-            server.url(&format!("/instances/{by_tokens_id}")),
-        )
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
+    api.delete_instance(by_tokens_id).await.unwrap();
 
     // Two refreshes, one refused, one more for each of the others.
     assert!(

@@ -357,3 +357,70 @@ pub async fn credentials(
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+// ------------------------------------------------ client (issue 18)
+// The typed client (crates/client) the end-to-end tests call the API with.
+
+impl Account {
+    /// A typed client of `base` (`http://127.0.0.1:PORT`) with these secrets.
+    pub fn client(&self, base: &str) -> elements_client::Client {
+        elements_client::Client::new(base)
+            .expect("base URL")
+            .with_account(&self.user_secret, &self.organization_secret)
+    }
+}
+
+impl TestServer {
+    /// The typed client, with the server's account.
+    pub fn api(&self) -> elements_client::Client {
+        self.account.client(&self.base)
+    }
+
+    /// The typed client, without credentials.
+    pub fn anonymous(&self) -> elements_client::Client {
+        elements_client::Client::new(&self.base).expect("base URL")
+    }
+}
+
+/// The seed's `oauth/url` query, typed.
+pub fn seed_oauth_request() -> elements_client::OAuthUrlRequest {
+    elements_client::OAuthUrlRequest::new()
+        .api_key("123456789d-1234-12e4-bda9-12345b8bf20")
+        .api_secret("123456")
+        .scope("contacts-rw offline")
+        .callback_url("http://demonstrab.ly")
+}
+
+/// The seed's `oauthUrl`.
+pub const SEED_OAUTH_URL: &str = "https://app.hubspot.com/auth/authenticate?client_id=123456789d-1234-12e4-bda9-12345b8bf20&portalId=123456&redirect_uri=http%3A%2F%2Fdemonstrab.ly&scope=contacts-rw%20offline";
+
+/// The seed's instance.json with its placeholders filled in, typed: the
+/// same body as [`seed_instance_body`].
+pub fn seed_instance(access: &str, refresh: &str) -> elements_client::CreateInstance {
+    elements_client::CreateInstance::new("hubspot", "Test")
+        .provider_data(
+            elements_client::ProviderData::tokens(access, refresh)
+                .apikey("test-client")
+                .expires_in("1800"),
+        )
+        .configuration("oauth.api.key", "test-client")
+        .configuration("oauth.api.secret", "123456")
+        .configuration("oauth.callback.url", "www.samplecallbackurl.com")
+        .configuration("oauth.scope", "contacts-rw+offline")
+        .tag("seed")
+}
+
+/// The refusal a call must have ended in (panics with the answer otherwise).
+pub fn refused<T: std::fmt::Debug>(
+    result: Result<T, elements_client::Error>,
+) -> elements_client::ApiError {
+    match result {
+        Err(elements_client::Error::Api(e)) => *e,
+        other => panic!("expected the server to refuse, got {other:?}"),
+    }
+}
+
+/// The JSON of a typed value (to compare with recorded shapes).
+pub fn to_json(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).expect("serializable")
+}
