@@ -260,3 +260,96 @@ async fn errors_carry_status_body_and_request_id() {
     assert_eq!(err.status(), None);
     server.stop().await;
 }
+
+/// Organization-private elements through the client: create, read, export,
+/// clone, deactivate and re-activate, delete; anonymous callers never see them.
+#[tokio::test]
+async fn private_elements_round_trip() {
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
+    let body = serde_json::json!({
+        "key": "client-crm",
+        "name": "Client CRM",
+        "description": "A CRM reached through the typed client",
+        "image": "elements/provider_client_crm.png",
+        "existing_account_description": "Use your Client CRM account",
+        "config_description": "Register an app with Client CRM",
+        "hub": "crm",
+        "authentication": "oauth2",
+        "oauth": {
+            "authorization_url": "https://login.client-crm.example/oauth/authorize",
+            "token_url": "https://login.client-crm.example/oauth/token"
+        },
+        "configuration": [
+            { "key": "oauth.api.key", "name": "Client ID" },
+            { "key": "oauth.api.secret", "name": "Client secret", "secret": true },
+            { "key": "oauth.callback.url", "name": "Callback URL" }
+        ]
+    });
+    let created = api.create_element(&body).await.unwrap();
+    assert!(created.private);
+    assert_eq!(created.metadata.key, "client-crm");
+    assert!(
+        created.metadata.id >= 1_000_000_000,
+        "a private id: {}",
+        created.metadata.id
+    );
+    assert_eq!(
+        api.element("client-crm").await.unwrap().metadata.id,
+        created.metadata.id
+    );
+    let err = common::refused(server.anonymous().element("client-crm").await);
+    assert_eq!(err.status, 404, "{err}");
+
+    let toml = api.export_element("client-crm").await.unwrap();
+    assert!(toml.contains("key = \"client-crm\""), "{toml}");
+    assert!(
+        toml.contains("https://login.client-crm.example/oauth/token"),
+        "{toml}"
+    );
+
+    let copy = api
+        .clone_element(
+            "client-crm",
+            Some(&serde_json::json!({"key": "client-crm-2"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy.metadata.key, "client-crm-2");
+    assert_ne!(copy.metadata.id, created.metadata.id);
+
+    let off = api.deactivate_element("client-crm").await.unwrap();
+    assert!(!off.metadata.active);
+    let err = common::refused(
+        api.oauth_url(
+            "client-crm",
+            &elements_client::OAuthUrlRequest::new()
+                .api_key("id")
+                .api_secret("s")
+                .callback_url("https://app.example/cb"),
+        )
+        .await,
+    );
+    assert_eq!(err.status, 409, "{err}");
+    assert!(err.message().contains("deactivated"), "{err}");
+    assert!(
+        api.activate_element("client-crm")
+            .await
+            .unwrap()
+            .metadata
+            .active
+    );
+
+    let mut renamed = body.clone();
+    renamed["name"] = "Client CRM, renamed".into();
+    let replaced = api.replace_element("client-crm", &renamed).await.unwrap();
+    assert_eq!(replaced.metadata.name, "Client CRM, renamed");
+    assert_eq!(replaced.metadata.id, created.metadata.id);
+
+    api.delete_element("client-crm").await.unwrap();
+    api.delete_element("client-crm-2").await.unwrap();
+    let err = common::refused(api.element("client-crm").await);
+    assert_eq!(err.status, 404, "{err}");
+    server.stop().await;
+}

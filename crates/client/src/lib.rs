@@ -401,11 +401,78 @@ impl Client {
 
     // ---------------------------------------- organization-private elements
     //
-    // TODO(issue 17, after the merge): `POST /elements`, `PUT` and
-    // `DELETE /elements/{keyOrId}` and the other private-element routes
-    // (crates/server/src/routes/private_elements.rs, built on the `private`
-    // branch) go here, with their request type in types.rs next to
-    // `Element`, and a case in tests/client.rs.
+    // The element body is any JSON object with the fields of a catalog TOML
+    // file (docs/adding-an-element.md); the server checks it with the same
+    // parser and URL-safety rules as a file.
+
+    /// `POST /elements` (User, Organization): a new element private to the
+    /// organization (`private: true` in the answer).
+    pub async fn create_element<B: Serialize + ?Sized>(
+        &self,
+        element: &B,
+    ) -> Result<Element, Error> {
+        let url = self.api_url(&["elements"]);
+        self.json(Self::with_body(self.at(Method::POST, url), element))
+            .await
+    }
+
+    /// `PUT /elements/{keyOrId}`: replaces one of the organization's own
+    /// elements (its id stays).
+    pub async fn replace_element<B: Serialize + ?Sized>(
+        &self,
+        key_or_id: &str,
+        element: &B,
+    ) -> Result<Element, Error> {
+        let url = self.api_url(&["elements", key_or_id]);
+        self.json(Self::with_body(self.at(Method::PUT, url), element))
+            .await
+    }
+
+    /// `DELETE /elements/{keyOrId}`: deletes one of the organization's own
+    /// elements (409 while instances use it).
+    pub async fn delete_element(&self, key_or_id: &str) -> Result<(), Error> {
+        self.empty(self.at(Method::DELETE, self.api_url(&["elements", key_or_id])))
+            .await
+    }
+
+    /// `PUT /elements/{keyOrId}/active`: re-activates an element for the
+    /// organization.
+    pub async fn activate_element(&self, key_or_id: &str) -> Result<Element, Error> {
+        let url = self.api_url(&["elements", key_or_id, "active"]);
+        self.json(self.at(Method::PUT, url)).await
+    }
+
+    /// `DELETE /elements/{keyOrId}/active`: deactivates an element (built-in
+    /// or own) for the organization: new instances and `oauth/url` are
+    /// refused; existing instances keep working.
+    pub async fn deactivate_element(&self, key_or_id: &str) -> Result<Element, Error> {
+        let url = self.api_url(&["elements", key_or_id, "active"]);
+        self.json(self.at(Method::DELETE, url)).await
+    }
+
+    /// `POST /elements/{keyOrId}/clone`: a private copy, with `changes`
+    /// (fields to replace, e.g. `{"key": "my-hubspot"}`) when given.
+    pub async fn clone_element<B: Serialize + ?Sized>(
+        &self,
+        key_or_id: &str,
+        changes: Option<&B>,
+    ) -> Result<Element, Error> {
+        let builder = self.at(
+            Method::POST,
+            self.api_url(&["elements", key_or_id, "clone"]),
+        );
+        let builder = match changes {
+            Some(body) => Self::with_body(builder, body),
+            None => builder,
+        };
+        self.json(builder).await
+    }
+
+    /// `GET /elements/{keyOrId}/export`: the element's TOML file.
+    pub async fn export_element(&self, key_or_id: &str) -> Result<String, Error> {
+        let url = self.api_url(&["elements", key_or_id, "export"]);
+        Ok(self.send(self.at(Method::GET, url)).await?.text().await?)
+    }
 
     // ----------------------------------------------------------- instances
 

@@ -104,6 +104,9 @@ pub struct Element {
     /// Other keys that resolve to the element (Cloud Elements' `sfdc`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// True for an element private to the calling organization.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// The parameters of `GET` (or `POST`) `/elements/{keyOrId}/oauth/url`.
