@@ -521,6 +521,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the sessions that expired before `now_millis`; how many.
     async fn sweep_connect_sessions(&self, now_millis: i64) -> Result<u64>;
+
+    // ---- speed (issue 19) ----
+
+    /// Whether the organization holds at least `cap` instances (the
+    /// `max_instances_per_organization` check of every new instance). The
+    /// default counts them all; the SQL store does not count while it can
+    /// avoid it (see its implementation), so the check does not grow with
+    /// the organization.
+    async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
+        Ok(self.count_instances(organization_id).await? >= cap)
+    }
 }
 
 /// What [`Store::instance_page`] selects (compat).
