@@ -522,15 +522,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Logs go to standard error through a writer thread, so a request never
-/// waits on a `write(2)`; colours only on a terminal. Keep the guard alive:
-/// dropping it flushes.
+/// waits on a `write(2)`; colours only on a terminal. The thread writes
+/// through a buffer it flushes whenever its queue is empty: under load one
+/// `write(2)` carries many lines, alone a line is written at once. Keep the
+/// guard alive: dropping it flushes.
 fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -55,17 +55,49 @@ pub fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, CatalogError> {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let text = fs::read_to_string(&path).map_err(|e| CatalogError {
-                file: path.display().to_string(),
-                line: None,
-                message: format!("cannot read file: {e}"),
-            })?;
-            Ok((path.display().to_string(), text))
-        })
-        .collect()
+    read_files(&paths).into_iter().collect()
+}
+
+/// Files per reading thread below which a directory is read on the calling
+/// thread.
+const FILES_PER_THREAD: usize = 64;
+
+/// Reads every file of `paths`, in order: large directories in contiguous
+/// chunks on scoped threads (one per available core), so the open/read
+/// system calls of a thousand files overlap.
+fn read_files(paths: &[PathBuf]) -> Vec<Result<(String, String), CatalogError>> {
+    let read = |chunk: &[PathBuf]| -> Vec<_> {
+        chunk
+            .iter()
+            .map(|path| {
+                let text = fs::read_to_string(path).map_err(|e| CatalogError {
+                    file: path.display().to_string(),
+                    line: None,
+                    message: format!("cannot read file: {e}"),
+                })?;
+                Ok((path.display().to_string(), text))
+            })
+            .collect()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.min(paths.len() / FILES_PER_THREAD);
+    if threads <= 1 {
+        return read(paths);
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = paths.chunks(chunk);
+        let first = chunks.next().unwrap_or_default();
+        let handles: Vec<_> = chunks.map(|c| scope.spawn(move || read(c))).collect();
+        let mut all = read(first);
+        for handle in handles {
+            match handle.join() {
+                Ok(files) => all.extend(files),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    })
 }
 
 /// The built-in catalog, then each directory as a layer that adds or

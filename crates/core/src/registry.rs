@@ -127,10 +127,16 @@ impl RegistryBuilder {
         N: AsRef<str>,
         T: AsRef<str>,
     {
+        let files: Vec<(N, T)> = files.into_iter().collect();
+        let texts: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(name, text)| (name.as_ref(), text.as_ref()))
+            .collect();
+        let parsed = parse_all(&texts);
         let mut layer_keys: HashMap<String, Source> = HashMap::new();
         let mut layer_ids: HashMap<u64, Source> = HashMap::new();
-        for (name, text) in files {
-            let spec = match ElementSpec::parse(name.as_ref(), text.as_ref()) {
+        for ((_, text), parsed) in texts.iter().zip(parsed) {
+            let spec = match parsed {
                 Ok(spec) => spec,
                 Err(errors) => {
                     self.errors.extend(errors);
@@ -166,7 +172,7 @@ impl RegistryBuilder {
                 });
                 continue;
             }
-            let unsupported = unsupported_fields(&spec, text.as_ref());
+            let unsupported = unsupported_fields(&spec, text);
             if !unsupported.is_empty() {
                 self.errors.extend(unsupported);
                 continue;
@@ -368,6 +374,50 @@ impl RegistryBuilder {
             by_id,
         })
     }
+}
+
+/// Files per parsing thread below which a layer is parsed on the calling
+/// thread (a thread costs tens of microseconds, a file about twenty).
+const FILES_PER_THREAD: usize = 64;
+
+/// Parses every file of a layer, in order. Parsing is pure and independent
+/// per file, so large layers (the built-in catalog, a directory of a
+/// thousand files) are split into contiguous chunks parsed on scoped
+/// threads, one per available core; the results come back in file order,
+/// so errors and the layer's checks are exactly the sequential ones.
+fn parse_all(files: &[(&str, &str)]) -> Vec<Result<ElementSpec, Vec<CatalogError>>> {
+    let parse = |chunk: &[(&str, &str)]| -> Vec<_> {
+        chunk
+            .iter()
+            .map(|(name, text)| ElementSpec::parse(name, text))
+            .collect()
+    };
+    let threads = parallelism().min(files.len() / FILES_PER_THREAD);
+    if threads <= 1 {
+        return parse(files);
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let mut chunks = files.chunks(chunk);
+        // The calling thread parses the first chunk itself.
+        let first = chunks.next().unwrap_or_default();
+        let handles: Vec<_> = chunks.map(|c| scope.spawn(move || parse(c))).collect();
+        let mut all = parse(first);
+        for handle in handles {
+            match handle.join() {
+                Ok(results) => all.extend(results),
+                // A panic in a parser is a bug; surface it where it happened.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all
+    })
+}
+
+/// The cores this process may use (asked once).
+fn parallelism() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// The fields of `spec` that the element crate registered for its key

@@ -20,22 +20,14 @@
 //! [`MAX_LOCKOUTS`].
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::StatusCode;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota};
-
-use crate::error::ApiError;
-use crate::AppState;
 
 /// Failures between two sweeps of idle limiter entries.
 pub const PRUNE_EVERY: u64 = 1024;
@@ -132,31 +124,6 @@ impl AuthLimiter {
 /// Whole seconds, rounded up, at least 1.
 fn seconds(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-}
-
-/// Middleware: refuses requests with credentials from a locked-out
-/// address, and counts every 401.
-pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(ip) = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    else {
-        return next.run(request).await;
-    };
-    let limiter = &state.auth_limiter;
-    if request.headers().contains_key(AUTHORIZATION) {
-        if let Some(retry_after) = limiter.locked(ip) {
-            return ApiError::TooManyFailedAuthentications { retry_after }.into_response();
-        }
-    }
-    let response = next.run(request).await;
-    if response.status() == StatusCode::UNAUTHORIZED {
-        if let Some(retry_after) = limiter.failed(ip) {
-            return ApiError::TooManyFailedAuthentications { retry_after }.into_response();
-        }
-    }
-    response
 }
 
 #[cfg(test)]

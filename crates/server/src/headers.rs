@@ -4,10 +4,7 @@
 use axum::extract::Request;
 use axum::http::header::{CACHE_CONTROL, PRAGMA};
 use axum::http::HeaderValue;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-
-use crate::error::ApiError;
+use axum::response::Response;
 
 /// The largest request head (request target plus every header line)
 /// answered normally: 32 KiB, between nginx's default (8 KiB lines, 32 KiB
@@ -32,14 +29,6 @@ pub fn head_size(request: &Request) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
         + target
-}
-
-/// Middleware: answers 431 to a head larger than [`MAX_HEADER_BYTES`].
-pub async fn limit(request: Request, next: Next) -> Response {
-    if head_size(&request) > MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge.into_response();
-    }
-    next.run(request).await
 }
 
 /// Marks a response that carries a token or secret as not to be stored by

@@ -115,13 +115,12 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
+        // One layer for request id, head cap, auth limiter, metrics and the
+        // log line (request_id.rs says why one).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth_limit::middleware,
+            request_id::middleware,
         ))
-        .layer(axum::middleware::from_fn(headers::limit))
-        .layer(axum::middleware::from_fn(request_id::middleware))
-        .layer(axum::middleware::from_fn(metrics::middleware))
         .with_state(state.clone())
         .apply_cors(&state.limits.cors_allowed_origins)
 }

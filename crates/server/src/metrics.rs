@@ -25,9 +25,8 @@
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder as _, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -169,24 +168,24 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Counts and times every request by route template, method and status.
-pub async fn middleware(request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = method_label(request.method());
-    let response = next.run(request).await;
-    let route = route.as_deref().unwrap_or("unmatched");
+/// Counts and times one answered request by route template (`None`: no
+/// route took the path, `unmatched`), method and status; called by the
+/// per-request layer ([`crate::request_id::middleware`]).
+pub fn http_request(
+    route: Option<&str>,
+    method: &axum::http::Method,
+    status: StatusCode,
+    elapsed: Duration,
+) {
+    let route = route.unwrap_or("unmatched");
+    let method = method_label(method);
     let m = metrics();
     m.http_requests
-        .with_label_values(&[route, method, response.status().as_str()])
+        .with_label_values(&[route, method, status.as_str()])
         .inc();
     m.http_duration
         .with_label_values(&[route, method])
-        .observe(start.elapsed().as_secs_f64());
-    response
+        .observe(elapsed.as_secs_f64());
 }
 
 /// `GET /metrics`.

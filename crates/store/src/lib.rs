@@ -596,6 +596,17 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces one [`SealedValue`] if it still holds `old.value`
     /// (compare-and-swap); false if it changed or is gone.
     async fn replace_sealed_value(&self, old: &SealedValue, new_value: &str) -> Result<bool>;
+
+    // ---- speed (issue 19) ----
+
+    /// Whether the organization holds at least `cap` instances (the
+    /// `max_instances_per_organization` check of every new instance). The
+    /// default counts them all; the SQL store does not count while it can
+    /// avoid it (see its implementation), so the check does not grow with
+    /// the organization.
+    async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
+        Ok(self.count_instances(organization_id).await? >= cap)
+    }
 }
 
 /// A sealed value outside the instances table (health: rewrap coverage).

@@ -1950,6 +1950,34 @@ impl Store for SqlStore {
             .map(|r| r.rows_affected() == 1))
         .map_err(db_err)
     }
+
+    // ---- speed (issue 19) ----
+
+    /// `COUNT(*)` walks every index entry of the organization (milliseconds
+    /// at tens of thousands of instances, on every `POST /instances`).
+    /// Instead: `seq` values are distinct and positive within an
+    /// organization (SQLite: its maximum plus one, by the single writer;
+    /// PostgreSQL: an identity), so the organization holds at most
+    /// `MAX(seq)` instances, one index lookup. Only when that bound reaches
+    /// `cap` are the instances counted, and at most `cap` of them.
+    async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
+            "SELECT CASE \
+             WHEN COALESCE((SELECT MAX(seq) FROM instances WHERE organization_id = $1), 0) < $2 \
+             THEN 0 \
+             ELSE (SELECT COUNT(*) FROM \
+             (SELECT 1 FROM instances WHERE organization_id = $1 LIMIT $2) AS capped) \
+             END"
+        )
+        .bind(organization_id)
+        .bind(cap)
+        .fetch_one(pool)
+        .await
+        .and_then(|r| r.try_get(0)))
+        .map_err(db_err)?;
+        Ok(n >= cap)
+    }
 }
 
 /// private elements: a key the organization already uses is a conflict

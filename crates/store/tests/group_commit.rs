@@ -166,3 +166,87 @@ async fn a_failing_row_does_not_fail_its_neighbours() {
         .unwrap()
         .is_empty());
 }
+
+/// Issue 19: the per-organization cap check answers like a full count,
+/// batches, deletions and other organizations included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_instance_cap_check_agrees_with_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("cap.db").display());
+    let key = Keyring::generate_key();
+    let store = connect(&url, Keyring::new(vec![key]).unwrap())
+        .await
+        .unwrap();
+    let a = store.create_account(account("cap-a")).await.unwrap();
+    let b = store.create_account(account("cap-b")).await.unwrap();
+    assert!(!store
+        .has_at_least_instances(a.organization_id, 1)
+        .await
+        .unwrap());
+    assert!(store
+        .has_at_least_instances(a.organization_id, 0)
+        .await
+        .unwrap());
+
+    // 40 at once (shared transactions), 3 in the other organization.
+    let news = (0..40)
+        .map(|n| new_instance(&a, n, &format!("cap-a-{n}")))
+        .collect();
+    let created: Vec<Instance> = create_all(&store, news)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let news = (0..3)
+        .map(|n| new_instance(&b, n, &format!("cap-b-{n}")))
+        .collect();
+    for r in create_all(&store, news).await {
+        r.unwrap();
+    }
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 40);
+    for (cap, expected) in [
+        (1, true),
+        (39, true),
+        (40, true),
+        (41, false),
+        (u64::MAX, false),
+    ] {
+        assert_eq!(
+            store
+                .has_at_least_instances(a.organization_id, cap)
+                .await
+                .unwrap(),
+            expected,
+            "cap {cap}"
+        );
+    }
+    assert!(store
+        .has_at_least_instances(b.organization_id, 3)
+        .await
+        .unwrap());
+    assert!(!store
+        .has_at_least_instances(b.organization_id, 4)
+        .await
+        .unwrap());
+
+    // Deleting makes room even though the newest `seq` stays at 40.
+    for instance in &created[..5] {
+        assert!(store
+            .delete_instance(a.organization_id, instance.id)
+            .await
+            .unwrap());
+    }
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 35);
+    assert!(store
+        .has_at_least_instances(a.organization_id, 35)
+        .await
+        .unwrap());
+    assert!(!store
+        .has_at_least_instances(a.organization_id, 36)
+        .await
+        .unwrap());
+    assert!(!store
+        .has_at_least_instances(a.organization_id, 40)
+        .await
+        .unwrap());
+}

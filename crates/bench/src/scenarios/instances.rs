@@ -67,7 +67,12 @@ impl Bench {
     pub(super) fn create(&mut self) -> Res<()> {
         let connections = self.settings.create_connections;
         let dir = self.dir("create")?;
-        let server = self.start_elements(&dir, None)?;
+        // Every run adds tens of thousands of instances to one organization:
+        // lift the default limit of 10,000 so every answer is a 200.
+        let config = dir.join("bench-create.toml");
+        std::fs::write(&config, "max_instances_per_organization = 100000000\n")
+            .map_err(err("writing the create scenario's configuration"))?;
+        let server = self.start_elements(&dir, Some(&config))?;
         let base_dir = self.dir("fsync-baseline")?;
         let seconds = self.settings.seconds;
         let body = instance_body("bench-access-token", "bench-refresh-token", "123456", 1800);

@@ -239,8 +239,14 @@ pub(crate) async fn provision_instance(
     provision: crate::credentials::Provision,
 ) -> Result<(Instance, String), ApiError> {
     let limits = &state.limits;
-    let count = state.store.count_instances(organization_id).await?;
-    if count >= limits.max_instances_per_organization {
+    let cap = limits.max_instances_per_organization;
+    if state
+        .store
+        .has_at_least_instances(organization_id, cap)
+        .await?
+    {
+        // Counted exactly only for the refusal.
+        let count = state.store.count_instances(organization_id).await?;
         return Err(ApiError::Forbidden(format!(
             "the organization already has {count} instances, the most allowed \
              (max_instances_per_organization = {}); delete one first",
