@@ -564,3 +564,100 @@ async fn concurrent_claims_on_postgres_are_disjoint() {
         INSTANCES
     );
 }
+
+/// A client-credentials element that declares `[verify]` (a deployment
+/// file: no catalog element of that kind documents a cheap check).
+const VERIFIED_CC: &str = r#"
+id = 990001
+key = "verified-cc"
+name = "Verified CC"
+description = "A client-credentials API whose credential is verified on create"
+image = "elements/provider_verified-cc.png"
+hub = "general"
+authentication = "oauth2_client_credentials"
+existing_account_description = "Use a machine-to-machine client"
+config_description = "Create a machine-to-machine client"
+api_base_url = "https://api.verified-cc.example/v1"
+
+[oauth]
+token_url = "https://login.verified-cc.example/oauth/token"
+client_auth = "body"
+
+[verify]
+path = "/me"
+
+[[configuration]]
+key = "oauth.api.key"
+name = "Client ID"
+
+[[configuration]]
+key = "oauth.api.secret"
+name = "Client Secret"
+secret = true
+"#;
+
+/// A credential the server obtains itself (client credentials) is verified
+/// too, before it is stored: a token the API refuses stores nothing.
+#[tokio::test]
+async fn a_client_credentials_token_is_verified_before_it_is_stored() {
+    let fake = elements_testkit::provider::FakeProvider::start().await;
+    fake.add_client("cc-client", "cc-secret");
+    let api = FakeApi::start().await;
+    let gate = Gate::default();
+    gate.accept.store(false, Ordering::SeqCst);
+    api.expect(gate.expect());
+    let dir = data_dir();
+    let elements_dir = dir.path().join("elements");
+    std::fs::create_dir_all(&elements_dir).unwrap();
+    std::fs::write(elements_dir.join("verified-cc.toml"), VERIFIED_CC).unwrap();
+    let mut config = config_in(dir.path());
+    config.elements_dirs.push(elements_dir);
+    config.overrides.insert(
+        "verified-cc".into(),
+        elements_core::OAuthOverride {
+            token_url: Some(fake.token_url()),
+            ..Default::default()
+        },
+    );
+    config
+        .api_base_urls
+        .insert("verified-cc".into(), api.base_url());
+    config.health_check.verify_on_create = true;
+    config.health_check.timeout = Duration::from_secs(2);
+    let server = TestServer::start(config).await;
+    let env = Env {
+        _dir: dir,
+        server,
+        api,
+        gate,
+    };
+    let body = json!({
+        "element": { "key": "verified-cc" },
+        "name": "m2m",
+        "configuration": { "oauth.api.key": "cc-client", "oauth.api.secret": "cc-secret" },
+    });
+    // Refused by the API: a 400 saying so, the grant made, nothing stored.
+    let (status, refused) = post(&env, "", &body).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("the provider rejected the credential"),
+        "{refused}"
+    );
+    assert_eq!(fake.client_credentials_grants(), 1);
+    assert_eq!(env.gate.hits.lock().unwrap().values().sum::<u64>(), 1);
+    assert_eq!(count(&env).await, 0);
+    // Accepted: stored after one verify request with the obtained token.
+    env.gate.accept.store(true, Ordering::SeqCst);
+    let (status, created) = post(&env, "", &body).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(fake.client_credentials_grants(), 2);
+    assert_eq!(env.gate.hits.lock().unwrap().values().sum::<u64>(), 2);
+    assert_eq!(count(&env).await, 1);
+    // verify=false: no request.
+    let (status, _) = post(&env, "?verify=false", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(env.gate.hits.lock().unwrap().values().sum::<u64>(), 2);
+    assert_eq!(count(&env).await, 2);
+}

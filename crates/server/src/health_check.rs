@@ -355,47 +355,43 @@ async fn check_one(state: &crate::AppState, id: i64) {
     }
 }
 
-/// `POST /instances`: runs the element's `[verify]` request with the
-/// credential given, before anything is stored, unless the deployment or
-/// the request (`verify=false`) turns it off. A 401/403 is a 400 saying the
-/// provider rejected the credential; another failure a 502 naming the
-/// provider. Credentials obtained by the server itself (a code exchange,
-/// client credentials) are stored by the token manager as soon as they are
-/// obtained, so they are checked by the background check instead.
-pub async fn verify_on_create(
+/// Whether `POST /instances` runs the element's `[verify]` request: the
+/// deployment's `verify_on_create`, unless the request says `verify=false`.
+/// Any other value of `verify` is a 400 naming it.
+pub fn wanted(
     state: &crate::AppState,
     query: &[(String, String)],
-    element: &dyn elements_core::Element,
-    configuration: &Configuration,
-    provision: &crate::credentials::Provision,
-) -> Result<(), crate::error::ApiError> {
-    use crate::credentials::Provision;
-    use crate::error::ApiError;
+) -> Result<bool, crate::error::ApiError> {
     let mut wanted = state.health_check.settings.verify_on_create;
     for (name, value) in query.iter().filter(|(n, _)| n == "verify") {
         wanted = match value.as_str() {
             "true" => wanted,
             "false" => false,
             other => {
-                return Err(ApiError::BadRequest(format!(
+                return Err(crate::error::ApiError::BadRequest(format!(
                     "query parameter `{name}` must be `true` or `false`, not {:?}",
                     other.chars().take(32).collect::<String>()
                 )))
             }
         };
     }
-    let spec = element.spec();
-    if !wanted || spec.verify.is_none() {
-        return Ok(());
-    }
-    let tokens = match provision {
-        Provision::Tokens(tokens) => tokens.clone(),
-        Provision::Configuration => Tokens::default(),
-        Provision::Code(..) | Provision::ClientCredentials => return Ok(()),
-    };
-    let verdict = state
-        .health_check
-        .verify(spec, configuration, &tokens)
+    Ok(wanted)
+}
+
+/// Runs `spec`'s `[verify]` request with a new instance's credential,
+/// before anything is stored (instances.rs `provision_instance`, and the
+/// token manager after a code exchange or a client-credentials grant). A
+/// 401/403 is a 400 saying the provider rejected the credential; another
+/// failure a 502 naming the provider. Nothing when `spec` declares none.
+pub async fn check_credential(
+    checker: &Checker,
+    spec: &ElementSpec,
+    configuration: &Configuration,
+    tokens: &Tokens,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::ApiError;
+    let verdict = checker
+        .verify(spec, configuration, tokens)
         .await
         .unwrap_or(Ok(Verdict::Ok))
         .map_err(|e| ApiError::BadRequest(format!("the credential cannot be verified: {e}")))?;

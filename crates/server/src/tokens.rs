@@ -655,6 +655,7 @@ impl Core {
         code: Secret,
         code_verifier: Option<Secret>,
         mut new: NewInstance,
+        verify: Option<Arc<crate::health_check::Checker>>,
     ) -> Result<Instance, ApiError> {
         let element = crate::private_elements::element_for(
             self.store.as_ref(),
@@ -683,10 +684,37 @@ impl Core {
             .policy
             .accept(now_seconds(), set)
             .map_err(|r| ProviderError::InvalidResponse(r.reason))?;
+        self.verify(verify, element.as_ref(), &new).await?;
         Ok(self.store.create_instance(new).await?)
     }
 
-    async fn obtain_and_create(&self, mut new: NewInstance) -> Result<Instance, ApiError> {
+    /// health: the element's `[verify]` request with a credential the
+    /// server has just obtained, before it is stored.
+    async fn verify(
+        &self,
+        checker: Option<Arc<crate::health_check::Checker>>,
+        element: &dyn Element,
+        new: &NewInstance,
+    ) -> Result<(), ApiError> {
+        match checker {
+            Some(checker) => {
+                crate::health_check::check_credential(
+                    &checker,
+                    element.spec(),
+                    &new.configuration,
+                    &new.tokens,
+                )
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn obtain_and_create(
+        &self,
+        mut new: NewInstance,
+        verify: Option<Arc<crate::health_check::Checker>>,
+    ) -> Result<Instance, ApiError> {
         let element = crate::private_elements::element_for(
             self.store.as_ref(),
             &self.registry,
@@ -703,6 +731,7 @@ impl Core {
             .policy
             .accept(now_seconds(), set)
             .map_err(|r| ProviderError::InvalidResponse(r.reason))?;
+        self.verify(verify, element.as_ref(), &new).await?;
         Ok(self.store.create_instance(new).await?)
     }
 }
@@ -858,11 +887,13 @@ impl TokenManager {
         code: Secret,
         code_verifier: Option<Secret>,
         new: NewInstance,
+        verify: Option<Arc<crate::health_check::Checker>>,
     ) -> Result<Instance, ApiError> {
         let core = self.core.clone();
         detached(async move {
             let _busy = core.busy.clone();
-            core.exchange_and_create(code, code_verifier, new).await
+            core.exchange_and_create(code, code_verifier, new, verify)
+                .await
         })
         .await
         .unwrap_or_else(|Aborted| {
@@ -879,11 +910,12 @@ impl TokenManager {
     pub async fn create_with_client_credentials(
         &self,
         new: NewInstance,
+        verify: Option<Arc<crate::health_check::Checker>>,
     ) -> Result<Instance, ApiError> {
         let core = self.core.clone();
         detached(async move {
             let _busy = core.busy.clone();
-            core.obtain_and_create(new).await
+            core.obtain_and_create(new, verify).await
         })
         .await
         .unwrap_or_else(|Aborted| {

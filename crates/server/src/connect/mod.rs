@@ -858,6 +858,7 @@ async fn submit(
         } else {
             Provision::Configuration
         },
+        state.health_check.settings.verify_on_create,
     )
     .await
     .map(|(instance, _token)| instance.id)
@@ -1024,6 +1025,7 @@ async fn callback_outcome(
         session.tags.clone(),
         configuration,
         Provision::Code(Secret::new(code), verifier),
+        state.health_check.settings.verify_on_create,
     )
     .await
     .map(|(instance, _token)| instance.id)

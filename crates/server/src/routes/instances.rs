@@ -202,8 +202,7 @@ pub(crate) async fn create(
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
     let provision = crate::credentials::provision(&state, element, provider_data)?;
-    crate::health_check::verify_on_create(&state, &query, element, &configuration, &provision)
-        .await?;
+    let verify = crate::health_check::wanted(&state, &query)?;
     let (instance, token) = provision_instance(
         &state,
         (principal.organization_id, principal.user.id),
@@ -212,6 +211,7 @@ pub(crate) async fn create(
         tags,
         configuration,
         provision,
+        verify,
     )
     .await?;
     // The answer carries the instance token: never cached.
@@ -227,7 +227,9 @@ pub(crate) async fn create(
 
 /// Stores a new instance of `element` for `(organization id, user id)`:
 /// checks the organization's instance limit, then obtains the credential
-/// as `provision` says and inserts. Answers the instance and its `Element`
+/// as `provision` says, runs the element's `[verify]` request with it when
+/// `verify` (health_check.rs; nothing is stored if the provider rejects
+/// it) and inserts. Answers the instance and its `Element`
 /// token. Shared by `POST /instances` and the hosted connect flow (connect/).
 pub(crate) async fn provision_instance(
     state: &AppState,
@@ -237,6 +239,7 @@ pub(crate) async fn provision_instance(
     tags: Vec<String>,
     configuration: Configuration,
     provision: crate::credentials::Provision,
+    verify: bool,
 ) -> Result<(Instance, String), ApiError> {
     let limits = &state.limits;
     let cap = limits.max_instances_per_organization;
@@ -269,16 +272,34 @@ pub(crate) async fn provision_instance(
         token_hash: hash_secret(&token),
         tokens,
     };
+    let checker = (verify && element.spec().verify.is_some()).then(|| state.health_check.clone());
     let instance = match provision {
         // Exchange and insert finish even if the client hangs up: the code
         // is spent at the provider, the instance exists (see tokens.rs).
         crate::credentials::Provision::Code(code, verifier) => {
-            state.tokens.create_with_code(code, verifier, new).await?
+            state
+                .tokens
+                .create_with_code(code, verifier, new, checker)
+                .await?
         }
         crate::credentials::Provision::ClientCredentials => {
-            state.tokens.create_with_client_credentials(new).await?
+            state
+                .tokens
+                .create_with_client_credentials(new, checker)
+                .await?
         }
-        _ => state.store.create_instance(new).await?,
+        _ => {
+            if let Some(checker) = &checker {
+                crate::health_check::check_credential(
+                    checker,
+                    element.spec(),
+                    &new.configuration,
+                    &new.tokens,
+                )
+                .await?;
+            }
+            state.store.create_instance(new).await?
+        }
     };
     tracing::info!(
         instance_id = instance.id,
