@@ -119,6 +119,11 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     /// How long a connect session lasts, in seconds.
     pub connect_session_seconds: Option<i64>,
+    // --- cache (issue 19) ---
+    /// Most instances (and, apart, accounts) the credential cache keeps; 0: off.
+    pub cache_capacity: Option<u64>,
+    /// Oldest a cached entry may be when served, in milliseconds.
+    pub cache_max_age_ms: Option<u64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -345,6 +350,9 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long a connect session lasts, in seconds (0 or more).
     pub connect_session_seconds: i64,
+    // --- cache (issue 19) ---
+    /// The credential read path's cache: size limit and maximum entry age.
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl Default for ServerConfig {
@@ -371,6 +379,7 @@ impl Default for ServerConfig {
             webhooks: crate::webhooks::Settings::default(),
             public_url: None,
             connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
+            cache: crate::cache::CacheSettings::default(),
         }
     }
 }
@@ -439,6 +448,12 @@ impl ServerConfig {
             self.allowed_custom_hosts = file.allowed_custom_hosts;
         }
         self.proxy.apply(&file.proxy);
+        if let Some(c) = file.cache_capacity {
+            self.cache.capacity = c;
+        }
+        if let Some(ms) = file.cache_max_age_ms {
+            self.cache.max_age = Duration::from_millis(ms.min(60_000));
+        }
         self
     }
 

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 pub mod auth;
 pub mod auth_limit;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod connect;
 pub mod console;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub webhooks: Arc<webhooks::Settings>,
     /// Connect: the public URL and the session lifetime.
     pub connect: Arc<connect::Settings>,
+    /// cache (issue 19): the credential read path's cache.
+    pub cache: Arc<cache::Cache>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the

@@ -358,6 +358,9 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         transport,
         config.policy,
     ));
+    let cache = crate::cache::start(config.cache, &config.database_url());
+    let hook = cache.clone();
+    tokens.on_stored(Arc::new(move |id| hook.instance_changed(id)));
     AppState {
         registry,
         store,
@@ -374,6 +377,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.public_url.as_deref(),
             config.connect_session_seconds,
         )),
+        cache,
     }
 }
 

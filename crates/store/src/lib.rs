@@ -39,6 +39,7 @@ use elements_core::{Configuration, Secret};
 mod common;
 pub mod crypto;
 pub mod events;
+pub mod notify;
 mod postgres;
 mod sql;
 mod sqlite;

@@ -876,11 +876,12 @@ async fn set_disabled(
         disabled: Some(disabled),
         ..Default::default()
     };
-    match state
+    let updated = state
         .store
         .update_instance(who.principal.organization_id, instance.id, patch)
-        .await
-    {
+        .await;
+    state.cache.instance_changed(instance.id);
+    match updated {
         Ok(Some(_)) => {
             tracing::info!(
                 organization_id = who.principal.organization_id,
@@ -963,11 +964,12 @@ async fn delete(
         Ok(instance) => instance,
         Err(response) => return response,
     };
-    match state
+    let deleted = state
         .store
         .delete_instance(who.principal.organization_id, instance.id)
-        .await
-    {
+        .await;
+    state.cache.instance_changed(instance.id);
+    match deleted {
         Ok(true) => {
             tracing::info!(
                 organization_id = who.principal.organization_id,

@@ -274,11 +274,13 @@ async fn update(
     patch: InstancePatch,
 ) -> Result<Response, ApiError> {
     let id = instance_id(raw_id)?;
-    let instance = state
+    let updated = state
         .store
         .update_instance(organization_id, id, patch)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))?;
+        .await;
+    state.cache.instance_changed(id);
+    let instance =
+        updated?.ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))?;
     Ok(render(state, &instance))
 }
 
@@ -289,11 +291,12 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     let doomed = state.store.instance(principal.organization_id, id).await?;
-    if state
+    let deleted = state
         .store
         .delete_instance(principal.organization_id, id)
-        .await?
-    {
+        .await;
+    state.cache.instance_changed(id);
+    if deleted? {
         crate::revocation::revoke_on_delete(&state, doomed).await;
         Ok(axum::http::StatusCode::OK.into_response())
     } else {
@@ -364,11 +367,7 @@ async fn credentials(
     let not_found = || ApiError::NotFound(format!("no instance with id {id}"));
     let instance = match (&caller.principal, &caller.element_token) {
         (_, Some(token)) => {
-            let instance = state
-                .store
-                .instance_by_token(&hash_secret(token.expose()))
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
+            let instance = crate::cache::instance_by_token(&state, token).await?;
             let same_org = caller
                 .principal
                 .as_ref()
@@ -378,9 +377,7 @@ async fn credentials(
             }
             instance
         }
-        (Some(principal), None) => state
-            .store
-            .instance(principal.organization_id, id)
+        (Some(principal), None) => crate::cache::instance(&state, principal.organization_id, id)
             .await?
             .ok_or_else(not_found)?,
         (None, None) => return Err(ApiError::Unauthorized),

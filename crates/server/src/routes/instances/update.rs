@@ -205,7 +205,7 @@ async fn apply_instance(
         None => None,
     };
     let id = instance.id;
-    state
+    let replaced = state
         .store
         .replace_instance(
             instance.organization_id,
@@ -217,8 +217,9 @@ async fn apply_instance(
                 tokens,
             },
         )
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))
+        .await;
+    state.cache.instance_changed(id);
+    replaced?.ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))
 }
 
 /// `PUT /instances/{id}`.
@@ -314,7 +315,9 @@ pub async fn token_delete(
 ) -> Result<Response, ApiError> {
     let instance = by_token(&state, &caller).await?;
     let (organization_id, id) = (instance.organization_id, instance.id);
-    if state.store.delete_instance(organization_id, id).await? {
+    let deleted = state.store.delete_instance(organization_id, id).await;
+    state.cache.instance_changed(id);
+    if deleted? {
         crate::revocation::revoke_on_delete(&state, Some(instance.clone())).await;
         Ok(with_instance_id(
             axum::http::StatusCode::OK.into_response(),
