@@ -68,15 +68,21 @@ struct InstanceEntry {
 
 impl Drop for InstanceEntry {
     fn drop(&mut self) {
-        let tokens = &mut self.instance.tokens;
-        for secret in [tokens.access_token.take(), tokens.refresh_token.take()]
-            .into_iter()
-            .flatten()
-        {
-            secret.into_inner().zeroize();
-        }
-        self.instance.configuration.zeroize();
+        wipe(&mut self.instance);
     }
+}
+
+/// Overwrites an instance's decrypted tokens and configuration with zeros
+/// and removes them.
+fn wipe(instance: &mut Instance) {
+    let tokens = &mut instance.tokens;
+    for secret in [tokens.access_token.take(), tokens.refresh_token.take()]
+        .into_iter()
+        .flatten()
+    {
+        secret.into_inner().zeroize();
+    }
+    instance.configuration.zeroize();
 }
 
 struct AccountEntry {
@@ -384,4 +390,160 @@ pub async fn instance(
         state.cache.put_instance(ticket, instance, None);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use elements_core::{Configuration, Secret};
+    use elements_store::{Health, HealthState, Tokens, User};
+
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: 1,
+            email: "a@b.test".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+        }
+    }
+
+    fn instance(id: i64, access: &str) -> Instance {
+        let mut configuration = Configuration::new();
+        configuration.insert("oauth.api.secret", "s3cret");
+        Instance {
+            id,
+            organization_id: 10,
+            user: user(),
+            element_key: "hubspot".into(),
+            element_id: 1,
+            name: "n".into(),
+            tags: Vec::new(),
+            configuration,
+            tokens: Tokens {
+                access_token: Some(Secret::new(access)),
+                refresh_token: Some(Secret::new("rt")),
+                token_type: None,
+                expires_at: Some(i64::MAX / 2),
+            },
+            valid: true,
+            invalid_reason: None,
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+            token_version: 0,
+            health: Health {
+                state: HealthState::Active,
+                failures: 0,
+                last_error: None,
+                since: 0,
+            },
+        }
+    }
+
+    fn cache(max_age: Duration, live: bool) -> Cache {
+        Cache::new(
+            CacheSettings {
+                capacity: 100,
+                max_age,
+            },
+            live,
+        )
+    }
+
+    fn access(i: &Instance) -> &str {
+        i.tokens.access_token.as_ref().unwrap().expose()
+    }
+
+    #[test]
+    fn serves_by_token_and_by_organization_until_changed() {
+        let c = cache(Duration::from_secs(60), true);
+        let hash = [7u8; 32];
+        c.put_instance(c.ticket(), &instance(5, "at-1"), Some(hash));
+        assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-1");
+        assert_eq!(access(&c.instance(10, 5).unwrap()), "at-1");
+        assert!(c.instance(11, 5).is_none(), "another organization's id");
+        assert!(c.instance_by_token(&[8u8; 32]).is_none());
+        c.instance_changed(5);
+        assert!(c.instance_by_token(&hash).is_none());
+        assert!(c.instance(10, 5).is_none());
+    }
+
+    #[test]
+    fn an_old_token_does_not_reach_an_entry_read_with_another() {
+        let c = cache(Duration::from_secs(60), true);
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        c.put_instance(c.ticket(), &instance(5, "at"), Some(old));
+        c.instance_changed(5);
+        c.put_instance(c.ticket(), &instance(5, "at"), Some(new));
+        assert!(c.instance_by_token(&new).is_some());
+        assert!(c.instance_by_token(&old).is_none(), "the rotated-away token");
+    }
+
+    #[test]
+    fn a_read_that_raced_with_a_change_is_not_kept() {
+        let c = cache(Duration::from_secs(60), true);
+        let ticket = c.ticket();
+        // The write lands (and invalidates) after the read's database query.
+        c.instance_changed(5);
+        c.put_instance(ticket, &instance(5, "stale"), Some([3u8; 32]));
+        assert!(c.instance(10, 5).is_none());
+        let ticket = c.ticket();
+        c.accounts_changed();
+        let p = Principal {
+            organization_id: 10,
+            organization_name: "o".into(),
+            user: user(),
+        };
+        c.put_account(ticket, &[1; 32], &[2; 32], &p);
+        assert!(c.account(&[1; 32], &[2; 32]).is_none());
+        c.put_account(c.ticket(), &[1; 32], &[2; 32], &p);
+        assert_eq!(c.account(&[1; 32], &[2; 32]), Some(p));
+        c.accounts_changed();
+        assert!(c.account(&[1; 32], &[2; 32]).is_none());
+    }
+
+    #[test]
+    fn entries_older_than_the_maximum_age_are_not_served() {
+        let c = cache(Duration::ZERO, true);
+        c.put_instance(c.ticket(), &instance(5, "at"), Some([4u8; 32]));
+        assert!(c.instance(10, 5).is_none());
+        assert!(c.instance_by_token(&[4u8; 32]).is_none());
+    }
+
+    #[test]
+    fn without_the_listener_nothing_is_kept_or_served() {
+        let c = cache(Duration::from_secs(60), false);
+        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        assert!(c.instance(10, 5).is_none());
+        c.on_listen_event(ListenEvent::Connected);
+        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        assert!(c.instance(10, 5).is_some());
+        c.on_listen_event(ListenEvent::Change(Some(Change::Instance(5))));
+        assert!(c.instance(10, 5).is_none());
+        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        c.on_listen_event(ListenEvent::Disconnected);
+        assert!(c.instance(10, 5).is_none());
+        assert_eq!(c.len(), (0, 0), "cleared when the listener went away");
+    }
+
+    #[test]
+    fn the_size_limit_holds() {
+        let c = cache(Duration::from_secs(60), true);
+        for id in 0..1_000 {
+            c.put_instance(c.ticket(), &instance(id, "at"), None);
+        }
+        assert!(c.len().0 <= 100, "{:?}", c.len());
+        assert!(Cache::disabled().instance(10, 5).is_none());
+    }
+
+    #[test]
+    fn a_dropped_entry_is_wiped() {
+        let mut i = instance(5, "at");
+        wipe(&mut i);
+        assert_eq!(i.tokens.access_token, None);
+        assert_eq!(i.tokens.refresh_token, None);
+        assert!(i.configuration.is_empty());
+        assert_eq!(i.configuration.get("oauth.api.secret"), None);
+    }
 }
