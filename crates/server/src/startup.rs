@@ -358,9 +358,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         transport,
         config.policy,
     ));
-    let cache = crate::cache::start(config.cache, &config.database_url());
-    let hook = cache.clone();
-    tokens.on_stored(Arc::new(move |id| hook.instance_changed(id)));
+    let cache = crate::cache::start(config.cache, &config.database_url(), store.as_ref());
     AppState {
         registry,
         store,

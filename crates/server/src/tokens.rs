@@ -378,13 +378,7 @@ struct Core {
     /// Keys of the elements whose tokens are renewed by a new grant rather
     /// than a refresh token (client credentials).
     renewable_elements: Arc<Vec<String>>,
-    /// cache (issue 19): told the id of every instance whose row a refresh
-    /// wrote, as soon as the write returned.
-    stored_hook: Arc<std::sync::OnceLock<StoredHook>>,
 }
-
-/// cache (issue 19): what [`TokenManager::on_stored`] calls.
-pub type StoredHook = Arc<dyn Fn(i64) + Send + Sync>;
 
 impl Core {
     /// Whether the instance's token can be renewed: it has a refresh token,
@@ -523,9 +517,6 @@ impl Core {
                     if let Err(e) = self.store.record_refresh_failure(id, &describe(f)).await {
                         tracing::warn!(instance_id = id, error = %e, "could not record a refresh failure");
                     }
-                }
-                if let Some(hook) = self.stored_hook.get() {
-                    hook(id);
                 }
                 Outcome {
                     after: Some(after),
@@ -714,18 +705,10 @@ impl TokenManager {
                         .map(|e| e.key().to_owned())
                         .collect(),
                 ),
-                stored_hook: Arc::default(),
                 registry,
             },
             flights: SingleFlight::default(),
         }
-    }
-
-    /// cache (issue 19): `hook` is called with the id of every instance a
-    /// refresh wrote, once the write returned. Set once; later calls are
-    /// ignored.
-    pub fn on_stored(&self, hook: StoredHook) {
-        let _ = self.core.stored_hook.set(hook);
     }
 
     /// The policy.

@@ -522,6 +522,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the sessions that expired before `now_millis`; how many.
     async fn sweep_connect_sessions(&self, now_millis: i64) -> Result<u64>;
+
+    // --- cache (issue 19) ---
+    /// Registers `hook`, told of every change made through this store (in
+    /// this process) as soon as the write returned. Other processes learn of
+    /// changes through [`notify::listen`] (PostgreSQL).
+    fn on_change(&self, hook: notify::ChangeHook) {
+        let _ = hook;
+    }
 }
 
 /// What [`Store::instance_page`] selects (compat).

@@ -124,3 +124,42 @@ mod tests {
         assert_eq!(Change::parse("i"), None);
     }
 }
+
+/// Something told of every change this process makes through a store.
+pub type ChangeHook = std::sync::Weak<dyn Fn(Change) + Send + Sync>;
+
+/// cache (issue 19): the hooks registered on a store ([`crate::Store::on_change`]),
+/// told of each change made through it as soon as the write returned (or was
+/// abandoned): the writing process's caches drop what changed at once.
+#[derive(Default)]
+pub(crate) struct LocalHooks(std::sync::RwLock<Vec<ChangeHook>>);
+
+impl LocalHooks {
+    pub(crate) fn add(&self, hook: ChangeHook) {
+        let mut hooks = self.0.write().unwrap_or_else(|e| e.into_inner());
+        hooks.retain(|h| h.strong_count() > 0);
+        hooks.push(hook);
+    }
+
+    fn tell(&self, change: Change) {
+        let hooks = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter().filter_map(std::sync::Weak::upgrade) {
+            hook(change);
+        }
+    }
+
+    /// A guard that reports `change` when dropped: put it first in a write
+    /// method, so the report comes after the write, however it ends.
+    pub(crate) fn guard(&self, change: Change) -> ChangeGuard<'_> {
+        ChangeGuard(self, change)
+    }
+}
+
+/// See [`LocalHooks::guard`].
+pub(crate) struct ChangeGuard<'a>(&'a LocalHooks, Change);
+
+impl Drop for ChangeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.tell(self.1);
+    }
+}

@@ -13,10 +13,12 @@
 //! Nothing negative is cached (an unknown token or account always asks the
 //! database), so a new instance or account is visible at once.
 //!
-//! **Invalidation.** Every write the server makes to an instance calls
-//! [`Cache::instance_changed`] after it returns (a token refresh, through the
-//! hook in `tokens.rs`); account secret rotations call
-//! [`Cache::accounts_changed`]. A read that raced with such a write cannot put
+//! **Invalidation.** Every write made through the store in this process
+//! (delete, enable/disable, PUT/PATCH, refresh or exchange, `Element` token
+//! rotation, account secret rotation, health changes) tells the cache as soon
+//! as it returned (`Store::on_change`: a guard at the top of each write method
+//! in `elements_store`), which drops the instance ([`Cache::instance_changed`])
+//! or every account ([`Cache::accounts_changed`]). A read that raced with such a write cannot put
 //! back what it read before the write: readers insert, then re-check a global
 //! epoch bumped by every invalidation, and remove what they inserted if it
 //! moved. Other processes: on PostgreSQL the database's triggers notify every
@@ -101,7 +103,12 @@ pub struct Cache {
     /// False while changes from other processes may go unseen (the
     /// PostgreSQL listener is not connected): then nothing is read or kept.
     live: AtomicBool,
+    /// What the store calls on each change made through it (it holds only
+    /// a weak reference).
+    local_hook: std::sync::OnceLock<LocalHook>,
 }
+
+type LocalHook = Arc<dyn Fn(Change) + Send + Sync>;
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,6 +140,7 @@ impl Cache {
             accounts: on.then(|| Lru::new(cap)),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(live),
+            local_hook: std::sync::OnceLock::new(),
         }
     }
 
@@ -318,17 +326,31 @@ impl Cache {
     }
 }
 
-/// Starts the cache for a store at `database_url`: on PostgreSQL, bypassed
+/// Starts the cache over `store` (at `database_url`): told by the store of
+/// every change made through it in this process; on PostgreSQL, bypassed
 /// until a change listener (spawned here, on the current tokio runtime) is
 /// connected; elsewhere live at once, bounded by `max_age`.
-pub fn start(settings: CacheSettings, database_url: &str) -> Arc<Cache> {
+pub fn start(
+    settings: CacheSettings,
+    database_url: &str,
+    store: &dyn elements_store::Store,
+) -> Arc<Cache> {
     if settings.capacity == 0 {
         return Arc::new(Cache::disabled());
     }
-    if !elements_store::notify::notices_available(database_url) {
-        return Arc::new(Cache::new(settings, true));
+    let pg = elements_store::notify::notices_available(database_url);
+    let cache = Arc::new(Cache::new(settings, !pg));
+    let weak = Arc::downgrade(&cache);
+    let hook: LocalHook = Arc::new(move |change| {
+        if let Some(cache) = weak.upgrade() {
+            cache.on_listen_event(ListenEvent::Change(Some(change)));
+        }
+    });
+    store.on_change(Arc::downgrade(&hook));
+    let _ = cache.local_hook.set(hook);
+    if !pg {
+        return cache;
     }
-    let cache = Arc::new(Cache::new(settings, false));
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
             let weak = Arc::downgrade(&cache);
@@ -477,7 +499,10 @@ mod tests {
         c.instance_changed(5);
         c.put_instance(c.ticket(), &instance(5, "at"), Some(new));
         assert!(c.instance_by_token(&new).is_some());
-        assert!(c.instance_by_token(&old).is_none(), "the rotated-away token");
+        assert!(
+            c.instance_by_token(&old).is_none(),
+            "the rotated-away token"
+        );
     }
 
     #[test]

@@ -876,12 +876,11 @@ async fn set_disabled(
         disabled: Some(disabled),
         ..Default::default()
     };
-    let updated = state
+    match state
         .store
         .update_instance(who.principal.organization_id, instance.id, patch)
-        .await;
-    state.cache.instance_changed(instance.id);
-    match updated {
+        .await
+    {
         Ok(Some(_)) => {
             tracing::info!(
                 organization_id = who.principal.organization_id,
@@ -964,12 +963,11 @@ async fn delete(
         Ok(instance) => instance,
         Err(response) => return response,
     };
-    let deleted = state
+    match state
         .store
         .delete_instance(who.principal.organization_id, instance.id)
-        .await;
-    state.cache.instance_changed(instance.id);
-    match deleted {
+        .await
+    {
         Ok(true) => {
             tracing::info!(
                 organization_id = who.principal.organization_id,

@@ -274,13 +274,11 @@ async fn update(
     patch: InstancePatch,
 ) -> Result<Response, ApiError> {
     let id = instance_id(raw_id)?;
-    let updated = state
+    let instance = state
         .store
         .update_instance(organization_id, id, patch)
-        .await;
-    state.cache.instance_changed(id);
-    let instance =
-        updated?.ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))?;
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))?;
     Ok(render(state, &instance))
 }
 
@@ -291,12 +289,11 @@ async fn delete(
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     let doomed = state.store.instance(principal.organization_id, id).await?;
-    let deleted = state
+    if state
         .store
         .delete_instance(principal.organization_id, id)
-        .await;
-    state.cache.instance_changed(id);
-    if deleted? {
+        .await?
+    {
         crate::revocation::revoke_on_delete(&state, doomed).await;
         Ok(axum::http::StatusCode::OK.into_response())
     } else {

@@ -45,12 +45,11 @@ async fn rotate_organization(
 ) -> Result<Response, ApiError> {
     let secret = crate::pkce::random_token(32);
     let hash = elements_store::hash_secret(&secret);
-    let set = state
+    if !state
         .store
         .set_organization_secret(principal.organization_id, &hash)
-        .await;
-    state.cache.accounts_changed();
-    if !set? {
+        .await?
+    {
         return Err(ApiError::NotFound(
             "the organization no longer exists".into(),
         ));
@@ -68,9 +67,11 @@ async fn rotate_user(
 ) -> Result<Response, ApiError> {
     let secret = crate::pkce::random_token(32);
     let hash = elements_store::hash_secret(&secret);
-    let set = state.store.set_user_secret(principal.user.id, &hash).await;
-    state.cache.accounts_changed();
-    if !set? {
+    if !state
+        .store
+        .set_user_secret(principal.user.id, &hash)
+        .await?
+    {
         return Err(ApiError::NotFound("the user no longer exists".into()));
     }
     tracing::info!(user_id = principal.user.id, "user secret rotated");
@@ -85,12 +86,11 @@ async fn rotate_instance_token(
     let id = instance_id(&id)?;
     let token = crate::pkce::random_token(32);
     let hash = elements_store::hash_secret(&token);
-    let set = state
+    if !state
         .store
         .set_instance_token(principal.organization_id, id, &hash)
-        .await;
-    state.cache.instance_changed(id);
-    if !set? {
+        .await?
+    {
         return Err(ApiError::NotFound(format!("no instance with id {id}")));
     }
     tracing::info!(instance_id = id, "instance token rotated");

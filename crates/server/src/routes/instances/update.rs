@@ -205,7 +205,7 @@ async fn apply_instance(
         None => None,
     };
     let id = instance.id;
-    let replaced = state
+    state
         .store
         .replace_instance(
             instance.organization_id,
@@ -217,9 +217,8 @@ async fn apply_instance(
                 tokens,
             },
         )
-        .await;
-    state.cache.instance_changed(id);
-    replaced?.ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no instance with id {id}")))
 }
 
 /// `PUT /instances/{id}`.
@@ -315,9 +314,7 @@ pub async fn token_delete(
 ) -> Result<Response, ApiError> {
     let instance = by_token(&state, &caller).await?;
     let (organization_id, id) = (instance.organization_id, instance.id);
-    let deleted = state.store.delete_instance(organization_id, id).await;
-    state.cache.instance_changed(id);
-    if deleted? {
+    if state.store.delete_instance(organization_id, id).await? {
         crate::revocation::revoke_on_delete(&state, Some(instance.clone())).await;
         Ok(with_instance_id(
             axum::http::StatusCode::OK.into_response(),
