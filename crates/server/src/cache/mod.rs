@@ -106,6 +106,12 @@ pub struct Cache {
     /// What the store calls on each change made through it (it holds only
     /// a weak reference).
     local_hook: std::sync::OnceLock<LocalHook>,
+    /// SQLite: the database's `-shm` file, whose WAL-index header changes on
+    /// every commit by any process (its change counter, last frame, salts).
+    /// Read (48 bytes) before every lookup: a change since the last look
+    /// clears the cache, so another process's write (the CLI's rotations, a
+    /// second server) is seen at once.
+    shm: std::sync::OnceLock<(std::fs::File, AtomicU64)>,
 }
 
 type LocalHook = Arc<dyn Fn(Change) + Send + Sync>;
@@ -141,6 +147,7 @@ impl Cache {
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(live),
             local_hook: std::sync::OnceLock::new(),
+            shm: std::sync::OnceLock::new(),
         }
     }
 
@@ -156,7 +163,22 @@ impl Cache {
     }
 
     fn usable(&self) -> bool {
-        self.live.load(Ordering::Acquire)
+        if !self.live.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Some((file, seen)) = self.shm.get() {
+            use std::os::unix::fs::FileExt;
+            let mut header = [0u8; 48];
+            if file.read_exact_at(&mut header, 0).is_err() {
+                self.clear();
+                return false;
+            }
+            let now = fnv(&header);
+            if seen.swap(now, Ordering::SeqCst) != now {
+                self.clear();
+            }
+        }
+        true
     }
 
     fn fresh(&self, loaded: Instant) -> bool {
@@ -349,6 +371,20 @@ pub fn start(
     store.on_change(Arc::downgrade(&hook));
     let _ = cache.local_hook.set(hook);
     if !pg {
+        let path = database_url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or(path);
+        match std::fs::File::open(format!("{path}-shm")) {
+            Ok(file) => {
+                let _ = cache.shm.set((file, AtomicU64::new(0)));
+            }
+            Err(e) => {
+                // Another process's writes could not be seen: keep nothing.
+                tracing::warn!(error = %e, "cache: no SQLite -shm file to watch; the cache is off");
+                cache.live.store(false, Ordering::Release);
+            }
+        }
         return cache;
     }
     match tokio::runtime::Handle::try_current() {
@@ -375,6 +411,13 @@ pub fn start(
         Err(_) => tracing::warn!("cache: no runtime for the change listener; the cache is off"),
     }
     cache
+}
+
+/// FNV-1a of `bytes`.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The instance whose `Element` token is `token`, through the cache; a 401
