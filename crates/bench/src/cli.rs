@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use crate::load::{self, LoadGen};
-use crate::scenarios::{Bench, Settings, SCENARIOS};
+use crate::scenarios::{Bench, Settings, OPT_IN_SCENARIOS, SCENARIOS};
 
 const USAGE: &str = "usage: elements-bench [all | SCENARIO ...] [--seconds N] [--connections N]
        [--create-connections N] [--threads N] [--runs N] [--rounds N] [--storm N]
        [--loadgen wrk|builtin] [--binary PATH] [--no-build] [--tmp-dir DIR]
 
 scenarios: oauth-url, memory, credentials, create, refresh-storm, catalog, proxy (all: every one)
+           million, pg-credentials (only when named)
 defaults:  --seconds 10 --connections 32 --create-connections 64 --threads 2
            --runs 21 --rounds 2 --storm 1000, wrk (installed with apt-get if missing,
            else the in-process generator), the binary target/release/elements
@@ -91,7 +92,9 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "all" => out
                 .scenarios
                 .extend(SCENARIOS.iter().map(|s| s.to_string())),
-            s if SCENARIOS.contains(&s) => out.scenarios.push(s.to_owned()),
+            s if SCENARIOS.contains(&s) || OPT_IN_SCENARIOS.contains(&s) => {
+                out.scenarios.push(s.to_owned())
+            }
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
         }
     }

@@ -68,6 +68,15 @@ impl Configuration {
         self.0.is_empty()
     }
 
+    /// cache (issue 19): overwrites every value with zeros, then empties the
+    /// map, so a decrypted configuration kept in memory leaves nothing behind.
+    pub fn zeroize(&mut self) {
+        for value in self.0.values_mut() {
+            zeroize::Zeroize::zeroize(value);
+        }
+        self.0.clear();
+    }
+
     /// Checks that each of `keys` has a non-blank value, naming **every**
     /// missing one at once, in the order given.
     ///

@@ -86,11 +86,19 @@ async fn account(state: &AppState, creds: &Credentials) -> Result<Principal, Api
     let (Some(user), Some(org)) = (&creds.user, &creds.organization) else {
         return Err(ApiError::Unauthorized);
     };
-    state
+    let (user, org) = (hash_secret(user.expose()), hash_secret(org.expose()));
+    // cache (issue 19): a known account without a database round trip.
+    if let Some(principal) = state.cache.account(&user, &org) {
+        return Ok(principal);
+    }
+    let ticket = state.cache.ticket();
+    let principal = state
         .store
-        .authenticate(&hash_secret(user.expose()), &hash_secret(org.expose()))
+        .authenticate(&user, &org)
         .await?
-        .ok_or(ApiError::Unauthorized)
+        .ok_or(ApiError::Unauthorized)?;
+    state.cache.put_account(ticket, &user, &org, &principal);
+    Ok(principal)
 }
 
 /// Authenticates `User` + `Organization` from a request's headers.

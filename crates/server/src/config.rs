@@ -125,6 +125,11 @@ pub struct FileConfig {
     pub health_check_interval_seconds: Option<u64>,
     /// health: days delivered and dead-lettered events are kept (0: for ever).
     pub event_retention_days: Option<u64>,
+    // --- cache (issue 19) ---
+    /// Most instances (and, apart, accounts) the credential cache keeps; 0: off.
+    pub cache_capacity: Option<u64>,
+    /// Oldest a cached entry may be when served, in milliseconds.
+    pub cache_max_age_ms: Option<u64>,
 }
 
 /// Limits that protect the server from its clients. Every one is a flag,
@@ -353,6 +358,9 @@ pub struct ServerConfig {
     pub connect_session_seconds: i64,
     /// health: verification on create, the background check, event retention.
     pub health_check: crate::health_check::Settings,
+    // --- cache (issue 19) ---
+    /// The credential read path's cache: size limit and maximum entry age.
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl Default for ServerConfig {
@@ -380,6 +388,7 @@ impl Default for ServerConfig {
             public_url: None,
             connect_session_seconds: crate::connect::DEFAULT_SESSION_SECONDS,
             health_check: crate::health_check::Settings::default(),
+            cache: crate::cache::CacheSettings::default(),
         }
     }
 }
@@ -453,6 +462,12 @@ impl ServerConfig {
             file.health_check_interval_seconds,
             file.event_retention_days,
         );
+        if let Some(c) = file.cache_capacity {
+            self.cache.capacity = c;
+        }
+        if let Some(ms) = file.cache_max_age_ms {
+            self.cache.max_age = Duration::from_millis(ms.min(60_000));
+        }
         self
     }
 

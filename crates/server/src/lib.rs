@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 pub mod auth;
 pub mod auth_limit;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod connect;
 pub mod console;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub private_elements: Arc<private_elements::Cache>,
     /// health: the `[verify]` request's client and the health check settings.
     pub health_check: Arc<health_check::Checker>,
+    /// cache (issue 19): the credential read path's cache.
+    pub cache: Arc<cache::Cache>,
 }
 
 /// The API router, with every route under `/elements/api-v2`, and the

@@ -358,6 +358,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         transport,
         config.policy,
     ));
+    let cache = crate::cache::start(config.cache, &config.database_url(), store.as_ref());
     AppState {
         registry,
         store,
@@ -378,6 +379,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         health_check: Arc::new(crate::health_check::Checker::new(
             config.health_check.clone(),
         )),
+        cache,
     }
 }
 

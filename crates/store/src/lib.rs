@@ -39,6 +39,7 @@ use elements_core::{Configuration, Secret};
 mod common;
 pub mod crypto;
 pub mod events;
+pub mod notify;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -606,6 +607,13 @@ pub trait Store: Send + Sync + 'static {
     /// the organization.
     async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
         Ok(self.count_instances(organization_id).await? >= cap)
+    }
+    // --- cache (issue 19) ---
+    /// Registers `hook`, told of every change made through this store (in
+    /// this process) as soon as the write returned. Other processes learn of
+    /// changes through [`notify::listen`] (PostgreSQL).
+    fn on_change(&self, hook: notify::ChangeHook) {
+        let _ = hook;
     }
 }
 

@@ -50,6 +50,7 @@ pub(crate) async fn connect(url: &str, keyring: Arc<Keyring>) -> Result<SqlStore
     Ok(SqlStore {
         db: Db::Postgres(Postgres { pool }),
         keyring,
+        changes: Default::default(),
     })
 }
 

@@ -114,6 +114,8 @@ macro_rules! on_conn {
 pub(crate) struct SqlStore {
     pub(crate) db: Db,
     pub(crate) keyring: Arc<Keyring>,
+    /// cache (issue 19): told of every change made through this store.
+    pub(crate) changes: crate::notify::LocalHooks,
 }
 
 /// Writes a refresh decision on `conn`. `lease_owner`: SQLite's lease, also
@@ -497,8 +499,9 @@ impl Store for SqlStore {
         id: i64,
         patch: InstancePatch,
     ) -> Result<Option<Instance>> {
-        // One transaction: the change and its `instance.enabled` /
-        // `instance.disabled` event (only when `disabled` actually changes).
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
+                                                                                // One transaction: the change and its `instance.enabled` /
+                                                                                // `instance.disabled` event (only when `disabled` actually changes).
         let now = now_millis();
         let updated = on_pool!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -550,7 +553,8 @@ impl Store for SqlStore {
     }
 
     async fn delete_instance(&self, organization_id: i64, id: i64) -> Result<bool> {
-        // One transaction: the delete and its `instance.deleted` event.
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
+                                                                                // One transaction: the delete and its `instance.deleted` event.
         let deleted = on_pool!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
             let gone: Option<String> = sqlx::query_scalar(
@@ -585,6 +589,7 @@ impl Store for SqlStore {
         lease_seconds: i64,
         job: RefreshJob<'a>,
     ) -> Result<Option<Instance>> {
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
         match &self.db {
             Db::Sqlite(engine) => engine.refresh_locked(self, id, lease_seconds, job).await,
             Db::Postgres(engine) => {
@@ -747,6 +752,9 @@ impl Store for SqlStore {
         organization_id: i64,
         hash: &SecretHash,
     ) -> Result<bool> {
+        let _changed = self
+            .changes
+            .guard(crate::notify::Change::Organization(organization_id)); // cache (issue 19)
         self.replace_secret_hash(
             "UPDATE organizations SET secret_hash = $1 WHERE id = $2",
             organization_id,
@@ -756,6 +764,7 @@ impl Store for SqlStore {
     }
 
     async fn set_user_secret(&self, user_id: i64, hash: &SecretHash) -> Result<bool> {
+        let _changed = self.changes.guard(crate::notify::Change::User(user_id)); // cache (issue 19)
         self.replace_secret_hash(
             "UPDATE users SET secret_hash = $1 WHERE id = $2",
             user_id,
@@ -770,6 +779,7 @@ impl Store for SqlStore {
         id: i64,
         hash: &SecretHash,
     ) -> Result<bool> {
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
         let n = on_pool!(&self.db, |pool| sqlx::query(
             "UPDATE instances SET token_hash = $1, updated_at = $2 \
              WHERE id = $3 AND organization_id = $4"
@@ -961,8 +971,9 @@ impl Store for SqlStore {
         id: i64,
         replace: crate::ReplaceInstance,
     ) -> Result<Option<Instance>> {
-        // leftovers (issue 17): tokens and configuration change only under
-        // the refresh lock.
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
+                                                                                // leftovers (issue 17): tokens and configuration change only under
+                                                                                // the refresh lock.
         if replace.tokens.is_some() || replace.configuration.is_some() {
             return self.replace_locked(organization_id, id, replace).await;
         }
@@ -1061,10 +1072,12 @@ impl Store for SqlStore {
     // ---- events (issue 16): health, the outbox, webhooks ----
 
     async fn record_refresh_failure(&self, id: i64, error: &str) -> Result<bool> {
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
         self.record_transient(id, error, "refresh").await
     }
 
     async fn record_check(&self, id: i64, outcome: CheckOutcome) -> Result<bool> {
+        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
         let now = now_millis();
         let (sql, text, kind) = match &outcome {
             CheckOutcome::Transient(error) => {
@@ -1977,6 +1990,11 @@ impl Store for SqlStore {
         .and_then(|r| r.try_get(0)))
         .map_err(db_err)?;
         Ok(n >= cap)
+    }
+
+    // --- cache (issue 19) ---
+    fn on_change(&self, hook: crate::notify::ChangeHook) {
+        self.changes.add(hook);
     }
 }
 

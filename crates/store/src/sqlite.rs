@@ -116,6 +116,7 @@ pub(crate) async fn connect(url: &str, keyring: Arc<Keyring>) -> Result<SqlStore
     Ok(SqlStore {
         db: Db::Sqlite(Sqlite { pool, writer }),
         keyring,
+        changes: Default::default(),
     })
 }
 

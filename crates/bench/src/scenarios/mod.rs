@@ -9,7 +9,9 @@
 mod catalog;
 mod instances;
 mod machine;
+mod million;
 mod oauth_url;
+mod pg_credentials;
 mod proxy;
 mod refresh_storm;
 
@@ -39,6 +41,10 @@ pub const SCENARIOS: &[&str] = &[
     "catalog",
     "proxy",
 ];
+
+/// cache (issue 19): scenarios run only when named (not by `all`):
+/// `million` takes 2-3 minutes, `pg-credentials` needs PostgreSQL.
+pub const OPT_IN_SCENARIOS: &[&str] = &["million", "pg-credentials"];
 
 /// Settings of a run.
 #[derive(Debug, Clone)]
@@ -200,6 +206,8 @@ impl Bench {
             "refresh-storm" => self.refresh_storm(),
             "catalog" => self.catalog(),
             "proxy" => self.proxy(),
+            "million" => self.million(),
+            "pg-credentials" => self.pg_credentials(),
             other => Err(format!(
                 "unknown scenario `{other}` (expected all, {})",
                 SCENARIOS.join(", ")

@@ -514,11 +514,7 @@ async fn credentials(
     let not_found = || ApiError::NotFound(format!("no instance with id {id}"));
     let instance = match (&caller.principal, &caller.element_token) {
         (_, Some(token)) => {
-            let instance = state
-                .store
-                .instance_by_token(&hash_secret(token.expose()))
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
+            let instance = crate::cache::instance_by_token(&state, token).await?;
             let same_org = caller
                 .principal
                 .as_ref()
@@ -528,9 +524,7 @@ async fn credentials(
             }
             instance
         }
-        (Some(principal), None) => state
-            .store
-            .instance(principal.organization_id, id)
+        (Some(principal), None) => crate::cache::instance(&state, principal.organization_id, id)
             .await?
             .ok_or_else(not_found)?,
         (None, None) => return Err(ApiError::Unauthorized),

@@ -1,0 +1,617 @@
+//! cache (issue 19): the credential read path without a database round trip.
+//!
+//! Two bounded in-process caches ([`quick_cache`], count-limited):
+//!
+//! - **instances** by id, each entry remembering the `Element` token hash it
+//!   was read with (if any), plus an index from token hash to id. A token
+//!   lookup is a hit only when the entry it leads to was read with that very
+//!   token: after a rotation or revocation the old hash leads to an entry that
+//!   does not carry it (or to none), so the read goes to the database, which
+//!   refuses it.
+//! - **accounts** by (user secret hash, organization secret hash).
+//!
+//! Nothing negative is cached (an unknown token or account always asks the
+//! database), so a new instance or account is visible at once.
+//!
+//! **Invalidation.** Every write made through the store in this process
+//! (delete, enable/disable, PUT/PATCH, refresh or exchange, `Element` token
+//! rotation, account secret rotation, health changes) tells the cache as soon
+//! as it returned (`Store::on_change`: a guard at the top of each write method
+//! in `elements_store`), which drops the instance ([`Cache::instance_changed`])
+//! or every account ([`Cache::accounts_changed`]). A read that raced with such a write cannot put
+//! back what it read before the write: readers insert, then re-check a global
+//! epoch bumped by every invalidation, and remove what they inserted if it
+//! moved. Other processes: on PostgreSQL the database's triggers notify every
+//! replica at commit ([`elements_store::notify`]); while that listener is down
+//! the cache is bypassed entirely, and it is cleared when it comes back. On
+//! both engines an entry older than `max_age` (default 1 s) is never used,
+//! which bounds what a write from another process without notices (SQLite)
+//! can leave behind.
+//!
+//! **Secrets.** Entries hold decrypted tokens and configuration; when an entry
+//! is dropped (evicted, invalidated, expired) they are overwritten with zeros
+//! ([`zeroize`]) before the memory is freed.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use elements_store::notify::{Change, ListenEvent};
+use elements_store::{Instance, Principal, SecretHash};
+use quick_cache::sync::Cache as Lru;
+use zeroize::Zeroize;
+
+/// The cache's settings (`[cache]` in the configuration file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Most instances kept (and, separately, most accounts); 0 turns the
+    /// cache off.
+    pub capacity: u64,
+    /// An entry older than this is never served.
+    pub max_age: Duration,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            capacity: 10_000,
+            max_age: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A cached instance. Its secrets are zeroized on drop.
+struct InstanceEntry {
+    instance: Instance,
+    /// The `Element` token hash it was read with, if read by token.
+    token_hash: Option<SecretHash>,
+    loaded: Instant,
+}
+
+impl Drop for InstanceEntry {
+    fn drop(&mut self) {
+        wipe(&mut self.instance);
+    }
+}
+
+/// Overwrites an instance's decrypted tokens and configuration with zeros
+/// and removes them.
+fn wipe(instance: &mut Instance) {
+    let tokens = &mut instance.tokens;
+    for secret in [tokens.access_token.take(), tokens.refresh_token.take()]
+        .into_iter()
+        .flatten()
+    {
+        secret.into_inner().zeroize();
+    }
+    instance.configuration.zeroize();
+}
+
+struct AccountEntry {
+    principal: Principal,
+    loaded: Instant,
+}
+
+/// The credential read path's cache. Cheap to share (`Arc`).
+pub struct Cache {
+    settings: CacheSettings,
+    instances: Option<Lru<i64, Arc<InstanceEntry>>>,
+    tokens: Option<Lru<SecretHash, i64>>,
+    accounts: Option<Lru<(SecretHash, SecretHash), Arc<AccountEntry>>>,
+    /// Bumped by every invalidation.
+    epoch: AtomicU64,
+    /// False while changes from other processes may go unseen (the
+    /// PostgreSQL listener is not connected): then nothing is read or kept.
+    live: AtomicBool,
+    /// What the store calls on each change made through it (it holds only
+    /// a weak reference).
+    local_hook: std::sync::OnceLock<LocalHook>,
+    /// SQLite: the database's `-shm` file, whose WAL-index header changes on
+    /// every commit by any process (its change counter, last frame, salts).
+    /// Read (48 bytes) before every lookup: a change since the last look
+    /// clears the cache, so another process's write (the CLI's rotations, a
+    /// second server) is seen at once.
+    shm: std::sync::OnceLock<(std::fs::File, AtomicU64)>,
+}
+
+type LocalHook = Arc<dyn Fn(Change) + Send + Sync>;
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("settings", &self.settings)
+            .field("instances", &self.instances.as_ref().map(Lru::len))
+            .field("accounts", &self.accounts.as_ref().map(Lru::len))
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// What a reader holds between its miss and its insert.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+impl Cache {
+    /// A cache with these settings. `live` false: bypassed until
+    /// [`Cache::on_listen_event`] reports the change listener connected
+    /// (PostgreSQL); true when no other process's changes are notified anyway
+    /// (SQLite, where `max_age` is the only bound).
+    pub fn new(settings: CacheSettings, live: bool) -> Self {
+        let on = settings.capacity > 0;
+        let cap = usize::try_from(settings.capacity).unwrap_or(usize::MAX);
+        Cache {
+            settings,
+            instances: on.then(|| Lru::new(cap)),
+            tokens: on.then(|| Lru::new(cap)),
+            accounts: on.then(|| Lru::new(cap)),
+            epoch: AtomicU64::new(0),
+            live: AtomicBool::new(live),
+            local_hook: std::sync::OnceLock::new(),
+            shm: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A cache that keeps nothing.
+    pub fn disabled() -> Self {
+        Cache::new(
+            CacheSettings {
+                capacity: 0,
+                max_age: Duration::ZERO,
+            },
+            false,
+        )
+    }
+
+    fn usable(&self) -> bool {
+        if !self.live.load(Ordering::Acquire) {
+            return false;
+        }
+        if let Some((file, seen)) = self.shm.get() {
+            use std::os::unix::fs::FileExt;
+            let mut header = [0u8; 48];
+            if file.read_exact_at(&mut header, 0).is_err() {
+                self.clear();
+                return false;
+            }
+            let now = fnv(&header);
+            if seen.swap(now, Ordering::SeqCst) != now {
+                self.clear();
+            }
+        }
+        true
+    }
+
+    fn fresh(&self, loaded: Instant) -> bool {
+        loaded.elapsed() < self.settings.max_age
+    }
+
+    /// Taken before reading the database on a miss; hand it back to the
+    /// `put_*` call.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// The instance whose `Element` token hashes to `hash`, if cached.
+    pub fn instance_by_token(&self, hash: &SecretHash) -> Option<Instance> {
+        if !self.usable() {
+            return None;
+        }
+        let id = self.tokens.as_ref()?.get(hash)?;
+        let entry = self.instances.as_ref()?.get(&id)?;
+        (entry.token_hash.as_ref() == Some(hash) && self.fresh(entry.loaded))
+            .then(|| entry.instance.clone())
+    }
+
+    /// Instance `id` of organization `organization_id`, if cached.
+    pub fn instance(&self, organization_id: i64, id: i64) -> Option<Instance> {
+        if !self.usable() {
+            return None;
+        }
+        let entry = self.instances.as_ref()?.get(&id)?;
+        (entry.instance.organization_id == organization_id && self.fresh(entry.loaded))
+            .then(|| entry.instance.clone())
+    }
+
+    /// Keeps `instance`, read from the database after `ticket` was taken
+    /// (with the `Element` token hashing to `token_hash`, if by token).
+    pub fn put_instance(
+        &self,
+        ticket: Ticket,
+        instance: &Instance,
+        token_hash: Option<SecretHash>,
+    ) {
+        let (Some(instances), Some(tokens)) = (&self.instances, &self.tokens) else {
+            return;
+        };
+        if !self.usable() {
+            return;
+        }
+        let id = instance.id;
+        let entry = Arc::new(InstanceEntry {
+            instance: instance.clone(),
+            token_hash,
+            loaded: Instant::now(),
+        });
+        instances.insert(id, entry);
+        if let Some(hash) = token_hash {
+            tokens.insert(hash, id);
+        }
+        // An invalidation since the ticket may have come before the insert
+        // (and removed nothing): undo it, the next read goes to the database.
+        if self.epoch.load(Ordering::SeqCst) != ticket.0 || !self.usable() {
+            instances.remove(&id);
+        }
+    }
+
+    /// The account with these secret hashes, if cached.
+    pub fn account(&self, user: &SecretHash, organization: &SecretHash) -> Option<Principal> {
+        if !self.usable() {
+            return None;
+        }
+        let entry = self.accounts.as_ref()?.get(&(*user, *organization))?;
+        self.fresh(entry.loaded).then(|| entry.principal.clone())
+    }
+
+    /// Keeps an account read from the database after `ticket` was taken.
+    pub fn put_account(
+        &self,
+        ticket: Ticket,
+        user: &SecretHash,
+        organization: &SecretHash,
+        principal: &Principal,
+    ) {
+        let Some(accounts) = &self.accounts else {
+            return;
+        };
+        if !self.usable() {
+            return;
+        }
+        let key = (*user, *organization);
+        accounts.insert(
+            key,
+            Arc::new(AccountEntry {
+                principal: principal.clone(),
+                loaded: Instant::now(),
+            }),
+        );
+        if self.epoch.load(Ordering::SeqCst) != ticket.0 || !self.usable() {
+            accounts.remove(&key);
+        }
+    }
+
+    /// Instance `id` changed (updated, deleted, enabled or disabled, its
+    /// tokens or `Element` token replaced): forget it, at once.
+    pub fn instance_changed(&self, id: i64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(instances) = &self.instances {
+            instances.remove(&id);
+        }
+    }
+
+    /// An account secret changed (or a user or organization went away):
+    /// forget every account.
+    pub fn accounts_changed(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(accounts) = &self.accounts {
+            accounts.clear();
+        }
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(i) = &self.instances {
+            i.clear();
+        }
+        if let Some(t) = &self.tokens {
+            t.clear();
+        }
+        if let Some(a) = &self.accounts {
+            a.clear();
+        }
+    }
+
+    /// What the PostgreSQL change listener reports.
+    pub fn on_listen_event(&self, event: ListenEvent) {
+        match event {
+            ListenEvent::Connected => {
+                // Listening now: whatever changed before is dropped, then
+                // the cache is used again.
+                self.clear();
+                self.live.store(true, Ordering::Release);
+                tracing::debug!("cache: change listener connected");
+            }
+            ListenEvent::Disconnected => {
+                self.live.store(false, Ordering::Release);
+                self.clear();
+                tracing::warn!("cache: change listener lost; the cache is bypassed");
+            }
+            ListenEvent::Change(Some(Change::Instance(id))) => self.instance_changed(id),
+            ListenEvent::Change(Some(Change::User(_) | Change::Organization(_))) => {
+                self.accounts_changed()
+            }
+            ListenEvent::Change(None) => self.clear(),
+        }
+    }
+
+    /// Entries held now: (instances, accounts).
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.instances.as_ref().map_or(0, Lru::len),
+            self.accounts.as_ref().map_or(0, Lru::len),
+        )
+    }
+
+    /// Whether reads may be served from the cache now.
+    pub fn is_live(&self) -> bool {
+        self.usable() && self.instances.is_some()
+    }
+}
+
+/// Starts the cache over `store` (at `database_url`): told by the store of
+/// every change made through it in this process; on PostgreSQL, bypassed
+/// until a change listener (spawned here, on the current tokio runtime) is
+/// connected; elsewhere live at once, bounded by `max_age`.
+pub fn start(
+    settings: CacheSettings,
+    database_url: &str,
+    store: &dyn elements_store::Store,
+) -> Arc<Cache> {
+    if settings.capacity == 0 {
+        return Arc::new(Cache::disabled());
+    }
+    let pg = elements_store::notify::notices_available(database_url);
+    let cache = Arc::new(Cache::new(settings, !pg));
+    let weak = Arc::downgrade(&cache);
+    let hook: LocalHook = Arc::new(move |change| {
+        if let Some(cache) = weak.upgrade() {
+            cache.on_listen_event(ListenEvent::Change(Some(change)));
+        }
+    });
+    store.on_change(Arc::downgrade(&hook));
+    let _ = cache.local_hook.set(hook);
+    if !pg {
+        let path = database_url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or(path);
+        match std::fs::File::open(format!("{path}-shm")) {
+            Ok(file) => {
+                let _ = cache.shm.set((file, AtomicU64::new(0)));
+            }
+            Err(e) => {
+                // Another process's writes could not be seen: keep nothing.
+                tracing::warn!(error = %e, "cache: no SQLite -shm file to watch; the cache is off");
+                cache.live.store(false, Ordering::Release);
+            }
+        }
+        return cache;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let weak = Arc::downgrade(&cache);
+            let url = database_url.to_owned();
+            runtime.spawn(async move {
+                let listen = elements_store::notify::listen(
+                    url,
+                    Duration::from_millis(250),
+                    // Stops listening once the cache is gone.
+                    move |event| match weak.upgrade() {
+                        Some(cache) => {
+                            cache.on_listen_event(event);
+                            true
+                        }
+                        None => false,
+                    },
+                );
+                listen.await;
+            });
+        }
+        // No runtime to listen on: never live, never stale.
+        Err(_) => tracing::warn!("cache: no runtime for the change listener; the cache is off"),
+    }
+    cache
+}
+
+/// FNV-1a of `bytes`.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The instance whose `Element` token is `token`, through the cache; a 401
+/// when there is none.
+pub async fn instance_by_token(
+    state: &crate::AppState,
+    token: &elements_core::Secret,
+) -> Result<Instance, crate::error::ApiError> {
+    let hash = elements_store::hash_secret(token.expose());
+    if let Some(instance) = state.cache.instance_by_token(&hash) {
+        return Ok(instance);
+    }
+    let ticket = state.cache.ticket();
+    let instance = state
+        .store
+        .instance_by_token(&hash)
+        .await?
+        .ok_or(crate::error::ApiError::Unauthorized)?;
+    state.cache.put_instance(ticket, &instance, Some(hash));
+    Ok(instance)
+}
+
+/// Instance `id` of `organization_id`, through the cache.
+pub async fn instance(
+    state: &crate::AppState,
+    organization_id: i64,
+    id: i64,
+) -> Result<Option<Instance>, crate::error::ApiError> {
+    if let Some(instance) = state.cache.instance(organization_id, id) {
+        return Ok(Some(instance));
+    }
+    let ticket = state.cache.ticket();
+    let found = state.store.instance(organization_id, id).await?;
+    if let Some(instance) = &found {
+        state.cache.put_instance(ticket, instance, None);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use elements_core::{Configuration, Secret};
+    use elements_store::{Health, HealthState, Tokens, User};
+
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: 1,
+            email: "a@b.test".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+        }
+    }
+
+    fn instance(id: i64, access: &str) -> Instance {
+        let mut configuration = Configuration::new();
+        configuration.insert("oauth.api.secret", "s3cret");
+        Instance {
+            id,
+            organization_id: 10,
+            user: user(),
+            element_key: "hubspot".into(),
+            element_id: 1,
+            name: "n".into(),
+            tags: Vec::new(),
+            configuration,
+            tokens: Tokens {
+                access_token: Some(Secret::new(access)),
+                refresh_token: Some(Secret::new("rt")),
+                token_type: None,
+                expires_at: Some(i64::MAX / 2),
+            },
+            valid: true,
+            invalid_reason: None,
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+            token_version: 0,
+            health: Health {
+                state: HealthState::Active,
+                failures: 0,
+                last_error: None,
+                since: 0,
+            },
+        }
+    }
+
+    fn cache(max_age: Duration, live: bool) -> Cache {
+        Cache::new(
+            CacheSettings {
+                capacity: 100,
+                max_age,
+            },
+            live,
+        )
+    }
+
+    fn access(i: &Instance) -> &str {
+        i.tokens.access_token.as_ref().unwrap().expose()
+    }
+
+    #[test]
+    fn serves_by_token_and_by_organization_until_changed() {
+        let c = cache(Duration::from_secs(60), true);
+        let hash = [7u8; 32];
+        c.put_instance(c.ticket(), &instance(5, "at-1"), Some(hash));
+        assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-1");
+        assert_eq!(access(&c.instance(10, 5).unwrap()), "at-1");
+        assert!(c.instance(11, 5).is_none(), "another organization's id");
+        assert!(c.instance_by_token(&[8u8; 32]).is_none());
+        c.instance_changed(5);
+        assert!(c.instance_by_token(&hash).is_none());
+        assert!(c.instance(10, 5).is_none());
+    }
+
+    #[test]
+    fn an_old_token_does_not_reach_an_entry_read_with_another() {
+        let c = cache(Duration::from_secs(60), true);
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        c.put_instance(c.ticket(), &instance(5, "at"), Some(old));
+        c.instance_changed(5);
+        c.put_instance(c.ticket(), &instance(5, "at"), Some(new));
+        assert!(c.instance_by_token(&new).is_some());
+        assert!(
+            c.instance_by_token(&old).is_none(),
+            "the rotated-away token"
+        );
+    }
+
+    #[test]
+    fn a_read_that_raced_with_a_change_is_not_kept() {
+        let c = cache(Duration::from_secs(60), true);
+        let ticket = c.ticket();
+        // The write lands (and invalidates) after the read's database query.
+        c.instance_changed(5);
+        c.put_instance(ticket, &instance(5, "stale"), Some([3u8; 32]));
+        assert!(c.instance(10, 5).is_none());
+        let ticket = c.ticket();
+        c.accounts_changed();
+        let p = Principal {
+            organization_id: 10,
+            organization_name: "o".into(),
+            user: user(),
+        };
+        c.put_account(ticket, &[1; 32], &[2; 32], &p);
+        assert!(c.account(&[1; 32], &[2; 32]).is_none());
+        c.put_account(c.ticket(), &[1; 32], &[2; 32], &p);
+        assert_eq!(c.account(&[1; 32], &[2; 32]), Some(p));
+        c.accounts_changed();
+        assert!(c.account(&[1; 32], &[2; 32]).is_none());
+    }
+
+    #[test]
+    fn entries_older_than_the_maximum_age_are_not_served() {
+        let c = cache(Duration::ZERO, true);
+        c.put_instance(c.ticket(), &instance(5, "at"), Some([4u8; 32]));
+        assert!(c.instance(10, 5).is_none());
+        assert!(c.instance_by_token(&[4u8; 32]).is_none());
+    }
+
+    #[test]
+    fn without_the_listener_nothing_is_kept_or_served() {
+        let c = cache(Duration::from_secs(60), false);
+        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        assert!(c.instance(10, 5).is_none());
+        c.on_listen_event(ListenEvent::Connected);
+        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        assert!(c.instance(10, 5).is_some());
+        c.on_listen_event(ListenEvent::Change(Some(Change::Instance(5))));
+        assert!(c.instance(10, 5).is_none());
+        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        c.on_listen_event(ListenEvent::Disconnected);
+        assert!(c.instance(10, 5).is_none());
+        assert_eq!(c.len(), (0, 0), "cleared when the listener went away");
+    }
+
+    #[test]
+    fn the_size_limit_holds() {
+        let c = cache(Duration::from_secs(60), true);
+        for id in 0..1_000 {
+            c.put_instance(c.ticket(), &instance(id, "at"), None);
+        }
+        assert!(c.len().0 <= 100, "{:?}", c.len());
+        assert!(Cache::disabled().instance(10, 5).is_none());
+    }
+
+    #[test]
+    fn a_dropped_entry_is_wiped() {
+        let mut i = instance(5, "at");
+        wipe(&mut i);
+        assert_eq!(i.tokens.access_token, None);
+        assert_eq!(i.tokens.refresh_token, None);
+        assert!(i.configuration.is_empty());
+        assert_eq!(i.configuration.get("oauth.api.secret"), None);
+    }
+}
