@@ -849,8 +849,7 @@ async fn submit(
         &state,
         (session.organization_id, session.user_id),
         element,
-        session.name.clone(),
-        session.tags.clone(),
+        (session.name.clone(), session.tags.clone()),
         configuration,
         // kinds: client-credential elements obtain their token here.
         if element.spec().authentication == elements_core::Authentication::Oauth2ClientCredentials {
@@ -1021,8 +1020,7 @@ async fn callback_outcome(
         state,
         (session.organization_id, session.user_id),
         element.as_ref(),
-        session.name.clone(),
-        session.tags.clone(),
+        (session.name.clone(), session.tags.clone()),
         configuration,
         Provision::Code(Secret::new(code), verifier),
         state.health_check.settings.verify_on_create,
