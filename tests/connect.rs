@@ -301,6 +301,19 @@ async fn denying_at_the_provider_returns_the_error_and_stores_nothing() {
     );
     assert!(setup.instances().await.is_empty());
     assert_eq!(setup.provider.code_exchanges(), 0);
+    // The app's webhooks learn of it: a `connect.failed` event.
+    let (status, events) = setup
+        .call(Method::GET, "/organizations/me/events", Value::Null)
+        .await;
+    assert_eq!(status, 200, "{events}");
+    let events = events.as_array().cloned().unwrap_or_default();
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "connect.failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0]["payload"]["data"]["error"], "access_denied");
+    assert_eq!(failed[0]["payload"]["data"]["element"], "gitlab");
     browser.close().await.unwrap();
 }
 

@@ -862,6 +862,7 @@ async fn submit(
     .await
     .map(|(instance, _token)| instance.id)
     .map_err(|e| failure("create_failed", &e));
+    report_failure(&state, &session, &outcome).await;
     finish(&session, popup || session.popup, outcome)
 }
 
@@ -955,7 +956,40 @@ async fn callback(State(state): State<AppState>, QueryPairs(pairs): QueryPairs) 
     };
     let popup = session.popup;
     let outcome = callback_outcome(&state, &session, verifier, &params).await;
+    report_failure(&state, &session, &outcome).await;
     finish(&session, popup, outcome)
+}
+
+/// A failed connection is a `connect.failed` event for the app's webhooks
+/// (the error code and the sanitized description the app is redirected
+/// with; never a code, state or token). Best effort: the user's redirect
+/// does not wait on a store failure beyond logging it.
+async fn report_failure(
+    state: &AppState,
+    session: &ConnectSession,
+    outcome: &Result<i64, Failure>,
+) {
+    let Err(f) = outcome else { return };
+    let mut data = serde_json::json!({
+        "sessionId": session.id,
+        "element": session.element_key,
+        "error": f.code,
+        "errorDescription": f.description,
+    });
+    if let Some(end_user) = &session.end_user {
+        data["endUser"] = end_user.as_str().into();
+    }
+    if let Err(e) = state
+        .store
+        .record_event(
+            session.organization_id,
+            elements_store::EventKind::ConnectFailed,
+            data,
+        )
+        .await
+    {
+        tracing::error!(session_id = session.id, error = %e, "cannot record connect.failed");
+    }
 }
 
 async fn callback_outcome(
