@@ -350,6 +350,12 @@ pub(super) async fn forward(
     let mut waited = Duration::ZERO;
     let mut refreshed = false;
     let path_for_log = url.path().to_owned();
+    // Bounded metrics labels: catalog keys; an organization's own key is not.
+    let label = if state.registry.get(&spec.key).is_some() {
+        spec.key.as_str()
+    } else {
+        "private"
+    };
     // Set when a streamed body goes over the limit (the upload is cut off).
     let over_limit = Arc::new(AtomicBool::new(false));
     loop {
@@ -395,6 +401,7 @@ pub(super) async fn forward(
         let sent = tokio::time::timeout(wait, builder.send()).await;
         if over_limit.load(Ordering::SeqCst) {
             log(
+                label,
                 spec,
                 &method,
                 &path_for_log,
@@ -409,6 +416,7 @@ pub(super) async fn forward(
         let delay = match sent {
             Err(_) => {
                 log(
+                    label,
                     spec,
                     &method,
                     &path_for_log,
@@ -431,14 +439,22 @@ pub(super) async fn forward(
                 {
                     Some(d) => d,
                     None => {
+                        let outcome = if e.is_timeout() {
+                            "timeout"
+                        } else if e.is_connect() {
+                            "connect"
+                        } else {
+                            "error"
+                        };
                         log(
+                            label,
                             spec,
                             &method,
                             &path_for_log,
                             None,
                             started,
                             retries,
-                            "error",
+                            outcome,
                         );
                         if e.is_timeout() {
                             return Ok(gateway_timeout(format!(
@@ -465,6 +481,7 @@ pub(super) async fn forward(
                         Err(failure) => {
                             tracing::info!(element = %spec.key, failure = ?failure, "proxy: refresh after a 401 failed");
                             log(
+                                label,
                                 spec,
                                 &method,
                                 &path_for_log,
@@ -494,6 +511,7 @@ pub(super) async fn forward(
                     Some(d) => d,
                     None => {
                         log(
+                            label,
                             spec,
                             &method,
                             &path_for_log,
@@ -508,20 +526,30 @@ pub(super) async fn forward(
             }
         };
         retries += 1;
+        crate::metrics::proxy_retry(label);
         waited += delay;
         tokio::time::sleep(delay).await;
     }
 }
 
+/// Logs a proxied call and records its metrics (`label`: the element's
+/// metrics label; `outcome`: `answered`, with `status`, or a failure).
+#[allow(clippy::too_many_arguments)]
 fn log(
+    label: &str,
     spec: &ElementSpec,
     method: &Method,
     path: &str,
     status: Option<StatusCode>,
     started: Instant,
     retries: u32,
-    outcome: &str,
+    outcome: &'static str,
 ) {
+    let class = match status {
+        Some(s) if outcome == "answered" => crate::metrics::status_class(s),
+        _ => outcome,
+    };
+    crate::metrics::proxy_call(label, class, started.elapsed());
     tracing::info!(
         element = %spec.key,
         method = %method,
