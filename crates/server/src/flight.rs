@@ -34,7 +34,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(work).await.map_err(|e| {
+    use tracing::Instrument as _;
+    let span = crate::trace::current();
+    let task = if span.is_none() {
+        tokio::spawn(work)
+    } else {
+        tokio::spawn(work.instrument(span))
+    };
+    task.await.map_err(|e| {
         if e.is_panic() {
             tracing::error!("a detached provider task panicked");
         }

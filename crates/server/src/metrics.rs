@@ -266,7 +266,7 @@ pub fn proxy_retry(element: &str) {
 
 /// The standard methods as themselves; any other (a client may send any
 /// token as a method) as `other`, so clients cannot create series.
-fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",

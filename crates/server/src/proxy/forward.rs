@@ -398,7 +398,24 @@ pub(super) async fn forward(
         } else {
             Duration::from_secs(24 * 3600)
         };
-        let sent = tokio::time::timeout(wait, builder.send()).await;
+        let span = crate::trace::proxy_attempt(label, &method, retries + 1);
+        let sent = if span.is_none() {
+            tokio::time::timeout(wait, builder.send()).await
+        } else {
+            use tracing::Instrument as _;
+            tokio::time::timeout(wait, builder.send())
+                .instrument(span.clone())
+                .await
+        };
+        if !span.is_none() {
+            let outcome = match &sent {
+                Ok(Ok(r)) => crate::metrics::status_class(r.status()),
+                Ok(Err(e)) if e.is_connect() => "connect",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            };
+            crate::trace::record_outcome(&span, outcome);
+        }
         if over_limit.load(Ordering::SeqCst) {
             log(
                 label,
