@@ -22,26 +22,29 @@ use tokio::net::TcpListener;
 /// What the collector received: (content type, body) per POST.
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
-/// A fake OTLP/HTTP collector: `POST /v1/traces`; its base URL.
+/// A fake OTLP/HTTP collector: `POST /v1/traces`; its base URL. Every
+/// other path answers `{}` (the proxied provider API of the test).
 async fn collector() -> (String, Received) {
     let got: Received = Arc::default();
     let store = got.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let store = store.clone();
-            async move {
-                let kind = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                store.lock().unwrap().push((kind, body.to_vec()));
-                // An empty ExportTraceServiceResponse.
-                ([("content-type", "application/x-protobuf")], Vec::new())
-            }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let store = store.clone();
+                async move {
+                    let kind = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    store.lock().unwrap().push((kind, body.to_vec()));
+                    // An empty ExportTraceServiceResponse.
+                    ([("content-type", "application/x-protobuf")], Vec::new())
+                }
+            }),
+        )
+        .fallback(|| async { axum::Json(serde_json::json!({})) });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -69,14 +72,28 @@ const USER: &str = "otel-user-secret-77b2c4";
 const ACCESS: &str = "otel-access-token-0c3e";
 const REFRESH: &str = "otel-refresh-token-9f41";
 const QUERY_SECRET: &str = "otel-query-secret-a6d2";
+const API_KEY: &str = "SG.otel-api-key-31c7";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_by_route_template_without_secrets() {
     let (endpoint, got) = collector().await;
     let dir = data_dir();
-    let data = dir.path().to_str().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        format!("[elements.sendgrid]\napi_base_url = \"{endpoint}/api\"\n"),
+    )
+    .unwrap();
     let mut server = Binary::serve(
-        &["--data-dir", data, "--otlp-endpoint", &endpoint],
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--otlp-endpoint",
+            &endpoint,
+        ],
         &[
             ("ELEMENTS_ORGANIZATION_SECRET", ORG),
             ("ELEMENTS_USER_SECRET", USER),
@@ -126,6 +143,31 @@ async fn spans_are_exported_by_route_template_without_secrets() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // A proxied call: a server span with a client child span.
+    let r = client
+        .post(server.url("/instances"))
+        .header("Authorization", &auth)
+        .json(&serde_json::json!({
+            "element": { "key": "sendgrid" },
+            "name": "mail",
+            "configuration": { "api.key": API_KEY },
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mail: Value = r.json().await.unwrap();
+    let r = client
+        .get(server.url(&format!(
+            "/instances/{}/proxy/v3/mail?api_key={QUERY_SECRET}",
+            mail["id"]
+        )))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
     // A graceful stop flushes the batch (the batch delay is 5 s: the spans
     // arrive because of the shutdown, not the timer).
     assert!(server.terminate().success());
@@ -154,8 +196,10 @@ async fn spans_are_exported_by_route_template_without_secrets() {
             REFRESH,
             QUERY_SECRET,
             token.as_str(),
+            API_KEY,
             "apiSecret",
             "callbackUrl",
+            "v3/mail",
         ] {
             assert!(!contains(body, secret), "an export carries {secret}");
         }
@@ -192,6 +236,20 @@ async fn spans_are_exported_by_route_template_without_secrets() {
     assert_eq!(
         status(find("GET /elements/api-v2/instances/configuration")),
         Some(AnyValue::IntValue(200))
+    );
+    let proxied = find("GET /elements/api-v2/instances/{id}/proxy/{*path}");
+    assert_eq!(status(proxied), Some(AnyValue::IntValue(200)));
+    let upstream = find("proxy upstream");
+    assert_eq!(upstream.kind, 3, "a client span");
+    assert_eq!(upstream.trace_id, proxied.trace_id);
+    assert_eq!(upstream.parent_span_id, proxied.span_id);
+    assert_eq!(
+        attribute(upstream, "element"),
+        Some(&AnyValue::StringValue("sendgrid".into()))
+    );
+    assert_eq!(
+        attribute(upstream, "outcome"),
+        Some(&AnyValue::StringValue("2xx".into()))
     );
     // Server spans, each its own trace root.
     assert!(spans
