@@ -586,6 +586,9 @@ fn init_logging_with_otel(
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
                 .with_filter(spans),
         )
         .init();

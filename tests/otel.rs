@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use common::*;
+use elements_testkit::api::{Expect, FakeApi};
+use elements_testkit::provider::FakeProvider;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -272,4 +274,117 @@ async fn without_the_setting_there_is_no_exporter_thread() {
         !names.iter().any(|t| t.starts_with("OpenTelemetry")),
         "{names:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_during_a_proxied_call_is_a_provider_call_child_span() {
+    let (endpoint, got) = collector().await;
+    let oauth = Arc::new(FakeProvider::start().await);
+    let api = FakeApi::start().await;
+    let dir = data_dir();
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elements.hubspot]\napi_base_url = \"{}\"\n\n[elements.hubspot.oauth]\ntoken_url = \"{}\"\nrefresh_url = \"{}\"\n",
+            api.base_url(),
+            oauth.token_url(),
+            oauth.legacy_refresh_url()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut server = Binary::serve(
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--otlp-endpoint",
+            &endpoint,
+        ],
+        &[
+            ("ELEMENTS_ORGANIZATION_SECRET", ORG),
+            ("ELEMENTS_USER_SECRET", USER),
+        ],
+    );
+    let auth = format!("User {USER}, Organization {ORG}");
+    let client = reqwest::Client::new();
+    let (access, refresh) = oauth.issue_tokens("test-client");
+    let r = client
+        .post(server.url("/instances"))
+        .header("Authorization", &auth)
+        .json(&seed_instance_body(&access, &refresh))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let valid = oauth.clone();
+    api.expect(Expect::Bearer(Arc::new(move |t| {
+        valid.is_access_token_valid(t)
+    })));
+    let path = format!("/instances/{id}/proxy/crm/v3/objects/contacts");
+    let first = client
+        .get(server.url(&path))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    // The provider API now refuses that token: the proxy refreshes (a
+    // detached provider call) and replays.
+    api.expire_current();
+    let r = client
+        .get(server.url(&path))
+        .header("Authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(oauth.refresh_calls() >= 1);
+    assert!(server.terminate().success());
+
+    let mut spans = Vec::new();
+    for (_, body) in got.lock().unwrap().iter() {
+        for secret in [ORG, USER, access.as_str(), refresh.as_str()] {
+            assert!(!contains(body, secret), "an export carries {secret}");
+        }
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+    let provider: Vec<&Span> = spans.iter().filter(|s| s.name == "provider call").collect();
+    assert!(!provider.is_empty(), "no provider call span");
+    for call in provider {
+        assert_eq!(call.kind, 3, "a client span");
+        assert_eq!(
+            attribute(call, "element"),
+            Some(&AnyValue::StringValue("hubspot".into()))
+        );
+        assert_eq!(
+            attribute(call, "outcome"),
+            Some(&AnyValue::StringValue("ok".into()))
+        );
+        let parent = spans
+            .iter()
+            .find(|s| s.span_id == call.parent_span_id)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no parent of {call:?} in {:#?}",
+                    spans
+                        .iter()
+                        .map(|s| (&s.name, &s.span_id, &s.parent_span_id))
+                        .collect::<Vec<_>>()
+                )
+            });
+        assert_eq!(parent.trace_id, call.trace_id);
+        assert_eq!(
+            parent.name,
+            "GET /elements/api-v2/instances/{id}/proxy/{*path}"
+        );
+    }
 }

@@ -136,13 +136,21 @@ where
                     running: self.running.clone(),
                     key: Some(key),
                 };
-                tokio::spawn(async move {
+                let flight = async move {
                     let value = work.await;
                     // Land first: a caller arriving after the answer starts
                     // a new flight (which sees the stored result).
                     drop(landed);
                     let _ = tx.send(Some(value));
-                });
+                };
+                // The flight's spans are children of the first caller's.
+                let span = crate::trace::current();
+                if span.is_none() {
+                    tokio::spawn(flight);
+                } else {
+                    use tracing::Instrument as _;
+                    tokio::spawn(flight.instrument(span));
+                }
                 answer
             }
         };
