@@ -247,6 +247,11 @@ struct ServeArgs {
     event_retention_days: Option<u64>,
     #[command(flatten)]
     proxy: ProxyArgs,
+    /// Export traces with OpenTelemetry (OTLP over HTTP/protobuf) to this
+    /// collector base URL, e.g. http://127.0.0.1:4318 (`/v1/traces` is
+    /// appended) [default: no export].
+    #[arg(long, env = "ELEMENTS_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 /// The API proxy's settings (the `[proxy]` table of the config file; a flag
@@ -545,6 +550,51 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
+/// [`init_logging`] plus the OpenTelemetry layer: the log output as
+/// without it (the spans' target is filtered out of it), and only the
+/// server's spans (target `elements::otel`) exported.
+fn init_logging_with_otel(
+    format: &str,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", elements_server::trace::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer);
+    let fmt = if format == "json" {
+        fmt.json().boxed()
+    } else {
+        fmt.boxed()
+    };
+    let spans = tracing_subscriber::filter::Targets::new()
+        .with_target(elements_server::trace::TARGET, tracing::Level::TRACE);
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(spans),
+        )
+        .init();
+    guard
+}
+
 fn server_config(
     catalog: &CatalogArgs,
     store: &StoreArgs,
@@ -601,9 +651,22 @@ fn server_config(
 }
 
 fn serve(catalog: &CatalogArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _logs = init_logging(&args.log_format);
-    let config = server_config(catalog, &args.store, Some(&args))?;
-    runtime()?.block_on(elements_server::run(config))?;
+    let runtime = runtime()?;
+    let endpoint = args.otlp_endpoint.clone().filter(|e| !e.trim().is_empty());
+    let Some(endpoint) = endpoint else {
+        let _logs = init_logging(&args.log_format);
+        let config = server_config(catalog, &args.store, Some(&args))?;
+        runtime.block_on(elements_server::run(config))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let otel = crate::otel::Otel::start(&endpoint, runtime.handle().clone())?;
+    let _logs = init_logging_with_otel(&args.log_format, otel.tracer());
+    elements_server::trace::enable();
+    let served = server_config(catalog, &args.store, Some(&args))
+        .and_then(|config| runtime.block_on(elements_server::run(config)));
+    // The runtime still runs: the last batch is sent on it.
+    otel.shutdown();
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

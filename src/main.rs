@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 mod cli;
+mod otel;
 
 fn main() -> ExitCode {
     match cli::run() {

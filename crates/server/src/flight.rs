@@ -34,7 +34,14 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(work).await.map_err(|e| {
+    use tracing::Instrument as _;
+    let span = crate::trace::current();
+    let task = if span.is_none() {
+        tokio::spawn(work)
+    } else {
+        tokio::spawn(work.instrument(span))
+    };
+    task.await.map_err(|e| {
         if e.is_panic() {
             tracing::error!("a detached provider task panicked");
         }
@@ -129,13 +136,21 @@ where
                     running: self.running.clone(),
                     key: Some(key),
                 };
-                tokio::spawn(async move {
+                let flight = async move {
                     let value = work.await;
                     // Land first: a caller arriving after the answer starts
                     // a new flight (which sees the stored result).
                     drop(landed);
                     let _ = tx.send(Some(value));
-                });
+                };
+                // The flight's spans are children of the first caller's.
+                let span = crate::trace::current();
+                if span.is_none() {
+                    tokio::spawn(flight);
+                } else {
+                    use tracing::Instrument as _;
+                    tokio::spawn(flight.instrument(span));
+                }
                 answer
             }
         };

@@ -47,6 +47,7 @@ pub mod revocation;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
+pub mod trace;
 pub mod webhooks;
 pub mod wire;
 

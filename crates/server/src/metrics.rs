@@ -19,6 +19,22 @@
 //!   computed at each scrape by one count query.
 //! - `elements_store_pool_connections{state}` (`open`, `idle`) and
 //!   `elements_store_scrape_query_seconds` (the latency of that count query).
+//! - `elements_webhook_deliveries_total{outcome}` and
+//!   `elements_webhook_delivery_duration_seconds{outcome}`: webhook delivery
+//!   attempts by the worker; `outcome` is `delivered`, `retrying` (failed,
+//!   another attempt is scheduled), `dead` (failed, no attempt left) or
+//!   `disabled` (the endpoint answered 410 and was disabled). No label names
+//!   the organization, the endpoint or its URL.
+//! - `elements_proxy_requests_total{element,outcome}` and
+//!   `elements_proxy_request_duration_seconds{element,outcome}`: calls
+//!   through the API proxy by their final upstream outcome: `2xx`, `3xx`,
+//!   `4xx`, `5xx` (the provider's status class), `timeout`, `connect` (the
+//!   provider could not be reached), `error` (another transport failure) or
+//!   `too_large` (the streamed upload went over the limit); the latency
+//!   includes retries and refreshes. `elements_proxy_retries_total{element}`
+//!   counts the attempts that were retried. `element` is the catalog key;
+//!   an organization-private element that is not in the catalog is
+//!   `private` (its key is the organization's, and unbounded).
 //!
 //! The registry is the process's: one server per process.
 
@@ -51,6 +67,11 @@ pub struct Metrics {
     instances: IntGaugeVec,
     pool: IntGaugeVec,
     scrape_query: Gauge,
+    webhook_deliveries: IntCounterVec,
+    webhook_duration: HistogramVec,
+    proxy_requests: IntCounterVec,
+    proxy_duration: HistogramVec,
+    proxy_retries: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -104,6 +125,43 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "elements_store_scrape_query_seconds",
         "Latency of the instance count query of the last scrape",
     )?;
+    let webhook_deliveries = IntCounterVec::new(
+        Opts::new(
+            "elements_webhook_deliveries_total",
+            "Webhook delivery attempts by outcome",
+        ),
+        &["outcome"],
+    )?;
+    let webhook_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "elements_webhook_delivery_duration_seconds",
+            "Time of a webhook delivery attempt",
+        )
+        .buckets(BUCKETS.to_vec()),
+        &["outcome"],
+    )?;
+    let proxy_requests = IntCounterVec::new(
+        Opts::new(
+            "elements_proxy_requests_total",
+            "Calls through the API proxy by upstream outcome",
+        ),
+        &["element", "outcome"],
+    )?;
+    let proxy_duration = HistogramVec::new(
+        HistogramOpts::new(
+            "elements_proxy_request_duration_seconds",
+            "Time of a proxied call, retries included",
+        )
+        .buckets(BUCKETS.to_vec()),
+        &["element", "outcome"],
+    )?;
+    let proxy_retries = IntCounterVec::new(
+        Opts::new(
+            "elements_proxy_retries_total",
+            "Upstream attempts of the API proxy that were retried",
+        ),
+        &["element"],
+    )?;
     registry.register(Box::new(http_requests.clone()))?;
     registry.register(Box::new(http_duration.clone()))?;
     registry.register(Box::new(provider_requests.clone()))?;
@@ -112,6 +170,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(instances.clone()))?;
     registry.register(Box::new(pool.clone()))?;
     registry.register(Box::new(scrape_query.clone()))?;
+    registry.register(Box::new(webhook_deliveries.clone()))?;
+    registry.register(Box::new(webhook_duration.clone()))?;
+    registry.register(Box::new(proxy_requests.clone()))?;
+    registry.register(Box::new(proxy_duration.clone()))?;
+    registry.register(Box::new(proxy_retries.clone()))?;
+    for outcome in WEBHOOK_OUTCOMES {
+        webhook_deliveries.with_label_values(&[outcome]);
+    }
     for outcome in ["ok", "transient", "invalid"] {
         refreshes.with_label_values(&[outcome]);
     }
@@ -125,8 +191,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         instances,
         pool,
         scrape_query,
+        webhook_deliveries,
+        webhook_duration,
+        proxy_requests,
+        proxy_duration,
+        proxy_retries,
     })
 }
+
+/// The outcomes of a webhook delivery attempt.
+const WEBHOOK_OUTCOMES: [&str; 4] = ["delivered", "retrying", "dead", "disabled"];
 
 static METRICS: LazyLock<Metrics> =
     LazyLock::new(|| build().expect("metric names and labels are valid"));
@@ -152,9 +226,47 @@ pub fn provider_call(element: &str, outcome: &'static str, elapsed: Duration) {
         .observe(elapsed.as_secs_f64());
 }
 
+/// Records a webhook delivery attempt: `delivered`, `retrying`, `dead` or
+/// `disabled`.
+pub fn webhook_delivery(outcome: &'static str, elapsed: Duration) {
+    let m = metrics();
+    m.webhook_deliveries.with_label_values(&[outcome]).inc();
+    m.webhook_duration
+        .with_label_values(&[outcome])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// The outcome label of an upstream status: its class.
+pub fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "1xx",
+    }
+}
+
+/// Records a proxied call by its final outcome (`element`: a catalog key
+/// or `private`).
+pub fn proxy_call(element: &str, outcome: &'static str, elapsed: Duration) {
+    let m = metrics();
+    m.proxy_requests
+        .with_label_values(&[element, outcome])
+        .inc();
+    m.proxy_duration
+        .with_label_values(&[element, outcome])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// Counts a retried upstream attempt of the proxy.
+pub fn proxy_retry(element: &str) {
+    metrics().proxy_retries.with_label_values(&[element]).inc();
+}
+
 /// The standard methods as themselves; any other (a client may send any
 /// token as a method) as `other`, so clients cannot create series.
-fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",

@@ -104,8 +104,14 @@ pub fn measured<'a>(inner: &'a dyn Transport, element: &'a str) -> Measured<'a> 
 #[async_trait]
 impl Transport for Measured<'_> {
     async fn send(&self, request: &ProviderRequest) -> Result<ProviderResponse, TransportError> {
+        use tracing::Instrument as _;
         let start = std::time::Instant::now();
-        let result = self.inner.send(request).await;
+        let span = crate::trace::provider_call(self.element);
+        let result = if span.is_none() {
+            self.inner.send(request).await
+        } else {
+            self.inner.send(request).instrument(span.clone()).await
+        };
         let outcome = match &result {
             Ok(r) if (200..300).contains(&r.status) => "ok",
             Ok(_) => "status",
@@ -114,6 +120,7 @@ impl Transport for Measured<'_> {
             Err(TransportError::TooLarge) => "too_large",
             Err(_) => "error",
         };
+        crate::trace::record_outcome(&span, outcome);
         crate::metrics::provider_call(self.element, outcome, start.elapsed());
         result
     }

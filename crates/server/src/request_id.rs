@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::RngCore as _;
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -106,9 +107,18 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let path = crate::connect::loggable_path(request.uri().path());
-    let mut response = CURRENT.scope(id, guarded(&state, request, next)).await;
+    let span = crate::trace::request(&method, route.as_ref().map(MatchedPath::as_str));
+    let mut response = if span.is_none() {
+        CURRENT.scope(id, guarded(&state, request, next)).await
+    } else {
+        CURRENT
+            .scope(id, guarded(&state, request, next))
+            .instrument(span.clone())
+            .await
+    };
     let elapsed = start.elapsed();
     let status = response.status();
+    crate::trace::record_status(&span, status.as_u16());
     crate::metrics::http_request(
         route.as_ref().map(MatchedPath::as_str),
         &method,

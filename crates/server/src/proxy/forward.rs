@@ -350,6 +350,12 @@ pub(super) async fn forward(
     let mut waited = Duration::ZERO;
     let mut refreshed = false;
     let path_for_log = url.path().to_owned();
+    // Bounded metrics labels: catalog keys; an organization's own key is not.
+    let label = if state.registry.get(&spec.key).is_some() {
+        spec.key.as_str()
+    } else {
+        "private"
+    };
     // Set when a streamed body goes over the limit (the upload is cut off).
     let over_limit = Arc::new(AtomicBool::new(false));
     loop {
@@ -392,9 +398,27 @@ pub(super) async fn forward(
         } else {
             Duration::from_secs(24 * 3600)
         };
-        let sent = tokio::time::timeout(wait, builder.send()).await;
+        let span = crate::trace::proxy_attempt(label, &method, retries + 1);
+        let sent = if span.is_none() {
+            tokio::time::timeout(wait, builder.send()).await
+        } else {
+            use tracing::Instrument as _;
+            tokio::time::timeout(wait, builder.send())
+                .instrument(span.clone())
+                .await
+        };
+        if !span.is_none() {
+            let outcome = match &sent {
+                Ok(Ok(r)) => crate::metrics::status_class(r.status()),
+                Ok(Err(e)) if e.is_connect() => "connect",
+                Ok(Err(_)) => "error",
+                Err(_) => "timeout",
+            };
+            crate::trace::record_outcome(&span, outcome);
+        }
         if over_limit.load(Ordering::SeqCst) {
             log(
+                label,
                 spec,
                 &method,
                 &path_for_log,
@@ -409,6 +433,7 @@ pub(super) async fn forward(
         let delay = match sent {
             Err(_) => {
                 log(
+                    label,
                     spec,
                     &method,
                     &path_for_log,
@@ -431,14 +456,22 @@ pub(super) async fn forward(
                 {
                     Some(d) => d,
                     None => {
+                        let outcome = if e.is_timeout() {
+                            "timeout"
+                        } else if e.is_connect() {
+                            "connect"
+                        } else {
+                            "error"
+                        };
                         log(
+                            label,
                             spec,
                             &method,
                             &path_for_log,
                             None,
                             started,
                             retries,
-                            "error",
+                            outcome,
                         );
                         if e.is_timeout() {
                             return Ok(gateway_timeout(format!(
@@ -465,6 +498,7 @@ pub(super) async fn forward(
                         Err(failure) => {
                             tracing::info!(element = %spec.key, failure = ?failure, "proxy: refresh after a 401 failed");
                             log(
+                                label,
                                 spec,
                                 &method,
                                 &path_for_log,
@@ -494,6 +528,7 @@ pub(super) async fn forward(
                     Some(d) => d,
                     None => {
                         log(
+                            label,
                             spec,
                             &method,
                             &path_for_log,
@@ -508,20 +543,30 @@ pub(super) async fn forward(
             }
         };
         retries += 1;
+        crate::metrics::proxy_retry(label);
         waited += delay;
         tokio::time::sleep(delay).await;
     }
 }
 
+/// Logs a proxied call and records its metrics (`label`: the element's
+/// metrics label; `outcome`: `answered`, with `status`, or a failure).
+#[allow(clippy::too_many_arguments)]
 fn log(
+    label: &str,
     spec: &ElementSpec,
     method: &Method,
     path: &str,
     status: Option<StatusCode>,
     started: Instant,
     retries: u32,
-    outcome: &str,
+    outcome: &'static str,
 ) {
+    let class = match status {
+        Some(s) if outcome == "answered" => crate::metrics::status_class(s),
+        _ => outcome,
+    };
+    crate::metrics::proxy_call(label, class, started.elapsed());
     tracing::info!(
         element = %spec.key,
         method = %method,

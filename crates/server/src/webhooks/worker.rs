@@ -74,7 +74,9 @@ async fn run(store: Arc<dyn Store>, settings: Settings, mut stop: watch::Receive
             set.spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 let id = claim.delivery_id;
+                let started = std::time::Instant::now();
                 let result = deliver(&client, &settings, &claim).await;
+                crate::metrics::webhook_delivery(outcome(&result), started.elapsed());
                 if let Err(e) = store.finish_delivery(id, owner, result).await {
                     tracing::warn!(delivery = id, error = %e, "webhooks: recording a delivery failed");
                 }
@@ -87,6 +89,16 @@ async fn run(store: Arc<dyn Store>, settings: Settings, mut stop: watch::Receive
                 _ = stop.changed() => {}
             }
         }
+    }
+}
+
+/// The metrics label of a delivery's result.
+fn outcome(result: &DeliveryResult) -> &'static str {
+    match result {
+        DeliveryResult::Delivered { .. } => "delivered",
+        DeliveryResult::Retry { .. } => "retrying",
+        DeliveryResult::Dead { .. } => "dead",
+        DeliveryResult::Gone => "disabled",
     }
 }
 
