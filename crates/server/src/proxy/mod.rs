@@ -24,7 +24,7 @@ use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use elements_store::{hash_secret, Instance};
+use elements_store::Instance;
 use serde::Deserialize;
 
 use crate::auth::AccountOrInstance;
@@ -289,11 +289,8 @@ async fn resolve(
     let not_found = |id: i64| ApiError::NotFound(format!("no instance with id {id}"));
     let instance = match (&caller.principal, &caller.element_token, id) {
         (_, Some(token), _) => {
-            let instance = state
-                .store
-                .instance_by_token(&hash_secret(token.expose()))
-                .await?
-                .ok_or(ApiError::Unauthorized)?;
+            // cache (issue 19): the same read path as `/credentials`.
+            let instance = crate::cache::instance_by_token(state, token).await?;
             let same_org = caller
                 .principal
                 .as_ref()
@@ -303,11 +300,11 @@ async fn resolve(
             }
             instance
         }
-        (Some(principal), None, Some(id)) => state
-            .store
-            .instance(principal.organization_id, id)
-            .await?
-            .ok_or_else(|| not_found(id))?,
+        (Some(principal), None, Some(id)) => {
+            crate::cache::instance(state, principal.organization_id, id)
+                .await?
+                .ok_or_else(|| not_found(id))?
+        }
         _ => return Err(ApiError::Unauthorized),
     };
     if instance.disabled {
