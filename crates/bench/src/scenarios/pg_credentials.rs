@@ -38,6 +38,8 @@ impl Bench {
                 .arg(&dir)
                 .args(["--database-url", &url, "--listen", "127.0.0.1:0"])
                 .env("ELEMENTS_MASTER_KEY", &key)
+                // The seed instance names no real HubSpot: no [verify] call.
+                .env("ELEMENTS_VERIFY_ON_CREATE", "false")
                 .env("ELEMENTS_ORGANIZATION_SECRET", ORG)
                 .env("ELEMENTS_USER_SECRET", USER)
                 .stderr(Stdio::from(log));
