@@ -8,8 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::PgDeployment as Deployment;
 use common::*;
-use elements_store::{Keyring, Store};
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
 use serde_json::Value;
@@ -17,61 +17,7 @@ use serde_json::Value;
 /// How long another replica may take to see a change.
 const PROPAGATION: Duration = Duration::from_secs(1);
 
-struct Deployment {
-    _dir: tempfile::TempDir,
-    db_url: String,
-    key: String,
-    config: String,
-    org: String,
-    user: String,
-}
-
 impl Deployment {
-    fn new(pg: &PgCluster, name: &str, fake: &FakeProvider) -> Deployment {
-        let dir = data_dir();
-        let config = dir.path().join("elements.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "refresh_interval_seconds = 3600\n\
-                 [elements.hubspot.oauth]\n\
-                 token_url = \"{}\"\nrefresh_url = \"{}\"\n",
-                fake.token_url(),
-                fake.legacy_refresh_url()
-            ),
-        )
-        .unwrap();
-        Deployment {
-            db_url: pg.create_database(name).expect("database"),
-            key: Keyring::encode_key(&Keyring::generate_key()),
-            config: config.to_str().unwrap().to_owned(),
-            org: format!("org-{name}"),
-            user: format!("user-{name}"),
-            _dir: dir,
-        }
-    }
-
-    fn replica(&self) -> Binary {
-        Binary::serve(
-            &["--database-url", &self.db_url, "--config", &self.config],
-            &[
-                ("ELEMENTS_MASTER_KEY", &self.key),
-                ("ELEMENTS_ORGANIZATION_SECRET", &self.org),
-                ("ELEMENTS_USER_SECRET", &self.user),
-            ],
-        )
-    }
-
-    fn header(&self) -> String {
-        format!("User {}, Organization {}", self.user, self.org)
-    }
-
-    async fn store(&self) -> std::sync::Arc<dyn Store> {
-        elements_store::connect(&self.db_url, Keyring::parse(&self.key).unwrap())
-            .await
-            .unwrap()
-    }
-
     async fn provision(
         &self,
         client: &reqwest::Client,

@@ -5,68 +5,18 @@ mod common;
 
 use std::time::Duration;
 
+use common::PgDeployment as Deployment;
 use common::*;
 use elements_client::{Client, Secret, UpdateInstance};
-use elements_store::{Keyring, Store};
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
 
-struct Deployment {
-    _dir: tempfile::TempDir,
-    db_url: String,
-    key: String,
-    config: String,
-    org: String,
-    user: String,
-}
-
 impl Deployment {
-    fn new(pg: &PgCluster, name: &str, fake: &FakeProvider) -> Deployment {
-        let dir = data_dir();
-        let config = dir.path().join("elements.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "refresh_interval_seconds = 3600\n\
-                 [elements.hubspot.oauth]\n\
-                 token_url = \"{}\"\nrefresh_url = \"{}\"\n",
-                fake.token_url(),
-                fake.legacy_refresh_url()
-            ),
-        )
-        .unwrap();
-        Deployment {
-            db_url: pg.create_database(name).expect("database"),
-            key: Keyring::encode_key(&Keyring::generate_key()),
-            config: config.to_str().unwrap().to_owned(),
-            org: format!("org-{name}"),
-            user: format!("user-{name}"),
-            _dir: dir,
-        }
-    }
-
-    fn replica(&self) -> Binary {
-        Binary::serve(
-            &["--database-url", &self.db_url, "--config", &self.config],
-            &[
-                ("ELEMENTS_MASTER_KEY", &self.key),
-                ("ELEMENTS_ORGANIZATION_SECRET", &self.org),
-                ("ELEMENTS_USER_SECRET", &self.user),
-            ],
-        )
-    }
-
     /// The typed client of `replica` with the deployment's account.
     fn api(&self, replica: &Binary) -> Client {
         Client::with_http_client(&replica.base, http())
             .unwrap()
             .with_account(&self.user, &self.org)
-    }
-
-    async fn store(&self) -> std::sync::Arc<dyn Store> {
-        elements_store::connect(&self.db_url, Keyring::parse(&self.key).unwrap())
-            .await
-            .unwrap()
     }
 
     async fn provision(&self, via: &Binary, fake: &FakeProvider) -> (i64, Secret) {

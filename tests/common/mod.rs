@@ -424,3 +424,72 @@ pub fn refused<T: std::fmt::Debug>(
 pub fn to_json(value: &impl serde::Serialize) -> Value {
     serde_json::to_value(value).expect("serializable")
 }
+
+/// A deployment of replicas on one throwaway PostgreSQL database: its URL,
+/// master key, config file (HubSpot's token endpoints at the fake provider)
+/// and the environment's account. Test files add their own methods.
+pub struct PgDeployment {
+    pub _dir: tempfile::TempDir,
+    pub db_url: String,
+    pub key: String,
+    pub config: String,
+    pub org: String,
+    pub user: String,
+}
+
+impl PgDeployment {
+    pub fn new(
+        pg: &elements_testkit::pg::PgCluster,
+        name: &str,
+        fake: &elements_testkit::provider::FakeProvider,
+    ) -> PgDeployment {
+        let dir = data_dir();
+        let config = dir.path().join("elements.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "refresh_interval_seconds = 3600\n\
+                 [elements.hubspot.oauth]\n\
+                 token_url = \"{}\"\nrefresh_url = \"{}\"\n",
+                fake.token_url(),
+                fake.legacy_refresh_url()
+            ),
+        )
+        .unwrap();
+        PgDeployment {
+            db_url: pg.create_database(name).expect("database"),
+            key: elements_store::Keyring::encode_key(&elements_store::Keyring::generate_key()),
+            config: config.to_str().unwrap().to_owned(),
+            org: format!("org-{name}"),
+            user: format!("user-{name}"),
+            _dir: dir,
+        }
+    }
+
+    /// A replica: the real binary on the deployment's database.
+    pub fn replica(&self) -> Binary {
+        Binary::serve(
+            &["--database-url", &self.db_url, "--config", &self.config],
+            &[
+                ("ELEMENTS_MASTER_KEY", &self.key),
+                ("ELEMENTS_ORGANIZATION_SECRET", &self.org),
+                ("ELEMENTS_USER_SECRET", &self.user),
+            ],
+        )
+    }
+
+    /// The account's `Authorization` header.
+    pub fn header(&self) -> String {
+        format!("User {}, Organization {}", self.user, self.org)
+    }
+
+    /// The store, opened from the test process.
+    pub async fn store(&self) -> std::sync::Arc<dyn elements_store::Store> {
+        elements_store::connect(
+            &self.db_url,
+            elements_store::Keyring::parse(&self.key).unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+}
