@@ -187,7 +187,7 @@ fn put_applied(body: &mut Map<String, Value>, applied: &AppliedCredential) {
 /// `url` (together; `oauth1` only) are taken.
 pub async fn respond(
     state: &AppState,
-    instance: Instance,
+    instance: crate::cache::SharedInstance,
     pairs: Vec<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (mut method, mut url) = (None, None);
@@ -233,7 +233,7 @@ pub async fn respond(
     }
     match kind {
         Authentication::Oauth2 | Authentication::Oauth2ClientCredentials => {
-            let instance = state.tokens.fresh(instance).await?;
+            let instance = state.tokens.fresh_shared(instance).await?;
             let now = now_seconds();
             let access = instance.tokens.access_token.as_ref().ok_or_else(|| {
                 ApiError::Internal("refreshed instance has no access token".into())

@@ -54,9 +54,29 @@ pub mod wire;
 pub use config::ServerConfig;
 pub use startup::run;
 
-/// Everything a handler needs.
+/// Everything a handler needs: one `Arc`, so the clone every `State`
+/// extractor and the per-request middleware make is one atomic increment
+/// (it was a struct of a dozen `Arc`s, cloned and dropped field by field on
+/// every request: issue 19's profile).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateInner>);
+
+impl AppState {
+    /// The state over its parts.
+    pub fn new(inner: AppStateInner) -> Self {
+        AppState(Arc::new(inner))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppStateInner {
     /// The element catalog.
     pub registry: Arc<Registry>,
     /// Accounts and instances.

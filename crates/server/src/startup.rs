@@ -359,7 +359,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
         config.policy,
     ));
     let cache = crate::cache::start(config.cache, &config.database_url(), store.as_ref());
-    AppState {
+    AppState::new(crate::AppStateInner {
         registry,
         store,
         tokens,
@@ -380,7 +380,7 @@ pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -
             config.health_check.clone(),
         )),
         cache,
-    }
+    })
 }
 
 /// `elements serve`: runs until SIGINT or SIGTERM.

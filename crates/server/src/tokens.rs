@@ -929,6 +929,24 @@ impl TokenManager {
     /// refreshing first if needed. When no refresh can be had (none
     /// possible, failed, backing off), a token that is still valid is
     /// served; otherwise the reason.
+    /// Whether `instance`'s access token needs no refresh now (then
+    /// [`TokenManager::fresh`] would hand it back unchanged).
+    pub fn is_fresh(&self, instance: &Instance) -> bool {
+        self.core.is_fresh(instance, now_seconds())
+    }
+
+    /// [`TokenManager::fresh`] for a shared (cached) instance: copied only
+    /// when it needs a refresh.
+    pub async fn fresh_shared(
+        &self,
+        instance: crate::cache::SharedInstance,
+    ) -> Result<crate::cache::SharedInstance, RefreshFailure> {
+        if self.is_fresh(&instance) {
+            return Ok(instance);
+        }
+        Ok(self.fresh(instance.to_owned_instance()).await?.into())
+    }
+
     pub async fn fresh(&self, instance: Instance) -> Result<Instance, RefreshFailure> {
         let now = now_seconds();
         if self.core.is_fresh(&instance, now) {

@@ -87,6 +87,37 @@ fn wipe(instance: &mut Instance) {
     instance.configuration.zeroize();
 }
 
+/// A cached instance, shared with the cache: reading it clones one `Arc`,
+/// not the instance's strings and configuration (issue 19's profile), and
+/// its decrypted secrets are zeroized once the cache and every reader have
+/// let go of it. Reads like an [`Instance`].
+#[derive(Clone)]
+pub struct SharedInstance(Arc<InstanceEntry>);
+
+impl std::ops::Deref for SharedInstance {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        &self.0.instance
+    }
+}
+
+impl SharedInstance {
+    /// An owned copy (for the paths that change it: a refresh).
+    pub fn to_owned_instance(&self) -> Instance {
+        self.0.instance.clone()
+    }
+}
+
+impl From<Instance> for SharedInstance {
+    fn from(instance: Instance) -> Self {
+        SharedInstance(Arc::new(InstanceEntry {
+            instance,
+            token_hash: None,
+            loaded: Instant::now(),
+        }))
+    }
+}
+
 struct AccountEntry {
     principal: Principal,
     loaded: Instant,
@@ -192,47 +223,48 @@ impl Cache {
     }
 
     /// The instance whose `Element` token hashes to `hash`, if cached.
-    pub fn instance_by_token(&self, hash: &SecretHash) -> Option<Instance> {
+    pub fn instance_by_token(&self, hash: &SecretHash) -> Option<SharedInstance> {
         if !self.usable() {
             return None;
         }
         let id = self.tokens.as_ref()?.get(hash)?;
         let entry = self.instances.as_ref()?.get(&id)?;
         (entry.token_hash.as_ref() == Some(hash) && self.fresh(entry.loaded))
-            .then(|| entry.instance.clone())
+            .then_some(SharedInstance(entry))
     }
 
     /// Instance `id` of organization `organization_id`, if cached.
-    pub fn instance(&self, organization_id: i64, id: i64) -> Option<Instance> {
+    pub fn instance(&self, organization_id: i64, id: i64) -> Option<SharedInstance> {
         if !self.usable() {
             return None;
         }
         let entry = self.instances.as_ref()?.get(&id)?;
         (entry.instance.organization_id == organization_id && self.fresh(entry.loaded))
-            .then(|| entry.instance.clone())
+            .then_some(SharedInstance(entry))
     }
 
     /// Keeps `instance`, read from the database after `ticket` was taken
-    /// (with the `Element` token hashing to `token_hash`, if by token).
+    /// (with the `Element` token hashing to `token_hash`, if by token), and
+    /// hands it back shared.
     pub fn put_instance(
         &self,
         ticket: Ticket,
-        instance: &Instance,
+        instance: Instance,
         token_hash: Option<SecretHash>,
-    ) {
-        let (Some(instances), Some(tokens)) = (&self.instances, &self.tokens) else {
-            return;
-        };
-        if !self.usable() {
-            return;
-        }
+    ) -> SharedInstance {
         let id = instance.id;
         let entry = Arc::new(InstanceEntry {
-            instance: instance.clone(),
+            instance,
             token_hash,
             loaded: Instant::now(),
         });
-        instances.insert(id, entry);
+        let (Some(instances), Some(tokens)) = (&self.instances, &self.tokens) else {
+            return SharedInstance(entry);
+        };
+        if !self.usable() {
+            return SharedInstance(entry);
+        }
+        instances.insert(id, entry.clone());
         if let Some(hash) = token_hash {
             tokens.insert(hash, id);
         }
@@ -241,6 +273,7 @@ impl Cache {
         if self.epoch.load(Ordering::SeqCst) != ticket.0 || !self.usable() {
             instances.remove(&id);
         }
+        SharedInstance(entry)
     }
 
     /// The account with these secret hashes, if cached.
@@ -425,7 +458,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 pub async fn instance_by_token(
     state: &crate::AppState,
     token: &elements_core::Secret,
-) -> Result<Instance, crate::error::ApiError> {
+) -> Result<SharedInstance, crate::error::ApiError> {
     let hash = elements_store::hash_secret(token.expose());
     if let Some(instance) = state.cache.instance_by_token(&hash) {
         return Ok(instance);
@@ -436,8 +469,7 @@ pub async fn instance_by_token(
         .instance_by_token(&hash)
         .await?
         .ok_or(crate::error::ApiError::Unauthorized)?;
-    state.cache.put_instance(ticket, &instance, Some(hash));
-    Ok(instance)
+    Ok(state.cache.put_instance(ticket, instance, Some(hash)))
 }
 
 /// Instance `id` of `organization_id`, through the cache.
@@ -445,16 +477,13 @@ pub async fn instance(
     state: &crate::AppState,
     organization_id: i64,
     id: i64,
-) -> Result<Option<Instance>, crate::error::ApiError> {
+) -> Result<Option<SharedInstance>, crate::error::ApiError> {
     if let Some(instance) = state.cache.instance(organization_id, id) {
         return Ok(Some(instance));
     }
     let ticket = state.cache.ticket();
     let found = state.store.instance(organization_id, id).await?;
-    if let Some(instance) = &found {
-        state.cache.put_instance(ticket, instance, None);
-    }
-    Ok(found)
+    Ok(found.map(|instance| state.cache.put_instance(ticket, instance, None)))
 }
 
 #[cfg(test)]
@@ -524,7 +553,7 @@ mod tests {
     fn serves_by_token_and_by_organization_until_changed() {
         let c = cache(Duration::from_secs(60), true);
         let hash = [7u8; 32];
-        c.put_instance(c.ticket(), &instance(5, "at-1"), Some(hash));
+        c.put_instance(c.ticket(), instance(5, "at-1"), Some(hash));
         assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-1");
         assert_eq!(access(&c.instance(10, 5).unwrap()), "at-1");
         assert!(c.instance(11, 5).is_none(), "another organization's id");
@@ -538,9 +567,9 @@ mod tests {
     fn an_old_token_does_not_reach_an_entry_read_with_another() {
         let c = cache(Duration::from_secs(60), true);
         let (old, new) = ([1u8; 32], [2u8; 32]);
-        c.put_instance(c.ticket(), &instance(5, "at"), Some(old));
+        c.put_instance(c.ticket(), instance(5, "at"), Some(old));
         c.instance_changed(5);
-        c.put_instance(c.ticket(), &instance(5, "at"), Some(new));
+        c.put_instance(c.ticket(), instance(5, "at"), Some(new));
         assert!(c.instance_by_token(&new).is_some());
         assert!(
             c.instance_by_token(&old).is_none(),
@@ -554,7 +583,7 @@ mod tests {
         let ticket = c.ticket();
         // The write lands (and invalidates) after the read's database query.
         c.instance_changed(5);
-        c.put_instance(ticket, &instance(5, "stale"), Some([3u8; 32]));
+        c.put_instance(ticket, instance(5, "stale"), Some([3u8; 32]));
         assert!(c.instance(10, 5).is_none());
         let ticket = c.ticket();
         c.accounts_changed();
@@ -574,7 +603,7 @@ mod tests {
     #[test]
     fn entries_older_than_the_maximum_age_are_not_served() {
         let c = cache(Duration::ZERO, true);
-        c.put_instance(c.ticket(), &instance(5, "at"), Some([4u8; 32]));
+        c.put_instance(c.ticket(), instance(5, "at"), Some([4u8; 32]));
         assert!(c.instance(10, 5).is_none());
         assert!(c.instance_by_token(&[4u8; 32]).is_none());
     }
@@ -582,14 +611,14 @@ mod tests {
     #[test]
     fn without_the_listener_nothing_is_kept_or_served() {
         let c = cache(Duration::from_secs(60), false);
-        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        c.put_instance(c.ticket(), instance(5, "at"), None);
         assert!(c.instance(10, 5).is_none());
         c.on_listen_event(ListenEvent::Connected);
-        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        c.put_instance(c.ticket(), instance(5, "at"), None);
         assert!(c.instance(10, 5).is_some());
         c.on_listen_event(ListenEvent::Change(Some(Change::Instance(5))));
         assert!(c.instance(10, 5).is_none());
-        c.put_instance(c.ticket(), &instance(5, "at"), None);
+        c.put_instance(c.ticket(), instance(5, "at"), None);
         c.on_listen_event(ListenEvent::Disconnected);
         assert!(c.instance(10, 5).is_none());
         assert_eq!(c.len(), (0, 0), "cleared when the listener went away");
@@ -599,7 +628,7 @@ mod tests {
     fn the_size_limit_holds() {
         let c = cache(Duration::from_secs(60), true);
         for id in 0..1_000 {
-            c.put_instance(c.ticket(), &instance(id, "at"), None);
+            c.put_instance(c.ticket(), instance(id, "at"), None);
         }
         assert!(c.len().0 <= 100, "{:?}", c.len());
         assert!(Cache::disabled().instance(10, 5).is_none());

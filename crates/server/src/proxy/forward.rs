@@ -243,7 +243,7 @@ fn backoff(base: Duration, n: u32) -> Duration {
 /// Forwards `request` to the provider of `instance`.
 pub(super) async fn forward(
     state: &AppState,
-    instance: Instance,
+    instance: crate::cache::SharedInstance,
     tail: &str,
     hub: bool,
     request: Request,
@@ -283,7 +283,7 @@ pub(super) async fn forward(
         )));
     }
     if oauth2 {
-        instance = state.tokens.fresh(instance).await?;
+        instance = state.tokens.fresh_shared(instance).await?;
     }
 
     // The body: buffered when small enough to replay, streamed otherwise.
@@ -491,7 +491,7 @@ pub(super) async fn forward(
                     refreshed = true;
                     match state.tokens.refresh(instance.id, true).await {
                         Ok(renewed) => {
-                            instance = renewed;
+                            instance = renewed.into();
                             continue;
                         }
                         // No new token to be had: the provider's 401 goes back.

@@ -24,7 +24,6 @@ use axum::http::{HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use elements_store::Instance;
 use serde::Deserialize;
 
 use crate::auth::AccountOrInstance;
@@ -285,7 +284,7 @@ async fn resolve(
     state: &AppState,
     caller: &AccountOrInstance,
     id: Option<i64>,
-) -> Result<Instance, ApiError> {
+) -> Result<crate::cache::SharedInstance, ApiError> {
     let not_found = |id: i64| ApiError::NotFound(format!("no instance with id {id}"));
     let instance = match (&caller.principal, &caller.element_token, id) {
         (_, Some(token), _) => {
