@@ -10,13 +10,12 @@ use std::path::PathBuf;
 use axum::response::Html;
 use axum::routing::get;
 use common::*;
+use elements_client::{Client, CreateConnectSession, Instance, ListInstances};
 use elements_core::OAuthOverride;
 use elements_server::{startup, AppState};
 use elements_testkit::browser::Browser;
 use elements_testkit::provider::FakeProvider;
 use reqwest::redirect::Policy;
-use reqwest::Method;
-use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -62,7 +61,11 @@ async fn start_app(elements_base: String) -> String {
 struct Setup {
     base: String,
     state: AppState,
-    account: Account,
+    /// The typed client, with the account's secrets.
+    api: Client,
+    /// Raw, without redirects: what a browser sends to the hosted pages
+    /// and the callback (whose status and `Location` are asserted), and
+    /// the fake provider's consent form.
     client: reqwest::Client,
     provider: FakeProvider,
     app: String,
@@ -124,9 +127,9 @@ impl Setup {
         });
         let app = start_app(base.clone()).await;
         let setup = Setup {
+            api: account.client(&base),
             base,
             state,
-            account,
             client: reqwest::Client::builder()
                 .redirect(Policy::none())
                 .build()
@@ -136,14 +139,11 @@ impl Setup {
             _dir: dir,
             _stop: tx,
         };
-        let (status, _) = setup
-            .call(
-                Method::PUT,
-                "/organizations/me/callback-urls",
-                json!([setup.done_url()]),
-            )
-            .await;
-        assert_eq!(status, 200);
+        let allowed = vec![setup.done_url()];
+        assert_eq!(
+            setup.api.set_callback_urls(&allowed).await.unwrap(),
+            allowed
+        );
         setup
     }
 
@@ -151,61 +151,34 @@ impl Setup {
         format!("{}/done", self.app)
     }
 
-    async fn call(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(
-                method.clone(),
-                format!("{}/elements/api-v2{path}", self.base),
-            )
-            .header("Authorization", self.account.header());
-        if method != Method::GET {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn instances(&self) -> Vec<Value> {
-        let (status, body) = self.call(Method::GET, "/instances", Value::Null).await;
-        assert_eq!(status, 200, "{body}");
-        body.as_array().unwrap().clone()
+    async fn instances(&self) -> Vec<Instance> {
+        self.api
+            .instances(&ListInstances::new())
+            .await
+            .unwrap()
+            .items
     }
 
     /// Creates a session; answers (token, url).
-    async fn session(&self, body: Value) -> (String, String) {
-        let (status, answer) = self.call(Method::POST, "/connect/sessions", body).await;
-        assert_eq!(status, 201, "{answer}");
-        let token = answer["token"].as_str().unwrap().to_owned();
-        let url = answer["url"].as_str().unwrap().to_owned();
+    async fn session(&self, body: &CreateConnectSession) -> (String, String) {
+        let answer = self.api.create_connect_session(body).await.unwrap();
+        let token = answer.token.expose().to_owned();
+        let url = answer.url.expose().to_owned();
         assert_eq!(
             url,
             format!("{}/elements/api-v2/connect/{token}", self.base)
         );
-        assert!(answer["expiresAt"].as_str().unwrap().ends_with('Z'));
+        assert!(answer.expires_at.ends_with('Z'), "{}", answer.expires_at);
         (token, url)
     }
 
-    fn gitlab(&self, extra: Value) -> Value {
-        let mut body = json!({
-            "element": {"key": "gitlab"},
-            "name": "Acme GitLab",
-            "tags": ["acme"],
-            "configuration": {
-                "oauth.api.key": "test-client",
-                "oauth.api.secret": "test-secret",
-                "oauth.scope": "read_user api"
-            },
-            "redirectUrl": self.done_url(),
-            "endUser": "customer-42"
-        });
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            for (k, v) in e {
-                b.insert(k.clone(), v.clone());
-            }
-        }
-        body
+    fn gitlab(&self) -> CreateConnectSession {
+        CreateConnectSession::new("gitlab", "Acme GitLab", self.done_url())
+            .tags(["acme"])
+            .configuration("oauth.api.key", "test-client")
+            .configuration("oauth.api.secret", "test-secret")
+            .configuration("oauth.scope", "read_user api")
+            .end_user("customer-42")
     }
 }
 
@@ -219,9 +192,10 @@ fn assert_clean(text: &str, secrets: &[&str]) {
 #[tokio::test]
 async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
     let setup = Setup::start(900).await;
-    let (token, url) = setup.session(setup.gitlab(json!({}))).await;
+    let (token, url) = setup.session(&setup.gitlab()).await;
 
-    // The page's headers, as any client sees them.
+    // The page's headers, as any client sees them (raw: a browser's page,
+    // its headers asserted).
     let response = setup.client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let h = response.headers();
@@ -252,9 +226,9 @@ async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
 
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1, "{instances:?}");
-    let id = instances[0]["id"].as_i64().unwrap();
-    assert_eq!(instances[0]["name"], "Acme GitLab");
-    assert_eq!(instances[0]["element"]["key"], "gitlab");
+    let id = instances[0].id;
+    assert_eq!(instances[0].name, "Acme GitLab");
+    assert_eq!(instances[0].element.metadata.key, "gitlab");
     let final_url = browser.url().await.unwrap();
     assert_eq!(final_url, format!("{}?instanceId={id}", setup.done_url()));
     assert_eq!(setup.provider.code_exchanges(), 1);
@@ -273,7 +247,7 @@ async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
         &["code=", "state=", "test-secret", &token],
     );
 
-    // The link is spent.
+    // The link is spent (raw: the hosted page's status).
     browser.goto(&url).await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Link already used");
     let response = setup.client.get(&url).send().await.unwrap();
@@ -285,7 +259,7 @@ async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
 #[tokio::test]
 async fn denying_at_the_provider_returns_the_error_and_stores_nothing() {
     let setup = Setup::start(900).await;
-    let (_, url) = setup.session(setup.gitlab(json!({}))).await;
+    let (_, url) = setup.session(&setup.gitlab()).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
     browser.click("#continue").await.unwrap();
@@ -302,23 +276,21 @@ async fn denying_at_the_provider_returns_the_error_and_stores_nothing() {
     assert!(setup.instances().await.is_empty());
     assert_eq!(setup.provider.code_exchanges(), 0);
     // The app's webhooks learn of it: a `connect.failed` event.
-    let (status, events) = setup
-        .call(Method::GET, "/organizations/me/events", Value::Null)
-        .await;
-    assert_eq!(status, 200, "{events}");
-    let events = events.as_array().cloned().unwrap_or_default();
-    let failed: Vec<&Value> = events
+    let events = setup.api.events(None).await.unwrap();
+    let failed: Vec<_> = events
         .iter()
-        .filter(|e| e["type"] == "connect.failed")
+        .filter(|e| e.kind == "connect.failed")
         .collect();
     assert_eq!(failed.len(), 1, "{events:?}");
-    assert_eq!(failed[0]["payload"]["data"]["error"], "access_denied");
-    assert_eq!(failed[0]["payload"]["data"]["element"], "gitlab");
+    assert_eq!(failed[0].payload["data"]["error"], "access_denied");
+    assert_eq!(failed[0].payload["data"]["element"], "gitlab");
     browser.close().await.unwrap();
 }
 
 /// Starts the provider leg over HTTP and lets the fake provider allow it:
-/// answers the callback URL the provider redirected to.
+/// answers the callback URL the provider redirected to. Raw: what a
+/// browser does (a redirect whose `Location` is read, the fake provider's
+/// consent form).
 async fn allowed_callback(setup: &Setup, token: &str) -> String {
     let response = setup
         .client
@@ -347,8 +319,8 @@ async fn allowed_callback(setup: &Setup, token: &str) -> String {
 #[tokio::test]
 async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
     let setup = Setup::start(900).await;
-    let (_, _) = setup.session(setup.gitlab(json!({}))).await;
-    let (token, _) = setup.session(setup.gitlab(json!({}))).await;
+    let (_, _) = setup.session(&setup.gitlab()).await;
+    let (token, _) = setup.session(&setup.gitlab()).await;
     let callback = allowed_callback(&setup, &token).await;
     assert!(callback.starts_with(&format!(
         "{}/elements/api-v2/oauth/callback?code=",
@@ -385,7 +357,7 @@ async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
     browser.wait_for("h1").await.unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
-    let id = instances[0]["id"].as_i64().unwrap();
+    let id = instances[0].id;
     assert_eq!(
         browser.url().await.unwrap(),
         format!("{}?instanceId={id}", setup.done_url())
@@ -397,7 +369,7 @@ async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
     assert_clean(&browser.source().await.unwrap(), &[&code]);
     assert_eq!(setup.instances().await.len(), 1);
     assert_eq!(setup.provider.code_exchanges(), 1);
-    // No state at all.
+    // No state at all (raw: a deliberately malformed callback).
     let response = setup
         .client
         .get(format!(
@@ -416,7 +388,7 @@ async fn a_tampered_state_and_a_replayed_callback_are_refused_in_the_browser() {
 async fn an_expired_session_shows_a_clear_page_and_stores_nothing() {
     // A lifetime of zero: every session is expired as soon as it exists.
     let setup = Setup::start(0).await;
-    let (token, url) = setup.session(setup.gitlab(json!({}))).await;
+    let (token, url) = setup.session(&setup.gitlab()).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
     assert_eq!(browser.text("h1").await.unwrap(), "Link expired");
@@ -441,7 +413,7 @@ async fn an_expired_session_shows_a_clear_page_and_stores_nothing() {
 #[tokio::test]
 async fn popup_mode_resolves_the_promise_in_the_opener() {
     let setup = Setup::start(900).await;
-    let (_, url) = setup.session(setup.gitlab(json!({"mode": "popup"}))).await;
+    let (_, url) = setup.session(&setup.gitlab().mode("popup")).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     let opener = format!(
         "{}/opener?url={}",
@@ -479,7 +451,7 @@ async fn popup_mode_resolves_the_promise_in_the_opener() {
         .unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
-    let id = instances[0]["id"].as_i64().unwrap();
+    let id = instances[0].id;
     assert_eq!(outcome, format!("{{\"instanceId\":{id}}}"));
     assert_eq!(browser.url().await.unwrap(), opener);
     browser.close().await.unwrap();
@@ -489,30 +461,20 @@ async fn popup_mode_resolves_the_promise_in_the_opener() {
 async fn hubspot_current_flow_connects_and_the_legacy_flow_is_refused() {
     let setup = Setup::start(900).await;
     let hubspot = |flow: &str| {
-        json!({
-            "element": {"key": "hubspot"},
-            "name": "Acme HubSpot",
-            "configuration": {
-                "oauth.api.key": "test-client",
-                "oauth.api.secret": "test-secret",
-                "oauth.scope": "contacts",
-                "oauth.flow": flow
-            },
-            "redirectUrl": setup.done_url()
-        })
+        CreateConnectSession::new("hubspot", "Acme HubSpot", setup.done_url())
+            .configuration("oauth.api.key", "test-client")
+            .configuration("oauth.api.secret", "test-secret")
+            .configuration("oauth.scope", "contacts")
+            .configuration("oauth.flow", flow)
     };
-    let (status, body) = setup
-        .call(Method::POST, "/connect/sessions", hubspot("legacy"))
-        .await;
-    assert_eq!(status, 400);
+    let err = refused(setup.api.create_connect_session(&hubspot("legacy")).await);
+    assert_eq!(err.status, 400);
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
+        err.message()
             .contains("set `configuration.oauth.flow` to `current`"),
-        "{body}"
+        "{err}"
     );
-    let (_, url) = setup.session(hubspot("current")).await;
+    let (_, url) = setup.session(&hubspot("current")).await;
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
     browser.click("#continue").await.unwrap();
@@ -521,8 +483,8 @@ async fn hubspot_current_flow_connects_and_the_legacy_flow_is_refused() {
     browser.wait_for("h1").await.unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
-    assert_eq!(instances[0]["element"]["key"], "hubspot");
-    let id = instances[0]["id"].as_i64().unwrap();
+    assert_eq!(instances[0].element.metadata.key, "hubspot");
+    let id = instances[0].id;
     assert_eq!(
         browser.url().await.unwrap(),
         format!("{}?instanceId={id}", setup.done_url())
@@ -534,11 +496,11 @@ async fn hubspot_current_flow_connects_and_the_legacy_flow_is_refused() {
 async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
     let setup = Setup::start(900).await;
     let (token, url) = setup
-        .session(json!({
-            "element": {"key": "sendgrid"},
-            "name": "Acme SendGrid",
-            "redirectUrl": setup.done_url()
-        }))
+        .session(&CreateConnectSession::new(
+            "sendgrid",
+            "Acme SendGrid",
+            setup.done_url(),
+        ))
         .await;
     let browser = Browser::start().await.expect("a headless Chromium");
     browser.goto(&url).await.unwrap();
@@ -573,7 +535,7 @@ async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
     browser.wait_for("h1").await.unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
-    let id = instances[0]["id"].as_i64().unwrap();
+    let id = instances[0].id;
     let final_url = browser.url().await.unwrap();
     assert_eq!(final_url, format!("{}?instanceId={id}", setup.done_url()));
     assert_clean(&final_url, &["SG.right-key-123", &token]);
@@ -583,7 +545,8 @@ async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
         Some("SG.right-key-123")
     );
 
-    // Used twice: the form again is refused, nothing more stored.
+    // Used twice: the form again is refused, nothing more stored (raw: the
+    // browser's form post to the hosted page).
     let response = setup
         .client
         .post(&url)
@@ -601,30 +564,30 @@ async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
 #[tokio::test]
 async fn session_creation_checks_the_allow_list_and_the_public_url() {
     let setup = Setup::start(900).await;
-    let (status, body) = setup
-        .call(
-            Method::POST,
-            "/connect/sessions",
-            setup.gitlab(json!({"redirectUrl": "https://evil.example/cb"})),
-        )
-        .await;
-    assert_eq!(status, 400);
+    let mut evil = setup.gitlab();
+    evil.redirect_url = "https://evil.example/cb".into();
+    let err = refused(setup.api.create_connect_session(&evil).await);
+    assert_eq!(err.status, 400);
     assert_eq!(
-        body["message"],
+        err.message(),
         "`redirectUrl` is not in the organization's allow-list of callback URLs"
     );
-    // Without a public URL: 503 naming the setting.
-    let dir = data_dir();
-    let server = TestServer::start(config_in(dir.path())).await;
-    let response = server
-        .authed(Method::POST, "/connect/sessions")
-        .json(&setup.gitlab(json!({})))
+    // Raw (the client's escape hatch) once: a created session is a 201,
+    // which the typed call does not show.
+    let response = setup
+        .api
+        .request(reqwest::Method::POST, "/connect/sessions")
+        .json(&setup.gitlab())
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 503);
-    let body: Value = response.json().await.unwrap();
-    let message = body["message"].as_str().unwrap();
+    assert_eq!(response.status(), 201);
+    // Without a public URL: 503 naming the setting.
+    let dir = data_dir();
+    let server = TestServer::start(config_in(dir.path())).await;
+    let err = refused(server.api().create_connect_session(&setup.gitlab()).await);
+    assert_eq!(err.status, 503);
+    let message = err.message();
     assert!(message.contains("--public-url"), "{message}");
     assert!(message.contains("ELEMENTS_PUBLIC_URL"), "{message}");
     assert!(setup.instances().await.is_empty());
@@ -667,31 +630,26 @@ async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
         ],
         std::fs::File::create(&log_path).unwrap(),
     );
+    let api = Client::new(&server.base).unwrap().with_account(&user, &org);
+    let answer = api
+        .create_connect_session(
+            &CreateConnectSession::new("gitlab", "Logged GitLab", "https://app.example/connected")
+                .configuration("oauth.api.key", "connect-client")
+                .configuration("oauth.api.secret", &client_secret),
+        )
+        .await
+        .unwrap();
+    let token = answer.token.expose().to_owned();
+    assert_eq!(
+        answer.url.expose(),
+        format!("http://elements.invalid/elements/api-v2/connect/{token}")
+    );
+    // Raw, without redirects: what the browser does (the redirects'
+    // `Location` are asserted; the consent form is the fake provider's).
     let client = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
         .unwrap();
-    let auth = format!("User {user}, Organization {org}");
-    let answer: Value = client
-        .post(server.url("/connect/sessions"))
-        .header("Authorization", &auth)
-        .json(&json!({
-            "element": {"key": "gitlab"},
-            "name": "Logged GitLab",
-            "configuration": {"oauth.api.key": "connect-client", "oauth.api.secret": client_secret},
-            "redirectUrl": "https://app.example/connected"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = answer["token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        answer["url"],
-        format!("http://elements.invalid/elements/api-v2/connect/{token}")
-    );
     let response = client
         .get(server.url(&format!("/connect/{token}/authorize")))
         .send()
@@ -721,31 +679,20 @@ async fn binary_flow(store: &[&str], dir: &std::path::Path) -> String {
         .unwrap();
     assert_eq!(response.status(), 303);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let instances: Vec<Value> = client
-        .get(server.url("/instances"))
-        .header("Authorization", &auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let instances = api.instances(&ListInstances::new()).await.unwrap().items;
     assert_eq!(instances.len(), 1);
-    let id = instances[0]["id"].as_i64().unwrap();
+    let id = instances[0].id;
     assert_eq!(
         location,
         format!("https://app.example/connected?instanceId={id}")
     );
-    let access: Value = client
-        .get(server.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", &auth)
-        .send()
+    let access = api
+        .credentials(id)
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = access["accessToken"].as_str().unwrap().to_owned();
+        .access_token
+        .expect("an access token")
+        .into_inner();
     assert!(fake.is_access_token_valid(&access));
     assert!(server.terminate().success());
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -834,7 +781,7 @@ async fn sqlite(setup: &Setup, statement: &str) -> String {
 #[tokio::test]
 async fn a_session_that_expires_at_the_provider_returns_an_error_and_is_swept() {
     let setup = Setup::start(900).await;
-    let (token, _) = setup.session(setup.gitlab(json!({}))).await;
+    let (token, _) = setup.session(&setup.gitlab()).await;
     let callback = allowed_callback(&setup, &token).await;
     // Time passes while the user is at the provider: forge the expiry.
     sqlite(&setup, "UPDATE connect_sessions SET expires_at = 1").await;
@@ -859,7 +806,7 @@ async fn a_session_that_expires_at_the_provider_returns_an_error_and_is_swept() 
         .await,
         "done|1|1"
     );
-    setup.session(setup.gitlab(json!({}))).await;
+    setup.session(&setup.gitlab()).await;
     assert_eq!(
         sqlite(
             &setup,
@@ -892,7 +839,8 @@ async fn other_provider_errors_and_a_missing_code_reach_the_app_sanitized() {
             "error=invalid_response&errorDescription=the+provider%27s+answer+carries+no+authorization+code",
         ),
     ] {
-        let (token, _) = setup.session(setup.gitlab(json!({}))).await;
+        let (token, _) = setup.session(&setup.gitlab()).await;
+        // Raw: a browser's redirects, their `Location` asserted.
         let response = setup
             .client
             .get(format!("{}/elements/api-v2/connect/{token}/authorize", setup.base))

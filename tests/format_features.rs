@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::*;
+use elements_client::{CreateInstance, OAuthUrlRequest, ProviderData, UpdateInstance};
 use elements_testkit::provider::FakeProvider;
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// An element file whose endpoints are the fake's, with `extra` lines in
 /// its `[oauth]` section.
@@ -111,23 +113,38 @@ async fn start_on(
 async fn provision(server: &TestServer, fake: &FakeProvider, key: &str) -> (i64, String, String) {
     fake.add_client("fmt-client", "fmt-secret");
     let (access, refresh) = fake.issue_tokens("fmt-client");
-    let body = json!({
-        "element": { "key": key },
-        "name": key,
-        "providerData": { "access_token": access, "refresh_token": refresh, "expires_in": 1800 },
-        "configuration": {
-            "oauth.api.key": "fmt-client",
-            "oauth.api.secret": "fmt-secret",
-            "oauth.callback.url": "https://app.test/cb"
-        }
-    });
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    (
-        created["id"].as_i64().unwrap(),
-        created["token"].as_str().unwrap().to_owned(),
-        refresh,
-    )
+    let body = CreateInstance::new(key, key)
+        .provider_data(ProviderData::tokens(&access, &refresh).expires_in(1800))
+        .configuration("oauth.api.key", "fmt-client")
+        .configuration("oauth.api.secret", "fmt-secret")
+        .configuration("oauth.callback.url", "https://app.test/cb");
+    let created = server.api().create_instance(&body).await.unwrap();
+    (created.id, created.token.unwrap().into_inner(), refresh)
+}
+
+/// The instance's credentials, read with its `Element` token.
+async fn credentials(
+    server: &TestServer,
+    id: i64,
+    token: &str,
+) -> Result<elements_client::Credentials, elements_client::Error> {
+    server.anonymous().with_element(token).credentials(id).await
+}
+
+/// `oauth/url` of `key` with the client id `cid`, the callback
+/// `https://app.test/cb` and `params`.
+async fn oauth_url(
+    server: &TestServer,
+    key: &str,
+    params: &[(&str, &str)],
+) -> Result<elements_client::OAuthUrl, elements_client::Error> {
+    let mut request = OAuthUrlRequest::new()
+        .api_key("cid")
+        .callback_url("https://app.test/cb");
+    for (name, value) in params {
+        request = request.param(*name, *value);
+    }
+    server.api().oauth_url(key, &request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,15 +154,13 @@ async fn token_requests_as_json_and_as_get_refresh_for_real() {
     for (n, key) in ["jsonbody", "getquery"].into_iter().enumerate() {
         let (id, token, old_refresh) = provision(&server, &fake, key).await;
         expire(server.state.store.as_ref(), id).await;
-        let (status, body) = credentials(&server.client, &server.base, id, &token).await;
-        assert_eq!(status, 200, "{key}: {body}");
-        let access = body["token"]["access_token"]
-            .as_str()
-            .or_else(|| body["accessToken"].as_str())
-            .or_else(|| body["access_token"].as_str())
-            .unwrap_or_else(|| panic!("{key}: no access token in {body}"))
-            .to_owned();
-        assert!(fake.is_access_token_valid(&access), "{key}");
+        let body = credentials(&server, id, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let access = body
+            .access_token
+            .unwrap_or_else(|| panic!("{key}: no access token"));
+        assert!(fake.is_access_token_valid(access.expose()), "{key}");
         assert_eq!(fake.refresh_calls(), n as u64 + 1, "{key}");
         // The fake rotates refresh tokens: the old one is spent.
         assert!(!fake.is_refresh_token_valid(&old_refresh), "{key}");
@@ -158,10 +173,13 @@ async fn token_requests_as_json_and_as_get_refresh_for_real() {
 async fn deleting_an_instance_revokes_its_tokens() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
+    let api = server.api();
     let (id, _, refresh) = provision(&server, &fake, "revoking").await;
     assert!(fake.is_refresh_token_valid(&refresh));
-    let response = server
-        .authed(Method::DELETE, &format!("/instances/{id}"))
+    // Raw (the client's escape hatch) once: the exact status, 200, is
+    // asserted; the typed `delete_instance` below accepts any 2xx.
+    let response = api
+        .request(reqwest::Method::DELETE, &format!("/instances/{id}"))
         .send()
         .await
         .unwrap();
@@ -172,29 +190,15 @@ async fn deleting_an_instance_revokes_its_tokens() {
 
     // An element without revocation_url: nothing is sent.
     let (id, _, refresh) = provision(&server, &fake, "jsonbody").await;
-    let response = server
-        .authed(Method::DELETE, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    api.delete_instance(id).await.unwrap();
     assert_eq!(fake.revocation_calls(), 1);
     assert!(fake.is_refresh_token_valid(&refresh));
 
     // A revocation endpoint that is down does not fail the deletion.
     let (id, _, refresh) = provision(&server, &fake, "deadrevoke").await;
-    let response = server
-        .authed(Method::DELETE, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let gone = server
-        .authed(Method::GET, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status().as_u16(), 404);
+    api.delete_instance(id).await.unwrap();
+    let gone = refused(api.instance(id).await);
+    assert_eq!(gone.status, 404, "{gone}");
     assert!(fake.is_refresh_token_valid(&refresh));
     assert_eq!(fake.revocation_calls(), 1);
     server.stop().await;
@@ -205,59 +209,32 @@ async fn deleting_an_instance_revokes_its_tokens() {
 async fn aliases_resolve_over_http_and_region_domains_are_restricted() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
-    let by_alias: Value = server
-        .authed(Method::GET, "/elements/sfdc")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(by_alias["key"], "salesforce");
-    assert_eq!(by_alias["aliases"], json!(["sfdc"]));
-    let close: Value = server
-        .authed(Method::GET, "/elements/closeio")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(close["key"], "close");
+    let api = server.api();
+    let by_alias = api.element("sfdc").await.unwrap();
+    assert_eq!(by_alias.metadata.key, "salesforce");
+    assert_eq!(by_alias.aliases, ["sfdc"]);
+    let close = api.element("closeio").await.unwrap();
+    assert_eq!(close.metadata.key, "close");
 
-    let query = "apiKey=cid&apiSecret=s&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
-    let eu: Value = server
-        .authed(
-            Method::GET,
-            &format!("/elements/zohocrm/oauth/url?{query}&region_domain=eu"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let zoho = |region: &str| {
+        OAuthUrlRequest::new()
+            .api_key("cid")
+            .api_secret("s")
+            .callback_url("https://app.test/cb")
+            .param("region_domain", region)
+    };
+    let eu = api.oauth_url("zohocrm", &zoho("eu")).await.unwrap();
     assert!(
-        eu["oauthUrl"]
-            .as_str()
-            .unwrap()
+        eu.oauth_url
             .starts_with("https://accounts.zoho.eu/oauth/v2/auth?"),
-        "{eu}"
+        "{eu:?}"
     );
-    let evil = server
-        .authed(
-            Method::GET,
-            &format!("/elements/zohocrm/oauth/url?{query}&region_domain=evil.test"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(evil.status().as_u16(), 400);
-    let body: Value = evil.json().await.unwrap();
+    let evil = refused(api.oauth_url("zohocrm", &zoho("evil.test")).await);
+    assert_eq!(evil.status, 400);
     assert!(
-        body.to_string().contains("region_domain")
-            && body.to_string().contains("must be one of com, eu"),
-        "{body}"
+        evil.message().contains("region_domain")
+            && evil.message().contains("must be one of com, eu"),
+        "{evil}"
     );
     server.stop().await;
     fake.shutdown().await;
@@ -267,53 +244,41 @@ async fn aliases_resolve_over_http_and_region_domains_are_restricted() {
 async fn custom_hosts_obey_the_rules_and_the_allow_list() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
-    let query = "apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
-    let get = |host: &str| {
-        server
-            .authed(
-                Method::GET,
-                &format!("/elements/selfhosted/oauth/url?{query}&host={host}"),
-            )
-            .send()
-    };
-    let ok: Value = get("sso.acme.com").await.unwrap().json().await.unwrap();
+    let ok = oauth_url(&server, "selfhosted", &[("host", "sso.acme.com")])
+        .await
+        .unwrap();
     assert!(
-        ok["oauthUrl"]
-            .as_str()
-            .unwrap()
+        ok.oauth_url
             .starts_with("https://sso.acme.com/realms/main/auth?"),
-        "{ok}"
+        "{ok:?}"
     );
     for (host, needle) in [
         ("sso.evil.test", "allowed_custom_hosts: acme.com"),
         ("10.0.0.1", "not an IP address"),
         ("localhost", "not a single label"),
     ] {
-        let r = get(host).await.unwrap();
-        assert_eq!(r.status().as_u16(), 400, "{host}");
-        let body = r.text().await.unwrap();
+        let err = refused(oauth_url(&server, "selfhosted", &[("host", host)]).await);
+        assert_eq!(err.status, 400, "{host}");
         assert!(
-            body.contains("host") && body.contains(needle),
-            "{host}: {body}"
+            err.message().contains("host") && err.message().contains(needle),
+            "{host}: {err}"
         );
     }
-    let body = json!({
-        "element": { "key": "selfhosted" },
-        "name": "s",
-        "providerData": { "access_token": "at-1" },
-        "configuration": { "host": "sso.evil.test" }
-    });
-    let (status, answer) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 400, "{answer}");
-    assert!(
-        answer.to_string().contains("allowed_custom_hosts"),
-        "{answer}"
-    );
+    let body = CreateInstance::new("selfhosted", "s")
+        .provider_data(ProviderData {
+            access_token: Some("at-1".into()),
+            ..ProviderData::default()
+        })
+        .configuration("host", "sso.evil.test");
+    let err = refused(server.api().create_instance(&body).await);
+    assert_eq!(err.status, 400, "{err}");
+    assert!(err.message().contains("allowed_custom_hosts"), "{err}");
     server.stop().await;
     fake.shutdown().await;
 }
 
-/// A code from the fake provider's authorize endpoint for `client`.
+/// A code from the fake provider's authorize endpoint for `client` (raw:
+/// the fake provider, not our API).
 async fn authorization_code(fake: &FakeProvider, client: &str, callback: &str) -> String {
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -358,25 +323,23 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
         m.insert("instance_url".into(), json!(url));
         m
     };
-    let configuration = json!({
-        "oauth.api.key": "keep-client",
-        "oauth.api.secret": "keep-secret",
-        "oauth.callback.url": "https://app.test/cb"
-    });
+    let api = server.api();
+    let keeper = |name: &str| {
+        CreateInstance::new("keeper", name)
+            .configuration("oauth.api.key", "keep-client")
+            .configuration("oauth.api.secret", "keep-secret")
+            .configuration("oauth.callback.url", "https://app.test/cb")
+    };
 
     // 1. A code exchange: the answer's instance_url is kept.
     fake.set_token_extra(extra("https://eu1.acme.com"));
     let code = authorization_code(&fake, "keep-client", "https://app.test/cb").await;
-    let body = json!({
-        "element": { "key": "keeper" },
-        "name": "k",
-        "providerData": { "code": code },
-        "configuration": configuration
-    });
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
+    let created = api
+        .create_instance(&keeper("k").provider_data(ProviderData::code(code)))
+        .await
+        .unwrap();
+    let id = created.id;
+    let token = created.token.unwrap().into_inner();
     let instance = stored(&server, id).await;
     assert_eq!(
         instance.configuration.get("sf.instance_url"),
@@ -401,8 +364,7 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     fake.set_token_extra(extra("https://eu2.acme.com"));
     expire(server.state.store.as_ref(), id).await;
     let version = stored(&server, id).await.token_version;
-    let (status, answer) = credentials(&server.client, &server.base, id, &token).await;
-    assert_eq!(status, 200, "{answer}");
+    credentials(&server, id, &token).await.unwrap();
     let after = stored(&server, id).await;
     assert_eq!(after.token_version, version + 1);
     assert_eq!(
@@ -416,8 +378,7 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     // A value that breaks the host rules is not kept: the old one stays.
     fake.set_token_extra(extra("https://10.0.0.1"));
     expire(server.state.store.as_ref(), id).await;
-    let (status, _) = credentials(&server.client, &server.base, id, &token).await;
-    assert_eq!(status, 200);
+    credentials(&server, id, &token).await.unwrap();
     assert_eq!(
         stored(&server, id)
             .await
@@ -428,20 +389,20 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
 
     // 3. Tokens given in providerData: instance_url and the captured
     //    realmId are read from its other keys; undeclared keys are dropped.
-    let body = json!({
-        "element": { "key": "keeper" },
-        "name": "k2",
-        "providerData": {
-            "access_token": "at-given",
-            "instance_url": "https://eu3.acme.com",
-            "realmId": 4620816365_u64,
-            "other": "dropped"
-        },
-        "configuration": configuration
-    });
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let given = stored(&server, created["id"].as_i64().unwrap()).await;
+    let given_tokens = ProviderData {
+        access_token: Some("at-given".into()),
+        ..ProviderData::default()
+    };
+    let fields = BTreeMap::from([
+        ("instance_url".to_owned(), json!("https://eu3.acme.com")),
+        ("realmId".to_owned(), json!(4620816365_u64)),
+        ("other".to_owned(), json!("dropped")),
+    ]);
+    let created = api
+        .create_instance_with_provider_fields(&keeper("k2").provider_data(given_tokens), &fields)
+        .await
+        .unwrap();
+    let given = stored(&server, created.id).await;
     assert_eq!(
         given.configuration.get("sf.instance_url"),
         Some("https://eu3.acme.com")
@@ -450,8 +411,9 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     assert_eq!(given.configuration.get("other"), None);
     // The instance JSON shows them (not secrets).
     assert_eq!(
-        created["configuration"]["realmId"], "4620816365",
-        "{created}"
+        created.configuration.get("realmId").map(String::as_str),
+        Some("4620816365"),
+        "{created:?}"
     );
     server.stop().await;
     fake.shutdown().await;
@@ -488,30 +450,19 @@ async fn put_races_refresh(server: &TestServer, fake: &FakeProvider) {
         fake.set_latency_after_processing(std::time::Duration::from_millis(400));
         let before = fake.refresh_calls();
         let refresher = {
-            let (client, base, token) = (server.client.clone(), server.base.clone(), token.clone());
-            tokio::spawn(async move { credentials(&client, &base, id, &token).await })
+            let client = server.anonymous().with_element(&token);
+            tokio::spawn(async move { client.credentials(id).await })
         };
         // Let the refresh take the lock and call the provider.
         while fake.refresh_calls() == before {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let put_refresh = format!("rt-put-{round}");
-        let put = server
-            .authed(Method::PUT, &format!("/instances/{id}"))
-            .json(&json!({
-                "name": "re-provisioned",
-                "providerData": {
-                    "access_token": format!("at-put-{round}"),
-                    "refresh_token": put_refresh,
-                    "expires_in": 3600
-                }
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
-        let (status, _) = refresher.await.unwrap();
-        assert_eq!(status, 200);
+        let put = UpdateInstance::new().name("re-provisioned").provider_data(
+            ProviderData::tokens(format!("at-put-{round}"), &put_refresh).expires_in(3600),
+        );
+        server.api().replace_instance(id, &put).await.unwrap();
+        refresher.await.unwrap().unwrap();
         fake.set_latency_after_processing(std::time::Duration::ZERO);
         let after = server
             .state
@@ -578,7 +529,6 @@ fn scopes_with_placeholders_are_refused_at_check_time() {
 async fn a_zoho_eu_instance_uses_eu_hosts_for_authorize_token_and_api() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
-    let query = "apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb";
     let zoho: Vec<String> = server
         .state
         .registry
@@ -589,53 +539,33 @@ async fn a_zoho_eu_instance_uses_eu_hosts_for_authorize_token_and_api() {
     assert!(zoho.len() >= 27, "{zoho:?}");
     for key in &zoho {
         for (region, host) in [
-            ("", "accounts.zoho.com"),
-            ("&region_domain=eu", "accounts.zoho.eu"),
+            (&[][..], "accounts.zoho.com"),
+            (&[("region_domain", "eu")][..], "accounts.zoho.eu"),
         ] {
-            let r = server
-                .authed(
-                    Method::GET,
-                    &format!("/elements/{key}/oauth/url?{query}{region}"),
-                )
-                .send()
+            let body = oauth_url(&server, key, region)
                 .await
-                .unwrap();
-            assert_eq!(r.status(), 200, "{key}");
-            let body: Value = r.json().await.unwrap();
-            let url = body["oauthUrl"].as_str().unwrap();
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            let url = body.oauth_url;
             assert!(
                 url.starts_with(&format!("https://{host}/oauth/v2/auth?")),
                 "{key}: {url}"
             );
         }
         // A value outside the list never moves the domain.
-        let r = server
-            .authed(
-                Method::GET,
-                &format!("/elements/{key}/oauth/url?{query}&region_domain=evil.com"),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{key}");
-        assert!(r.text().await.unwrap().contains("region_domain"), "{key}");
+        let err = refused(oauth_url(&server, key, &[("region_domain", "evil.com")]).await);
+        assert_eq!(err.status, 400, "{key}");
+        assert!(err.message().contains("region_domain"), "{key}: {err}");
     }
 
     // An instance in the EU data centre: token, refresh and API on .eu.
-    let body = json!({
-        "element": { "key": "zohocrm" },
-        "name": "eu",
-        "providerData": { "access_token": "at-eu", "refresh_token": "rt-eu" },
-        "configuration": {
-            "oauth.api.key": "cid",
-            "oauth.api.secret": "cs",
-            "oauth.callback.url": "https://app.test/cb",
-            "region_domain": "eu"
-        }
-    });
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let instance = stored(&server, created["id"].as_i64().unwrap()).await;
+    let body = CreateInstance::new("zohocrm", "eu")
+        .provider_data(ProviderData::tokens("at-eu", "rt-eu"))
+        .configuration("oauth.api.key", "cid")
+        .configuration("oauth.api.secret", "cs")
+        .configuration("oauth.callback.url", "https://app.test/cb")
+        .configuration("region_domain", "eu");
+    let created = server.api().create_instance(&body).await.unwrap();
+    let instance = stored(&server, created.id).await;
     let spec = server
         .state
         .registry

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use elements_client::{Client, CreateInstance, Credentials, ListInstances, ProviderData};
 use elements_core::{oauth1_authorization, OAuth1Request, OAuthOverride, Secret};
 use elements_testkit::provider::FakeProvider;
 use reqwest::Method;
@@ -27,74 +28,86 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
     (dir, server)
 }
 
-fn body(element: &str, configuration: Value, provider_data: Option<Value>) -> Value {
-    let mut b = json!({
-        "element": { "key": element },
-        "name": format!("{element} instance"),
-        "configuration": configuration,
-    });
-    if let Some(pd) = provider_data {
-        b["providerData"] = pd;
+/// An instance of `element` with this configuration and `providerData`.
+fn body(
+    element: &str,
+    configuration: &[(&str, &str)],
+    provider_data: Option<ProviderData>,
+) -> CreateInstance {
+    let mut body = CreateInstance::new(element, format!("{element} instance"));
+    for (key, value) in configuration {
+        body = body.configuration(*key, *value);
     }
-    b
+    match provider_data {
+        Some(data) => body.provider_data(data),
+        None => body,
+    }
 }
 
 /// Creates an instance; (id, instance token).
-async fn create(server: &TestServer, body: &Value) -> (i64, String) {
-    let (status, created) = server.post_instance(&server.account, body).await;
-    assert_eq!(status, 200, "{created}");
-    (
-        created["id"].as_i64().unwrap(),
-        created["token"].as_str().unwrap().to_owned(),
-    )
+async fn create(server: &TestServer, body: &CreateInstance) -> (i64, String) {
+    let created = server.api().create_instance(body).await.unwrap();
+    (created.id, created.token.unwrap().into_inner())
 }
 
-async fn creds(server: &TestServer, id: i64, token: &str) -> Value {
-    let (status, body) = credentials(&server.client, &server.base, id, token).await;
-    assert_eq!(status, 200, "{body}");
-    body
+/// A client with the instance's `Element` token.
+fn element_client(server: &TestServer, token: &str) -> Client {
+    server.anonymous().with_element(token)
 }
 
-fn cc_config() -> Value {
-    json!({
-        "tenant": "acme",
-        "oauth.api.key": "test-client",
-        "oauth.api.secret": "test-secret",
-    })
+async fn creds(server: &TestServer, id: i64, token: &str) -> Credentials {
+    element_client(server, token).credentials(id).await.unwrap()
 }
+
+/// The exposed value of a secret that must be there.
+fn exposed(secret: &Option<elements_client::Secret>) -> &str {
+    secret.as_ref().expect("a value").expose()
+}
+
+/// The refusal of a create.
+async fn refused_create(server: &TestServer, body: &CreateInstance) -> elements_client::ApiError {
+    refused(server.api().create_instance(body).await)
+}
+
+const CC_CONFIG: [(&str, &str); 3] = [
+    ("tenant", "acme"),
+    ("oauth.api.key", "test-client"),
+    ("oauth.api.secret", "test-secret"),
+];
 
 #[tokio::test]
 async fn client_credentials_obtains_at_creation_and_renews_once_under_concurrency() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
-    let (id, token) = create(&server, &body("auth0-management", cc_config(), None)).await;
+    let (id, token) = create(&server, &body("auth0-management", &CC_CONFIG, None)).await;
     assert_eq!(fake.client_credentials_grants(), 1);
 
     let first = creds(&server, id, &token).await;
-    assert_eq!(first["kind"], "oauth2_client_credentials");
-    let access = first["accessToken"].as_str().unwrap().to_owned();
+    assert_eq!(first.kind.as_deref(), Some("oauth2_client_credentials"));
+    let access = exposed(&first.access_token).to_owned();
     assert!(fake.is_access_token_valid(&access));
-    assert_eq!(first["tokenType"], "bearer");
-    assert!(first["expiresIn"].as_i64().unwrap() > 600, "{first}");
+    assert_eq!(first.token_type.as_deref(), Some("bearer"));
+    assert!(first.expires_in.unwrap() > 600, "{first:?}");
     assert_eq!(
-        first["headers"],
+        to_json(&first.headers),
         json!({ "Authorization": format!("Bearer {access}") })
     );
-    assert_eq!(first["query"], json!({}));
+    assert_eq!(to_json(&first.query), json!({}));
     // A fresh token is served without a provider call.
     assert_eq!(fake.client_credentials_grants(), 1);
 
     // Expired: 50 concurrent readers cause exactly one new grant.
     expire(server.state.store.as_ref(), id).await;
-    let reads = (0..50).map(|_| {
-        let (client, base, token) = (server.client.clone(), server.base.clone(), token.clone());
-        tokio::spawn(async move { credentials(&client, &base, id, &token).await })
-    });
+    let reads: Vec<_> = (0..50)
+        .map(|_| {
+            let client = element_client(&server, &token);
+            tokio::spawn(async move { client.credentials(id).await })
+        })
+        .collect();
     let mut renewed = Vec::new();
     for read in reads {
-        let (status, body) = read.await.unwrap();
-        assert_eq!(status, 200, "{body}");
-        renewed.push(body["accessToken"].as_str().unwrap().to_owned());
+        let body = read.await.unwrap().unwrap();
+        renewed.push(exposed(&body.access_token).to_owned());
     }
     assert_eq!(fake.client_credentials_grants(), 2);
     assert_eq!(fake.refresh_calls(), 0);
@@ -117,7 +130,7 @@ async fn the_background_refresher_renews_client_credentials_tokens() {
     );
     config.refresh_interval = Duration::from_millis(100);
     let server = TestServer::start(config).await;
-    let (id, token) = create(&server, &body("auth0-management", cc_config(), None)).await;
+    let (id, token) = create(&server, &body("auth0-management", &CC_CONFIG, None)).await;
     expire(server.state.store.as_ref(), id).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let background = tokio::spawn(
@@ -141,7 +154,7 @@ async fn the_background_refresher_renews_client_credentials_tokens() {
     assert_eq!(fake.client_credentials_grants(), 2);
     // The reader gets the renewed token without a further grant.
     let after = creds(&server, id, &token).await;
-    assert!(after["expiresIn"].as_i64().unwrap() > 600, "{after}");
+    assert!(after.expires_in.unwrap() > 600, "{after:?}");
     assert_eq!(fake.client_credentials_grants(), 2);
     server.stop().await;
 }
@@ -153,35 +166,38 @@ async fn client_credentials_refusals_are_clear() {
     // No providerData is needed, and a code is refused.
     let with_code = body(
         "auth0-management",
-        cc_config(),
-        Some(json!({ "code": "abc" })),
+        &CC_CONFIG,
+        Some(ProviderData::code("abc")),
     );
-    let (status, err) = server.post_instance(&server.account, &with_code).await;
-    assert_eq!(status, 400);
+    let err = refused_create(&server, &with_code).await;
+    assert_eq!(err.status, 400);
     assert_eq!(
-        err["message"],
+        err.message(),
         "element `auth0-management` uses `oauth2_client_credentials` credentials: \
          `providerData.code` is not accepted (the server obtains the token itself)"
     );
     // Missing configuration lists the keys.
-    let (status, err) = server
-        .post_instance(&server.account, &body("auth0-management", json!({}), None))
-        .await;
-    assert_eq!(status, 400, "{err}");
-    let message = err["message"].as_str().unwrap();
+    let err = refused_create(&server, &body("auth0-management", &[], None)).await;
+    assert_eq!(err.status, 400, "{err}");
+    let message = err.message();
     for key in ["tenant", "oauth.api.key", "oauth.api.secret"] {
         assert!(message.contains(key), "{message}");
     }
-    // A wrong client secret: the provider's refusal, no instance.
-    let mut wrong = cc_config();
-    wrong["oauth.api.secret"] = json!("nope");
+    // A wrong client secret: the provider's refusal, no instance. Raw: the
+    // whole text of the answer is searched for the secret (a typed error
+    // keeps only the fields it knows).
+    let mut wrong = CC_CONFIG;
+    wrong[2].1 = "nope";
     let (status, err) = server
-        .post_instance(&server.account, &body("auth0-management", wrong, None))
+        .post_instance(
+            &server.account,
+            &to_json(&body("auth0-management", &wrong, None)),
+        )
         .await;
     assert!((400..500).contains(&status), "{status} {err}");
     assert!(!err.to_string().contains("nope"), "{err}");
-    let list: Vec<Value> = server.fetch(Method::GET, "/instances").await;
-    assert!(list.is_empty(), "{list:?}");
+    let list = server.api().instances(&ListInstances::new()).await.unwrap();
+    assert!(list.items.is_empty(), "{list:?}");
     server.stop().await;
 }
 
@@ -191,13 +207,25 @@ async fn apikey_and_basic_produce_exactly_the_declared_headers_and_query() {
     let (_dir, server) = start(&fake).await;
 
     // Header with a prefix (SendGrid).
-    let (id, token) = create(
-        &server,
-        &body("sendgrid", json!({ "api.key": "SG.k1" }), None),
-    )
-    .await;
+    let (id, token) = create(&server, &body("sendgrid", &[("api.key", "SG.k1")], None)).await;
+    let c = creds(&server, id, &token).await;
+    assert_eq!(c.kind.as_deref(), Some("apikey"));
     assert_eq!(
-        creds(&server, id, &token).await,
+        to_json(&c.headers),
+        json!({ "Authorization": "Bearer SG.k1" })
+    );
+    // Raw (the client's escape hatch): the whole answer, exactly, so that a
+    // field the typed `Credentials` does not know would show.
+    let raw: Value = element_client(&server, &token)
+        .request(Method::GET, &format!("/instances/{id}/credentials"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        raw,
         json!({
             "instanceId": id, "kind": "apikey",
             "headers": { "Authorization": "Bearer SG.k1" }, "query": {}
@@ -209,29 +237,25 @@ async fn apikey_and_basic_produce_exactly_the_declared_headers_and_query() {
         &server,
         &body(
             "bigcommerce",
-            json!({ "store_hash": "abc", "api.token": "bc-t" }),
+            &[("store_hash", "abc"), ("api.token", "bc-t")],
             None,
         ),
     )
     .await;
     let c = creds(&server, id, &token).await;
-    assert_eq!(c["headers"], json!({ "X-Auth-Token": "bc-t" }));
-    assert_eq!(c["query"], json!({}));
+    assert_eq!(to_json(&c.headers), json!({ "X-Auth-Token": "bc-t" }));
+    assert_eq!(to_json(&c.query), json!({}));
 
     // Query parameters (Trello).
     let (id, token) = create(
         &server,
-        &body(
-            "trello",
-            json!({ "api.key": "tk", "api.token": "tt" }),
-            None,
-        ),
+        &body("trello", &[("api.key", "tk"), ("api.token", "tt")], None),
     )
     .await;
     let c = creds(&server, id, &token).await;
-    assert_eq!(c["kind"], "apikey");
-    assert_eq!(c["headers"], json!({}));
-    assert_eq!(c["query"], json!({ "key": "tk", "token": "tt" }));
+    assert_eq!(c.kind.as_deref(), Some("apikey"));
+    assert_eq!(to_json(&c.headers), json!({}));
+    assert_eq!(to_json(&c.query), json!({ "key": "tk", "token": "tt" }));
 
     // HTTP Basic, key as user name and an empty password (Chargebee):
     // base64("ck_live:").
@@ -239,74 +263,68 @@ async fn apikey_and_basic_produce_exactly_the_declared_headers_and_query() {
         &server,
         &body(
             "chargebee",
-            json!({ "site": "acme", "api.key": "ck_live" }),
+            &[("site", "acme"), ("api.key", "ck_live")],
             None,
         ),
     )
     .await;
     let c = creds(&server, id, &token).await;
-    assert_eq!(c["kind"], "basic");
+    assert_eq!(c.kind.as_deref(), Some("basic"));
     assert_eq!(
-        c["headers"],
+        to_json(&c.headers),
         json!({ "Authorization": "Basic Y2tfbGl2ZTo=" })
     );
-    assert_eq!(c["query"], json!({}));
+    assert_eq!(to_json(&c.query), json!({}));
 
     // HTTP Basic with user name and password (ShipStation): base64("u:p").
     let (id, token) = create(
         &server,
         &body(
             "shipstation",
-            json!({ "api.key": "u", "api.secret": "p" }),
+            &[("api.key", "u"), ("api.secret", "p")],
             None,
         ),
     )
     .await;
     let c = creds(&server, id, &token).await;
-    assert_eq!(c["headers"], json!({ "Authorization": "Basic dTpw" }));
+    assert_eq!(
+        to_json(&c.headers),
+        json!({ "Authorization": "Basic dTpw" })
+    );
 
     // Wrong providerData for the kind is a 400 naming it.
-    let (status, err) = server
-        .post_instance(
-            &server.account,
-            &body(
-                "sendgrid",
-                json!({ "api.key": "k" }),
-                Some(json!({ "code": "c" })),
-            ),
-        )
-        .await;
-    assert_eq!(status, 400);
+    let err = refused_create(
+        &server,
+        &body(
+            "sendgrid",
+            &[("api.key", "k")],
+            Some(ProviderData::code("c")),
+        ),
+    )
+    .await;
+    assert_eq!(err.status, 400);
     assert_eq!(
-        err["message"],
+        err.message(),
         "element `sendgrid` does not use OAuth: `providerData.code` is not accepted \
          (its `apikey` credential is in the configuration)"
     );
     // Missing configuration is the usual 400 listing keys.
-    let (status, err) = server
-        .post_instance(&server.account, &body("trello", json!({}), None))
-        .await;
-    assert_eq!(status, 400);
-    let message = err["message"].as_str().unwrap();
+    let err = refused_create(&server, &body("trello", &[], None)).await;
+    assert_eq!(err.status, 400);
+    let message = err.message();
     assert!(
         message.contains("api.key") && message.contains("api.token"),
         "{message}"
     );
     // `method`/`url` are for oauth1 only.
-    let response = server
-        .client
-        .get(format!(
-            "{}/elements/api-v2/instances/{id}/credentials?method=GET&url=https://x.test/",
-            server.base
-        ))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
-    let err: Value = response.json().await.unwrap();
+    let err = refused(
+        element_client(&server, &token)
+            .oauth1_signature(id, "GET", "https://x.test/")
+            .await,
+    );
+    assert_eq!(err.status, 400);
     assert_eq!(
-        err["message"],
+        err.message(),
         "`method` and `url` are only taken for `oauth1` elements (`shipstation` is `basic`)"
     );
     server.stop().await;
@@ -316,33 +334,27 @@ async fn apikey_and_basic_produce_exactly_the_declared_headers_and_query() {
 async fn oauth1_stores_tokens_and_signs_one_request_on_demand() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
-    let config = json!({ "oauth.api.key": "ck", "oauth.api.secret": "cs-secret" });
+    let config = [("oauth.api.key", "ck"), ("oauth.api.secret", "cs-secret")];
 
     // The tokens of the 3-legged flow are required.
-    let (status, err) = server
-        .post_instance(
-            &server.account,
-            &body(
-                "flickr",
-                config.clone(),
-                Some(json!({ "oauth_token": "t" })),
-            ),
-        )
-        .await;
-    assert_eq!(status, 400);
+    let only_token = ProviderData {
+        oauth_token: Some("t".into()),
+        ..ProviderData::default()
+    };
+    let err = refused_create(&server, &body("flickr", &config, Some(only_token))).await;
+    assert_eq!(err.status, 400);
     assert_eq!(
-        err["message"],
+        err.message(),
         "`providerData` must contain `oauth_token` and `oauth_token_secret` (missing: oauth_token_secret)"
     );
-    let (status, err) = server
-        .post_instance(
-            &server.account,
-            &body("flickr", config.clone(), Some(json!({ "code": "c" }))),
-        )
-        .await;
-    assert_eq!(status, 400);
+    let err = refused_create(
+        &server,
+        &body("flickr", &config, Some(ProviderData::code("c"))),
+    )
+    .await;
+    assert_eq!(err.status, 400);
     assert_eq!(
-        err["message"],
+        err.message(),
         "element `flickr` uses `oauth1` credentials: `providerData.code` is not accepted \
          (give `oauth_token` and `oauth_token_secret`)"
     );
@@ -351,18 +363,29 @@ async fn oauth1_stores_tokens_and_signs_one_request_on_demand() {
         &server,
         &body(
             "flickr",
-            config,
-            Some(json!({ "oauth_token": "at-1", "oauth_token_secret": "ts-secret" })),
+            &config,
+            Some(ProviderData::oauth1("at-1", "ts-secret")),
         ),
     )
     .await;
+    let client = element_client(&server, &token);
     // Without a request: the public parts only, never a secret.
     let c = creds(&server, id, &token).await;
-    assert_eq!(c["kind"], "oauth1");
-    assert_eq!(c["consumerKey"], "ck");
-    assert_eq!(c["token"], "at-1");
-    assert_eq!(c["signatureMethod"], "HMAC-SHA1");
-    let text = c.to_string();
+    assert_eq!(c.kind.as_deref(), Some("oauth1"));
+    assert_eq!(c.consumer_key.as_deref(), Some("ck"));
+    assert_eq!(exposed(&c.token), "at-1");
+    assert_eq!(c.signature_method.as_deref(), Some("HMAC-SHA1"));
+    // Raw (the client's escape hatch): the whole text of the answer is
+    // searched for the secrets, fields the typed answer does not know too.
+    let text = client
+        .request(Method::GET, &format!("/instances/{id}/credentials"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("\"consumerKey\":\"ck\""), "{text}");
     assert!(
         !text.contains("cs-secret") && !text.contains("ts-secret"),
         "{text}"
@@ -370,21 +393,9 @@ async fn oauth1_stores_tokens_and_signs_one_request_on_demand() {
 
     // With a request: its Authorization header, which verifies.
     let url = "https://api.flickr.com/services/rest?method=flickr.test.login&format=json";
-    let response = server
-        .client
-        .get(format!(
-            "{}/elements/api-v2/instances/{id}/credentials",
-            server.base
-        ))
-        .query(&[("method", "get"), ("url", url)])
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let c: Value = response.json().await.unwrap();
-    assert_eq!(c["query"], json!({}));
-    let header = c["headers"]["Authorization"].as_str().unwrap().to_owned();
+    let c = client.oauth1_signature(id, "get", url).await.unwrap();
+    assert_eq!(to_json(&c.query), json!({}));
+    let header = c.headers["Authorization"].expose().to_owned();
     let field = |name: &str| {
         let start = header.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
         header[start..].split('"').next().unwrap().to_owned()
@@ -408,13 +419,13 @@ async fn oauth1_stores_tokens_and_signs_one_request_on_demand() {
     assert_eq!(header, expected.expose());
     assert!(!header.contains("secret"), "{header}");
 
-    let response = server
-        .client
-        .get(format!(
-            "{}/elements/api-v2/instances/{id}/credentials?method=GET",
-            server.base
-        ))
-        .header("Authorization", format!("Element {token}"))
+    // Raw (the client's escape hatch): `method` without `url` is
+    // deliberately malformed; the typed call always sends both.
+    let response = client
+        .request(
+            Method::GET,
+            &format!("/instances/{id}/credentials?method=GET"),
+        )
         .send()
         .await
         .unwrap();
@@ -431,16 +442,11 @@ async fn oauth1_stores_tokens_and_signs_one_request_on_demand() {
 async fn element_json_shows_the_kind_and_api_base_url() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
-    let e: Value = server
-        .fetch(Method::GET, "/elements/auth0-management")
-        .await;
+    let e = server.api().element("auth0-management").await.unwrap();
+    assert_eq!(e.authentication.kind, "oauth2_client_credentials", "{e:?}");
     assert_eq!(
-        e["authentication"]["type"], "oauth2_client_credentials",
-        "{e}"
-    );
-    assert_eq!(
-        e["apiBaseUrl"],
-        "https://{tenant}.{region}.auth0.com/api/v2"
+        e.api_base_url.as_deref(),
+        Some("https://{tenant}.{region}.auth0.com/api/v2")
     );
     server.stop().await;
 }
@@ -462,8 +468,8 @@ async fn api_base_url_can_be_overridden_from_the_config_file() {
     );
     assert!(config.overrides.is_empty(), "{:?}", config.overrides);
     let server = TestServer::start(config).await;
-    let e: Value = server.fetch(Method::GET, "/elements/freshdesk").await;
-    assert_eq!(e["apiBaseUrl"], "http://127.0.0.1:9/api/v2");
+    let e = server.api().element("freshdesk").await.unwrap();
+    assert_eq!(e.api_base_url.as_deref(), Some("http://127.0.0.1:9/api/v2"));
     server.stop().await;
 
     // An unknown element or a relative URL refuses to start, naming it.

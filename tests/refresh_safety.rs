@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::*;
+use elements_client::{Client, Credentials, Error, ListInstances, ProviderData};
 use elements_core::{
     Configuration, OAuthOverride, ProviderRequest, ProviderResponse, Transport, TransportError,
 };
@@ -20,7 +21,7 @@ use elements_server::tokens::{now_seconds, TokenManager};
 use elements_store::{hash_secret, NewInstance, RefreshDecision, Store, Tokens};
 use elements_testkit::provider::FakeProvider;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// A server whose HubSpot legacy endpoints point at the fake provider and
 /// whose current-flow token endpoint is `token_url` (the fake's by default).
@@ -56,16 +57,15 @@ async fn provision(
     expires_in: &str,
 ) -> (i64, String, String) {
     let (access, refresh) = fake.issue_tokens("test-client");
-    let mut body = seed_instance_body(&access, &refresh);
-    body["configuration"]["oauth.api.secret"] = json!("test-secret");
-    body["providerData"]["expires_in"] = json!(expires_in);
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    (
-        created["id"].as_i64().unwrap(),
-        created["token"].as_str().unwrap().to_owned(),
-        access,
-    )
+    let body = seed_instance(&access, &refresh)
+        .configuration("oauth.api.secret", "test-secret")
+        .provider_data(
+            ProviderData::tokens(&access, &refresh)
+                .apikey("test-client")
+                .expires_in(expires_in),
+        );
+    let created = server.api().create_instance(&body).await.unwrap();
+    (created.id, created.token.unwrap().into_inner(), access)
 }
 
 /// Sets the stored expiry to now + `seconds`, keeping the tokens.
@@ -81,17 +81,40 @@ async fn expire_in(store: &dyn Store, id: i64, seconds: i64) {
     store.refresh_locked(id, 60, job).await.unwrap().unwrap();
 }
 
-async fn credentials_of(server: &TestServer, id: i64, token: &str) -> (u16, Value) {
-    common::credentials(&server.client, &server.base, id, token).await
+/// The instance's credentials, read with its `Element` token.
+async fn credentials_of(server: &TestServer, id: i64, token: &str) -> Result<Credentials, Error> {
+    server.anonymous().with_element(token).credentials(id).await
+}
+
+/// The access token of a credentials answer.
+fn access_token(credentials: &Credentials) -> &str {
+    credentials
+        .access_token
+        .as_ref()
+        .expect("an access token")
+        .expose()
+}
+
+/// The status of a credentials read: 200, or the refusal's.
+fn status(result: &Result<Credentials, Error>) -> u16 {
+    match result {
+        Ok(_) => 200,
+        Err(e) => e.status().map_or(0, |s| s.as_u16()),
+    }
 }
 
 /// `n` concurrent credential reads.
-async fn wave(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16, Value)> {
+async fn wave(
+    server: &TestServer,
+    id: i64,
+    token: &str,
+    n: usize,
+) -> Vec<Result<Credentials, Error>> {
+    let client = server.anonymous().with_element(token);
     let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let (client, base, token) =
-                (server.client.clone(), server.base.clone(), token.to_owned());
-            tokio::spawn(async move { common::credentials(&client, &base, id, &token).await })
+            let client = client.clone();
+            tokio::spawn(async move { client.credentials(id).await })
         })
         .collect();
     let mut out = Vec::new();
@@ -116,6 +139,20 @@ where
     false
 }
 
+/// A client of the server that gives up after 0.5 s, without credentials.
+fn impatient(server: &TestServer) -> Client {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    Client::with_http_client(&server.base, http).unwrap()
+}
+
+/// Whether a call ended because the client gave up waiting.
+fn is_timeout<T>(result: &Result<T, Error>) -> bool {
+    matches!(result, Err(Error::Transport(e)) if e.is_timeout())
+}
+
 // ---------------------------------------------------------------------------
 // Issue 12.1: a client that hangs up does not cost the grant.
 // ---------------------------------------------------------------------------
@@ -130,16 +167,11 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_grant() {
     expire_in(server.state.store.as_ref(), id, -10).await;
     // The provider rotates, then takes 1 s to answer; the client gives up at 0.5 s.
     fake.set_latency_after_processing(Duration::from_secs(1));
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let gave_up = impatient
-        .get(server.url(&format!("/instances/{id}/credentials")))
-        .header("Authorization", format!("Element {token}"))
-        .send()
+    let gave_up = impatient(&server)
+        .with_element(&token)
+        .credentials(id)
         .await;
-    assert!(gave_up.unwrap_err().is_timeout());
+    assert!(is_timeout(&gave_up), "{gave_up:?}");
     let rotated = eventually(500, || async {
         !fake.is_refresh_token_valid(old_refresh.expose())
     })
@@ -158,9 +190,8 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_grant() {
     // And the grant lives on: the next refresh works.
     fake.set_latency_after_processing(Duration::ZERO);
     expire_in(server.state.store.as_ref(), id, -10).await;
-    let (status, creds) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
+    let creds = credentials_of(&server, id, &token).await.unwrap();
+    assert!(fake.is_access_token_valid(access_token(&creds)));
     assert_eq!(fake.revoked_families(), 0);
     assert_eq!(fake.refresh_calls(), 2);
     server.stop().await;
@@ -171,6 +202,7 @@ async fn a_client_hanging_up_mid_code_exchange_still_gets_its_instance() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
     let callback = "https://app.test/callback";
+    // Raw: the fake provider's authorize page, not our API.
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -184,45 +216,36 @@ async fn a_client_hanging_up_mid_code_exchange_still_gets_its_instance() {
     let location = redirect.headers()["location"].to_str().unwrap().to_owned();
     let code = location.split_once("code=").unwrap().1.to_owned();
     fake.set_latency_after_processing(Duration::from_secs(1));
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let gave_up = impatient
-        .post(server.url("/instances"))
-        .header("Authorization", server.account.header())
-        .json(&json!({
-            "element": {"key": "hubspot"},
-            "providerData": {"code": code},
-            "configuration": {
-                "oauth.api.key": "test-client",
-                "oauth.api.secret": "test-secret",
-                "oauth.callback.url": callback,
-                "oauth.scope": "contacts",
-                "oauth.flow": "current"
-            },
-            "name": "hung up"
-        }))
-        .send()
+    let body = elements_client::CreateInstance::new("hubspot", "hung up")
+        .provider_data(ProviderData::code(code))
+        .configuration("oauth.api.key", "test-client")
+        .configuration("oauth.api.secret", "test-secret")
+        .configuration("oauth.callback.url", callback)
+        .configuration("oauth.scope", "contacts")
+        .configuration("oauth.flow", "current");
+    let gave_up = impatient(&server)
+        .with_account(
+            &server.account.user_secret,
+            &server.account.organization_secret,
+        )
+        .create_instance(&body)
         .await;
-    assert!(gave_up.unwrap_err().is_timeout());
+    assert!(is_timeout(&gave_up), "{gave_up:?}");
     // The exchanged code was not wasted: the instance exists, and its
     // owner reads its credentials with the account's secrets.
+    let api = server.api();
     let found = eventually(500, || async {
-        let listed: Vec<Value> = server.fetch(Method::GET, "/instances").await;
-        listed.iter().any(|i| i["name"] == "hung up")
+        let listed = api.instances(&ListInstances::new()).await.unwrap();
+        listed.items.iter().any(|i| i.name == "hung up")
     })
     .await;
     assert!(found, "the instance was never created");
-    let listed: Vec<Value> = server.fetch(Method::GET, "/instances").await;
+    let listed = api.instances(&ListInstances::new()).await.unwrap().items;
     assert_eq!(listed.len(), 1);
-    let id = listed[0]["id"].as_i64().unwrap();
-    let creds: Value = server
-        .fetch(Method::GET, &format!("/instances/{id}/credentials"))
-        .await;
+    let creds = api.credentials(listed[0].id).await.unwrap();
     assert!(
-        fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()),
-        "{creds}"
+        fake.is_access_token_valid(access_token(&creds)),
+        "{creds:?}"
     );
     assert_eq!(fake.code_exchanges(), 1);
     server.stop().await;
@@ -249,20 +272,22 @@ async fn callers_behind_a_failing_provider_share_one_call_then_back_off() {
         1,
         "one provider call for eight callers"
     );
-    for (status, body) in &first {
-        assert_eq!(*status, 502, "{body}");
-        assert_eq!(body["message"], "provider error: it answered 503", "{body}");
+    for result in first {
+        let err = refused(result);
+        assert_eq!(err.status, 502, "{err}");
+        assert_eq!(err.message(), "provider error: it answered 503", "{err}");
     }
     // One failure earns one immediate retry (a blip is not an outage)...
     let second = wave(&server, id, &token, 8).await;
     assert_eq!(fake.refresh_calls(), 2);
-    assert!(second.iter().all(|(s, _)| *s == 502), "{second:?}");
+    assert!(second.iter().all(|r| status(r) == 502), "{second:?}");
     // ...two in a row back off: fast, clear errors, no provider call.
     let third = wave(&server, id, &token, 8).await;
     assert_eq!(fake.refresh_calls(), 2, "no call while backing off");
-    for (status, body) in &third {
-        assert_eq!(*status, 502, "{body}");
-        let message = body["message"].as_str().unwrap();
+    for result in third {
+        let err = refused(result);
+        assert_eq!(err.status, 502, "{err}");
+        let message = err.message();
         assert!(
             message.contains("2 failed refreshes in a row")
                 && message.contains("provider error: it answered 503")
@@ -274,12 +299,11 @@ async fn callers_behind_a_failing_provider_share_one_call_then_back_off() {
     expire_in(server.state.store.as_ref(), id, 60).await;
     let fourth = wave(&server, id, &token, 8).await;
     assert_eq!(fake.refresh_calls(), 2);
-    for (status, body) in &fourth {
-        assert_eq!(*status, 200, "{body}");
-        assert_eq!(body["accessToken"], old_access.as_str());
+    for result in &fourth {
+        assert_eq!(access_token(result.as_ref().unwrap()), old_access);
     }
-    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["valid"], true, "transient failures keep it valid");
+    let got = server.api().instance(id).await.unwrap();
+    assert!(got.valid, "transient failures keep it valid");
     server.stop().await;
 }
 
@@ -293,27 +317,25 @@ async fn a_still_valid_token_without_refresh_token_is_served() {
     let (_dir, server) = start(&fake).await;
     // Only an access token, valid for 2 minutes (inside the 5-minute margin).
     let (access, _) = fake.issue_tokens("test-client");
-    let mut body = seed_instance_body(&access, "");
-    body["providerData"]
-        .as_object_mut()
-        .unwrap()
-        .remove("refresh_token");
-    body["providerData"]["expires_in"] = json!("120");
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let (status, creds) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert_eq!(creds["accessToken"], access.as_str());
-    let left = creds["expiresIn"].as_i64().unwrap();
+    let only_access = ProviderData {
+        access_token: Some(access.as_str().into()),
+        ..ProviderData::default()
+    };
+    let body = seed_instance(&access, "")
+        .provider_data(only_access.apikey("test-client").expires_in("120"));
+    let created = server.api().create_instance(&body).await.unwrap();
+    let id = created.id;
+    let token = created.token.unwrap().into_inner();
+    let creds = credentials_of(&server, id, &token).await.unwrap();
+    assert_eq!(access_token(&creds), access);
+    let left = creds.expires_in.unwrap();
     assert!((1..=120).contains(&left), "{left}");
     // Once it has expired, the answer says why.
     expire_in(server.state.store.as_ref(), id, -1).await;
-    let (status, err) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 409, "{err}");
+    let err = refused(credentials_of(&server, id, &token).await);
+    assert_eq!(err.status, 409, "{err}");
     assert_eq!(
-        err["message"],
+        err.message(),
         "the access token has expired and the instance has no refresh token"
     );
     assert_eq!(fake.refresh_calls(), 0);
@@ -326,19 +348,17 @@ async fn a_still_valid_token_is_served_after_a_non_transient_refresh_error() {
     let (_dir, server) = start(&fake).await;
     let (id, token, access) = provision(&server, &fake, "120").await;
     fake.fail_next(1, 400);
-    let (status, creds) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert_eq!(creds["accessToken"], access.as_str());
+    let creds = credentials_of(&server, id, &token).await.unwrap();
+    assert_eq!(access_token(&creds), access);
     assert_eq!(fake.refresh_calls(), 1);
     // The refusal is recorded: the instance needs provisioning again...
-    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["valid"], false, "{got}");
-    let reason = got["invalidReason"].as_str().unwrap();
+    let got = server.api().instance(id).await.unwrap();
+    assert!(!got.valid, "{got:?}");
+    let reason = got.invalid_reason.as_deref().unwrap();
     assert!(reason.contains("invalid_request"), "{reason}");
     // ...and its token is served, without another provider call, while it lasts.
-    let (status, creds) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert_eq!(creds["accessToken"], access.as_str());
+    let creds = credentials_of(&server, id, &token).await.unwrap();
+    assert_eq!(access_token(&creds), access);
     assert_eq!(fake.refresh_calls(), 1);
     server.stop().await;
 }
@@ -544,36 +564,42 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     // A token_type with a header injection is normalised to `bearer`.
     fake.set_token_type(Some(json!("bearer\r\nX-Evil: 1")));
     expire_in(server.state.store.as_ref(), id, -10).await;
-    let (status, creds) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert_eq!(creds["tokenType"], "bearer");
+    let creds = credentials_of(&server, id, &token).await.unwrap();
+    assert_eq!(creds.token_type.as_deref(), Some("bearer"));
     // So is a number, or an absurdly long one.
     for odd in [json!(7), json!("x".repeat(100))] {
         fake.set_token_type(Some(odd.clone()));
         expire_in(server.state.store.as_ref(), id, -10).await;
-        let (status, creds) = credentials_of(&server, id, &token).await;
-        assert_eq!(
-            (status, &creds["tokenType"]),
-            (200, &json!("bearer")),
-            "{odd}"
-        );
+        let creds = credentials_of(&server, id, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{odd}: {e}"));
+        assert_eq!(creds.token_type.as_deref(), Some("bearer"), "{odd}");
     }
     fake.set_token_type(Some(json!("Bearer")));
 
     // An access token with a control character is refused, clearly...
     fake.queue_access_token("at-\u{7}bell");
     expire_in(server.state.store.as_ref(), id, -10).await;
-    let (status, err) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 502, "{err}");
+    // Raw (the client's escape hatch): the whole text of the answer is
+    // searched for the token (a typed error keeps only the fields it knows).
+    let response = server
+        .anonymous()
+        .with_element(&token)
+        .request(Method::GET, &format!("/instances/{id}/credentials"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    let text = response.text().await.unwrap();
+    let err: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         err["message"],
         "provider sent an invalid token response: the access token contains control characters"
     );
-    assert!(!err.to_string().contains("bell"), "{err}");
+    assert!(!text.contains("bell"), "{text}");
     // ...but the refresh token rotated in that answer was kept: the grant lives.
-    let (status, creds) = credentials_of(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
-    assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
+    let creds = credentials_of(&server, id, &token).await.unwrap();
+    assert!(fake.is_access_token_valid(access_token(&creds)));
     assert_eq!(fake.revoked_families(), 0);
 
     // Absurd lifetimes are clamped: a year at most, the default when nonsense.
@@ -584,9 +610,10 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     ] {
         fake.set_expires_in(Some(expires_in.clone()));
         expire_in(server.state.store.as_ref(), id, -10).await;
-        let (status, creds) = credentials_of(&server, id, &token).await;
-        assert_eq!(status, 200, "{creds}");
-        let left = creds["expiresIn"].as_i64().unwrap();
+        let creds = credentials_of(&server, id, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{expires_in}: {e}"));
+        let left = creds.expires_in.unwrap();
         assert!((low..=high).contains(&left), "{expires_in}: {left}");
     }
     server.stop().await;

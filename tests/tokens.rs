@@ -9,10 +9,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::*;
+use elements_client::{
+    CreateInstance, Credentials, Error, ListInstances, OAuthUrlRequest, ProviderData,
+};
 use elements_core::OAuthOverride;
 use elements_testkit::provider::FakeProvider;
-use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Every log line of this test binary, at debug level.
 fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
@@ -59,46 +61,48 @@ async fn start(fake: &FakeProvider) -> (tempfile::TempDir, TestServer) {
     (dir, server)
 }
 
-/// Provisions a HubSpot instance from tokens the fake issued; returns (id, instance token).
+/// Provisions a HubSpot instance from tokens the fake issued; returns
+/// (id, instance token, access token).
 async fn provision(server: &TestServer, fake: &FakeProvider, flow: &str) -> (i64, String, String) {
     let (access, refresh) = fake.issue_tokens("test-client");
-    let mut body = seed_instance_body(&access, &refresh);
-    body["configuration"]["oauth.api.secret"] = json!("test-secret");
-    body["configuration"]["oauth.flow"] = json!(flow);
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    (
-        created["id"].as_i64().unwrap(),
-        created["token"].as_str().unwrap().to_owned(),
-        access,
-    )
+    let body = seed_instance(&access, &refresh)
+        .configuration("oauth.api.secret", "test-secret")
+        .configuration("oauth.flow", flow);
+    let created = server.api().create_instance(&body).await.unwrap();
+    (created.id, created.token.unwrap().into_inner(), access)
 }
 
 async fn expire(server: &TestServer, id: i64) {
     common::expire(server.state.store.as_ref(), id).await;
 }
 
-async fn credentials(server: &TestServer, id: i64, token: &str) -> (u16, Value) {
-    common::credentials(&server.client, &server.base, id, token).await
+/// The instance's credentials, read with its `Element` token.
+async fn credentials(server: &TestServer, id: i64, token: &str) -> Result<Credentials, Error> {
+    server.anonymous().with_element(token).credentials(id).await
 }
 
-async fn storm(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16, Value)> {
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let client = server.client.clone();
-        let url = server.url(&format!("/instances/{id}/credentials"));
-        let auth = format!("Element {token}");
-        tasks.push(tokio::spawn(async move {
-            let r = client
-                .get(url)
-                .header("Authorization", auth)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }));
-    }
+/// The access token of a credentials answer.
+fn access_token(credentials: &Credentials) -> &str {
+    credentials
+        .access_token
+        .as_ref()
+        .expect("an access token")
+        .expose()
+}
+
+async fn storm(
+    server: &TestServer,
+    id: i64,
+    token: &str,
+    n: usize,
+) -> Vec<Result<Credentials, Error>> {
+    let client = server.anonymous().with_element(token);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.credentials(id).await })
+        })
+        .collect();
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.unwrap());
@@ -106,25 +110,41 @@ async fn storm(server: &TestServer, id: i64, token: &str, n: usize) -> Vec<(u16,
     out
 }
 
+/// A HubSpot current-flow instance of an authorization code.
+fn by_code(code: &str, callback: &str, scope: &str, name: &str) -> CreateInstance {
+    CreateInstance::new("hubspot", name)
+        .provider_data(ProviderData::code(code))
+        .configuration("oauth.api.key", "test-client")
+        .configuration("oauth.api.secret", "test-secret")
+        .configuration("oauth.callback.url", callback)
+        .configuration("oauth.scope", scope)
+        .configuration("oauth.flow", "current")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn code_exchange_end_to_end() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
+    let api = server.api();
     let callback = "https://app.test/callback";
     // 1. The authorization URL of the current flow.
-    let answer: Value = server
-        .get(&format!(
-            "/elements/hubspot/oauth/url?apiKey=test-client&scope=contacts%20oauth&callbackUrl={callback}&state=st-1&oauth.flow=current"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let answer = server
+        .anonymous()
+        .oauth_url(
+            "hubspot",
+            &OAuthUrlRequest::new()
+                .api_key("test-client")
+                .scope("contacts oauth")
+                .callback_url(callback)
+                .state("st-1")
+                .param("oauth.flow", "current"),
+        )
         .await
         .unwrap();
-    let url = answer["oauthUrl"].as_str().unwrap();
+    let url = answer.oauth_url.as_str();
     assert!(url.starts_with(&fake.authorize_url()), "{url}");
-    // 2. The user authorizes: the provider redirects to the callback with a code.
+    // 2. The user authorizes: the provider redirects to the callback with a
+    //    code (raw: the fake provider, not our API).
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -142,38 +162,33 @@ async fn code_exchange_end_to_end() {
         .unwrap()
         .to_owned();
     // 3. POST /instances with the code.
-    let body = json!({
-        "element": {"key": "hubspot"},
-        "providerData": {"code": code},
-        "configuration": {
-            "oauth.api.key": "test-client",
-            "oauth.api.secret": "test-secret",
-            "oauth.callback.url": callback,
-            "oauth.scope": "contacts oauth",
-            "oauth.flow": "current"
-        },
-        "name": "via code"
-    });
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
+    let body = by_code(&code, callback, "contacts oauth", "via code");
+    let created = api.create_instance(&body).await.unwrap();
     assert_eq!(fake.code_exchanges(), 1);
     // 4. The credentials work at the provider.
-    let id = created["id"].as_i64().unwrap();
-    let (status, creds) = credentials(&server, id, created["token"].as_str().unwrap()).await;
-    assert_eq!(status, 200, "{creds}");
-    let access = creds["accessToken"].as_str().unwrap();
+    let creds = credentials(
+        &server,
+        created.id,
+        created.token.as_ref().unwrap().expose(),
+    )
+    .await
+    .unwrap();
+    // Raw: the fake provider's API, not ours.
     let me = server
         .client
         .get(fake.me_url())
-        .bearer_auth(access)
+        .bearer_auth(access_token(&creds))
         .send()
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
     // A used code is refused with the provider's sanitized message.
-    let (status, err) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 400, "{err}");
-    assert!(err["providerMessage"].is_string(), "{err}");
+    let err = refused(api.create_instance(&body).await);
+    assert_eq!(err.status, 400, "{err}");
+    assert!(
+        err.body.as_ref().unwrap().provider_message.is_some(),
+        "{err:?}"
+    );
     server.stop().await;
 }
 
@@ -185,13 +200,13 @@ async fn a_storm_of_reads_causes_exactly_one_refresh() {
     expire(&server, id).await;
     let results = storm(&server, id, &token, 200).await;
     assert_eq!(fake.refresh_calls(), 1, "exactly one provider refresh");
-    let first = results[0].1["accessToken"].as_str().unwrap().to_owned();
+    let first = access_token(results[0].as_ref().unwrap()).to_owned();
     assert_ne!(first, old_access);
-    for (status, body) in &results {
-        assert_eq!(*status, 200, "{body}");
+    for result in &results {
+        let creds = result.as_ref().unwrap();
         assert_eq!(
-            body["accessToken"],
-            first.as_str(),
+            access_token(creds),
+            first,
             "every caller gets the same new token"
         );
     }
@@ -208,15 +223,14 @@ async fn fifty_storms_with_rotation_never_trip_reuse_detection() {
         expire(&server, id).await;
         let results = storm(&server, id, &token, 20).await;
         assert!(
-            results.iter().all(|(s, _)| *s == 200),
+            results.iter().all(Result::is_ok),
             "round {round}: {results:?}"
         );
         assert_eq!(fake.refresh_calls(), round, "round {round}");
     }
     assert_eq!(fake.revoked_families(), 0);
-    let (status, creds) = credentials(&server, id, &token).await;
-    assert_eq!(status, 200);
-    assert!(fake.is_access_token_valid(creds["accessToken"].as_str().unwrap()));
+    let creds = credentials(&server, id, &token).await.unwrap();
+    assert!(fake.is_access_token_valid(access_token(&creds)));
     server.stop().await;
 }
 
@@ -224,36 +238,29 @@ async fn fifty_storms_with_rotation_never_trip_reuse_detection() {
 async fn provider_failures_transient_and_terminal() {
     let fake = FakeProvider::start().await;
     let (_dir, server) = start(&fake).await;
+    let api = server.api();
     let (id, token, _) = provision(&server, &fake, "legacy").await;
 
     // A 500 keeps the instance valid; a later read succeeds.
     expire(&server, id).await;
     fake.fail_next(1, 500);
-    let (status, err) = credentials(&server, id, &token).await;
-    assert_eq!(status, 502, "{err}");
-    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["valid"], true);
-    let (status, creds) = credentials(&server, id, &token).await;
-    assert_eq!(status, 200, "{creds}");
+    let err = refused(credentials(&server, id, &token).await);
+    assert_eq!(err.status, 502, "{err}");
+    assert!(api.instance(id).await.unwrap().valid);
+    credentials(&server, id, &token).await.unwrap();
 
     // invalid_grant marks it invalid with a clear error.
     expire(&server, id).await;
     fake.invalid_grant_next(1);
-    let (status, err) = credentials(&server, id, &token).await;
-    assert_eq!(status, 409, "{err}");
-    assert!(
-        err["message"].as_str().unwrap().contains("invalid_grant"),
-        "{err}"
-    );
-    let got: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["valid"], false);
-    assert!(got["invalidReason"]
-        .as_str()
-        .unwrap()
-        .contains("invalid_grant"));
-    let (status, _) = credentials(&server, id, &token).await;
+    let err = refused(credentials(&server, id, &token).await);
+    assert_eq!(err.status, 409, "{err}");
+    assert!(err.message().contains("invalid_grant"), "{err}");
+    let got = api.instance(id).await.unwrap();
+    assert!(!got.valid);
+    assert!(got.invalid_reason.unwrap().contains("invalid_grant"));
+    let err = refused(credentials(&server, id, &token).await);
     assert_eq!(
-        status, 409,
+        err.status, 409,
         "stays invalid without calling the provider again"
     );
     server.stop().await;
@@ -273,9 +280,10 @@ async fn hostile_expires_in_and_missing_refresh_tokens() {
     ] {
         fake.set_expires_in(Some(hostile.clone()));
         expire(&server, id).await;
-        let (status, creds) = credentials(&server, id, &token).await;
-        assert_eq!(status, 200, "{hostile}: {creds}");
-        let expires_in = creds["expiresIn"].as_i64().unwrap();
+        let creds = credentials(&server, id, &token)
+            .await
+            .unwrap_or_else(|e| panic!("{hostile}: {e}"));
+        let expires_in = creds.expires_in.unwrap();
         assert!(
             (300..=365 * 24 * 3600).contains(&expires_in),
             "{hostile}: {expires_in}"
@@ -286,8 +294,7 @@ async fn hostile_expires_in_and_missing_refresh_tokens() {
     fake.set_omit_refresh_token(true);
     for _ in 0..3 {
         expire(&server, id).await;
-        let (status, creds) = credentials(&server, id, &token).await;
-        assert_eq!(status, 200, "{creds}");
+        credentials(&server, id, &token).await.unwrap();
     }
     server.stop().await;
 }
@@ -311,24 +318,18 @@ async fn an_unreachable_provider_is_a_502_and_changes_nothing() {
         },
     );
     let server = TestServer::start(config).await;
-    let body = json!({
-        "element": {"key": "hubspot"},
-        "providerData": {"code": "some-code"},
-        "configuration": {
-            "oauth.api.key": "test-client", "oauth.api.secret": "test-secret",
-            "oauth.callback.url": "https://app.test/cb", "oauth.scope": "contacts",
-            "oauth.flow": "current"
-        },
-        "name": "unreachable"
-    });
-    let (status, err) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 502, "{err}");
-    assert!(
-        err["message"].as_str().unwrap().contains("provider"),
-        "{err}"
+    let api = server.api();
+    let body = by_code(
+        "some-code",
+        "https://app.test/cb",
+        "contacts",
+        "unreachable",
     );
-    let listed: Vec<Value> = server.fetch(Method::GET, "/instances").await;
-    assert!(listed.is_empty());
+    let err = refused(api.create_instance(&body).await);
+    assert_eq!(err.status, 502, "{err}");
+    assert!(err.message().contains("provider"), "{err}");
+    let listed = api.instances(&ListInstances::new()).await.unwrap();
+    assert!(listed.items.is_empty());
     server.stop().await;
 }
 

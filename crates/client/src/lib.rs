@@ -857,6 +857,68 @@ impl Client {
             .text()
             .await?)
     }
+
+    // ------------------------------------------ conva (wave 4) additions
+
+    /// `POST /instances` whose `providerData` also carries keys beyond the
+    /// typed [`ProviderData`] fields, as the server documents: values the
+    /// provider added to the OAuth callback that the element captures
+    /// (`callback_capture`, e.g. QuickBooks' `realmId`) and token-response
+    /// fields the element keeps (`[oauth.token_response] keep`, e.g.
+    /// Salesforce's `instance_url`), for an app that ran the callback or
+    /// the code exchange itself. The server uses only the keys the element
+    /// declares and ignores the rest. A key that `body.provider_data`
+    /// already sets keeps the typed value.
+    ///
+    /// ```no_run
+    /// # async fn run(client: elements_client::Client) -> Result<(), elements_client::Error> {
+    /// use std::collections::BTreeMap;
+    /// use elements_client::{CreateInstance, ProviderData};
+    ///
+    /// let body = CreateInstance::new("quickbooks", "Acme books")
+    ///     .provider_data(ProviderData::code("<CODE>"))
+    ///     .configuration("oauth.api.key", "<CLIENT ID>")
+    ///     .configuration("oauth.api.secret", "<CLIENT SECRET>")
+    ///     .configuration("oauth.callback.url", "https://app.example/cb");
+    /// let fields = BTreeMap::from([("realmId".to_owned(), serde_json::json!("4620816365"))]);
+    /// let instance = client.create_instance_with_provider_fields(&body, &fields).await?;
+    /// assert_eq!(instance.configuration["realmId"], "4620816365");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_instance_with_provider_fields(
+        &self,
+        body: &CreateInstance,
+        fields: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<Instance, Error> {
+        let body = with_provider_fields(body, fields);
+        let url = self.api_url(&["instances"]);
+        self.json(Self::with_body(self.at(Method::POST, url), &body))
+            .await
+    }
+}
+
+/// `body` as JSON, with `fields` added to its `providerData` (created when
+/// absent) where it does not already hold the key.
+fn with_provider_fields(
+    body: &CreateInstance,
+    fields: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> serde_json::Value {
+    // Serializing these types cannot fail (string keys, string and JSON
+    // values); were it to, the server would refuse the `null` body with a
+    // 400 naming the problem rather than this client panicking.
+    let mut json = serde_json::to_value(body).unwrap_or(serde_json::Value::Null);
+    if let Some(object) = json.as_object_mut() {
+        let data = object
+            .entry("providerData")
+            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+        if let Some(data) = data.as_object_mut() {
+            for (key, value) in fields {
+                data.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+    }
+    json
 }
 
 #[derive(serde::Deserialize)]
@@ -952,5 +1014,24 @@ mod tests {
             .with_element("tok\nX-Evil: 1");
         let err = bad.request(Method::GET, "/x").build().unwrap_err();
         assert!(!format!("{err:?} {err}").contains("Evil"));
+    }
+    // ------------------------------------------ conva (wave 4) additions
+
+    #[test]
+    fn provider_fields_join_provider_data_and_never_replace_typed_ones() {
+        let fields = std::collections::BTreeMap::from([
+            ("realmId".to_owned(), serde_json::json!(4620816365_u64)),
+            ("code".to_owned(), serde_json::json!("not this one")),
+        ]);
+        let body = CreateInstance::new("keeper", "k").provider_data(ProviderData::code("c-1"));
+        let json = with_provider_fields(&body, &fields);
+        assert_eq!(
+            json["providerData"],
+            serde_json::json!({"code": "c-1", "realmId": 4620816365_u64})
+        );
+        assert_eq!(json["element"]["key"], "keeper");
+        // No providerData yet: one is made for the fields.
+        let json = with_provider_fields(&CreateInstance::new("keeper", "k"), &fields);
+        assert_eq!(json["providerData"]["code"], "not this one");
     }
 }
