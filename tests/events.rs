@@ -310,7 +310,10 @@ async fn lifecycle_events_arrive_signed_with_the_documented_shape() {
         "the secret is shown once: {listed:?}"
     );
 
-    let created = api.create_instance(&seed_instance("at", "rt")).await.unwrap();
+    let created = api
+        .create_instance(&seed_instance("at", "rt"))
+        .await
+        .unwrap();
     let id = created.id;
     assert_eq!(created.health.state, HealthState::Active);
     assert_eq!(created.health.failures, 0);
@@ -390,7 +393,11 @@ async fn filters_select_events() {
     subscribe(s, &only_deleted, &url_a, Some(&["instance.deleted"])).await;
     subscribe(s, &all_instance, &url_b, Some(&["instance.*"])).await;
     let api = s.api();
-    let id = api.create_instance(&seed_instance("a", "r")).await.unwrap().id;
+    let id = api
+        .create_instance(&seed_instance("a", "r"))
+        .await
+        .unwrap()
+        .id;
     api.delete_instance(id).await.unwrap();
     until("both", || {
         all_instance.got().len() >= 2 && !only_deleted.got().is_empty()
@@ -607,7 +614,10 @@ async fn a_slow_receiver_times_out_and_a_gone_one_disables_the_endpoint() {
     let raw: Vec<Value> = s
         .fetch(Method::GET, "/organizations/me/events?limit=500")
         .await;
-    assert!(raw[0]["deliveries"][0].get("lastStatus").is_none(), "{raw:?}");
+    assert!(
+        raw[0]["deliveries"][0].get("lastStatus").is_none(),
+        "{raw:?}"
+    );
 
     // 410: the delivery dies at once and the endpoint is disabled.
     let hooks = api.webhooks().await.unwrap();
@@ -802,13 +812,7 @@ async fn revocation_and_connect_events_can_be_recorded() {
     let env = start(fast(true), None).await;
     let s = &env.server;
     let (receiver, url) = Receiver::start(OK).await;
-    subscribe(
-        s,
-        &receiver,
-        &url,
-        Some(&["instance.revoked", "connect.*"]),
-    )
-    .await;
+    subscribe(s, &receiver, &url, Some(&["instance.revoked", "connect.*"])).await;
     let org = org_id(s, &s.account).await;
     s.state
         .store

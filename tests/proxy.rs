@@ -89,7 +89,11 @@ fn simple(element: &str, configuration: &[(&str, &str)]) -> CreateInstance {
 async fn answer(response: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let status = response.status();
     let headers = response.headers().clone();
-    (status, headers, response.json().await.unwrap_or(Value::Null))
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// `{method} /instances/{id}/proxy/{path}` through `api`, without a body.
@@ -436,22 +440,10 @@ async fn the_hub_entrance_maps_declared_resources_and_checks_the_hub() {
     let (id, token, _) = hubspot(&s).await;
     let both = s.server.api().with_element(token.clone());
     for (method, path, provider) in [
-        (
-            Method::GET,
-            "contacts?limit=2",
-            "/crm/v3/objects/contacts",
-        ),
-        (
-            Method::GET,
-            "contacts/42",
-            "/crm/v3/objects/contacts/42",
-        ),
+        (Method::GET, "contacts?limit=2", "/crm/v3/objects/contacts"),
+        (Method::GET, "contacts/42", "/crm/v3/objects/contacts/42"),
         (Method::POST, "deals", "/crm/v3/objects/deals"),
-        (
-            Method::GET,
-            "companies/9",
-            "/crm/v3/objects/companies/9",
-        ),
+        (Method::GET, "companies/9", "/crm/v3/objects/companies/9"),
         (Method::DELETE, "contacts/42", "/contacts/42"),
         (Method::GET, "owners/v2", "/owners/v2"),
     ] {
@@ -468,8 +460,7 @@ async fn the_hub_entrance_maps_declared_resources_and_checks_the_hub() {
         "the instance's element `hubspot` is in hub `marketing`, not `crm`"
     );
 
-    let (status, _, body) =
-        call_hub(&s.server.api(), "marketing", Method::GET, "contacts").await;
+    let (status, _, body) = call_hub(&s.server.api(), "marketing", Method::GET, "contacts").await;
     assert_eq!(status, 400);
     assert!(
         body["message"]
@@ -756,21 +747,13 @@ async fn a_body_above_the_limit_set_by_variable_is_refused_with_413() {
     let (id, _) = create(&client, &simple("sendgrid", &[("api.key", "k")])).await;
     let send = || client.proxy_request(id, Method::POST, "v3/mail/send");
     // At the limit: forwarded (streamed: above the replay size of 100).
-    let r = send()
-        .body(vec![b'a'; 1000])
-        .send()
-        .await
-        .unwrap();
+    let r = send().body(vec![b'a'; 1000]).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["bodyLength"], 1000);
     assert_eq!(api.calls(), 1);
     // One byte more: 413 naming the limit, and the API never sees it.
-    let r = send()
-        .body(vec![b'a'; 1001])
-        .send()
-        .await
-        .unwrap();
+    let r = send().body(vec![b'a'; 1001]).send().await.unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(r.headers()["elements-error"], "true");
     let body: Value = r.json().await.unwrap();
