@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use common::*;
+use elements_client::{Client, CreateWebhook, Event, HealthState, ListInstances};
 use elements_core::OAuthOverride;
 use elements_server::webhooks::Settings;
 use elements_store::{CheckOutcome, EventKind};
@@ -192,37 +193,44 @@ async fn start(settings: Settings, fake: Option<&FakeProvider>) -> Env {
     }
 }
 
-/// `POST /organizations/me/webhooks`: (status, body).
-async fn create_webhook(server: &TestServer, account: &Account, body: Value) -> (u16, Value) {
-    let r = server
-        .client
-        .post(server.url("/organizations/me/webhooks"))
-        .header("Authorization", account.header())
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+/// Checks a new webhook's signing secret (`whsec_` and 32 random bytes in
+/// base64) and gives it to the receiver.
+fn keep_secret(receiver: &Receiver, secret: &str) {
+    assert!(secret.starts_with("whsec_"), "a whsec_ secret");
+    assert_eq!(STANDARD.decode(&secret[6..]).unwrap().len(), 32);
+    *receiver.secret.lock().unwrap() = Some(secret.to_owned());
 }
 
-/// Subscribes the receiver; returns the webhook id.
+/// Subscribes the receiver through `api` (every event, or those matching
+/// `events`); returns the webhook id.
+async fn subscribe_with(
+    api: &Client,
+    receiver: &Receiver,
+    url: &str,
+    events: Option<&[&str]>,
+) -> i64 {
+    let mut body = CreateWebhook::new(url);
+    if let Some(patterns) = events {
+        body = body.events(patterns.iter().copied());
+    }
+    let created = api.create_webhook(&body).await.unwrap();
+    assert_eq!(
+        created.events,
+        events.unwrap_or(&["*"]),
+        "the patterns as stored"
+    );
+    keep_secret(receiver, created.secret.as_ref().unwrap().expose());
+    created.id
+}
+
+/// [`subscribe_with`] the server's account.
 async fn subscribe(
     server: &TestServer,
     receiver: &Receiver,
     url: &str,
-    events: Option<Value>,
+    events: Option<&[&str]>,
 ) -> i64 {
-    let mut body = json!({ "url": url });
-    if let Some(e) = events {
-        body["events"] = e;
-    }
-    let (status, created) = create_webhook(server, &server.account, body).await;
-    assert_eq!(status, 201, "{created}");
-    let secret = created["secret"].as_str().unwrap().to_owned();
-    assert!(secret.starts_with("whsec_"), "{created}");
-    assert_eq!(STANDARD.decode(&secret[6..]).unwrap().len(), 32);
-    *receiver.secret.lock().unwrap() = Some(secret);
-    created["id"].as_i64().unwrap()
+    subscribe_with(&server.api(), receiver, url, events).await
 }
 
 /// Polls `f` until it holds (a guard against hanging, not a time assertion).
@@ -236,18 +244,17 @@ async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
     panic!("never happened: {what}");
 }
 
-async fn events(server: &TestServer) -> Vec<Value> {
-    server
-        .fetch::<Vec<Value>>(Method::GET, "/organizations/me/events?limit=500")
-        .await
+/// The event log, newest first (the most the route answers).
+async fn events(server: &TestServer) -> Vec<Event> {
+    server.api().events(Some(500)).await.unwrap()
 }
 
 /// Polls the event log until `f` holds of it.
-async fn until_events<F: Fn(&[Value]) -> bool>(
+async fn until_events<F: Fn(&[Event]) -> bool>(
     server: &TestServer,
     what: &str,
     f: F,
-) -> Vec<Value> {
+) -> Vec<Event> {
     for _ in 0..3000 {
         let list = events(server).await;
         if f(&list) {
@@ -255,7 +262,12 @@ async fn until_events<F: Fn(&[Value]) -> bool>(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("never happened: {what}: {:#}", json!(events(server).await));
+    panic!("never happened: {what}: {:#?}", events(server).await);
+}
+
+/// The first delivery of the newest event, if there is one.
+fn newest_delivery(log: &[Event]) -> Option<&elements_client::Delivery> {
+    log.first().and_then(|e| e.deliveries.first())
 }
 
 fn types(got: &[Received]) -> Vec<String> {
@@ -271,42 +283,53 @@ fn types(got: &[Received]) -> Vec<String> {
 async fn lifecycle_events_arrive_signed_with_the_documented_shape() {
     let env = start(fast(true), None).await;
     let s = &env.server;
+    let api = s.api();
     let (receiver, url) = Receiver::start(OK).await;
-    let hook = subscribe(s, &receiver, &url, None).await;
+    // Raw: the create's status (201) is asserted, which the typed method
+    // hides (it answers any 2xx as the webhook).
+    let r = s
+        .authed(Method::POST, "/organizations/me/webhooks")
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    keep_secret(&receiver, created["secret"].as_str().unwrap());
+    let hook = created["id"].as_i64().unwrap();
 
-    let listed: Vec<Value> = s.fetch(Method::GET, "/organizations/me/webhooks").await;
+    let listed = api.webhooks().await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0]["id"], hook);
-    assert_eq!(listed[0]["events"], json!(["*"]));
+    assert_eq!(listed[0].id, hook);
+    assert_eq!(listed[0].events, ["*"]);
+    assert_eq!(listed[0].secret, None, "the secret is shown once");
+    // Raw: the key is absent, not `null` (a typed `None` cannot tell).
+    let listed: Vec<Value> = s.fetch(Method::GET, "/organizations/me/webhooks").await;
     assert!(
         listed[0].get("secret").is_none(),
         "the secret is shown once: {listed:?}"
     );
 
-    let (status, created) = s
-        .post_instance(&s.account, &seed_instance_body("at", "rt"))
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    assert_eq!(created["health"]["state"], "active");
-    assert_eq!(created["health"]["failures"], 0);
-    for (method, state) in [(Method::DELETE, "disabled"), (Method::PUT, "active")] {
-        let r = s
-            .authed(method.clone(), &format!("/instances/{id}/enabled"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{method}");
-        let got: Value = s.fetch(Method::GET, &format!("/instances/{id}")).await;
-        assert_eq!(got["health"]["state"], state);
-        assert_eq!(got["disabled"], state == "disabled");
-    }
-    let r = s
-        .authed(Method::DELETE, &format!("/instances/{id}"))
-        .send()
+    let created = api
+        .create_instance(&seed_instance("at", "rt"))
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    let id = created.id;
+    assert_eq!(created.health.state, HealthState::Active);
+    assert_eq!(created.health.failures, 0);
+    for (disable, state) in [(true, HealthState::Disabled), (false, HealthState::Active)] {
+        let answered = if disable {
+            api.disable_instance(id).await
+        } else {
+            api.enable_instance(id).await
+        }
+        .unwrap();
+        assert_eq!(answered.disabled, disable);
+        let got = api.instance(id).await.unwrap();
+        assert_eq!(got.health.state, state);
+        assert_eq!(got.disabled, disable);
+    }
+    api.delete_instance(id).await.unwrap();
 
     until("four deliveries", || receiver.got().len() >= 4).await;
     let got = receiver.got();
@@ -333,14 +356,17 @@ async fn lifecycle_events_arrive_signed_with_the_documented_shape() {
         .iter()
         .find(|r| r.body["type"] == "instance.created")
         .unwrap();
-    assert_eq!(created_event.body["data"]["name"], created["name"]);
+    assert_eq!(created_event.body["data"]["name"], created.name);
 
     // The event log shows them delivered; redelivery sends the same id again.
     let log = until_events(s, "all delivered", |l| {
-        l.len() == 4 && l.iter().all(|e| e["deliveries"][0]["state"] == "delivered")
+        l.len() == 4
+            && l.iter()
+                .all(|e| e.deliveries.first().is_some_and(|d| d.state == "delivered"))
     })
     .await;
-    let first = log.last().unwrap()["id"].as_str().unwrap().to_owned();
+    let first = log.last().unwrap().id.clone();
+    // Raw: the status (202) is asserted, which the typed method hides.
     let r = s
         .authed(
             Method::POST,
@@ -364,16 +390,15 @@ async fn filters_select_events() {
     let s = &env.server;
     let (only_deleted, url_a) = Receiver::start(OK).await;
     let (all_instance, url_b) = Receiver::start(OK).await;
-    subscribe(s, &only_deleted, &url_a, Some(json!(["instance.deleted"]))).await;
-    subscribe(s, &all_instance, &url_b, Some(json!(["instance.*"]))).await;
-    let (_, created) = s
-        .post_instance(&s.account, &seed_instance_body("a", "r"))
-        .await;
-    let id = created["id"].as_i64().unwrap();
-    s.authed(Method::DELETE, &format!("/instances/{id}"))
-        .send()
+    subscribe(s, &only_deleted, &url_a, Some(&["instance.deleted"])).await;
+    subscribe(s, &all_instance, &url_b, Some(&["instance.*"])).await;
+    let api = s.api();
+    let id = api
+        .create_instance(&seed_instance("a", "r"))
         .await
-        .unwrap();
+        .unwrap()
+        .id;
+    api.delete_instance(id).await.unwrap();
     until("both", || {
         all_instance.got().len() >= 2 && !only_deleted.got().is_empty()
     })
@@ -424,61 +449,65 @@ async fn health_follows_refresh_failures_checks_and_dead_grants() {
         s,
         &receiver,
         &url,
-        Some(json!([
+        Some(&[
             "instance.refresh_failed",
             "instance.recovered",
-            "instance.invalid"
-        ])),
+            "instance.invalid",
+        ]),
     )
     .await;
 
+    let api = s.api();
     let (access, refresh) = fake.issue_tokens("test-client");
-    let mut body = seed_instance_body(&access, &refresh);
-    body["configuration"]["oauth.api.secret"] = json!("test-secret");
-    let (status, created) = s.post_instance(&s.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
+    let body = seed_instance(&access, &refresh).configuration("oauth.api.secret", "test-secret");
+    let created = api.create_instance(&body).await.unwrap();
+    let id = created.id;
+    let scoped = s.anonymous().with_element(created.token.unwrap());
+    let listed = |health: HealthState| {
+        let api = api.clone();
+        async move {
+            api.instances(&ListInstances::new().health(health))
+                .await
+                .unwrap()
+                .items
+        }
+    };
 
     // A transient failure: degraded, with the count and the error.
     expire(s.state.store.as_ref(), id).await;
     fake.fail_next(1, 500);
-    let (status, _) = credentials(&s.client, &s.base, id, &token).await;
-    assert_eq!(status, 502);
-    let got: Value = s.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["health"]["state"], "degraded", "{got}");
-    assert_eq!(got["health"]["failures"], 1);
+    assert_eq!(refused(scoped.credentials(id).await).status, 502);
+    let got = api.instance(id).await.unwrap();
+    assert_eq!(got.health.state, HealthState::Degraded, "{got:?}");
+    assert_eq!(got.health.failures, 1);
     assert!(
-        got["health"]["lastError"].as_str().unwrap().contains("500"),
-        "{got}"
+        got.health.last_error.as_deref().unwrap().contains("500"),
+        "{got:?}"
     );
-    assert_eq!(got["valid"], true);
-    let degraded: Vec<Value> = s.fetch(Method::GET, "/instances?health=degraded").await;
-    assert_eq!(degraded.len(), 1);
-    let active: Vec<Value> = s.fetch(Method::GET, "/instances?health=active").await;
-    assert!(active.is_empty());
+    assert!(got.valid);
+    assert_eq!(listed(HealthState::Degraded).await.len(), 1);
+    assert!(listed(HealthState::Active).await.is_empty());
 
     // The next refresh succeeds: recovered.
-    let (status, _) = credentials(&s.client, &s.base, id, &token).await;
-    assert_eq!(status, 200);
-    let got: Value = s.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["health"]["state"], "active", "{got}");
-    assert_eq!(got["health"]["failures"], 0);
+    scoped.credentials(id).await.unwrap();
+    let got = api.instance(id).await.unwrap();
+    assert_eq!(got.health.state, HealthState::Active, "{got:?}");
+    assert_eq!(got.health.failures, 0);
 
     // A dead grant: invalid.
     expire(s.state.store.as_ref(), id).await;
     fake.invalid_grant_next(1);
-    let (status, _) = credentials(&s.client, &s.base, id, &token).await;
-    assert_eq!(status, 409);
-    let got: Value = s.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["health"]["state"], "invalid", "{got}");
-    assert_eq!(got["valid"], false);
+    assert_eq!(refused(scoped.credentials(id).await).status, 409);
+    let got = api.instance(id).await.unwrap();
+    assert_eq!(got.health.state, HealthState::Invalid, "{got:?}");
+    assert!(!got.valid);
     assert!(
-        got["health"]["lastError"]
-            .as_str()
+        got.health
+            .last_error
+            .as_deref()
             .unwrap()
             .contains("invalid_grant"),
-        "{got}"
+        "{got:?}"
     );
 
     // A later check (the hook for a catalog `verify` request) recovers it.
@@ -488,18 +517,18 @@ async fn health_follows_refresh_failures_checks_and_dead_grants() {
         .record_check(id, CheckOutcome::Ok)
         .await
         .unwrap());
-    let got: Value = s.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["health"]["state"], "active", "{got}");
-    assert_eq!(got["valid"], true);
+    let got = api.instance(id).await.unwrap();
+    assert_eq!(got.health.state, HealthState::Active, "{got:?}");
+    assert!(got.valid);
     assert!(s
         .state
         .store
         .record_check(id, CheckOutcome::Rejected("401 on the check".into()))
         .await
         .unwrap());
-    let got: Value = s.fetch(Method::GET, &format!("/instances/{id}")).await;
-    assert_eq!(got["health"]["state"], "invalid");
-    assert_eq!(got["invalidReason"], "401 on the check");
+    let got = api.instance(id).await.unwrap();
+    assert_eq!(got.health.state, HealthState::Invalid);
+    assert_eq!(got.invalid_reason.as_deref(), Some("401 on the check"));
 
     until("five events", || receiver.got().len() >= 5).await;
     let got = receiver.got();
@@ -531,41 +560,32 @@ async fn a_failing_receiver_is_retried_on_the_schedule_then_dead_lettered() {
     let s = &env.server;
     let (receiver, url) = Receiver::start(FAIL).await;
     subscribe(s, &receiver, &url, None).await;
-    s.post_instance(&s.account, &seed_instance_body("a", "r"))
-        .await;
+    let api = s.api();
+    api.create_instance(&seed_instance("a", "r")).await.unwrap();
     // Schedule of two retries: three attempts, then dead.
     let log = until_events(s, "dead letter", |l| {
-        l.first()
-            .is_some_and(|e| e["deliveries"][0]["state"] == "dead")
+        newest_delivery(l).is_some_and(|d| d.state == "dead")
     })
     .await;
-    let d = &log[0]["deliveries"][0];
-    assert_eq!(d["attempts"], 3, "{d}");
-    assert_eq!(d["lastStatus"], 500);
-    assert_eq!(d["lastError"], "the endpoint answered 500");
+    let d = &log[0].deliveries[0];
+    assert_eq!(d.attempts, 3, "{d:?}");
+    assert_eq!(d.last_status, Some(500));
+    assert_eq!(d.last_error.as_deref(), Some("the endpoint answered 500"));
     let got = receiver.got();
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|r| r.id == got[0].id && r.verified));
 
     // Redelivery revives it: three more attempts with the same id.
     receiver.mode.store(OK, Ordering::SeqCst);
-    let id = log[0]["id"].as_str().unwrap();
-    let r = s
-        .authed(
-            Method::POST,
-            &format!("/organizations/me/events/{id}/redeliver"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["deliveriesReset"], 1);
+    let id = log[0].id.as_str();
+    let again = api.redeliver_event(id).await.unwrap();
+    assert_eq!(again.id, id);
+    assert_eq!(again.deliveries_reset, 1);
     let log = until_events(s, "delivered", |l| {
-        l[0]["deliveries"][0]["state"] == "delivered"
+        newest_delivery(l).is_some_and(|d| d.state == "delivered")
     })
     .await;
-    assert_eq!(log[0]["deliveries"][0]["attempts"], 1);
+    assert_eq!(log[0].deliveries[0].attempts, 1);
     assert_eq!(receiver.got().len(), 4);
     assert_eq!(receiver.got()[3].id, id);
     let _ = env.stop.send(true);
@@ -580,52 +600,60 @@ async fn a_slow_receiver_times_out_and_a_gone_one_disables_the_endpoint() {
     let s = &env.server;
     let (slow, url) = Receiver::start(SLOW).await;
     subscribe(s, &slow, &url, None).await;
-    s.post_instance(&s.account, &seed_instance_body("a", "r"))
-        .await;
+    let api = s.api();
+    api.create_instance(&seed_instance("a", "r")).await.unwrap();
     let log = until_events(s, "dead letter", |l| {
-        l.first()
-            .is_some_and(|e| e["deliveries"][0]["state"] == "dead")
+        newest_delivery(l).is_some_and(|d| d.state == "dead")
     })
     .await;
-    let d = &log[0]["deliveries"][0];
-    assert_eq!(d["attempts"], 2, "{d}");
-    assert_eq!(d["lastError"], "timed out after 300 ms");
-    assert!(d.get("lastStatus").is_none());
+    let d = &log[0].deliveries[0];
+    assert_eq!(d.attempts, 2, "{d:?}");
+    assert_eq!(d.last_error.as_deref(), Some("timed out after 300 ms"));
+    assert_eq!(d.last_status, None);
+    // Raw: `lastStatus` is absent, not `null` (a typed `None` cannot tell).
+    let raw: Vec<Value> = s
+        .fetch(Method::GET, "/organizations/me/events?limit=500")
+        .await;
+    assert!(
+        raw[0]["deliveries"][0].get("lastStatus").is_none(),
+        "{raw:?}"
+    );
 
     // 410: the delivery dies at once and the endpoint is disabled.
-    let hooks: Vec<Value> = s.fetch(Method::GET, "/organizations/me/webhooks").await;
+    let hooks = api.webhooks().await.unwrap();
+    // Raw: the status (204) is asserted, which the typed method hides.
     let r = s
         .authed(
             Method::DELETE,
-            &format!("/organizations/me/webhooks/{}", hooks[0]["id"]),
+            &format!("/organizations/me/webhooks/{}", hooks[0].id),
         )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    assert!(api.webhooks().await.unwrap().is_empty());
     let (gone, url) = Receiver::start(GONE).await;
     let hook = subscribe(s, &gone, &url, None).await;
-    s.post_instance(&s.account, &seed_instance_body("b", "r"))
-        .await;
+    api.create_instance(&seed_instance("b", "r")).await.unwrap();
     let log = until_events(s, "gone", |l| {
-        l[0]["deliveries"]
-            .get(0)
-            .is_some_and(|d| d["state"] == "dead")
+        newest_delivery(l).is_some_and(|d| d.state == "dead")
     })
     .await;
-    let d = &log[0]["deliveries"][0];
-    assert_eq!(d["webhookId"], hook);
-    assert_eq!(d["attempts"], 1);
-    assert_eq!(d["lastStatus"], 410);
-    let hooks: Vec<Value> = s.fetch(Method::GET, "/organizations/me/webhooks").await;
-    assert_eq!(hooks[0]["enabled"], false);
-    assert_eq!(hooks[0]["disabledReason"], "the endpoint answered 410 Gone");
+    let d = &log[0].deliveries[0];
+    assert_eq!(d.webhook_id, hook);
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.last_status, Some(410));
+    let hooks = api.webhooks().await.unwrap();
+    assert!(!hooks[0].enabled);
+    assert_eq!(
+        hooks[0].disabled_reason.as_deref(),
+        Some("the endpoint answered 410 Gone")
+    );
     // A later event is not delivered to a disabled endpoint: once the log
     // shows it (fanned out or not), it has no delivery.
-    s.post_instance(&s.account, &seed_instance_body("c", "r"))
-        .await;
+    api.create_instance(&seed_instance("c", "r")).await.unwrap();
     let log = until_events(s, "third", |l| l.len() == 3).await;
-    assert_eq!(log[0]["deliveries"], json!([]));
+    assert!(log[0].deliveries.is_empty(), "{:?}", log[0]);
     assert_eq!(gone.got().len(), 1);
     let _ = env.stop.send(true);
     env.server.stop().await;
@@ -650,34 +678,32 @@ async fn hostile_receivers_never_break_the_server() {
             let _ = c.write_all(b"\x00\xffNOT HTTP AT ALL\r\n\r\n").await;
         }
     });
-    let (status, body) = create_webhook(s, &s.account, json!({ "url": garbage_url })).await;
-    assert_eq!(status, 201, "{body}");
-    s.post_instance(&s.account, &seed_instance_body("a", "r"))
-        .await;
+    let api = s.api();
+    let garbage_hook = api
+        .create_webhook(&CreateWebhook::new(&garbage_url))
+        .await
+        .unwrap();
+    assert_eq!(garbage_hook.url, garbage_url);
+    let instance = api.create_instance(&seed_instance("a", "r")).await.unwrap();
     let log = until_events(s, "both settled", |l| {
         l.first().is_some_and(|e| {
-            let d = e["deliveries"].as_array().unwrap();
-            d.len() == 2 && d.iter().all(|d| d["state"] != "pending")
+            e.deliveries.len() == 2 && e.deliveries.iter().all(|d| d.state != "pending")
         })
     })
     .await;
-    let states: BTreeMap<i64, String> = log[0]["deliveries"]
-        .as_array()
-        .unwrap()
+    let states: BTreeMap<i64, String> = log[0]
+        .deliveries
         .iter()
-        .map(|d| {
-            (
-                d["webhookId"].as_i64().unwrap(),
-                d["state"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|d| (d.webhook_id, d.state.clone()))
         .collect();
     let mut values: Vec<&String> = states.values().collect();
     values.sort();
     assert_eq!(values, ["dead", "delivered"]);
+    assert_eq!(states[&garbage_hook.id], "dead");
     // The server still answers.
-    let r = s.authed(Method::GET, "/instances").send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    let listed = api.instances(&ListInstances::new()).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    assert_eq!(listed.items[0].id, instance.id);
     let _ = env.stop.send(true);
     env.server.stop().await;
 }
@@ -686,6 +712,7 @@ async fn hostile_receivers_never_break_the_server() {
 async fn private_addresses_are_refused_unless_allowed() {
     let env = start(fast(false), None).await;
     let s = &env.server;
+    let api = s.api();
     for (url, says) in [
         ("http://127.0.0.1:9/hooks", "must use https"),
         ("https://127.0.0.1/hooks", "private, loopback or link-local"),
@@ -697,12 +724,9 @@ async fn private_addresses_are_refused_unless_allowed() {
         ("https://localhost/hooks", "private, loopback or link-local"),
         ("https://[fe80::1]/hooks", "private, loopback or link-local"),
     ] {
-        let (status, body) = create_webhook(s, &s.account, json!({ "url": url })).await;
-        assert_eq!(status, 400, "{url}: {body}");
-        assert!(
-            body["message"].as_str().unwrap().contains(says),
-            "{url}: {body}"
-        );
+        let err = refused(api.create_webhook(&CreateWebhook::new(url)).await);
+        assert_eq!(err.status, 400, "{url}: {err}");
+        assert!(err.message().contains(says), "{url}: {err}");
     }
     // Stored before the setting changed (here: through the store), a
     // private address is still not delivered to: a literal one is refused,
@@ -729,20 +753,17 @@ async fn private_addresses_are_refused_unless_allowed() {
             .await
             .unwrap();
     }
-    s.post_instance(&s.account, &seed_instance_body("a", "r"))
-        .await;
+    api.create_instance(&seed_instance("a", "r")).await.unwrap();
     let log = until_events(s, "both dead", |l| {
         l.first().is_some_and(|e| {
-            let d = e["deliveries"].as_array().unwrap();
-            d.len() == 2 && d.iter().all(|d| d["state"] == "dead")
+            e.deliveries.len() == 2 && e.deliveries.iter().all(|d| d.state == "dead")
         })
     })
     .await;
-    let errors: Vec<&str> = log[0]["deliveries"]
-        .as_array()
-        .unwrap()
+    let errors: Vec<&str> = log[0]
+        .deliveries
         .iter()
-        .map(|d| d["lastError"].as_str().unwrap())
+        .map(|d| d.last_error.as_deref().unwrap())
         .collect();
     assert!(
         errors
@@ -765,54 +786,23 @@ async fn another_organizations_webhooks_and_events_are_404() {
     let s = &env.server;
     let (receiver, url) = Receiver::start(OK).await;
     let hook = subscribe(s, &receiver, &url, None).await;
-    s.post_instance(&s.account, &seed_instance_body("a", "r"))
-        .await;
+    s.api()
+        .create_instance(&seed_instance("a", "r"))
+        .await
+        .unwrap();
     let log = until_events(s, "one event", |l| l.len() == 1).await;
-    let event = log[0]["id"].as_str().unwrap().to_owned();
+    let event = log[0].id.clone();
 
-    let other = s.other_account("rival").await;
-    let as_other = |m: Method, p: &str| {
-        s.client
-            .request(m, s.url(p))
-            .header("Authorization", other.header())
-    };
-    let r = as_other(
-        Method::DELETE,
-        &format!("/organizations/me/webhooks/{hook}"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 404);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["message"], format!("no webhook with id {hook}"));
-    let r = as_other(
-        Method::POST,
-        &format!("/organizations/me/events/{event}/redeliver"),
-    )
-    .send()
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 404);
-    let hooks: Vec<Value> = as_other(Method::GET, "/organizations/me/webhooks")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(hooks.is_empty());
-    let events: Vec<Value> = as_other(Method::GET, "/organizations/me/events")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(events.is_empty());
+    let other = s.other_account("rival").await.client(&s.base);
+    let err = refused(other.delete_webhook(hook).await);
+    assert_eq!(err.status, 404);
+    assert_eq!(err.message(), format!("no webhook with id {hook}"));
+    let err = refused(other.redeliver_event(&event).await);
+    assert_eq!(err.status, 404);
+    assert!(other.webhooks().await.unwrap().is_empty());
+    assert!(other.events(None).await.unwrap().is_empty());
     // Still there for its owner.
-    let hooks: Vec<Value> = s.fetch(Method::GET, "/organizations/me/webhooks").await;
-    assert_eq!(hooks.len(), 1);
+    assert_eq!(s.api().webhooks().await.unwrap().len(), 1);
     let _ = env.stop.send(true);
     env.server.stop().await;
 }
@@ -822,13 +812,7 @@ async fn revocation_and_connect_events_can_be_recorded() {
     let env = start(fast(true), None).await;
     let s = &env.server;
     let (receiver, url) = Receiver::start(OK).await;
-    subscribe(
-        s,
-        &receiver,
-        &url,
-        Some(json!(["instance.revoked", "connect.*"])),
-    )
-    .await;
+    subscribe(s, &receiver, &url, Some(&["instance.revoked", "connect.*"])).await;
     let org = org_id(s, &s.account).await;
     s.state
         .store
@@ -881,7 +865,6 @@ async fn committed_events_survive_sigkill_and_are_delivered() {
     .unwrap();
     let org = format!("org-{}", rand::rng().random::<u64>());
     let user = format!("user-{}", rand::rng().random::<u64>());
-    let header = format!("User {user}, Organization {org}");
     let data = dir.path().join("data");
     let start = || {
         Binary::serve(
@@ -898,22 +881,18 @@ async fn committed_events_survive_sigkill_and_are_delivered() {
         )
     };
     let (receiver, url) = Receiver::start(OK).await;
-    let client = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
+    let api_of = |server: &Binary| {
+        Client::with_http_client(&server.base, http.clone())
+            .unwrap()
+            .with_account(&user, &org)
+    };
     {
         let server = start();
-        let r = client
-            .post(server.url("/organizations/me/webhooks"))
-            .header("Authorization", &header)
-            .json(&json!({ "url": url }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let created: Value = r.json().await.unwrap();
-        *receiver.secret.lock().unwrap() = Some(created["secret"].as_str().unwrap().to_owned());
+        subscribe_with(&api_of(&server), &receiver, &url, None).await;
     }
     let acked_created = Arc::new(Mutex::new(Vec::<i64>::new()));
     let acked_deleted = Arc::new(Mutex::new(Vec::<i64>::new()));
@@ -925,33 +904,21 @@ async fn committed_events_survive_sigkill_and_are_delivered() {
         let mut server = start();
         let mut tasks = Vec::new();
         for _ in 0..WORKERS {
-            let (client, header, base) = (client.clone(), header.clone(), server.base.clone());
+            let api = api_of(&server);
             let (created, deleted) = (acked_created.clone(), acked_deleted.clone());
             tasks.push(tokio::spawn(async move {
+                // Until the server is killed: an acknowledged change is a
+                // typed answer; any failure ends the worker.
                 loop {
-                    let r = client
-                        .post(format!("{base}/elements/api-v2/instances"))
-                        .header("Authorization", &header)
-                        .json(&seed_instance_body("a", "r"))
-                        .send()
-                        .await;
-                    let Ok(r) = r else { return };
-                    let Ok(body) = r.json::<Value>().await else {
+                    let Ok(instance) = api.create_instance(&seed_instance("a", "r")).await else {
                         return;
                     };
-                    let Some(id) = body["id"].as_i64() else {
-                        return;
-                    };
+                    let id = instance.id;
                     created.lock().unwrap().push(id);
                     if id % 2 == 0 {
-                        let r = client
-                            .delete(format!("{base}/elements/api-v2/instances/{id}"))
-                            .header("Authorization", &header)
-                            .send()
-                            .await;
-                        match r {
-                            Ok(r) if r.status() == 200 => deleted.lock().unwrap().push(id),
-                            _ => return,
+                        match api.delete_instance(id).await {
+                            Ok(()) => deleted.lock().unwrap().push(id),
+                            Err(_) => return,
                         }
                     }
                 }
@@ -1095,17 +1062,9 @@ async fn two_replicas_on_postgres_share_ten_thousand_deliveries() {
     let a = replica();
     let b = replica();
     let (receiver, url) = Receiver::start(OK).await;
-    let client = reqwest::Client::new();
-    let r = client
-        .post(a.url("/organizations/me/webhooks"))
-        .header("Authorization", format!("User {user}, Organization {org}"))
-        .json(&json!({ "url": url }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let created: Value = r.json().await.unwrap();
-    *receiver.secret.lock().unwrap() = Some(created["secret"].as_str().unwrap().to_owned());
+    let on_a = Client::new(&a.base).unwrap().with_account(user, org);
+    let on_b = Client::new(&b.base).unwrap().with_account(user, org);
+    subscribe_with(&on_a, &receiver, &url, None).await;
 
     let store = elements_store::connect(&db_url, elements_store::Keyring::parse(&key).unwrap())
         .await
@@ -1120,30 +1079,13 @@ async fn two_replicas_on_postgres_share_ten_thousand_deliveries() {
         .unwrap()
         .organization_id;
     // The instance write paths on PostgreSQL: create, disable, delete.
-    let auth = format!("User {user}, Organization {org}");
-    let made: Value = client
-        .post(b.url("/instances"))
-        .header("Authorization", &auth)
-        .json(&seed_instance_body("a", "r"))
-        .send()
+    let id = on_b
+        .create_instance(&seed_instance("a", "r"))
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = made["id"].as_i64().unwrap();
-    for (method, path) in [
-        (Method::DELETE, format!("/instances/{id}/enabled")),
-        (Method::DELETE, format!("/instances/{id}")),
-    ] {
-        let r = client
-            .request(method, b.url(&path))
-            .header("Authorization", &auth)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path}");
-    }
+        .id;
+    assert!(on_b.disable_instance(id).await.unwrap().disabled);
+    on_b.delete_instance(id).await.unwrap();
     let mut writers = Vec::new();
     for w in 0..8 {
         let store = store.clone();

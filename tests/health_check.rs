@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use elements_client::{
+    Client, CreateInstance, CreateWebhook, Error, HealthState, Instance, ListInstances,
+};
 use elements_testkit::api::{Expect, FakeApi, Fault};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -65,47 +68,66 @@ async fn start(period: Duration) -> Env {
     }
 }
 
-fn sendgrid(key: &str) -> Value {
-    json!({
-        "element": { "key": "sendgrid" },
-        "name": "mail",
-        "configuration": { "api.key": key },
-    })
+fn sendgrid(key: &str) -> CreateInstance {
+    CreateInstance::new("sendgrid", "mail").configuration("api.key", key)
 }
 
-async fn post(env: &Env, query: &str, body: &Value) -> (u16, Value) {
-    let r = env
-        .server
-        .client
-        .post(env.server.url(&format!("/instances{query}")))
-        .header("Authorization", env.server.account.header())
-        .json(body)
-        .send()
+/// `POST /instances`, with the element's `[verify]` request.
+async fn post(env: &Env, body: &CreateInstance) -> Result<Instance, Error> {
+    env.server.api().create_instance(body).await
+}
+
+/// `POST /instances?verify=false`.
+async fn post_unverified(env: &Env, body: &CreateInstance) -> Instance {
+    env.server
+        .api()
+        .create_instance_unverified(body)
         .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        .unwrap()
 }
 
 async fn count(env: &Env) -> usize {
     env.server
-        .fetch::<Vec<Value>>(Method::GET, "/instances")
+        .api()
+        .instances(&ListInstances::new())
         .await
+        .unwrap()
+        .items
         .len()
+}
+
+/// A refusal's JSON error body as text (the fields the client knows).
+fn body_text(err: &elements_client::ApiError) -> String {
+    to_json(&err.body).to_string()
 }
 
 #[tokio::test]
 async fn post_instances_verifies_the_credential_before_storing() {
     let env = start(Duration::ZERO).await;
     // 200: stored, after one verify request with the key applied.
-    let (status, body) = post(&env, "", &sendgrid("SG.good")).await;
-    assert_eq!(status, 200, "{body}");
+    let created = post(&env, &sendgrid("SG.good")).await.unwrap();
+    assert_eq!(created.element.metadata.key, "sendgrid");
     assert_eq!(env.gate.hits("SG.good"), 1);
     assert_eq!(count(&env).await, 1);
 
     // 401: refused with a 4xx saying so; nothing stored; no token echoed.
     env.gate.accept.store(false, Ordering::SeqCst);
-    let (status, body) = post(&env, "", &sendgrid("SG.bad")).await;
-    assert_eq!(status, 400, "{body}");
+    // Raw: the whole body is searched for the key, and the typed error
+    // keeps only the fields it knows.
+    let r = env
+        .server
+        .authed(Method::POST, "/instances")
+        .json(&sendgrid("SG.bad"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "the provider rejected the credential: SendGrid's verify request answered 401 \
+         (nothing was stored; pass verify=false to skip the check)"
+    );
     let text = body.to_string();
     assert!(
         text.contains("the provider rejected the credential") && text.contains("401"),
@@ -116,83 +138,59 @@ async fn post_instances_verifies_the_credential_before_storing() {
     assert_eq!(count(&env).await, 1);
 
     // verify=false: stored without a request.
-    let (status, body) = post(&env, "?verify=false", &sendgrid("SG.skip")).await;
-    assert_eq!(status, 200, "{body}");
+    post_unverified(&env, &sendgrid("SG.skip")).await;
     assert_eq!(env.gate.hits("SG.skip"), 0);
     assert_eq!(count(&env).await, 2);
 
     // 5xx: 502 naming the provider; nothing stored.
     env.gate.accept.store(true, Ordering::SeqCst);
     env.api.push_faults(&[Fault::Status(503, None)]);
-    let (status, body) = post(&env, "", &sendgrid("SG.flaky")).await;
-    assert_eq!(status, 502, "{body}");
-    let text = body.to_string();
+    let err = refused(post(&env, &sendgrid("SG.flaky")).await);
+    assert_eq!(err.status, 502, "{err}");
+    assert_eq!(
+        err.message(),
+        "the provider SendGrid could not verify the credential: the verify request \
+         answered 503 (nothing was stored)"
+    );
+    let text = body_text(&err);
     assert!(text.contains("SendGrid") && text.contains("503"), "{text}");
     assert_eq!(count(&env).await, 2);
 }
 
-async fn events(env: &Env) -> Vec<Value> {
-    env.server
-        .fetch::<Vec<Value>>(Method::GET, "/organizations/me/events?limit=500")
-        .await
+/// The event log, newest first (the most the route answers).
+async fn events(env: &Env) -> Vec<elements_client::Event> {
+    env.server.api().events(Some(500)).await.unwrap()
 }
 
 async fn until_events<F: Fn(&[String]) -> bool>(env: &Env, what: &str, f: F) -> Vec<String> {
     for _ in 0..1500 {
-        let types: Vec<String> = events(env)
-            .await
-            .iter()
-            .map(|e| e["type"].as_str().unwrap_or("?").to_owned())
-            .collect();
+        let types: Vec<String> = events(env).await.into_iter().map(|e| e.kind).collect();
         if f(&types) {
             return types;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("never happened: {what}: {:#}", json!(events(env).await));
+    panic!("never happened: {what}: {:#?}", events(env).await);
 }
 
-async fn health(env: &Env, id: i64) -> String {
-    let got: Value = env
-        .server
-        .fetch(Method::GET, &format!("/instances/{id}"))
-        .await;
-    got["health"]["state"]
-        .as_str()
-        .or_else(|| got["health"].as_str())
-        .unwrap_or("?")
-        .to_owned()
+async fn health(env: &Env, id: i64) -> HealthState {
+    env.server.api().instance(id).await.unwrap().health.state
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_background_check_moves_an_instance_to_invalid_and_back() {
     let env = start(Duration::from_secs(1)).await;
-    let (status, body) = post(&env, "", &sendgrid("SG.live")).await;
-    assert_eq!(status, 200, "{body}");
-    let id = body["id"].as_i64().unwrap();
-    let disabled = {
-        let (status, body) = post(&env, "", &sendgrid("SG.off")).await;
-        assert_eq!(status, 200, "{body}");
-        body["id"].as_i64().unwrap()
-    };
-    let r = env
-        .server
-        .authed(Method::DELETE, &format!("/instances/{disabled}/enabled"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let api = env.server.api();
+    let id = post(&env, &sendgrid("SG.live")).await.unwrap().id;
+    let disabled = post(&env, &sendgrid("SG.off")).await.unwrap().id;
+    assert!(api.disable_instance(disabled).await.unwrap().disabled);
     let receiver = Receiver::start().await;
-    let r = env
-        .server
-        .authed(Method::POST, "/organizations/me/webhooks")
-        .json(&json!({"url": receiver.url, "events": ["instance.*"]}))
-        .send()
+    let created = api
+        .create_webhook(&CreateWebhook::new(&receiver.url).events(["instance.*"]))
         .await
         .unwrap();
-    assert_eq!(r.status(), 201);
-    let created: Value = r.json().await.unwrap();
-    *receiver.secret.lock().unwrap() = created["secret"].as_str().map(str::to_owned);
+    assert_eq!(created.events, ["instance.*"]);
+    *receiver.secret.lock().unwrap() = created.secret.map(|s| s.into_inner());
     let (_stop, rx) = tokio::sync::watch::channel(false);
     elements_server::health_check::spawn(env.server.state.clone(), rx.clone());
     let webhooks = elements_server::webhooks::Settings {
@@ -208,14 +206,14 @@ async fn the_background_check_moves_an_instance_to_invalid_and_back() {
         t.iter().any(|t| t == "instance.invalid")
     })
     .await;
-    assert_eq!(health(&env, id).await, "invalid");
+    assert_eq!(health(&env, id).await, HealthState::Invalid);
     // It accepts it again: recovered, active.
     env.gate.accept.store(true, Ordering::SeqCst);
     until_events(&env, "instance.recovered", |t| {
         t.iter().any(|t| t == "instance.recovered")
     })
     .await;
-    assert_eq!(health(&env, id).await, "active");
+    assert_eq!(health(&env, id).await, HealthState::Active);
     // A 5xx degrades it (counted), the next success recovers it.
     env.api.push_faults(&[Fault::Status(500, None)]);
     until_events(&env, "instance.refresh_failed", |t| {
@@ -325,12 +323,10 @@ impl Receiver {
 async fn retention_deletes_old_finished_events_and_keeps_pending_ones() {
     let env = start(Duration::ZERO).await;
     let store = env.server.state.store.clone();
-    let (status, _) = post(&env, "?verify=false", &sendgrid("SG.a")).await;
-    assert_eq!(status, 200);
+    post_unverified(&env, &sendgrid("SG.a")).await;
     // Fanned out (no webhooks: nothing left to deliver): finished.
     assert_eq!(store.fan_out_events(100).await.unwrap(), 1);
-    let (status, _) = post(&env, "?verify=false", &sendgrid("SG.b")).await;
-    assert_eq!(status, 200);
+    post_unverified(&env, &sendgrid("SG.b")).await;
     // Not fanned out yet: pending, never deleted.
     let cutoff = elements_store::now_millis() + 60_000;
     assert_eq!(store.delete_old_events(cutoff, 100).await.unwrap(), 1);
@@ -445,18 +441,14 @@ async fn two_replicas_on_postgres_never_check_one_instance_twice_per_period() {
     };
     let mut a = replica();
     let mut b = replica();
-    let client = reqwest::Client::new();
+    let on_a = Client::new(&a.base).unwrap().with_account(user, org);
+    let on_b = Client::new(&b.base).unwrap().with_account(user, org);
     let started = std::time::Instant::now();
     for i in 0..INSTANCES {
-        let via = if i % 2 == 0 { &a } else { &b };
-        let r = client
-            .post(via.url("/instances"))
-            .header("Authorization", format!("User {user}, Organization {org}"))
-            .json(&sendgrid(&format!("SG.replica-{i}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let via = if i % 2 == 0 { &on_a } else { &on_b };
+        let key = format!("SG.replica-{i}");
+        let created = via.create_instance(&sendgrid(&key)).await.unwrap();
+        assert_eq!(created.configuration["api.key"], "********", "{key}");
     }
     // Every instance is checked at least twice (a guard against hanging,
     // not a time assertion).
@@ -631,33 +623,34 @@ async fn a_client_credentials_token_is_verified_before_it_is_stored() {
         api,
         gate,
     };
-    let body = json!({
-        "element": { "key": "verified-cc" },
-        "name": "m2m",
-        "configuration": { "oauth.api.key": "cc-client", "oauth.api.secret": "cc-secret" },
-    });
+    let body = CreateInstance::new("verified-cc", "m2m")
+        .configuration("oauth.api.key", "cc-client")
+        .configuration("oauth.api.secret", "cc-secret");
     // Refused by the API: a 400 saying so, the grant made, nothing stored.
-    let (status, refused) = post(&env, "", &body).await;
-    assert_eq!(status, 400, "{refused}");
+    let err = refused(post(&env, &body).await);
+    assert_eq!(err.status, 400, "{err}");
+    assert_eq!(
+        err.message(),
+        "the provider rejected the credential: Verified CC's verify request answered 401 \
+         (nothing was stored; pass verify=false to skip the check)"
+    );
+    let text = body_text(&err);
     assert!(
-        refused
-            .to_string()
-            .contains("the provider rejected the credential"),
-        "{refused}"
+        text.contains("the provider rejected the credential"),
+        "{text}"
     );
     assert_eq!(fake.client_credentials_grants(), 1);
     assert_eq!(env.gate.hits.lock().unwrap().values().sum::<u64>(), 1);
     assert_eq!(count(&env).await, 0);
     // Accepted: stored after one verify request with the obtained token.
     env.gate.accept.store(true, Ordering::SeqCst);
-    let (status, created) = post(&env, "", &body).await;
-    assert_eq!(status, 200, "{created}");
+    let created = post(&env, &body).await.unwrap();
+    assert_eq!(created.element.metadata.key, "verified-cc");
     assert_eq!(fake.client_credentials_grants(), 2);
     assert_eq!(env.gate.hits.lock().unwrap().values().sum::<u64>(), 2);
     assert_eq!(count(&env).await, 1);
     // verify=false: no request.
-    let (status, _) = post(&env, "?verify=false", &body).await;
-    assert_eq!(status, 200);
+    post_unverified(&env, &body).await;
     assert_eq!(env.gate.hits.lock().unwrap().values().sum::<u64>(), 2);
     assert_eq!(count(&env).await, 2);
 }

@@ -896,6 +896,37 @@ impl Client {
         self.json(Self::with_body(self.at(Method::POST, url), &body))
             .await
     }
+
+    // ------------------------------------------ convb (issue 18 "also")
+
+    /// `POST /instances?verify=false`: [`Client::create_instance`] without
+    /// the element's `[verify]` request, so the credential is stored
+    /// without being tried at the provider (the background health check
+    /// still runs). Without `verify=false` the deployment decides
+    /// (`verify_on_create`, on by default).
+    ///
+    /// ```no_run
+    /// # async fn run(client: elements_client::Client) -> Result<(), elements_client::Error> {
+    /// use elements_client::CreateInstance;
+    ///
+    /// let instance = client
+    ///     .create_instance_unverified(
+    ///         &CreateInstance::new("sendgrid", "mail").configuration("api.key", "SG.key"),
+    ///     )
+    ///     .await?;
+    /// assert_eq!(instance.element.metadata.key, "sendgrid");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn create_instance_unverified(
+        &self,
+        body: &CreateInstance,
+    ) -> Result<Instance, Error> {
+        let mut url = self.api_url(&["instances"]);
+        url.query_pairs_mut().append_pair("verify", "false");
+        self.json(Self::with_body(self.at(Method::POST, url), body))
+            .await
+    }
 }
 
 /// `body` as JSON, with `fields` added to its `providerData` (created when
