@@ -44,6 +44,10 @@ fn addr(base: &str) -> String {
     base.trim_start_matches("http://").to_owned()
 }
 
+// Raw sockets below: these tests hold the connection itself (half-sent
+// heads, silence, keep-alive, the connection cap), which no HTTP client
+// exposes; the typed client serves every well-formed call further down.
+
 /// Reads one response (head and `Content-Length` body): (status, body).
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
     let mut buf = Vec::new();
