@@ -10,67 +10,91 @@ use std::time::{Duration, Instant};
 
 use common::PgDeployment as Deployment;
 use common::*;
+use elements_client::{Client, Credentials, Error, ListInstances};
 use elements_testkit::pg::PgCluster;
 use elements_testkit::provider::FakeProvider;
-use serde_json::Value;
 
 /// How long another replica may take to see a change.
 const PROPAGATION: Duration = Duration::from_secs(1);
 
 impl Deployment {
+    /// The account's typed client of replica `via`.
+    fn api(&self, http: &reqwest::Client, via: &Binary) -> Client {
+        client_of(http, via).with_account(&self.user, &self.org)
+    }
+
     async fn provision(
         &self,
-        client: &reqwest::Client,
+        http: &reqwest::Client,
         via: &Binary,
         fake: &FakeProvider,
     ) -> (i64, String) {
         let (access, refresh) = fake.issue_tokens("test-client");
-        let mut body = seed_instance_body(&access, &refresh);
-        body["configuration"]["oauth.api.secret"] = "test-secret".into();
-        let created: Value = client
-            .post(via.url("/instances"))
-            .header("Authorization", self.header())
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body =
+            seed_instance(&access, &refresh).configuration("oauth.api.secret", "test-secret");
+        let created = self.api(http, via).create_instance(&body).await.unwrap();
         (
-            created["id"].as_i64().expect("created"),
-            created["token"].as_str().unwrap().to_owned(),
+            created.id,
+            created.token.expect("the token, once").into_inner(),
         )
     }
 
-    /// `/credentials` of `id` on `via` with the account's header.
+    /// `/credentials` of `id` on `via` with the account's secrets.
     async fn account_credentials(
         &self,
-        client: &reqwest::Client,
+        http: &reqwest::Client,
         via: &Binary,
         id: i64,
-    ) -> (u16, Value) {
-        let r = client
-            .get(via.url(&format!("/instances/{id}/credentials")))
-            .header("Authorization", self.header())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+    ) -> Result<Credentials, Error> {
+        self.api(http, via).credentials(id).await
     }
 }
 
-fn client() -> reqwest::Client {
+fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
 }
 
-/// The replica's base URL without `/elements/api-v2` (for `common::credentials`).
-fn base(b: &Binary) -> String {
-    b.url("").trim_end_matches("/elements/api-v2").to_owned()
+/// A typed client of replica `b`, without credentials.
+fn client_of(http: &reqwest::Client, b: &Binary) -> Client {
+    Client::with_http_client(&b.base, http.clone()).expect("base URL")
+}
+
+/// `/credentials` of `id` on `b` with its `Element` token.
+async fn credentials(
+    http: &reqwest::Client,
+    b: &Binary,
+    id: i64,
+    token: &str,
+) -> Result<Credentials, Error> {
+    client_of(http, b).with_element(token).credentials(id).await
+}
+
+/// The status a call was answered with (a typed `Ok`: these routes' 200).
+fn status<T>(answer: &Result<T, Error>) -> u16 {
+    match answer {
+        Ok(_) => 200,
+        Err(e) => e
+            .status()
+            .unwrap_or_else(|| panic!("no answer: {e}"))
+            .as_u16(),
+    }
+}
+
+/// The refusal's message (panics on a success).
+fn message<T: std::fmt::Debug>(answer: Result<T, Error>) -> String {
+    refused(answer).message().to_owned()
+}
+
+/// The access token a `/credentials` answer carries.
+fn access(answer: &Credentials) -> &str {
+    answer
+        .access_token
+        .as_ref()
+        .expect("an access token")
+        .expose()
 }
 
 /// Reads `id`'s credentials on `b` (by Element token and by account) until
@@ -78,7 +102,7 @@ fn base(b: &Binary) -> String {
 /// `since`; returns the last statuses seen.
 async fn settle(
     d: &Deployment,
-    client: &reqwest::Client,
+    http: &reqwest::Client,
     b: &Binary,
     id: i64,
     token: &str,
@@ -86,8 +110,8 @@ async fn settle(
     since: Instant,
 ) -> (u16, u16) {
     loop {
-        let (by_token, _) = credentials(client, &base(b), id, token).await;
-        let (by_account, _) = d.account_credentials(client, b, id).await;
+        let by_token = status(&credentials(http, b, id, token).await);
+        let by_account = status(&d.account_credentials(http, b, id).await);
         if (by_token, by_account) == want || since.elapsed() > PROPAGATION {
             return (by_token, by_account);
         }
@@ -96,12 +120,10 @@ async fn settle(
 }
 
 /// Warms B's cache: both read paths answer 200.
-async fn warm(d: &Deployment, client: &reqwest::Client, b: &Binary, id: i64, token: &str) {
+async fn warm(d: &Deployment, http: &reqwest::Client, b: &Binary, id: i64, token: &str) {
     for _ in 0..3 {
-        let (status, body) = credentials(client, &base(b), id, token).await;
-        assert_eq!(status, 200, "{body}");
-        let (status, body) = d.account_credentials(client, b, id).await;
-        assert_eq!(status, 200, "{body}");
+        credentials(http, b, id, token).await.unwrap();
+        d.account_credentials(http, b, id).await.unwrap();
     }
 }
 
@@ -111,26 +133,22 @@ async fn a_delete_on_one_replica_is_refused_by_the_other_within_a_second() {
     let fake = FakeProvider::start().await;
     let d = Deployment::new(pg, "cache_delete", &fake);
     let (a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, token) = d.provision(&client, &a, &fake).await;
-    warm(&d, &client, &b, id, &token).await;
+    let http = http();
+    let (id, token) = d.provision(&http, &a, &fake).await;
+    warm(&d, &http, &b, id, &token).await;
 
-    let r = client
-        .delete(a.url(&format!("/instances/{id}")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    d.api(&http, &a).delete_instance(id).await.unwrap();
     let deleted = Instant::now();
     // On A at once.
-    assert_eq!(credentials(&client, &base(&a), id, &token).await.0, 401);
-    assert_eq!(d.account_credentials(&client, &a, id).await.0, 404);
+    assert_eq!(status(&credentials(&http, &a, id, &token).await), 401);
+    assert_eq!(status(&d.account_credentials(&http, &a, id).await), 404);
     // On B: the token no longer names an instance (401); by account, 404.
-    let seen = settle(&d, &client, &b, id, &token, (401, 404), deleted).await;
+    let seen = settle(&d, &http, &b, id, &token, (401, 404), deleted).await;
     assert_eq!(seen, (401, 404), "B still serves a deleted instance");
-    let (_, body) = d.account_credentials(&client, &b, id).await;
-    assert_eq!(body["message"], format!("no instance with id {id}"));
+    assert_eq!(
+        message(d.account_credentials(&http, &b, id).await),
+        format!("no instance with id {id}")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -139,36 +157,32 @@ async fn a_disable_on_one_replica_is_refused_by_the_other_within_a_second() {
     let fake = FakeProvider::start().await;
     let d = Deployment::new(pg, "cache_disable", &fake);
     let (a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, token) = d.provision(&client, &a, &fake).await;
-    warm(&d, &client, &b, id, &token).await;
+    let http = http();
+    let (id, token) = d.provision(&http, &a, &fake).await;
+    warm(&d, &http, &b, id, &token).await;
 
-    let r = client
-        .delete(a.url(&format!("/instances/{id}/enabled")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        d.api(&http, &a)
+            .disable_instance(id)
+            .await
+            .unwrap()
+            .disabled
+    );
     let disabled = Instant::now();
-    let (status, body) = credentials(&client, &base(&a), id, &token).await;
-    assert_eq!(status, 403, "{body}");
-    let (by_token, by_account) = settle(&d, &client, &b, id, &token, (403, 403), disabled).await;
+    let on_a = credentials(&http, &a, id, &token).await;
+    assert_eq!(status(&on_a), 403, "{on_a:?}");
+    let (by_token, by_account) = settle(&d, &http, &b, id, &token, (403, 403), disabled).await;
     assert_eq!((by_token, by_account), (403, 403));
-    let (_, body) = credentials(&client, &base(&b), id, &token).await;
-    assert_eq!(body["message"], format!("instance {id} is disabled"));
+    assert_eq!(
+        message(credentials(&http, &b, id, &token).await),
+        format!("instance {id} is disabled")
+    );
 
     // Enabled again on A: B serves it again.
-    let r = client
-        .put(a.url(&format!("/instances/{id}/enabled")))
-        .header("Authorization", d.header())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
+    assert!(!d.api(&http, &a).enable_instance(id).await.unwrap().disabled);
     let enabled = Instant::now();
     assert_eq!(
-        settle(&d, &client, &b, id, &token, (200, 200), enabled).await,
+        settle(&d, &http, &b, id, &token, (200, 200), enabled).await,
         (200, 200)
     );
 }
@@ -179,33 +193,27 @@ async fn a_rotated_element_token_is_refused_by_the_other_replica_within_a_second
     let fake = FakeProvider::start().await;
     let d = Deployment::new(pg, "cache_rotate", &fake);
     let (a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, old) = d.provision(&client, &a, &fake).await;
-    warm(&d, &client, &b, id, &old).await;
+    let http = http();
+    let (id, old) = d.provision(&http, &a, &fake).await;
+    warm(&d, &http, &b, id, &old).await;
 
-    let rotated: Value = client
-        .post(a.url(&format!("/instances/{id}/token/rotate")))
-        .header("Authorization", d.header())
-        .send()
+    let new = d
+        .api(&http, &a)
+        .rotate_instance_token(id)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let new = rotated["token"].as_str().expect("a new token").to_owned();
+        .expect("a new token");
     let since = Instant::now();
-    assert_eq!(credentials(&client, &base(&a), id, &old).await.0, 401);
+    assert_eq!(status(&credentials(&http, &a, id, &old).await), 401);
     loop {
-        let (status, _) = credentials(&client, &base(&b), id, &old).await;
-        if status == 401 || since.elapsed() > PROPAGATION {
-            assert_eq!(status, 401, "B still takes the rotated-away token");
+        let seen = status(&credentials(&http, &b, id, &old).await);
+        if seen == 401 || since.elapsed() > PROPAGATION {
+            assert_eq!(seen, 401, "B still takes the rotated-away token");
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (status, body) = credentials(&client, &base(&b), id, &new).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["instanceId"], id);
+    let answer = credentials(&http, &b, id, new.expose()).await.unwrap();
+    assert_eq!(answer.instance_id, id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,17 +222,16 @@ async fn after_a_refresh_on_one_replica_the_other_never_serves_the_older_token()
     let fake = FakeProvider::start().await;
     let d = Deployment::new(pg, "cache_refresh", &fake);
     let (a, b) = (d.replica(), d.replica());
-    let client = client();
-    let (id, token) = d.provision(&client, &a, &fake).await;
-    warm(&d, &client, &b, id, &token).await;
-    let (_, before) = credentials(&client, &base(&b), id, &token).await;
-    let old = before["accessToken"].as_str().unwrap().to_owned();
+    let http = http();
+    let (id, token) = d.provision(&http, &a, &fake).await;
+    warm(&d, &http, &b, id, &token).await;
+    let before = credentials(&http, &b, id, &token).await.unwrap();
+    let old = access(&before).to_owned();
 
     // Expired through the store (as time would), then refreshed by A.
     common::expire(d.store().await.as_ref(), id).await;
-    let (status, body) = credentials(&client, &base(&a), id, &token).await;
-    assert_eq!(status, 200, "{body}");
-    let stored = body["accessToken"].as_str().unwrap().to_owned();
+    let on_a = credentials(&http, &a, id, &token).await.unwrap();
+    let stored = access(&on_a).to_owned();
     assert_ne!(stored, old, "A refreshed");
     assert_eq!(fake.refresh_calls(), 1);
     let refreshed = Instant::now();
@@ -232,9 +239,8 @@ async fn after_a_refresh_on_one_replica_the_other_never_serves_the_older_token()
     // B converges on A's token within a second, then never goes back.
     let mut seen_new = false;
     while refreshed.elapsed() <= PROPAGATION || !seen_new {
-        let (status, body) = credentials(&client, &base(&b), id, &token).await;
-        assert_eq!(status, 200, "{body}");
-        let got = body["accessToken"].as_str().unwrap();
+        let body = credentials(&http, &b, id, &token).await.unwrap();
+        let got = access(&body);
         if seen_new {
             assert_eq!(got, stored, "B went back to an older token");
         }
@@ -246,12 +252,12 @@ async fn after_a_refresh_on_one_replica_the_other_never_serves_the_older_token()
                 "B still serves {got} after a second"
             );
             // Never an expired token: B refreshes rather than serving it.
-            assert!(body["expiresIn"].as_i64().unwrap() > 0, "{body}");
+            assert!(body.expires_in.expect("expiresIn") > 0, "{body:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (_, by_account) = d.account_credentials(&client, &b, id).await;
-    assert_eq!(by_account["accessToken"], stored.as_str());
+    let by_account = d.account_credentials(&http, &b, id).await.unwrap();
+    assert_eq!(access(&by_account), stored);
     assert_eq!(
         fake.refresh_calls(),
         1,
@@ -263,76 +269,36 @@ async fn after_a_refresh_on_one_replica_the_other_never_serves_the_older_token()
 async fn on_sqlite_a_delete_or_disable_is_refused_at_once() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let body = seed_instance_body("at-1", "rt-1");
-    let (status, created) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let (status, second) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200, "{second}");
-    let (id2, token2) = (
-        second["id"].as_i64().unwrap(),
-        second["token"].as_str().unwrap().to_owned(),
-    );
+    let api = server.api();
+    let by_token = |token: &str| server.anonymous().with_element(token);
+    let first = api
+        .create_instance(&seed_instance("at-1", "rt-1"))
+        .await
+        .unwrap();
+    let (id, token) = (first.id, first.token.unwrap().into_inner());
+    let second = api
+        .create_instance(&seed_instance("at-1", "rt-1"))
+        .await
+        .unwrap();
+    let (id2, token2) = (second.id, second.token.unwrap().into_inner());
 
     for _ in 0..3 {
-        assert_eq!(
-            credentials(&server.client, &server.base, id, &token)
-                .await
-                .0,
-            200
-        );
-        assert_eq!(
-            credentials(&server.client, &server.base, id2, &token2)
-                .await
-                .0,
-            200
-        );
+        by_token(&token).credentials(id).await.unwrap();
+        by_token(&token2).credentials(id2).await.unwrap();
     }
     assert!(server.state.cache.len().0 >= 2, "the reads were cached");
 
     // Disabled: 403 on the very next read, by token and by account.
-    let r = server
-        .authed(reqwest::Method::DELETE, &format!("/instances/{id}/enabled"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let (status, body) = credentials(&server.client, &server.base, id, &token).await;
-    assert_eq!(status, 403, "{body}");
-    assert_eq!(body["message"], format!("instance {id} is disabled"));
-    let r = server
-        .authed(
-            reqwest::Method::GET,
-            &format!("/instances/{id}/credentials"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
+    assert!(api.disable_instance(id).await.unwrap().disabled);
+    let err = refused(by_token(&token).credentials(id).await);
+    assert_eq!(err.status, 403, "{err}");
+    assert_eq!(err.message(), format!("instance {id} is disabled"));
+    assert_eq!(status(&api.credentials(id).await), 403);
 
     // Deleted: 401 by token, 404 by account, at once.
-    let r = server
-        .authed(reqwest::Method::DELETE, &format!("/instances/{id2}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(
-        credentials(&server.client, &server.base, id2, &token2)
-            .await
-            .0,
-        401
-    );
-    let r = server
-        .authed(
-            reqwest::Method::GET,
-            &format!("/instances/{id2}/credentials"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    api.delete_instance(id2).await.unwrap();
+    assert_eq!(status(&by_token(&token2).credentials(id2).await), 401);
+    assert_eq!(status(&api.credentials(id2).await), 404);
     server.stop().await;
 }
 
@@ -340,37 +306,22 @@ async fn on_sqlite_a_delete_or_disable_is_refused_at_once() {
 async fn on_sqlite_a_rotated_account_secret_is_refused_at_once() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     for _ in 0..2 {
-        let r = server
-            .authed(reqwest::Method::GET, "/instances")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
+        api.instances(&ListInstances::new()).await.unwrap();
     }
     assert_eq!(server.state.cache.len().1, 1, "the account was cached");
-    let rotated: Value = server
-        .fetch(reqwest::Method::POST, "/users/me/secret/rotate")
-        .await;
-    let new_user = rotated["secret"].as_str().unwrap();
-    let r = server
-        .authed(reqwest::Method::GET, "/instances")
-        .send()
+    let new_user = api.rotate_user_secret().await.unwrap();
+    assert_eq!(
+        status(&api.instances(&ListInstances::new()).await),
+        401,
+        "the old user secret still works"
+    );
+    server
+        .anonymous()
+        .with_account(new_user, &server.account.organization_secret)
+        .instances(&ListInstances::new())
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 401, "the old user secret still works");
-    let r = server
-        .get("/instances")
-        .header(
-            "Authorization",
-            format!(
-                "User {new_user}, Organization {}",
-                server.account.organization_secret
-            ),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
     server.stop().await;
 }

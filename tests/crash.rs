@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use elements_client::{Client, Instance};
 use rand::Rng;
-use serde_json::{json, Value};
+use reqwest::Method;
 
 const ROUNDS: usize = 20;
 const WORKERS: usize = 8;
@@ -57,34 +58,34 @@ async fn acknowledged_instances_survive_sigkill() {
     let dir = data_dir();
     let org = format!("org-{}", rand::rng().random::<u64>());
     let user = format!("user-{}", rand::rng().random::<u64>());
-    let header = format!("User {user}, Organization {org}");
     let tally: Arc<Mutex<Tally>> = Arc::default();
-    let client = reqwest::Client::builder()
+    let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
+    let client = |server: &Binary| Client::with_http_client(&server.base, http.clone()).unwrap();
 
     for round in 0..ROUNDS {
         let mut server = start(dir.path(), &org, &user);
         let killed = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for worker in 0..WORKERS {
-            let (client, tally, header, killed) = (
-                client.clone(),
+            let (api, tally, killed) = (
+                client(&server).with_account(&user, &org),
                 tally.clone(),
-                header.clone(),
                 killed.clone(),
             );
-            let url = format!("{}/elements/api-v2/instances", server.base);
             tasks.push(tokio::spawn(async move {
                 for i in 0.. {
                     let access = format!("at-crash-{round}-{worker}-{i}");
-                    let body =
-                        seed_instance_body(&access, &format!("rt-crash-{round}-{worker}-{i}"));
-                    let sent = client
-                        .post(&url)
-                        .header("Authorization", &header)
+                    let body = seed_instance(&access, &format!("rt-crash-{round}-{worker}-{i}"));
+                    // Raw send (the typed body, the typed answer below): a
+                    // kill can cut an answer mid-body, and a cut non-200
+                    // must still count as an answer, while the typed
+                    // method's error would drop its status.
+                    let sent = api
+                        .request(Method::POST, "/instances")
                         .json(&body)
                         .send()
                         .await;
@@ -111,11 +112,13 @@ async fn acknowledged_instances_survive_sigkill() {
                     let mut t = tally.lock().unwrap();
                     match text {
                         Ok(text) if status == 200 => {
-                            let created: Value = serde_json::from_str(&text)
-                                .unwrap_or_else(|e| panic!("a 200 that is not JSON ({e}): {text}"));
+                            let created: Instance =
+                                serde_json::from_str(&text).unwrap_or_else(|e| {
+                                    panic!("a 200 that is not an instance ({e}): {text}")
+                                });
                             t.acked.push(Acked {
-                                id: created["id"].as_i64().unwrap(),
-                                token: created["token"].as_str().unwrap().to_owned(),
+                                id: created.id,
+                                token: created.token.expect("the token").into_inner(),
                                 access,
                             });
                         }
@@ -154,19 +157,17 @@ async fn acknowledged_instances_survive_sigkill() {
     let server = start(dir.path(), &org, &user);
     let mut lost = Vec::new();
     for a in &acked {
-        let response = client
-            .get(format!(
-                "{}/elements/api-v2/instances/{}/credentials",
-                server.base, a.id
-            ))
-            .header("Authorization", format!("Element {}", a.token))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(json!(null));
-        if status != 200 || body["accessToken"] != a.access.as_str() {
-            lost.push((a.id, status, body));
+        let answer = client(&server)
+            .with_element(&a.token)
+            .credentials(a.id)
+            .await;
+        let served = answer
+            .as_ref()
+            .ok()
+            .and_then(|c| c.access_token.as_ref())
+            .map(|t| t.expose());
+        if served != Some(a.access.as_str()) {
+            lost.push((a.id, answer));
         }
     }
     drop(server);

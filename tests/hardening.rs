@@ -6,9 +6,9 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use elements_client::{Client, OAuthUrlRequest};
 use elements_core::{Configuration, ProviderRequest, Secret, TokenSet};
 use elements_store::{Keyring, Tokens};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 fn keys_generate() -> String {
@@ -44,8 +44,24 @@ fn serve_fails_with(dir: &std::path::Path, key: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-async fn access_token(server: &Binary, id: i64, token: &str) -> (u16, Value) {
-    credentials(&reqwest::Client::new(), &server.base, id, token).await
+/// The environment's account on `server`, typed.
+fn api(server: &Binary) -> Client {
+    Client::new(&server.base)
+        .expect("base URL")
+        .with_account("user-rotation", "org-rotation")
+}
+
+/// The access token `/credentials` answers for `id` with its `Element` token.
+async fn access_token(server: &Binary, id: i64, token: &str) -> String {
+    Client::new(&server.base)
+        .expect("base URL")
+        .with_element(token)
+        .credentials(id)
+        .await
+        .unwrap_or_else(|e| panic!("credentials of {id}: {e}"))
+        .access_token
+        .expect("an access token")
+        .into_inner()
 }
 
 #[tokio::test]
@@ -56,23 +72,11 @@ async fn keys_rotate_and_a_wrong_key_is_refused_at_start() {
 
     // Provision under the old key.
     let server = serve_with_key(dir.path(), &old);
-    let created: Value = reqwest::Client::new()
-        .post(server.url("/instances"))
-        .header(
-            "Authorization",
-            "User user-rotation, Organization org-rotation",
-        )
-        .json(&seed_instance_body("at-rotate", "rt-rotate"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let created = api(&server)
+        .create_instance(&seed_instance("at-rotate", "rt-rotate"))
         .await
         .unwrap();
-    let (id, token) = (
-        created["id"].as_i64().unwrap(),
-        created["token"].as_str().unwrap().to_owned(),
-    );
+    let (id, token) = (created.id, created.token.unwrap().into_inner());
     drop(server);
 
     // A wrong key, or none at all, is a clear error at start-up.
@@ -90,10 +94,7 @@ async fn keys_rotate_and_a_wrong_key_is_refused_at_start() {
     // New key first, old after it: everything still reads; new writes use the new key.
     let both = format!("{new},{old}");
     let server = serve_with_key(dir.path(), &both);
-    assert_eq!(
-        access_token(&server, id, &token).await.1["accessToken"],
-        "at-rotate"
-    );
+    assert_eq!(access_token(&server, id, &token).await, "at-rotate");
     drop(server);
 
     // Rewrap, then the old key can go.
@@ -112,10 +113,7 @@ async fn keys_rotate_and_a_wrong_key_is_refused_at_start() {
     assert_eq!(report["rewrapped"], 1, "{report}");
 
     let server = serve_with_key(dir.path(), &new);
-    assert_eq!(
-        access_token(&server, id, &token).await.1["accessToken"],
-        "at-rotate"
-    );
+    assert_eq!(access_token(&server, id, &token).await, "at-rotate");
     drop(server);
     let err = serve_fails_with(dir.path(), Some(&old));
     assert!(
@@ -142,70 +140,58 @@ async fn a_missing_key_file_next_to_a_database_is_refused() {
 async fn organizations_may_restrict_callbacks_to_an_allow_list() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     let allowed = "https://app.acme.test/callback";
-    let response = server
-        .authed(Method::PUT, "/organizations/me/callback-urls")
-        .json(&json!([allowed]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let bad = server
-        .authed(Method::PUT, "/organizations/me/callback-urls")
-        .json(&json!(["javascript:alert(1)"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let listed: Vec<String> = server
-        .fetch(Method::GET, "/organizations/me/callback-urls")
-        .await;
-    assert_eq!(listed, [allowed]);
+    assert_eq!(
+        api.set_callback_urls(&[allowed.to_owned()]).await.unwrap(),
+        [allowed]
+    );
+    let bad = refused(
+        api.set_callback_urls(&["javascript:alert(1)".to_owned()])
+            .await,
+    );
+    assert_eq!(bad.status, 400, "{bad}");
+    assert_eq!(api.callback_urls().await.unwrap(), [allowed]);
 
     let url = |cb: &str| {
-        format!("/elements/hubspot/oauth/url?apiKey=k&apiSecret=1&scope=s&callbackUrl={cb}")
+        OAuthUrlRequest::new()
+            .api_key("k")
+            .api_secret("1")
+            .scope("s")
+            .callback_url(cb)
     };
     // With the organization's credentials the list applies.
-    let status = server
-        .authed(Method::GET, &url(allowed))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
-    let response = server
-        .authed(Method::GET, &url("https://evil.test/cb"))
-        .send()
+    api.oauth_url("hubspot", &url(allowed)).await.unwrap();
+    let err = refused(api.oauth_url("hubspot", &url("https://evil.test/cb")).await);
+    assert_eq!(err.status, 400, "{err}");
+    assert!(err.message().contains("allow-list"), "{err}");
+    // The seed's anonymous call is unchanged.
+    server
+        .anonymous()
+        .oauth_url("hubspot", &url("https://evil.test/cb"))
         .await
         .unwrap();
-    assert_eq!(response.status(), 400);
-    let err: Value = response.json().await.unwrap();
-    assert!(
-        err["message"].as_str().unwrap().contains("allow-list"),
-        "{err}"
-    );
-    // The seed's anonymous call is unchanged.
-    let status = server
-        .get(&url("https://evil.test/cb"))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 200);
     // Provisioning with another callback is refused; with the allowed one it works.
-    let mut body = seed_instance_body("at", "rt");
-    body["configuration"]["oauth.callback.url"] = json!("https://evil.test/cb");
-    let (status, err) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 400, "{err}");
-    body["configuration"]["oauth.callback.url"] = json!(allowed);
-    let (status, _) = server.post_instance(&server.account, &body).await;
-    assert_eq!(status, 200);
+    let body = seed_instance("at", "rt");
+    let err = refused(
+        api.create_instance(
+            &body
+                .clone()
+                .configuration("oauth.callback.url", "https://evil.test/cb"),
+        )
+        .await,
+    );
+    assert_eq!(err.status, 400, "{err}");
+    assert!(err.message().contains("allow-list"), "{err}");
+    api.create_instance(&body.clone().configuration("oauth.callback.url", allowed))
+        .await
+        .unwrap();
     // Another organization has no list.
-    let other = server.other_account("initech").await;
-    let mut seed = seed_instance_body("at", "rt");
-    seed["configuration"]["oauth.callback.url"] = json!("https://elsewhere.test/cb");
-    let (status, _) = server.post_instance(&other, &seed).await;
-    assert_eq!(status, 200);
+    let other = server.other_account("initech").await.client(&server.base);
+    other
+        .create_instance(&body.configuration("oauth.callback.url", "https://elsewhere.test/cb"))
+        .await
+        .unwrap();
     server.stop().await;
 }
 
@@ -281,14 +267,10 @@ async fn a_row_stranded_under_a_retired_key_fails_alone() {
     let (old, new) = (keys_generate(), keys_generate());
     let both = format!("{new},{old}");
     let db = format!("sqlite://{}", dir.path().join("elements.db").display());
-    let client = reqwest::Client::new();
-    let auth = "User user-rotation, Organization org-rotation";
     let create = |server: &Binary, access: &str| {
-        client
-            .post(server.url("/instances"))
-            .header("Authorization", auth)
-            .json(&seed_instance_body(access, "rt"))
-            .send()
+        let api = api(server);
+        let body = seed_instance(access, "rt");
+        async move { api.create_instance(&body).await.unwrap() }
     };
     let rewrap = |keys: &str| {
         Command::new(env!("CARGO_BIN_EXE_elements"))
@@ -300,12 +282,7 @@ async fn a_row_stranded_under_a_retired_key_fails_alone() {
 
     // A replica on the old key keeps running across the rotation.
     let replica = serve_with_key(dir.path(), &old);
-    let kept: Value = create(&replica, "at-kept")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kept = create(&replica, "at-kept").await;
     let out = rewrap(&both);
     assert!(
         out.status.success(),
@@ -315,41 +292,30 @@ async fn a_row_stranded_under_a_retired_key_fails_alone() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rewrapped"], 1, "{report}");
     assert_eq!(report["stranded"], json!([]), "{report}");
-    let stranded: Value = create(&replica, "at-stranded")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stranded_id = stranded["id"].as_i64().unwrap();
+    let stranded = create(&replica, "at-stranded").await;
+    let stranded_id = stranded.id;
     drop(replica);
 
     // Retire the old key: the list still answers, without the stranded row.
     let server = serve_with_key(dir.path(), &new);
-    let list = client
-        .get(server.url("/instances"))
-        .header("Authorization", auth)
-        .send()
+    let list = api(&server)
+        .instances(&elements_client::ListInstances::new())
         .await
         .unwrap();
-    assert_eq!(list.status(), 200);
-    let list: Value = list.json().await.unwrap();
-    let listed: Vec<i64> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_i64().unwrap())
-        .collect();
-    assert_eq!(listed, vec![kept["id"].as_i64().unwrap()]);
-    let single = client
-        .get(server.url(&format!("/instances/{stranded_id}")))
-        .header("Authorization", auth)
+    let listed: Vec<i64> = list.items.iter().map(|i| i.id).collect();
+    assert_eq!(listed, vec![kept.id]);
+    // Raw: the whole body of the 500 is searched for the token (a typed
+    // error keeps only the fields it knows).
+    let single = api(&server)
+        .request(reqwest::Method::GET, &format!("/instances/{stranded_id}"))
         .send()
         .await
         .unwrap();
     assert_eq!(single.status(), 500);
     let body = single.text().await.unwrap();
     assert!(!body.contains("at-stranded"), "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["message"], "internal error", "{body}");
     drop(server);
 
     // Rewrap without the old key names the row and fails...
@@ -391,10 +357,9 @@ async fn a_row_stranded_under_a_retired_key_fails_alone() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rewrapped"], 1, "{report}");
     let server = serve_with_key(dir.path(), &new);
+    let token = stranded.token.expect("the token, once");
     assert_eq!(
-        access_token(&server, stranded_id, stranded["token"].as_str().unwrap())
-            .await
-            .1["accessToken"],
+        access_token(&server, stranded_id, token.expose()).await,
         "at-stranded"
     );
 }

@@ -10,10 +10,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use elements_client::{Client, CreateInstance, Error, ListInstances, ProviderData};
 use elements_server::config::Limits;
 use elements_server::ServerConfig;
 use reqwest::Method;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -28,9 +29,24 @@ fn config_with(dir: &std::path::Path, limits: Limits) -> ServerConfig {
     }
 }
 
+/// The status a call was answered with (a typed `Ok`: these routes' 200).
+fn status<T>(answer: &Result<T, Error>) -> u16 {
+    match answer {
+        Ok(_) => 200,
+        Err(e) => e
+            .status()
+            .unwrap_or_else(|| panic!("no answer: {e}"))
+            .as_u16(),
+    }
+}
+
 fn addr(base: &str) -> String {
     base.trim_start_matches("http://").to_owned()
 }
+
+// Raw sockets below: these tests hold the connection itself (half-sent
+// heads, silence, keep-alive, the connection cap), which no HTTP client
+// exposes; the typed client serves every well-formed call further down.
 
 /// Reads one response (head and `Content-Length` body): (status, body).
 async fn read_response(stream: &mut TcpStream) -> (u16, String) {
@@ -269,6 +285,7 @@ async fn request_heads_above_32_kib_get_431() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
 
+    // Raw: the request heads are deliberately oversized.
     let fine = server
         .get("/elements/keys")
         .header("X-Big", "a".repeat(16 * 1024))
@@ -330,50 +347,32 @@ async fn no_suggestions_for_keys_longer_than_any_element_key() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
 
-    let near: Value = server
-        .get("/elements/hubspott")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        near["message"]
-            .as_str()
-            .unwrap()
-            .contains("did you mean hubspot"),
-        "{near}"
-    );
+    let near = refused(server.anonymous().element("hubspott").await);
+    assert!(near.message().contains("did you mean hubspot"), "{near}");
 
     // "hubspot" followed by 20,000 characters contains a key: it used to
     // be suggested, after a 20,000 x N edit-distance computation.
     let long = format!("hubspot{}", "x".repeat(20_000));
-    let response = server
-        .get(&format!("/elements/{long}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 404);
-    let body: Value = response.json().await.unwrap();
-    let message = body["message"].as_str().unwrap();
+    let err = refused(server.anonymous().element(&long).await);
+    assert_eq!(err.status, 404);
+    let message = err.message();
     assert!(
         message.starts_with("no element with key or id `hubspotxxx"),
         "{message}"
     );
     assert!(!message.contains("did you mean"), "{message}");
 
-    let (status, body) = server
-        .post_instance(
-            &server.account,
-            &json!({ "element": { "key": format!("hubspot{}", "y".repeat(50_000)) }, "name": "n" }),
-        )
-        .await;
-    assert_eq!(status, 404);
-    assert!(
-        !body["message"].as_str().unwrap().contains("did you mean"),
-        "{body}"
+    let err = refused(
+        server
+            .api()
+            .create_instance(&CreateInstance::new(
+                format!("hubspot{}", "y".repeat(50_000)),
+                "n",
+            ))
+            .await,
     );
+    assert_eq!(err.status, 404);
+    assert!(!err.message().contains("did you mean"), "{err}");
     server.stop().await;
 }
 
@@ -391,27 +390,25 @@ async fn failed_authentications_are_limited_per_client_address() {
         },
     ))
     .await;
-    let bad = |server: &TestServer| {
-        server
-            .get("/instances")
-            .header("Authorization", "User nope, Organization nope")
-            .send()
-    };
-    assert_eq!(bad(&server).await.unwrap().status(), 401);
-    assert_eq!(bad(&server).await.unwrap().status(), 401);
+    let api = server.api();
+    let wrong = server.anonymous().with_account("nope", "nope");
+    let bad = || async { status(&wrong.instances(&ListInstances::new()).await) };
+    assert_eq!(bad().await, 401);
+    assert_eq!(bad().await, 401);
     // Successes spend nothing of the budget.
     for _ in 0..10 {
-        let ok = server
-            .authed(Method::GET, "/instances")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(ok.status(), 200);
+        api.instances(&ListInstances::new()).await.unwrap();
     }
-    assert_eq!(bad(&server).await.unwrap().status(), 401);
+    assert_eq!(bad().await, 401);
 
     // The fourth failure spends the last of the burst: 429, Retry-After.
-    let limited = bad(&server).await.unwrap();
+    // Raw: the `Retry-After` header is asserted (the typed error has no headers).
+    let limited = server
+        .get("/instances")
+        .header("Authorization", "User nope, Organization nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(limited.status(), 429);
     let retry: u64 = limited.headers()["retry-after"]
         .to_str()
@@ -431,6 +428,7 @@ async fn failed_authentications_are_limited_per_client_address() {
 
     // During the lockout even a correct credential from that address is
     // refused unchecked (else a 200 would tell a guesser it guessed right)...
+    // Raw: the header is asserted.
     let correct = server
         .authed(Method::GET, "/instances")
         .send()
@@ -438,31 +436,40 @@ async fn failed_authentications_are_limited_per_client_address() {
         .unwrap();
     assert_eq!(correct.status(), 429);
     assert!(correct.headers().contains_key("retry-after"));
-    // ...so is a guessed instance token...
-    let token = server
-        .get("/instances/1/credentials")
-        .header("Authorization", "Element guess")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(token.status(), 429);
-    // ...but the public catalog still answers,
-    assert_eq!(
-        server.get("/elements/keys").send().await.unwrap().status(),
-        200
+    let err = refused(api.instances(&ListInstances::new()).await);
+    assert_eq!(err.status, 429, "{err}");
+    assert!(
+        err.body.as_ref().unwrap().retry_after_seconds.is_some(),
+        "{err:?}"
     );
+    // ...so is a guessed instance token...
+    let guess = server
+        .anonymous()
+        .with_element("guess")
+        .credentials(1)
+        .await;
+    assert_eq!(status(&guess), 429);
+    // ...but the public catalog still answers,
+    assert!(server
+        .anonymous()
+        .element_keys()
+        .await
+        .unwrap()
+        .contains(&"hubspot".to_owned()));
     // and another client address is not affected.
     let other = reqwest::Client::builder()
         .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
         .build()
         .unwrap();
-    let response = other
-        .get(server.url("/instances"))
-        .header("Authorization", server.account.header())
-        .send()
+    Client::with_http_client(&server.base, other)
+        .unwrap()
+        .with_account(
+            &server.account.user_secret,
+            &server.account.organization_secret,
+        )
+        .instances(&ListInstances::new())
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
     server.stop().await;
 }
 
@@ -473,16 +480,10 @@ async fn the_failed_authentication_burst_flows_from_the_environment() {
         &["--data-dir", dir.path().to_str().unwrap()],
         &[("ELEMENTS_AUTH_FAILURE_BURST", "1")],
     );
-    let client = reqwest::Client::new();
+    let wrong = Client::new(&server.base).unwrap().with_account("a", "b");
     let mut statuses = Vec::new();
     for _ in 0..2 {
-        let response = client
-            .get(server.url("/instances"))
-            .header("Authorization", "User a, Organization b")
-            .send()
-            .await
-            .unwrap();
-        statuses.push(response.status().as_u16());
+        statuses.push(status(&wrong.instances(&ListInstances::new()).await));
     }
     assert_eq!(statuses, [401, 429]);
 }
@@ -498,38 +499,45 @@ fn assert_no_store(response: &reqwest::Response, what: &str) {
 async fn responses_with_tokens_or_secrets_are_not_stored() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    // Raw throughout: the `Cache-Control` and `Pragma` headers are what is
+    // asserted (the typed answers carry none); the bodies are read typed.
     let created = server
-        .authed(Method::POST, "/instances")
-        .json(&seed_instance_body("at-nostore", "rt-nostore"))
+        .api()
+        .request(Method::POST, "/instances")
+        .json(&seed_instance("at-nostore", "rt-nostore"))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 200);
     assert_no_store(&created, "POST /instances");
-    let created: Value = created.json().await.unwrap();
-    let (id, token) = (
-        created["id"].as_i64().unwrap(),
-        created["token"].as_str().unwrap().to_owned(),
-    );
+    let created: elements_client::Instance = created.json().await.unwrap();
+    let (id, token) = (created.id, created.token.unwrap());
 
     let credentials = server
-        .get(&format!("/instances/{id}/credentials"))
-        .header("Authorization", format!("Element {token}"))
+        .anonymous()
+        .with_element(token)
+        .request(Method::GET, &format!("/instances/{id}/credentials"))
         .send()
         .await
         .unwrap();
     assert_eq!(credentials.status(), 200);
     assert_no_store(&credentials, "GET credentials");
-    let body: Value = credentials.json().await.unwrap();
-    assert_eq!(body["accessToken"], "at-nostore");
+    let body: elements_client::Credentials = credentials.json().await.unwrap();
+    assert_eq!(body.access_token.unwrap().expose(), "at-nostore");
 
     let url = server
-        .get(&format!("/elements/hubspot/oauth/url?{SEED_OAUTH_QUERY}"))
+        .anonymous()
+        .request(
+            Method::GET,
+            &format!("/elements/hubspot/oauth/url?{SEED_OAUTH_QUERY}"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(url.status(), 200);
     assert_no_store(&url, "oauth/url");
+    let url: elements_client::OAuthUrl = url.json().await.unwrap();
+    assert_eq!(url.oauth_url, SEED_OAUTH_URL);
     server.stop().await;
 }
 
@@ -539,12 +547,13 @@ async fn responses_with_tokens_or_secrets_are_not_stored() {
 async fn caller_code_verifiers_must_follow_rfc_7636() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
+    let api = server.api();
     for bad in ["short", &"a".repeat(129), &format!("{}+/", "a".repeat(50))] {
-        let mut body = seed_instance_body("", "");
-        body["providerData"] = json!({ "code": "the-code", "code_verifier": bad });
-        let (status, answer) = server.post_instance(&server.account, &body).await;
-        assert_eq!(status, 400, "{bad}");
-        let message = answer["message"].as_str().unwrap();
+        let body =
+            seed_instance("", "").provider_data(ProviderData::code("the-code").code_verifier(bad));
+        let err = refused(api.create_instance(&body).await);
+        assert_eq!(err.status, 400, "{bad}");
+        let message = err.message();
         assert!(
             message.contains("`providerData.code_verifier` must be 43 to 128 characters")
                 && message.contains("RFC 7636"),
@@ -553,25 +562,24 @@ async fn caller_code_verifiers_must_follow_rfc_7636() {
         assert!(!message.contains(bad), "the verifier is not echoed");
     }
     // A conforming verifier passes this check (the seed's tokens are used).
-    let mut body = seed_instance_body("at-pkce", "rt-pkce");
-    body["providerData"]["code_verifier"] = json!("A-._~".repeat(10));
-    assert_eq!(server.post_instance(&server.account, &body).await.0, 200);
+    let body = seed_instance("at-pkce", "rt-pkce").provider_data(
+        ProviderData::tokens("at-pkce", "rt-pkce")
+            .apikey("test-client")
+            .expires_in("1800")
+            .code_verifier("A-._~".repeat(10)),
+    );
+    api.create_instance(&body).await.unwrap();
 
-    let url = server
-        .get(&format!(
-            "/elements/hubspot/oauth/url?{SEED_OAUTH_QUERY}&codeVerifier=tooshort"
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(url.status(), 400);
-    let answer: Value = url.json().await.unwrap();
+    let err = refused(
+        server
+            .anonymous()
+            .oauth_url("hubspot", &seed_oauth_request().code_verifier("tooshort"))
+            .await,
+    );
+    assert_eq!(err.status, 400);
     assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains("`codeVerifier` must be 43 to 128"),
-        "{answer}"
+        err.message().contains("`codeVerifier` must be 43 to 128"),
+        "{err}"
     );
     server.stop().await;
 }
@@ -661,45 +669,51 @@ fn a_key_file_readable_by_others_is_refused_when_strict_and_warned_about_otherwi
     assert!(listening);
 }
 
-fn shipstation(name: &str) -> Value {
-    json!({
-        "element": { "key": "shipstation" },
-        "configuration": { "api.key": "ss-key-plain", "api.secret": "ss-secret-plain" },
-        "name": name
-    })
+fn shipstation(name: &str) -> CreateInstance {
+    CreateInstance::new("shipstation", name)
+        .configuration("api.key", "ss-key-plain")
+        .configuration("api.secret", "ss-secret-plain")
 }
 
 #[tokio::test]
 async fn configuration_entries_that_hold_keys_are_masked() {
     let dir = data_dir();
     let server = TestServer::start(config_in(dir.path())).await;
-    let (status, created) = server
-        .post_instance(&server.account, &shipstation("ss"))
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    assert_eq!(created["configuration"]["api.key"], "********");
-    assert_eq!(created["configuration"]["api.secret"], "********");
+    let api = server.api();
+    let created = api.create_instance(&shipstation("ss")).await.unwrap();
+    let id = created.id;
+    assert_eq!(created.configuration["api.key"], "********");
+    assert_eq!(created.configuration["api.secret"], "********");
 
-    let shown: Value = server.fetch(Method::GET, &format!("/instances/{id}")).await;
-    let listed: Value = server.fetch(Method::GET, "/instances").await;
-    let entries: Value = server
-        .fetch(Method::GET, &format!("/instances/{id}/configuration"))
-        .await;
-    for text in [shown.to_string(), listed.to_string(), entries.to_string()] {
+    // Raw: the whole text of each answer is searched for the plaintext (a
+    // typed answer drops fields it does not know); each is then read typed.
+    let text = |path: String| {
+        let request = api.request(Method::GET, &path);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            response.text().await.unwrap()
+        }
+    };
+    let shown = text(format!("/instances/{id}")).await;
+    let listed = text("/instances".to_owned()).await;
+    let entries = text(format!("/instances/{id}/configuration")).await;
+    for text in [&shown, &listed, &entries] {
         assert!(
             !text.contains("ss-key-plain") && !text.contains("ss-secret-plain"),
             "{text}"
         );
     }
-    assert_eq!(shown["configuration"]["api.key"], "********");
-    let key = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == "api.key")
-        .unwrap();
-    assert_eq!(key["propertyValue"], "********");
+    let shown: elements_client::Instance = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown.configuration["api.key"], "********");
+    let listed: Vec<elements_client::Instance> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0].configuration["api.key"], "********");
+    let entries: Vec<elements_client::ConfigurationEntry> = serde_json::from_str(&entries).unwrap();
+    let key = entries.iter().find(|e| e.key == "api.key").unwrap();
+    assert_eq!(key.property_value, "********");
+    // The typed reads agree.
+    assert_eq!(api.instance(id).await.unwrap(), shown);
+    assert_eq!(api.instance_configuration(id).await.unwrap(), entries);
     server.stop().await;
 }
 
@@ -718,49 +732,39 @@ async fn per_organization_instance_and_configuration_limits() {
         },
     ))
     .await;
-    let a = server.account.clone();
-    let (s1, first) = server.post_instance(&a, &shipstation("one")).await;
-    let (s2, _) = server.post_instance(&a, &shipstation("two")).await;
-    assert_eq!((s1, s2), (200, 200));
-    let (status, body) = server.post_instance(&a, &shipstation("three")).await;
-    assert_eq!(status, 403);
-    let message = body["message"].as_str().unwrap();
+    let a = server.api();
+    let first = a.create_instance(&shipstation("one")).await.unwrap();
+    a.create_instance(&shipstation("two")).await.unwrap();
+    let err = refused(a.create_instance(&shipstation("three")).await);
+    assert_eq!(err.status, 403);
+    let message = err.message();
     assert!(
         message.contains("already has 2 instances")
             && message.contains("max_instances_per_organization = 2"),
         "{message}"
     );
     // Another organization has its own count.
-    let b = server.other_account("other").await;
-    assert_eq!(server.post_instance(&b, &shipstation("b")).await.0, 200);
+    let b = server.other_account("other").await.client(&server.base);
+    b.create_instance(&shipstation("b")).await.unwrap();
     // Deleting one makes room.
-    let id = first["id"].as_i64().unwrap();
-    let deleted = server
-        .authed(Method::DELETE, &format!("/instances/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
-    assert_eq!(server.post_instance(&a, &shipstation("three")).await.0, 200);
+    a.delete_instance(first.id).await.unwrap();
+    a.create_instance(&shipstation("three")).await.unwrap();
 
-    let mut entries = shipstation("many");
-    entries["configuration"]["a"] = json!("1");
-    entries["configuration"]["b"] = json!("2");
-    let (status, body) = server.post_instance(&b, &entries).await;
-    assert_eq!(status, 400);
+    let entries = shipstation("many")
+        .configuration("a", "1")
+        .configuration("b", "2");
+    let err = refused(b.create_instance(&entries).await);
+    assert_eq!(err.status, 400);
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
+        err.message()
             .contains("at most 3 `configuration` entries are allowed (max_configuration_entries)"),
-        "{body}"
+        "{err}"
     );
 
-    let mut big = shipstation("big");
-    big["configuration"]["api.secret"] = json!("s".repeat(90));
-    let (status, body) = server.post_instance(&b, &big).await;
-    assert_eq!(status, 400);
-    let message = body["message"].as_str().unwrap();
+    let big = shipstation("big").configuration("api.secret", "s".repeat(90));
+    let err = refused(b.create_instance(&big).await);
+    assert_eq!(err.status, 400);
+    let message = err.message();
     assert!(
         message.contains("total 119 bytes; at most 100 are allowed (max_configuration_bytes)"),
         "{message}"
@@ -782,18 +786,15 @@ async fn the_instance_cap_counts_on_postgresql_too() {
     config.database_url = Some(pg.create_database("limits_count").expect("database"));
     let server = TestServer::start(config).await;
     assert_eq!(server.state.store.engine(), "postgres");
-    let a = server.account.clone();
-    assert_eq!(server.post_instance(&a, &shipstation("one")).await.0, 200);
-    let (status, body) = server.post_instance(&a, &shipstation("two")).await;
-    assert_eq!(status, 403, "{body}");
+    let a = server.api();
+    a.create_instance(&shipstation("one")).await.unwrap();
+    let err = refused(a.create_instance(&shipstation("two")).await);
+    assert_eq!(err.status, 403, "{err}");
     assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("max_instances_per_organization = 1"),
-        "{body}"
+        err.message().contains("max_instances_per_organization = 1"),
+        "{err}"
     );
-    let b = server.other_account("pg-other").await;
-    assert_eq!(server.post_instance(&b, &shipstation("b")).await.0, 200);
+    let b = server.other_account("pg-other").await.client(&server.base);
+    b.create_instance(&shipstation("b")).await.unwrap();
     server.stop().await;
 }

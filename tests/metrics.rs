@@ -12,23 +12,16 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::*;
+use elements_client::{CreateInstance, CreateWebhook};
 use elements_server::proxy::ProxyFileSettings;
 use elements_server::webhooks::Settings;
 use elements_testkit::api::{FakeApi, Fault};
 use reqwest::Method;
-use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 /// `GET /metrics` as text.
 async fn scrape(server: &TestServer) -> String {
-    let r = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.text().await.unwrap()
+    server.anonymous().metrics().await.unwrap()
 }
 
 /// The value of one sample (`name{labels}`, labels as printed), 0 when the
@@ -81,6 +74,8 @@ const DELIVERED: &str = r#"elements_webhook_deliveries_total{outcome="delivered"
 const RETRYING: &str = r#"elements_webhook_deliveries_total{outcome="retrying"}"#;
 const DEAD: &str = r#"elements_webhook_deliveries_total{outcome="dead"}"#;
 const DISABLED: &str = r#"elements_webhook_deliveries_total{outcome="disabled"}"#;
+/// The webhook creates answered 201 (the typed client takes any 2xx).
+const WEBHOOKS_CREATED: &str = r#"elements_http_requests_total{method="POST",route="/elements/api-v2/organizations/me/webhooks",status="201"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn webhook_deliveries_are_counted_by_outcome() {
@@ -108,27 +103,27 @@ async fn webhook_deliveries_are_counted_by_outcome() {
     let (ok_url, ok_got) = receiver(204).await;
     let (fail_url, fail_got) = receiver(500).await;
     let (gone_url, gone_got) = receiver(410).await;
+    let api = server.api();
     for url in [&ok_url, &fail_url, &gone_url] {
-        let r = server
-            .authed(Method::POST, "/organizations/me/webhooks")
-            .json(&json!({ "url": url, "events": ["instance.created"] }))
-            .send()
+        let webhook = api
+            .create_webhook(&CreateWebhook::new(url.as_str()).events(["instance.created"]))
             .await
             .unwrap();
-        assert_eq!(r.status(), 201);
+        assert_eq!(
+            (webhook.url.as_str(), webhook.events, webhook.enabled),
+            (url.as_str(), vec!["instance.created".to_owned()], true)
+        );
     }
     // One event, three endpoints.
-    let (status, created) = server
-        .post_instance(
-            &server.account,
-            &seed_instance_body("at-secret-1", "rt-secret-1"),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_i64().unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
+    let created = api
+        .create_instance(&seed_instance("at-secret-1", "rt-secret-1"))
+        .await
+        .unwrap();
+    let id = created.id;
+    let token = created.token.unwrap().into_inner();
 
     let delta = |text: &str, series: &str| sample(text, series) - sample(&before, series);
+    assert_eq!(delta(&scrape(&server).await, WEBHOOKS_CREATED), 3.0);
     let after = until_scraped(&server, "a dead delivery", |t| delta(t, DEAD) >= 1.0).await;
     assert_eq!(delta(&after, DELIVERED), 1.0);
     assert_eq!(delta(&after, DISABLED), 1.0);
@@ -159,10 +154,8 @@ async fn webhook_deliveries_are_counted_by_outcome() {
 }
 
 /// Creates an instance; its id.
-async fn create(server: &TestServer, body: &Value) -> i64 {
-    let (status, created) = server.post_instance(&server.account, body).await;
-    assert_eq!(status, 200, "{created}");
-    created["id"].as_i64().unwrap()
+async fn create(server: &TestServer, body: &CreateInstance) -> i64 {
+    server.api().create_instance(body).await.unwrap().id
 }
 
 fn proxied(element: &str, outcome: &str) -> String {
@@ -171,7 +164,7 @@ fn proxied(element: &str, outcome: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn proxy_upstream_outcomes_are_counted_by_element_and_outcome() {
-    let api = FakeApi::start().await;
+    let fake = FakeApi::start().await;
     // A port nothing listens on: connecting is refused.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -181,7 +174,7 @@ async fn proxy_upstream_outcomes_are_counted_by_element_and_outcome() {
     let mut config = config_in(dir.path());
     config
         .api_base_urls
-        .insert("sendgrid".into(), api.base_url());
+        .insert("sendgrid".into(), fake.base_url());
     config
         .api_base_urls
         .insert("trello".into(), format!("http://127.0.0.1:{closed}"));
@@ -193,48 +186,41 @@ async fn proxy_upstream_outcomes_are_counted_by_element_and_outcome() {
     let server = TestServer::start(config).await;
     let sendgrid = create(
         &server,
-        &json!({
-            "element": { "key": "sendgrid" },
-            "name": "mail",
-            "configuration": { "api.key": "SG.proxy-secret-key" },
-        }),
+        &CreateInstance::new("sendgrid", "mail").configuration("api.key", "SG.proxy-secret-key"),
     )
     .await;
     let trello = create(
         &server,
-        &json!({
-            "element": { "key": "trello" },
-            "name": "boards",
-            "configuration": { "api.key": "tk-secret", "api.token": "tt-secret" },
-        }),
+        &CreateInstance::new("trello", "boards")
+            .configuration("api.key", "tk-secret")
+            .configuration("api.token", "tt-secret"),
     )
     .await;
-    let call = |method: Method, path: String| {
-        let request = server.authed(method, &path);
-        async move { request.send().await.unwrap().status().as_u16() }
+    let api = server.api();
+    let call = |method: Method, instance: i64, path: &str| {
+        let api = api.clone();
+        let path = path.to_owned();
+        async move {
+            let response = api.proxy(instance, method, &path).await.unwrap();
+            response.status().as_u16()
+        }
     };
     let before = scrape(&server).await;
 
-    let mail = format!("/instances/{sendgrid}/proxy/v3/mail?api_key=query-secret");
-    assert_eq!(call(Method::GET, mail.clone()).await, 200);
+    let mail = "v3/mail?api_key=query-secret";
+    assert_eq!(call(Method::GET, sendgrid, mail).await, 200);
     // A 503, retried, then a 200.
-    api.push_faults(&[Fault::Status(503, None)]);
-    assert_eq!(call(Method::GET, mail.clone()).await, 200);
-    api.push_faults(&[Fault::Status(307, None)]);
-    assert_eq!(call(Method::GET, mail.clone()).await, 307);
-    api.push_faults(&[Fault::Status(404, None)]);
-    assert_eq!(call(Method::GET, mail.clone()).await, 404);
+    fake.push_faults(&[Fault::Status(503, None)]);
+    assert_eq!(call(Method::GET, sendgrid, mail).await, 200);
+    fake.push_faults(&[Fault::Status(307, None)]);
+    assert_eq!(call(Method::GET, sendgrid, mail).await, 307);
+    fake.push_faults(&[Fault::Status(404, None)]);
+    assert_eq!(call(Method::GET, sendgrid, mail).await, 404);
     // Three 500s: two retries, then the last answer goes back.
-    api.push_faults(&[Fault::Status(500, None); 3]);
-    assert_eq!(call(Method::GET, mail.clone()).await, 500);
-    assert_eq!(
-        call(Method::POST, format!("/instances/{sendgrid}/proxy/hang")).await,
-        504
-    );
-    assert_eq!(
-        call(Method::POST, format!("/instances/{trello}/proxy/1/boards")).await,
-        502
-    );
+    fake.push_faults(&[Fault::Status(500, None); 3]);
+    assert_eq!(call(Method::GET, sendgrid, mail).await, 500);
+    assert_eq!(call(Method::POST, sendgrid, "hang").await, 504);
+    assert_eq!(call(Method::POST, trello, "1/boards").await, 502);
 
     let after = scrape(&server).await;
     let delta = |series: &str| sample(&after, series) - sample(&before, series);

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use common::*;
+use elements_client::{Client, CreateInstance, OAuthUrlRequest};
 use elements_testkit::api::{Expect, FakeApi};
 use elements_testkit::provider::FakeProvider;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
-use serde_json::Value;
+use reqwest::Method;
 use tokio::net::TcpListener;
 
 /// What the collector received: (content type, body) per POST.
@@ -76,6 +77,13 @@ const REFRESH: &str = "otel-refresh-token-9f41";
 const QUERY_SECRET: &str = "otel-query-secret-a6d2";
 const API_KEY: &str = "SG.otel-api-key-31c7";
 
+/// The environment's account on `server`, typed.
+fn account(server: &Binary) -> Client {
+    Client::new(&server.base)
+        .expect("base URL")
+        .with_account(USER, ORG)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_by_route_template_without_secrets() {
     let (endpoint, got) = collector().await;
@@ -108,64 +116,49 @@ async fn spans_are_exported_by_route_template_without_secrets() {
         "{:?}",
         threads(server.child.id())
     );
-    let client = reqwest::Client::new();
-    let auth = format!("User {USER}, Organization {ORG}");
+    let api = account(&server);
 
-    let r = client
-        .get(server.url(&format!(
-            "/elements/hubspot/oauth/url?apiKey=k&apiSecret={QUERY_SECRET}&scope=s&callbackUrl=https://app.example/cb"
-        )))
-        .send()
+    let url = api
+        .clone()
+        .anonymous()
+        .oauth_url(
+            "hubspot",
+            &OAuthUrlRequest::new()
+                .api_key("k")
+                .api_secret(QUERY_SECRET)
+                .scope("s")
+                .callback_url("https://app.example/cb"),
+        )
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = client
-        .post(server.url("/instances"))
-        .header("Authorization", &auth)
-        .json(&seed_instance_body(ACCESS, REFRESH))
-        .send()
+    assert_eq!(url.element, "hubspot");
+    let created = api
+        .create_instance(&seed_instance(ACCESS, REFRESH))
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let created: Value = r.json().await.unwrap();
-    let token = created["token"].as_str().unwrap().to_owned();
-    let id = created["id"].as_i64().unwrap();
-    let r = client
-        .get(server.url(&format!("/instances/{id}")))
-        .header("Authorization", &auth)
-        .send()
+    let token = created.token.unwrap().into_inner();
+    let id = created.id;
+    assert_eq!(api.instance(id).await.unwrap().id, id);
+    let own = api
+        .clone()
+        .anonymous()
+        .with_element(&token)
+        .own_configuration()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = client
-        .get(server.url("/instances/configuration"))
-        .header("Authorization", format!("Element {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert!(own.iter().any(|e| e.key == "oauth.api.key"), "{own:?}");
 
     // A proxied call: a server span with a client child span.
-    let r = client
-        .post(server.url("/instances"))
-        .header("Authorization", &auth)
-        .json(&serde_json::json!({
-            "element": { "key": "sendgrid" },
-            "name": "mail",
-            "configuration": { "api.key": API_KEY },
-        }))
-        .send()
+    let mail = api
+        .create_instance(&CreateInstance::new("sendgrid", "mail").configuration("api.key", API_KEY))
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
-    let mail: Value = r.json().await.unwrap();
-    let r = client
-        .get(server.url(&format!(
-            "/instances/{}/proxy/v3/mail?api_key={QUERY_SECRET}",
-            mail["id"]
-        )))
-        .header("Authorization", &auth)
-        .send()
+    let r = api
+        .proxy(
+            mail.id,
+            Method::GET,
+            &format!("v3/mail?api_key={QUERY_SECRET}"),
+        )
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -264,10 +257,8 @@ async fn spans_are_exported_by_route_template_without_secrets() {
 async fn without_the_setting_there_is_no_exporter_thread() {
     let dir = data_dir();
     let server = Binary::serve(&["--data-dir", dir.path().to_str().unwrap()], &[]);
-    let r = reqwest::get(format!("{}/healthz", server.base))
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let health = Client::new(&server.base).unwrap().healthz().await.unwrap();
+    assert_eq!(health.status, "ok");
     let names = threads(server.child.id());
     assert!(!names.is_empty());
     assert!(
@@ -308,39 +299,24 @@ async fn a_refresh_during_a_proxied_call_is_a_provider_call_child_span() {
             ("ELEMENTS_USER_SECRET", USER),
         ],
     );
-    let auth = format!("User {USER}, Organization {ORG}");
-    let client = reqwest::Client::new();
+    let client = account(&server);
     let (access, refresh) = oauth.issue_tokens("test-client");
-    let r = client
-        .post(server.url("/instances"))
-        .header("Authorization", &auth)
-        .json(&seed_instance_body(&access, &refresh))
-        .send()
+    let id = client
+        .create_instance(&seed_instance(&access, &refresh))
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        .unwrap()
+        .id;
     let valid = oauth.clone();
     api.expect(Expect::Bearer(Arc::new(move |t| {
         valid.is_access_token_valid(t)
     })));
-    let path = format!("/instances/{id}/proxy/crm/v3/objects/contacts");
-    let first = client
-        .get(server.url(&path))
-        .header("Authorization", &auth)
-        .send()
-        .await
-        .unwrap();
+    let path = "crm/v3/objects/contacts";
+    let first = client.proxy(id, Method::GET, path).await.unwrap();
     assert_eq!(first.status(), 200);
     // The provider API now refuses that token: the proxy refreshes (a
     // detached provider call) and replays.
     api.expire_current();
-    let r = client
-        .get(server.url(&path))
-        .header("Authorization", &auth)
-        .send()
-        .await
-        .unwrap();
+    let r = client.proxy(id, Method::GET, path).await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(oauth.refresh_calls() >= 1);
     assert!(server.terminate().success());

@@ -7,6 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use elements_client::{
+    Client, CreateInstance, ElementRef, Error, ListInstances, OAuthUrlRequest, ProviderData,
+};
 use elements_store::Keyring;
 use elements_testkit::pg::PgCluster;
 use reqwest::Method;
@@ -42,11 +45,17 @@ fn acme() -> Value {
 /// (organization A) and a second organization B made with the CLI.
 struct Setup {
     _dir: tempfile::TempDir,
-    bin: Binary,
-    a: String,
-    b: String,
-    client: reqwest::Client,
+    _bin: Binary,
+    /// Organization A's client.
+    a: Client,
+    /// Organization B's client.
+    b: Client,
+    /// No credentials.
+    anonymous: Client,
 }
+
+const USER_A: &str = "user-a-secret-0123456789";
+const ORG_A: &str = "org-a-secret-0123456789";
 
 impl Setup {
     fn start() -> Setup {
@@ -56,8 +65,8 @@ impl Setup {
         let bin = Binary::serve(
             &["--data-dir", data],
             &[
-                ("ELEMENTS_ORGANIZATION_SECRET", "org-a-secret-0123456789"),
-                ("ELEMENTS_USER_SECRET", "user-a-secret-0123456789"),
+                ("ELEMENTS_ORGANIZATION_SECRET", ORG_A),
+                ("ELEMENTS_USER_SECRET", USER_A),
             ],
         );
         let out = elements(&[
@@ -76,48 +85,42 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr)
         );
         let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let anonymous = Client::new(&bin.base).expect("base URL");
         Setup {
             _dir: dir,
-            bin,
-            a: "User user-a-secret-0123456789, Organization org-a-secret-0123456789".into(),
-            b: format!(
-                "User {}, Organization {}",
+            a: anonymous.clone().with_account(USER_A, ORG_A),
+            b: anonymous.clone().with_account(
                 b["user"]["secret"].as_str().unwrap(),
-                b["organization"]["secret"].as_str().unwrap()
+                b["organization"]["secret"].as_str().unwrap(),
             ),
-            client: reqwest::Client::new(),
+            anonymous,
+            _bin: bin,
         }
-    }
-
-    /// (status, JSON body or the text as a JSON string).
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        auth: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let mut req = self.client.request(method, self.bin.url(path));
-        if let Some(auth) = auth {
-            req = req.header("Authorization", auth);
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let response = req.send().await.expect("request");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value)
     }
 }
 
-fn message(v: &Value) -> &str {
-    v["message"].as_str().unwrap_or_default()
+/// An element's JSON as `GET /elements/{keyOrId}` answers it. Raw: the
+/// test asserts that `private` is absent (not `false`), which a typed
+/// answer cannot tell apart.
+async fn element_json(client: &Client, key: &str) -> Value {
+    let response = client
+        .request(Method::GET, &format!("/elements/{key}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{key}");
+    response.json().await.unwrap()
 }
 
-const OAUTH_QUERY: &str =
-    "apiKey=acme-client&apiSecret=s3cr3t&scope=read&callbackUrl=https://app.example/cb&state=xyz";
+/// The `oauth/url` parameters of the tests.
+fn acme_oauth() -> OAuthUrlRequest {
+    OAuthUrlRequest::new()
+        .api_key("acme-client")
+        .api_secret("s3cr3t")
+        .scope("read")
+        .callback_url("https://app.example/cb")
+        .state("xyz")
+}
 
 /// The TOML text as the JSON an API client would send back.
 fn toml_to_json(text: &str) -> Value {
@@ -128,77 +131,45 @@ fn toml_to_json(text: &str) -> Value {
 #[tokio::test]
 async fn a_private_element_lives_through_create_use_export_clone_deactivate_delete() {
     let s = Setup::start();
-    let a = Some(s.a.as_str());
+    let a = &s.a;
 
     // Create.
-    let (status, created) = s.call(Method::POST, "/elements", a, Some(&acme())).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_u64().unwrap();
+    let created = a.create_element(&acme()).await.unwrap();
+    let id = created.metadata.id;
     assert!(
         id > 1_000_000_000,
         "private ids are in the reserved range: {id}"
     );
-    assert_eq!(created["key"], "acme-crm");
-    assert_eq!(created["private"], true);
-    assert_eq!(created["active"], true);
-    assert_eq!(created["hub"], "crm");
+    assert_eq!(created.metadata.key, "acme-crm");
+    assert!(created.private);
+    assert!(created.metadata.active);
+    assert_eq!(created.hub, "crm");
 
     // Get, by key and by id.
-    let (status, by_key) = s.call(Method::GET, "/elements/acme-crm", a, None).await;
-    assert_eq!(status, 200, "{by_key}");
-    assert_eq!(by_key["id"].as_u64(), Some(id));
-    assert_eq!(by_key["private"], true);
-    let (status, by_id) = s
-        .call(Method::GET, &format!("/elements/{id}"), a, None)
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(by_id["key"], "acme-crm");
-    let (status, config) = s
-        .call(Method::GET, "/elements/acme-crm/configuration", a, None)
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(config[1]["key"], "oauth.api.secret");
+    let by_key = a.element("acme-crm").await.unwrap();
+    assert_eq!(by_key.metadata.id, id);
+    assert!(by_key.private);
+    let by_id = a.element(&id.to_string()).await.unwrap();
+    assert_eq!(by_id.metadata.key, "acme-crm");
+    let config = a.element_configuration("acme-crm").await.unwrap();
+    assert_eq!(config[1].key, "oauth.api.secret");
 
     // The list: with the account, the built-ins plus its own, marked; anonymous, built-ins only.
-    let (_, listed) = s.call(Method::GET, "/elements", a, None).await;
-    let own: Vec<&Value> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["private"] == true)
-        .collect();
+    let listed = a.elements().await.unwrap();
+    let own: Vec<_> = listed.iter().filter(|e| e.private).collect();
     assert_eq!(own.len(), 1);
-    assert_eq!(own[0]["key"], "acme-crm");
-    assert!(listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["key"] == "hubspot"));
-    let (_, anonymous) = s.call(Method::GET, "/elements", None, None).await;
-    assert_eq!(
-        anonymous.as_array().unwrap().len() + 1,
-        listed.as_array().unwrap().len()
-    );
-    assert!(!anonymous
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["key"] == "acme-crm"));
-    let (status, _) = s.call(Method::GET, "/elements/acme-crm", None, None).await;
-    assert_eq!(status, 404);
+    assert_eq!(own[0].metadata.key, "acme-crm");
+    assert!(listed.iter().any(|e| e.metadata.key == "hubspot"));
+    let anonymous = s.anonymous.elements().await.unwrap();
+    assert_eq!(anonymous.len() + 1, listed.len());
+    assert!(!anonymous.iter().any(|e| e.metadata.key == "acme-crm"));
+    let err = refused(s.anonymous.element("acme-crm").await);
+    assert_eq!(err.status, 404, "{err}");
 
     // oauth/url.
-    let (status, url) = s
-        .call(
-            Method::GET,
-            &format!("/elements/acme-crm/oauth/url?{OAUTH_QUERY}"),
-            a,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{url}");
-    assert_eq!(url["element"], "acme-crm");
-    let oauth_url = url["oauthUrl"].as_str().unwrap();
+    let url = a.oauth_url("acme-crm", &acme_oauth()).await.unwrap();
+    assert_eq!(url.element, "acme-crm");
+    let oauth_url = url.oauth_url.as_str();
     assert!(
         oauth_url.starts_with("https://login.acme-crm.example/oauth/authorize?"),
         "{oauth_url}"
@@ -207,63 +178,41 @@ async fn a_private_element_lives_through_create_use_export_clone_deactivate_dele
     assert!(oauth_url.contains("access_type=offline"), "{oauth_url}");
 
     // An instance of it.
-    let instance_body = json!({
-        "element": { "key": "acme-crm" },
-        "providerData": { "access_token": "at-acme", "refresh_token": "rt-acme", "expires_in": 3600 },
-        "configuration": {
-            "oauth.api.key": "acme-client",
-            "oauth.api.secret": "s3cr3t",
-            "oauth.callback.url": "https://app.example/cb",
-            "account.pin": "4242"
-        },
-        "name": "Acme of A"
-    });
-    let (status, instance) = s
-        .call(Method::POST, "/instances", a, Some(&instance_body))
-        .await;
-    assert_eq!(status, 200, "{instance}");
-    let instance_id = instance["id"].as_i64().unwrap();
+    let instance_body = CreateInstance::new("acme-crm", "Acme of A")
+        .provider_data(ProviderData::tokens("at-acme", "rt-acme").expires_in(3600))
+        .configuration("oauth.api.key", "acme-client")
+        .configuration("oauth.api.secret", "s3cr3t")
+        .configuration("oauth.callback.url", "https://app.example/cb")
+        .configuration("account.pin", "4242");
+    let instance = a.create_instance(&instance_body).await.unwrap();
+    let instance_id = instance.id;
     // The instance shows its private element, and masks what it declares secret.
-    assert_eq!(instance["element"]["id"].as_u64(), Some(id));
-    assert_eq!(instance["element"]["name"], "Acme CRM");
-    assert_eq!(instance["configuration"]["account.pin"], "********");
-    let (_, shown) = s
-        .call(Method::GET, &format!("/instances/{instance_id}"), a, None)
-        .await;
+    assert_eq!(instance.element.metadata.id, id);
+    assert_eq!(instance.element.metadata.name, "Acme CRM");
+    assert_eq!(instance.configuration["account.pin"], "********");
+    let shown = a.instance(instance_id).await.unwrap();
     assert_eq!(
         (
-            shown["element"]["key"].clone(),
-            shown["element"]["deleted"].clone()
+            shown.element.metadata.key.as_str(),
+            shown.element.metadata.deleted
         ),
-        (json!("acme-crm"), json!(false))
+        ("acme-crm", false)
     );
-    let (_, entries) = s
-        .call(
-            Method::GET,
-            &format!("/instances/{instance_id}/configuration"),
-            a,
-            None,
-        )
-        .await;
-    let pin = entries
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["key"] == "account.pin")
+    let entries = a.instance_configuration(instance_id).await.unwrap();
+    let pin = entries.iter().find(|e| e.key == "account.pin").unwrap();
+    assert_eq!(pin.property_value, "********");
+    let page = a.instances(&ListInstances::new()).await.unwrap();
+    assert_eq!(page.items[0].element.metadata.name, "Acme CRM");
+    let counted = a
+        .element_instances("acme-crm", &ListInstances::new())
+        .await
         .unwrap();
-    assert_eq!(pin["propertyValue"], "********");
-    let (_, page) = s.call(Method::GET, "/instances", a, None).await;
-    assert_eq!(page[0]["element"]["name"], "Acme CRM");
-    let (_, counted) = s
-        .call(Method::GET, "/elements/acme-crm/instances", a, None)
-        .await;
-    assert_eq!(counted.as_array().unwrap().len(), 1);
+    assert_eq!(counted.items.len(), 1);
 
     // Export: the TOML file, which POST takes back (under another key).
-    let response = s
-        .client
-        .get(s.bin.url("/elements/acme-crm/export"))
-        .header("Authorization", &s.a)
+    // Raw: its `Content-Type` is asserted.
+    let response = a
+        .request(Method::GET, "/elements/acme-crm/export")
         .send()
         .await
         .unwrap();
@@ -273,6 +222,7 @@ async fn a_private_element_lives_through_create_use_export_clone_deactivate_dele
         "application/toml; charset=utf-8"
     );
     let exported = response.text().await.unwrap();
+    assert_eq!(a.export_element("acme-crm").await.unwrap(), exported);
     assert!(exported.starts_with(&format!("id = {id}\n")), "{exported}");
     let mut again = toml_to_json(&exported);
     assert_eq!(
@@ -280,282 +230,219 @@ async fn a_private_element_lives_through_create_use_export_clone_deactivate_dele
         "https://login.acme-crm.example/oauth/token"
     );
     again["key"] = json!("acme-crm-2");
-    let (status, second) = s.call(Method::POST, "/elements", a, Some(&again)).await;
-    assert_eq!(status, 200, "{second}");
-    let second_id = second["id"].as_u64().unwrap();
+    let second = a.create_element(&again).await.unwrap();
+    let second_id = second.metadata.id;
     assert!(second_id > id);
-    let (_, second_export) = s
-        .call(Method::GET, "/elements/acme-crm-2/export", a, None)
-        .await;
+    let second_export = a.export_element("acme-crm-2").await.unwrap();
     assert_eq!(
-        second_export.as_str().unwrap(),
+        second_export,
         exported
             .replacen(&format!("id = {id}"), &format!("id = {second_id}"), 1)
             .replacen("key = \"acme-crm\"", "key = \"acme-crm-2\"", 1)
     );
 
     // Clone a built-in: it keeps its key, for this organization only.
-    let (status, clone) = s
-        .call(Method::POST, "/elements/hubspot/clone", a, None)
-        .await;
-    assert_eq!(status, 200, "{clone}");
-    assert_eq!(clone["key"], "hubspot");
-    assert_eq!(clone["private"], true);
-    let clone_id = clone["id"].as_u64().unwrap();
+    let clone = a.clone_element::<Value>("hubspot", None).await.unwrap();
+    assert_eq!(clone.metadata.key, "hubspot");
+    assert!(clone.private);
+    let clone_id = clone.metadata.id;
     assert!(clone_id > 1_000_000_000);
-    let (_, seen_by_a) = s.call(Method::GET, "/elements/hubspot", a, None).await;
-    assert_eq!(seen_by_a["id"].as_u64(), Some(clone_id));
+    let seen_by_a = a.element("hubspot").await.unwrap();
+    assert_eq!(seen_by_a.metadata.id, clone_id);
     // The built-in's id names the organization's element too (the key is shadowed).
-    let (_, by_builtin_id) = s.call(Method::GET, "/elements/43", a, None).await;
-    assert_eq!(by_builtin_id["id"].as_u64(), Some(clone_id));
-    let (_, seen_by_b) = s
-        .call(Method::GET, "/elements/hubspot", Some(&s.b), None)
-        .await;
-    assert_eq!(seen_by_b, seed_element_view(&seen_by_b));
-    assert_eq!(seen_by_b["id"], 43);
-    let (status, anonymous) = s
-        .call(
-            Method::GET,
-            &format!("/elements/hubspot/oauth/url?{SEED_OAUTH_QUERY}"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    let by_builtin_id = a.element("43").await.unwrap();
+    assert_eq!(by_builtin_id.metadata.id, clone_id);
+    let seen_by_b = s.b.element("hubspot").await.unwrap();
+    assert_eq!(to_json(&seen_by_b.metadata), seed_element());
+    assert_eq!(seen_by_b.metadata.id, 43);
+    let anonymous = s
+        .anonymous
+        .oauth_url("hubspot", &seed_oauth_request())
+        .await
+        .unwrap();
     assert_eq!(
-        anonymous,
+        to_json(&anonymous),
         serde_json::from_str::<Value>(SEED_OAUTH_ANSWER).unwrap()
     );
     // A clone with changes, and the clone of a clone's key is refused.
-    let (status, renamed) = s
-        .call(
-            Method::POST,
-            "/elements/hubspot/clone",
-            a,
+    let renamed = a
+        .clone_element(
+            "hubspot",
             Some(&json!({"key": "my-hubspot", "name": "Our HubSpot"})),
         )
-        .await;
-    assert_eq!(status, 200, "{renamed}");
-    assert_eq!(renamed["name"], "Our HubSpot");
-    let (status, again) = s
-        .call(Method::POST, "/elements/hubspot/clone", a, None)
-        .await;
-    assert_eq!(status, 409, "{again}");
-    assert!(message(&again).contains("field `key`"), "{again}");
+        .await
+        .unwrap();
+    assert_eq!(renamed.metadata.name, "Our HubSpot");
+    let again = refused(a.clone_element::<Value>("hubspot", None).await);
+    assert_eq!(again.status, 409, "{again}");
+    assert!(again.message().contains("field `key`"), "{again}");
 
     // Deactivate: new instances and oauth/url are refused naming it; the
     // existing instance keeps working; the element shows active: false.
-    let (status, off) = s
-        .call(Method::DELETE, "/elements/acme-crm/active", a, None)
-        .await;
-    assert_eq!(status, 200, "{off}");
-    assert_eq!(off["active"], false);
-    let (_, shown) = s.call(Method::GET, "/elements/acme-crm", a, None).await;
-    assert_eq!(shown["active"], false);
-    let (status, refused) = s
-        .call(
-            Method::GET,
-            &format!("/elements/acme-crm/oauth/url?{OAUTH_QUERY}"),
-            a,
-            None,
-        )
-        .await;
-    assert_eq!(status, 409);
+    let off = a.deactivate_element("acme-crm").await.unwrap();
+    assert!(!off.metadata.active);
+    let shown = a.element("acme-crm").await.unwrap();
+    assert!(!shown.metadata.active);
+    let err = refused(a.oauth_url("acme-crm", &acme_oauth()).await);
+    assert_eq!(err.status, 409);
     assert_eq!(
-        message(&refused),
+        err.message(),
         "element `acme-crm` is deactivated for this organization (PUT /elements/acme-crm/active to activate it)"
     );
-    let (status, refused) = s
-        .call(Method::POST, "/instances", a, Some(&instance_body))
-        .await;
-    assert_eq!(status, 409);
-    assert!(message(&refused).contains("element `acme-crm` is deactivated"));
-    let (status, still) = s
-        .call(Method::GET, &format!("/instances/{instance_id}"), a, None)
-        .await;
-    assert_eq!(status, 200, "{still}");
+    let err = refused(a.create_instance(&instance_body).await);
+    assert_eq!(err.status, 409);
+    assert!(err.message().contains("element `acme-crm` is deactivated"));
+    a.instance(instance_id).await.unwrap();
     // Another organization's view of a built-in is untouched by A's switch.
-    let (status, _) = s
-        .call(Method::DELETE, "/elements/github/active", a, None)
-        .await;
-    assert_eq!(status, 200);
-    let (_, github_a) = s.call(Method::GET, "/elements/github", a, None).await;
-    let (_, github_b) = s
-        .call(Method::GET, "/elements/github", Some(&s.b), None)
-        .await;
+    a.deactivate_element("github").await.unwrap();
+    let github_a = a.element("github").await.unwrap();
+    let github_b = s.b.element("github").await.unwrap();
     assert_eq!(
-        (github_a["active"].clone(), github_b["active"].clone()),
-        (json!(false), json!(true))
+        (github_a.metadata.active, github_b.metadata.active),
+        (false, true)
     );
     // Re-activate.
-    let (status, on) = s
-        .call(Method::PUT, "/elements/acme-crm/active", a, None)
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(on["active"], true);
-    let (status, _) = s
-        .call(
-            Method::GET,
-            &format!("/elements/acme-crm/oauth/url?{OAUTH_QUERY}"),
-            a,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    let on = a.activate_element("acme-crm").await.unwrap();
+    assert!(on.metadata.active);
+    a.oauth_url("acme-crm", &acme_oauth()).await.unwrap();
 
     // PUT replaces it (the id stays).
     let mut changed = acme();
     changed["name"] = json!("Acme CRM v2");
-    let (status, put) = s
-        .call(Method::PUT, "/elements/acme-crm", a, Some(&changed))
-        .await;
-    assert_eq!(status, 200, "{put}");
+    let put = a.replace_element("acme-crm", &changed).await.unwrap();
     assert_eq!(
-        (put["id"].as_u64(), put["name"].clone()),
-        (Some(id), json!("Acme CRM v2"))
+        (put.metadata.id, put.metadata.name.as_str()),
+        (id, "Acme CRM v2")
     );
 
     // Delete: refused while an instance uses it, then done.
-    let (status, refused) = s.call(Method::DELETE, "/elements/acme-crm", a, None).await;
-    assert_eq!(status, 409);
+    let err = refused(a.delete_element("acme-crm").await);
+    assert_eq!(err.status, 409);
     assert_eq!(
-        message(&refused),
+        err.message(),
         "element `acme-crm` has 1 instance(s): it cannot be deleted until they are deleted"
     );
-    let (status, _) = s
-        .call(
-            Method::DELETE,
-            &format!("/instances/{instance_id}"),
-            a,
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (status, _) = s.call(Method::DELETE, "/elements/acme-crm", a, None).await;
-    assert_eq!(status, 200);
-    let (status, gone) = s.call(Method::GET, "/elements/acme-crm", a, None).await;
-    assert_eq!(status, 404, "{gone}");
+    a.delete_instance(instance_id).await.unwrap();
+    a.delete_element("acme-crm").await.unwrap();
+    let gone = refused(a.element("acme-crm").await);
+    assert_eq!(gone.status, 404, "{gone}");
     // Deleting the clone gives the built-in back.
-    let (status, _) = s.call(Method::DELETE, "/elements/hubspot", a, None).await;
-    assert_eq!(status, 200);
-    let (_, back) = s.call(Method::GET, "/elements/hubspot", a, None).await;
+    a.delete_element("hubspot").await.unwrap();
+    let back = a.element("hubspot").await.unwrap();
+    assert_eq!(back.metadata.id, 43);
+    assert!(!back.private);
+    let back = element_json(a, "hubspot").await;
     assert_eq!(back["id"], 43);
     assert!(back.get("private").is_none(), "{back}");
-}
-
-/// The built-in HubSpot element as `GET /elements/hubspot` shows it: the
-/// fields a test compares (the view carries more than the seed's eleven).
-fn seed_element_view(shown: &Value) -> Value {
-    let mut view = shown.clone();
-    for (k, v) in seed_element().as_object().unwrap() {
-        view[k] = v.clone();
-    }
-    view
 }
 
 #[tokio::test]
 async fn another_organization_gets_404s_and_cannot_be_shadowed() {
     let s = Setup::start();
-    let a = Some(s.a.as_str());
-    let b = Some(s.b.as_str());
-    let (status, created) = s.call(Method::POST, "/elements", a, Some(&acme())).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_u64().unwrap();
+    let (a, b) = (&s.a, &s.b);
+    let created = a.create_element(&acme()).await.unwrap();
+    let id = created.metadata.id;
 
-    for (method, path) in [
-        (Method::GET, "/elements/acme-crm".to_owned()),
-        (Method::GET, format!("/elements/{id}")),
-        (Method::GET, "/elements/acme-crm/configuration".to_owned()),
+    let answers: Vec<(&str, Result<(), Error>)> = vec![
         (
-            Method::GET,
-            format!("/elements/acme-crm/oauth/url?{OAUTH_QUERY}"),
+            "GET /elements/acme-crm",
+            b.element("acme-crm").await.map(drop),
         ),
-        (Method::GET, "/elements/acme-crm/export".to_owned()),
-        (Method::GET, "/elements/acme-crm/instances".to_owned()),
-        (Method::PUT, "/elements/acme-crm/active".to_owned()),
-        (Method::DELETE, "/elements/acme-crm/active".to_owned()),
-        (Method::DELETE, "/elements/acme-crm".to_owned()),
-        (Method::POST, "/elements/acme-crm/clone".to_owned()),
-    ] {
-        let (status, body) = s.call(method.clone(), &path, b, None).await;
-        assert_eq!(status, 404, "{method} {path}: {body}");
+        (
+            "GET /elements/{id}",
+            b.element(&id.to_string()).await.map(drop),
+        ),
+        (
+            "GET /elements/acme-crm/configuration",
+            b.element_configuration("acme-crm").await.map(drop),
+        ),
+        (
+            "GET /elements/acme-crm/oauth/url",
+            b.oauth_url("acme-crm", &acme_oauth()).await.map(drop),
+        ),
+        (
+            "GET /elements/acme-crm/export",
+            b.export_element("acme-crm").await.map(drop),
+        ),
+        (
+            "GET /elements/acme-crm/instances",
+            b.element_instances("acme-crm", &ListInstances::new())
+                .await
+                .map(drop),
+        ),
+        (
+            "PUT /elements/acme-crm/active",
+            b.activate_element("acme-crm").await.map(drop),
+        ),
+        (
+            "DELETE /elements/acme-crm/active",
+            b.deactivate_element("acme-crm").await.map(drop),
+        ),
+        (
+            "DELETE /elements/acme-crm",
+            b.delete_element("acme-crm").await,
+        ),
+        (
+            "POST /elements/acme-crm/clone",
+            b.clone_element::<Value>("acme-crm", None).await.map(drop),
+        ),
+    ];
+    for (what, answer) in answers {
+        let err = refused(answer);
+        assert_eq!(err.status, 404, "{what}: {err}");
         assert!(
-            message(&body).contains("no element with key or id"),
-            "{path}: {body}"
+            err.message().contains("no element with key or id"),
+            "{what}: {err}"
         );
     }
-    let (status, body) = s
-        .call(Method::PUT, "/elements/acme-crm", b, Some(&acme()))
-        .await;
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = s
-        .call(
-            Method::POST,
-            "/instances",
-            b,
-            Some(&json!({"element": {"key": "acme-crm"}, "name": "x", "configuration": {}})),
-        )
-        .await;
-    assert_eq!(status, 404, "{body}");
-    let (status, body) = s
-        .call(
-            Method::POST,
-            "/instances",
-            b,
-            Some(&json!({"element": {"id": id}, "name": "x", "configuration": {}})),
-        )
-        .await;
-    assert_eq!(status, 404, "{body}");
-    let (_, listed) = s.call(Method::GET, "/elements", b, None).await;
-    assert!(!listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|e| e["key"] == "acme-crm"));
+    let err = refused(b.replace_element("acme-crm", &acme()).await);
+    assert_eq!(err.status, 404, "{err}");
+    let err = refused(
+        b.create_instance(&CreateInstance::new("acme-crm", "x"))
+            .await,
+    );
+    assert_eq!(err.status, 404, "{err}");
+    let mut by_id = CreateInstance::new("acme-crm", "x");
+    by_id.element = Some(ElementRef::id(id));
+    let err = refused(b.create_instance(&by_id).await);
+    assert_eq!(err.status, 404, "{err}");
+    let listed = b.elements().await.unwrap();
+    assert!(!listed.iter().any(|e| e.metadata.key == "acme-crm"));
 
     // B may use the same key for its own element: keys are per organization.
-    let (status, theirs) = s.call(Method::POST, "/elements", b, Some(&acme())).await;
-    assert_eq!(status, 200, "{theirs}");
-    assert_ne!(theirs["id"], created["id"]);
+    let theirs = b.create_element(&acme()).await.unwrap();
+    assert_ne!(theirs.metadata.id, created.metadata.id);
 
     // A shadows `hubspot` and `sfdc` (an alias) for itself; B and anonymous
     // callers still get the built-ins.
-    let (status, _) = s
-        .call(Method::POST, "/elements/hubspot/clone", a, None)
-        .await;
-    assert_eq!(status, 200);
-    let (status, _) = s
-        .call(
-            Method::POST,
-            "/elements/salesforce/clone",
-            a,
-            Some(&json!({"name": "A's Salesforce"})),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let (_, sfdc_a) = s.call(Method::GET, "/elements/sfdc", a, None).await;
-    assert_eq!(sfdc_a["name"], "A's Salesforce");
-    let (_, sfdc_b) = s.call(Method::GET, "/elements/sfdc", b, None).await;
-    assert_eq!(sfdc_b["key"], "salesforce");
-    assert_ne!(sfdc_b["name"], "A's Salesforce");
-    assert!(sfdc_b.get("private").is_none());
-    let (_, hubspot_b) = s.call(Method::GET, "/elements/hubspot", b, None).await;
-    assert_eq!(hubspot_b["id"], 43);
-    let (_, hubspot_anon) = s.call(Method::GET, "/elements/hubspot", None, None).await;
-    assert_eq!(hubspot_anon["id"], 43);
+    a.clone_element::<Value>("hubspot", None).await.unwrap();
+    a.clone_element("salesforce", Some(&json!({"name": "A's Salesforce"})))
+        .await
+        .unwrap();
+    let sfdc_a = a.element("sfdc").await.unwrap();
+    assert_eq!(sfdc_a.metadata.name, "A's Salesforce");
+    let sfdc_b = b.element("sfdc").await.unwrap();
+    assert_eq!(sfdc_b.metadata.key, "salesforce");
+    assert_ne!(sfdc_b.metadata.name, "A's Salesforce");
+    assert!(!sfdc_b.private);
+    assert!(element_json(b, "sfdc").await.get("private").is_none());
+    let hubspot_b = b.element("hubspot").await.unwrap();
+    assert_eq!(hubspot_b.metadata.id, 43);
+    let hubspot_anon = s.anonymous.element("hubspot").await.unwrap();
+    assert_eq!(hubspot_anon.metadata.id, 43);
     // B cannot change or delete a built-in.
-    let (status, body) = s.call(Method::DELETE, "/elements/hubspot", b, None).await;
-    assert_eq!(status, 403);
+    let err = refused(b.delete_element("hubspot").await);
+    assert_eq!(err.status, 403);
     assert!(
-        message(&body).contains("element `hubspot` is built in"),
-        "{body}"
+        err.message().contains("element `hubspot` is built in"),
+        "{err}"
     );
 }
 
 #[tokio::test]
 async fn bad_elements_name_the_field_and_the_rule() {
     let s = Setup::start();
-    let a = Some(s.a.as_str());
+    let a = &s.a;
     let with = |path: &[&str], value: Value| {
         let mut body = acme();
         let mut slot = &mut body;
@@ -606,20 +493,19 @@ async fn bad_elements_name_the_field_and_the_rule() {
         ("not an object", json!([1, 2]), 400, "the body must be a JSON object"),
     ];
     for (name, body, status, needle) in cases {
-        let (got, answer) = s.call(Method::POST, "/elements", a, Some(&body)).await;
-        assert_eq!(got, status, "{name}: {answer}");
+        let err = refused(a.create_element(&body).await);
+        assert_eq!(err.status, status, "{name}: {err}");
         assert!(
-            message(&answer).contains(needle),
-            "{name}: {answer} should say {needle:?}"
+            err.message().contains(needle),
+            "{name}: {err} should say {needle:?}"
         );
     }
     // Duplicate key within the organization: 409 naming the field.
-    let (status, _) = s.call(Method::POST, "/elements", a, Some(&acme())).await;
-    assert_eq!(status, 200);
-    let (status, dup) = s.call(Method::POST, "/elements", a, Some(&acme())).await;
-    assert_eq!(status, 409, "{dup}");
+    a.create_element(&acme()).await.unwrap();
+    let dup = refused(a.create_element(&acme()).await);
+    assert_eq!(dup.status, 409, "{dup}");
     assert!(
-        message(&dup)
+        dup.message()
             .starts_with("field `key`: this organization already has an element `acme-crm`"),
         "{dup}"
     );
@@ -627,32 +513,22 @@ async fn bad_elements_name_the_field_and_the_rule() {
     let mut aliased = acme();
     aliased["key"] = json!("acme-two");
     aliased["aliases"] = json!(["acme-crm"]);
-    let (status, dup) = s.call(Method::POST, "/elements", a, Some(&aliased)).await;
-    assert_eq!(status, 409, "{dup}");
+    let dup = refused(a.create_element(&aliased).await);
+    assert_eq!(dup.status, 409, "{dup}");
     assert!(
-        message(&dup).contains("field `aliases`: `acme-crm`"),
+        dup.message().contains("field `aliases`: `acme-crm`"),
         "{dup}"
     );
     // A built-in cannot be replaced in place.
-    let (status, refused) = s
-        .call(Method::PUT, "/elements/hubspot", a, Some(&acme()))
-        .await;
-    assert_eq!(status, 403, "{refused}");
+    let err = refused(a.replace_element("hubspot", &acme()).await);
+    assert_eq!(err.status, 403, "{err}");
     assert!(
-        message(&refused).contains("POST /elements/hubspot/clone"),
-        "{refused}"
+        err.message().contains("POST /elements/hubspot/clone"),
+        "{err}"
     );
     // Nothing was stored by the refused requests.
-    let (_, listed) = s.call(Method::GET, "/elements", a, None).await;
-    assert_eq!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["private"] == true)
-            .count(),
-        1
-    );
+    let listed = a.elements().await.unwrap();
+    assert_eq!(listed.iter().filter(|e| e.private).count(), 1);
 }
 
 #[tokio::test]
@@ -662,48 +538,26 @@ async fn two_replicas_on_postgresql_see_a_new_element_within_a_second() {
     let key = Keyring::encode_key(&Keyring::generate_key());
     let envs = [
         ("ELEMENTS_MASTER_KEY", key.as_str()),
-        ("ELEMENTS_ORGANIZATION_SECRET", "org-a-secret-0123456789"),
-        ("ELEMENTS_USER_SECRET", "user-a-secret-0123456789"),
+        ("ELEMENTS_ORGANIZATION_SECRET", ORG_A),
+        ("ELEMENTS_USER_SECRET", USER_A),
     ];
     let one = Binary::serve(&["--database-url", &url], &envs);
     let two = Binary::serve(&["--database-url", &url], &envs);
-    let auth = "User user-a-secret-0123456789, Organization org-a-secret-0123456789";
-    let client = reqwest::Client::new();
-    let get = |bin: &Binary, path: &str| {
-        client
-            .get(bin.url(path))
-            .header("Authorization", auth)
-            .send()
-    };
+    let api = |bin: &Binary| Client::new(&bin.base).unwrap().with_account(USER_A, ORG_A);
+    let (on_one, on_two) = (api(&one), api(&two));
     // Replica two caches the organization's (empty) private catalog.
-    assert_eq!(get(&two, "/elements/acme-crm").await.unwrap().status(), 404);
-    let created = client
-        .post(one.url("/elements"))
-        .header("Authorization", auth)
-        .json(&acme())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 200);
+    let err = refused(on_two.element("acme-crm").await);
+    assert_eq!(err.status, 404, "{err}");
+    on_one.create_element(&acme()).await.unwrap();
     // Replica one sees it at once (local invalidation).
-    assert_eq!(get(&one, "/elements/acme-crm").await.unwrap().status(), 200);
+    on_one.element("acme-crm").await.unwrap();
     // Replica two, once its cache entry is older than its one-second max age.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let seen = get(&two, "/elements/acme-crm").await.unwrap();
-    assert_eq!(seen.status(), 200);
-    let seen: Value = seen.json().await.unwrap();
-    assert_eq!(seen["private"], true);
+    let seen = on_two.element("acme-crm").await.unwrap();
+    assert!(seen.private);
     // A deactivation on one replica reaches the other the same way.
-    let off = client
-        .delete(one.url("/elements/acme-crm/active"))
-        .header("Authorization", auth)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(off.status(), 200);
+    on_one.deactivate_element("acme-crm").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let refused = get(&two, &format!("/elements/acme-crm/oauth/url?{OAUTH_QUERY}"))
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 409);
+    let err = refused(on_two.oauth_url("acme-crm", &acme_oauth()).await);
+    assert_eq!(err.status, 409, "{err}");
 }
