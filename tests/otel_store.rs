@@ -3,14 +3,17 @@
 //! span under the request's span, named `store.<operation>`, with
 //! `db.system` and `db.operation.name` and nothing else of the call: no SQL
 //! parameter, id, token or secret. Store calls outside a request
-//! (background loops) export nothing. The real binary exports to a fake
-//! OTLP/HTTP collector (tests/common).
+//! (background loops) export nothing. The real binary, on SQLite and on a
+//! throwaway PostgreSQL cluster, exports to a fake OTLP/HTTP collector
+//! (tests/common).
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::*;
+use elements_store::Keyring;
+use elements_testkit::pg::PgCluster;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
@@ -33,21 +36,37 @@ fn string(value: &str) -> Option<AnyValue> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_calls_are_child_spans_of_their_request_without_secrets() {
-    let (endpoint, got) = otlp_collector().await;
     let dir = data_dir();
     let data = dir.path().join("data");
-    let mut server = Binary::serve(
-        &[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--otlp-endpoint",
-            &endpoint,
-        ],
-        &[
-            ("ELEMENTS_ORGANIZATION_SECRET", ORG),
-            ("ELEMENTS_USER_SECRET", USER),
-        ],
-    );
+    exercise(&["--data-dir", data.to_str().unwrap()], &[], "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_the_store_spans_say_postgresql() {
+    let pg = PgCluster::shared().expect("postgres (run scripts/setup.sh)");
+    let url = pg.create_database("otel_store").unwrap();
+    let key = Keyring::encode_key(&Keyring::generate_key());
+    exercise(
+        &["--database-url", &url],
+        &[("ELEMENTS_MASTER_KEY", &key)],
+        "postgresql",
+    )
+    .await;
+}
+
+/// Runs the real binary on the database `args` name, with the exporter:
+/// creates, reads and lists an instance, stops, then checks what arrived
+/// (`system`: the expected `db.system`).
+async fn exercise(args: &[&str], envs: &[(&str, &str)], system: &str) {
+    let (endpoint, got) = otlp_collector().await;
+    let mut args = args.to_vec();
+    args.extend(["--otlp-endpoint", &endpoint]);
+    let mut envs = envs.to_vec();
+    envs.extend([
+        ("ELEMENTS_ORGANIZATION_SECRET", ORG),
+        ("ELEMENTS_USER_SECRET", USER),
+    ]);
+    let mut server = Binary::serve(&args, &envs);
     let client = reqwest::Client::new();
     let auth = format!("User {USER}, Organization {ORG}");
     let r = client
@@ -113,7 +132,7 @@ async fn store_calls_are_child_spans_of_their_request_without_secrets() {
             )
         });
     assert_eq!(instance.kind, 3, "a client span");
-    assert_eq!(attribute(instance, "db.system").cloned(), string("sqlite"));
+    assert_eq!(attribute(instance, "db.system").cloned(), string(system));
     assert_eq!(
         attribute(instance, "db.operation.name").cloned(),
         string("instance")
@@ -172,6 +191,7 @@ async fn store_calls_are_child_spans_of_their_request_without_secrets() {
             attribute(span, "db.operation.name").cloned(),
             string(span.name.trim_start_matches("store."))
         );
+        assert_eq!(attribute(span, "db.system").cloned(), string(system));
         for a in &span.attributes {
             let text = format!("{:?}", a.value);
             assert!(
