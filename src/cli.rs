@@ -533,8 +533,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// guard alive: dropping it flushes.
 fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use std::io::IsTerminal as _;
+    // ops3: the spans for the exporter (the store's included) are never
+    // created without it, whatever `ELEMENTS_LOG` says.
     let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", elements_server::trace::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        );
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::BufWriter::new(std::io::stderr()));
@@ -579,8 +586,22 @@ fn init_logging_with_otel(
     } else {
         fmt.boxed()
     };
-    let spans = tracing_subscriber::filter::Targets::new()
-        .with_target(elements_server::trace::TARGET, tracing::Level::TRACE);
+    // ops3: the store's spans (`store.*`) only inside an exported span (a
+    // request's), so background loops export nothing.
+    let spans = tracing_subscriber::filter::DynFilterFn::new(|meta, cx| {
+        meta.target() == elements_server::trace::TARGET
+            && (!meta.name().starts_with("store.") || cx.lookup_current().is_some())
+    })
+    .with_callsite_filter(|meta| {
+        use tracing::subscriber::Interest;
+        if meta.target() != elements_server::trace::TARGET {
+            Interest::never()
+        } else if meta.name().starts_with("store.") {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    });
     tracing_subscriber::registry()
         .with(fmt.with_filter(filter))
         .with(

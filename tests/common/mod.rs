@@ -493,3 +493,56 @@ impl PgDeployment {
         .unwrap()
     }
 }
+
+// ------------------------------------------------ ops3 (issue 18: store spans)
+// A fake OTLP/HTTP collector, as tests/otel.rs has it.
+
+/// What a fake collector received: (content type, body) per POST.
+pub type OtlpReceived = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A fake OTLP/HTTP collector on 127.0.0.1: `POST /v1/traces` is recorded
+/// and answered an empty protobuf response; its base URL.
+pub async fn otlp_collector() -> (String, OtlpReceived) {
+    let got: OtlpReceived = Default::default();
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let store = store.clone();
+                async move {
+                    let kind = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    store.lock().unwrap().push((kind, body.to_vec()));
+                    ([("content-type", "application/x-protobuf")], Vec::new())
+                }
+            },
+        ),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, got)
+}
+
+/// Every span of what a collector received, decoded.
+pub fn otlp_spans(received: &OtlpReceived) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+    use prost::Message as _;
+    let mut spans = Vec::new();
+    for (_, body) in received.lock().unwrap().iter() {
+        let request =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                body.as_slice(),
+            )
+            .expect("OTLP protobuf");
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+    spans
+}

@@ -4,7 +4,17 @@
 //!
 //! * At most `max_connections` connections are served at once: the loop
 //!   takes a permit before it accepts, so further clients wait in the
-//!   kernel's listen backlog and no file descriptor is spent on them.
+//!   kernel's listen backlog and no file descriptor is spent on them. The
+//!   backlog is set to [`LISTEN_BACKLOG`] (the kernel clamps it to
+//!   `net.core.somaxconn`, 4096 by default on Linux), not the 128 tokio
+//!   binds with: with 128, a burst of more than `max_connections` + 128
+//!   connections overflowed the queue, the kernel dropped the overflow's
+//!   handshakes (their clients retry with a back-off of seconds), and
+//!   clients that open all their connections before sending on any (a
+//!   pool warming up; the refresh-storm bench) kept the connections already
+//!   accepted silent until the header-read timeout closed them unanswered.
+//!   Connections waiting in the backlog have no timer of ours: the
+//!   header-read timeout starts when a connection is accepted.
 //! * A connection must send a complete request head within
 //!   `header_read_timeout` of its first byte (of its start, for a new
 //!   connection), and may wait at most `idle_timeout` for its next request;
@@ -46,6 +56,20 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The pause after an accept error other than a failed handshake.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The listen backlog asked for: connections over the cap wait there. The
+/// kernel clamps it to its own limit (`net.core.somaxconn`).
+pub const LISTEN_BACKLOG: i32 = 65_535;
+
+/// Sets `listener`'s backlog to [`LISTEN_BACKLOG`]: `listen(2)` again on a
+/// listening socket only changes its backlog (Linux, the BSDs), so this
+/// works whoever bound the socket. A failure is logged, not fatal: the
+/// listener keeps the backlog it had.
+fn widen_backlog(listener: &TcpListener) {
+    if let Err(e) = socket2::SockRef::from(listener).listen(LISTEN_BACKLOG) {
+        tracing::warn!(error = %e, "cannot set the listen backlog; keeping the default");
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
@@ -53,6 +77,7 @@ pub async fn serve(
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    widen_backlog(&listener);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = JoinSet::new();

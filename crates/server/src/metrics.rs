@@ -12,7 +12,9 @@
 //! - `elements_provider_requests_total{element,outcome}` and
 //!   `elements_provider_request_duration_seconds{element,outcome}`: calls
 //!   to providers; `outcome` is `ok` (2xx), `status` (another status),
-//!   `timeout`, `connect`, `too_large` or `error`.
+//!   `timeout`, `connect`, `too_large` or `error`; `element` is the catalog
+//!   key, `private` for an organization-private element
+//!   ([`element_label`]).
 //! - `elements_token_refreshes_total{outcome}`: `ok`, `transient`
 //!   (the instance stays valid, retried later) or `invalid`.
 //! - `elements_instances{state}` (`valid`, `invalid`, `disabled`),
@@ -215,7 +217,21 @@ pub fn refresh(outcome: &'static str) {
     metrics().refreshes.with_label_values(&[outcome]).inc();
 }
 
-/// Records a provider call.
+/// The `element` label of a provider call: the element's key, or
+/// `private` for an organization-private element (an id in the private
+/// range, [`crate::private_elements::ID_BASE`] and up), whose key is the
+/// organization's choice: one series per tenant key would be unbounded and
+/// would publish the key. A private clone of a built-in keeps the built-in's
+/// key but is `private` too: its endpoints may be anything.
+pub fn element_label(element: &dyn elements_core::Element) -> &str {
+    if element.id() >= crate::private_elements::ID_BASE {
+        "private"
+    } else {
+        element.key()
+    }
+}
+
+/// Records a provider call (`element`: [`element_label`]).
 pub fn provider_call(element: &str, outcome: &'static str, elapsed: Duration) {
     let m = metrics();
     m.provider_requests

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use elements_core::{
-    ProviderRequest, ProviderResponse, TokenRequestFormat, Transport, TransportError,
+    Element, ProviderRequest, ProviderResponse, TokenRequestFormat, Transport, TransportError,
 };
 
 /// The largest provider response read.
@@ -88,17 +88,21 @@ impl Transport for HttpTransport {
 }
 
 /// A transport that records each call in the metrics
-/// (`elements_provider_requests_total{element,outcome}` and its latency),
-/// labelled with the element's key — never the URL, which may name a
-/// tenant.
+/// (`elements_provider_requests_total{element,outcome}` and its latency)
+/// and its span, labelled by [`crate::metrics::element_label`]: a catalog
+/// element's key, `private` for an organization's own element (its key is
+/// tenant input, and unbounded) — never the URL, which may name a tenant.
 pub struct Measured<'a> {
     inner: &'a dyn Transport,
     element: &'a str,
 }
 
 /// `inner`, measured as calls of `element`.
-pub fn measured<'a>(inner: &'a dyn Transport, element: &'a str) -> Measured<'a> {
-    Measured { inner, element }
+pub fn measured<'a>(inner: &'a dyn Transport, element: &'a dyn Element) -> Measured<'a> {
+    Measured {
+        inner,
+        element: crate::metrics::element_label(element),
+    }
 }
 
 #[async_trait]

@@ -400,7 +400,7 @@ impl Core {
         configuration: &elements_core::Configuration,
     ) -> Result<(TokenSet, Kept), ProviderError> {
         let request = elements_core::client_credentials_request(element.spec(), configuration)?;
-        let response = crate::provider::measured(self.transport.as_ref(), element.key())
+        let response = crate::provider::measured(self.transport.as_ref(), element)
             .send(&request)
             .await?;
         let set = element.parse_token_response(&response, &request)?;
@@ -566,7 +566,7 @@ impl Core {
         let result = match &current.tokens.refresh_token {
             Some(refresh_token) => {
                 let capturing = Capturing::new(
-                    crate::provider::measured(self.transport.as_ref(), element.key()),
+                    crate::provider::measured(self.transport.as_ref(), element.as_ref()),
                     element.as_ref(),
                 );
                 element
@@ -666,7 +666,7 @@ impl Core {
         .await
         .ok_or_else(|| ApiError::NotFound(format!("no element with key `{}`", new.element_key)))?;
         let capturing = Capturing::new(
-            crate::provider::measured(self.transport.as_ref(), element.key()),
+            crate::provider::measured(self.transport.as_ref(), element.as_ref()),
             element.as_ref(),
         );
         let set = element
@@ -864,7 +864,7 @@ impl TokenManager {
     ) -> Result<Tokens, ProviderError> {
         let set = element
             .exchange_code(
-                &crate::provider::measured(self.core.transport.as_ref(), element.key()),
+                &crate::provider::measured(self.core.transport.as_ref(), element),
                 CodeExchange {
                     code,
                     configuration,

@@ -14,7 +14,10 @@ use axum::http::Method;
 use tracing::field::Empty;
 use tracing::Span;
 
-/// The target of every span of this module.
+/// The target of every span of this module, and of the store's spans
+/// (`store.<operation>`, at `trace`, made by `elements_store` itself: the
+/// binary's exporter layer keeps those only inside an exported span, and
+/// its log output turns the target off).
 pub const TARGET: &str = "elements::otel";
 
 static ON: AtomicBool = AtomicBool::new(false);

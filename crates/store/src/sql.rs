@@ -38,6 +38,7 @@ use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;
 use sqlx::Row as _;
 use subtle::ConstantTimeEq as _;
+use tracing::instrument;
 
 use crate::common::{
     conflict, db_err, has_tags, random_id, seal_configuration, seal_tokens, tags_json,
@@ -62,6 +63,16 @@ pub(crate) enum Db {
     Sqlite(sqlite::Sqlite),
     /// PostgreSQL: the pool.
     Postgres(postgres::Postgres),
+}
+
+impl Db {
+    /// The engine's `db.system` name in OpenTelemetry's conventions.
+    pub(crate) fn system(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgresql",
+        }
+    }
 }
 
 /// A connection of either engine (e.g. a transaction's).
@@ -293,6 +304,13 @@ enum Key<'a> {
     TokenHash(&'a [u8]),
 }
 
+// Spans (issue 18): every method below is a span named `store.<method>`
+// with only `db.system` and `db.operation.name` (never an argument: no
+// SQL parameter, id, hash or value). Target `elements::otel` at `trace`:
+// the OpenTelemetry exporter's layer alone takes that target (the log output
+// turns it off), so without `--otlp-endpoint` no subscriber wants them and a
+// call pays one level comparison; the exporter keeps only those with a
+// parent span (a request's), so background loops export nothing.
 #[async_trait]
 impl Store for SqlStore {
     fn engine(&self) -> &'static str {
@@ -302,6 +320,8 @@ impl Store for SqlStore {
         }
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_account",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_account"))]
     async fn create_account(&self, new: NewAccount) -> Result<Principal> {
         let now = now_millis();
         let inserted = on_pool!(&self.db, |pool| async {
@@ -347,6 +367,8 @@ impl Store for SqlStore {
         })
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.organization_count",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "organization_count"))]
     async fn organization_count(&self) -> Result<u64> {
         let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
             "SELECT COUNT(*) FROM organizations"
@@ -358,6 +380,8 @@ impl Store for SqlStore {
         Ok(n as u64)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.count_instances",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "count_instances"))]
     async fn count_instances(&self, organization_id: i64) -> Result<u64> {
         let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
             "SELECT COUNT(*) FROM instances WHERE organization_id = $1"
@@ -370,6 +394,8 @@ impl Store for SqlStore {
         Ok(n as u64)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.authenticate",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "authenticate"))]
     async fn authenticate(
         &self,
         user_secret_hash: &SecretHash,
@@ -404,6 +430,8 @@ impl Store for SqlStore {
         }))
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_instance"))]
     async fn create_instance(&self, new: NewInstance) -> Result<Instance> {
         let tags = tags_json(&new.tags);
         for _ in 0..ID_ATTEMPTS {
@@ -441,6 +469,8 @@ impl Store for SqlStore {
         ))
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "instance"))]
     async fn instance(&self, organization_id: i64, id: i64) -> Result<Option<Instance>> {
         let raw = self
             .raw_where(
@@ -451,10 +481,14 @@ impl Store for SqlStore {
         raw.map(|r| r.open(&self.keyring)).transpose()
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance_any",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "instance_any"))]
     async fn instance_any(&self, id: i64) -> Result<Option<Instance>> {
         self.fetch(id).await
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance_by_token",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "instance_by_token"))]
     async fn instance_by_token(&self, token_hash: &SecretHash) -> Result<Option<Instance>> {
         let raw = self
             .raw_where("i.token_hash = $1", Key::TokenHash(&token_hash[..]))
@@ -462,6 +496,8 @@ impl Store for SqlStore {
         raw.map(|r| r.open(&self.keyring)).transpose()
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.list_instances",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "list_instances"))]
     async fn list_instances(&self, organization_id: i64, tags: &[String]) -> Result<InstanceList> {
         let sql = format!(
             "SELECT {INSTANCE_COLUMNS} {INSTANCE_FROM} WHERE i.organization_id = $1 \
@@ -493,6 +529,8 @@ impl Store for SqlStore {
         Ok(list)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.update_instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "update_instance"))]
     async fn update_instance(
         &self,
         organization_id: i64,
@@ -552,6 +590,8 @@ impl Store for SqlStore {
         self.instance(organization_id, id).await
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.delete_instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "delete_instance"))]
     async fn delete_instance(&self, organization_id: i64, id: i64) -> Result<bool> {
         let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
                                                                                 // One transaction: the delete and its `instance.deleted` event.
@@ -589,17 +629,39 @@ impl Store for SqlStore {
         lease_seconds: i64,
         job: RefreshJob<'a>,
     ) -> Result<Option<Instance>> {
-        let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
-        match &self.db {
-            Db::Sqlite(engine) => engine.refresh_locked(self, id, lease_seconds, job).await,
-            Db::Postgres(engine) => {
-                engine
-                    .refresh_locked(&self.keyring, id, lease_seconds, job)
-                    .await
+        use tracing::Instrument as _;
+        // Its span by hand: the job (a provider call) runs in the caller's
+        // span, beside this one rather than under it.
+        let span = tracing::trace_span!(
+            target: "elements::otel",
+            "store.refresh_locked",
+            otel.kind = "client",
+            db.system = self.db.system(),
+            db.operation.name = "refresh_locked",
+        );
+        let job: RefreshJob<'a> = if span.is_disabled() {
+            job
+        } else {
+            let caller = tracing::Span::current();
+            Box::new(move |instance| Box::pin(job(instance).instrument(caller)))
+        };
+        async move {
+            let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
+            match &self.db {
+                Db::Sqlite(engine) => engine.refresh_locked(self, id, lease_seconds, job).await,
+                Db::Postgres(engine) => {
+                    engine
+                        .refresh_locked(&self.keyring, id, lease_seconds, job)
+                        .await
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.meta",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "meta"))]
     async fn meta(&self, key: &str) -> Result<Option<String>> {
         on_pool!(&self.db, |pool| sqlx::query_scalar(
             "SELECT value FROM meta WHERE key = $1"
@@ -610,6 +672,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.set_meta",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "set_meta"))]
     async fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         on_pool!(&self.db, |pool| sqlx::query(
             "INSERT INTO meta (key, value) VALUES ($1, $2) \
@@ -623,6 +687,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.sealed_rows",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "sealed_rows"))]
     async fn sealed_rows(&self) -> Result<Vec<SealedRow>> {
         type Sealed = (i64, String, Option<String>, Option<String>);
         let rows: Vec<Sealed> = on_pool!(&self.db, |pool| sqlx::query_as(
@@ -645,6 +711,8 @@ impl Store for SqlStore {
             .collect())
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.replace_sealed",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "replace_sealed"))]
     async fn replace_sealed(&self, old: &SealedRow, new: &SealedRow) -> Result<bool> {
         let done = on_pool!(&self.db, |pool| sqlx::query(
             "UPDATE instances SET configuration_enc = $1, access_token_enc = $2, \
@@ -666,6 +734,8 @@ impl Store for SqlStore {
         Ok(done == 1)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.callback_urls",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "callback_urls"))]
     async fn callback_urls(&self, organization_id: i64) -> Result<Vec<String>> {
         on_pool!(&self.db, |pool| sqlx::query_scalar(
             "SELECT url FROM organization_callbacks WHERE organization_id = $1 ORDER BY url",
@@ -676,6 +746,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.set_callback_urls",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "set_callback_urls"))]
     async fn set_callback_urls(&self, organization_id: i64, urls: &[String]) -> Result<()> {
         on_pool!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -699,6 +771,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.expiring_before",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "expiring_before"))]
     async fn expiring_before(&self, unix_seconds: i64, limit: i64) -> Result<Vec<i64>> {
         // `= TRUE`/`= FALSE` rather than bare `valid AND NOT disabled`: an
         // equality SQLite can match against the (valid, disabled, expires_at)
@@ -715,6 +789,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.expiring_page",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "expiring_page"))]
     async fn expiring_page(
         &self,
         unix_seconds: i64,
@@ -738,6 +814,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.durability",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "durability"))]
     async fn durability(&self) -> Result<Durability> {
         match &self.db {
             Db::Sqlite(engine) => engine.durability().await,
@@ -747,6 +825,8 @@ impl Store for SqlStore {
 
     // --- ops: secret rotation, readiness, metrics ---
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.set_organization_secret",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "set_organization_secret"))]
     async fn set_organization_secret(
         &self,
         organization_id: i64,
@@ -763,6 +843,8 @@ impl Store for SqlStore {
         .await
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.set_user_secret",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "set_user_secret"))]
     async fn set_user_secret(&self, user_id: i64, hash: &SecretHash) -> Result<bool> {
         let _changed = self.changes.guard(crate::notify::Change::User(user_id)); // cache (issue 19)
         self.replace_secret_hash(
@@ -773,6 +855,8 @@ impl Store for SqlStore {
         .await
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.set_instance_token",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "set_instance_token"))]
     async fn set_instance_token(
         &self,
         organization_id: i64,
@@ -798,6 +882,8 @@ impl Store for SqlStore {
         Ok(n > 0)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance_states",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "instance_states"))]
     async fn instance_states(&self) -> Result<crate::InstanceStates> {
         type Counts = (Option<i64>, Option<i64>, Option<i64>);
         let (valid, invalid, disabled): Counts = on_pool!(&self.db, |pool| sqlx::query_as(
@@ -817,6 +903,8 @@ impl Store for SqlStore {
         })
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.readiness",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "readiness"))]
     async fn readiness(&self) -> Vec<(&'static str, std::result::Result<(), String>)> {
         let latest = match &self.db {
             Db::Sqlite(_) => sqlx::migrate!("./migrations/sqlite")
@@ -874,6 +962,8 @@ impl Store for SqlStore {
 
     // ---- compat: instance paging and counts ----
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance_page",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "instance_page"))]
     async fn instance_page(
         &self,
         organization_id: i64,
@@ -953,6 +1043,8 @@ impl Store for SqlStore {
         Ok(crate::InstancePage { list, next })
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance_counts",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "instance_counts"))]
     async fn instance_counts(&self, organization_id: i64) -> Result<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> = on_pool!(&self.db, |pool| sqlx::query_as(
             "SELECT element_key, COUNT(*) FROM instances WHERE organization_id = $1 \
@@ -965,6 +1057,8 @@ impl Store for SqlStore {
         Ok(rows.into_iter().map(|(k, n)| (k, n as u64)).collect())
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.replace_instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "replace_instance"))]
     async fn replace_instance(
         &self,
         organization_id: i64,
@@ -1029,6 +1123,8 @@ impl Store for SqlStore {
 
     // --- kinds (credential kinds) ---
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.expiring_page_renewable",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "expiring_page_renewable"))]
     async fn expiring_page_renewable(
         &self,
         unix_seconds: i64,
@@ -1071,11 +1167,15 @@ impl Store for SqlStore {
 
     // ---- events (issue 16): health, the outbox, webhooks ----
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.record_refresh_failure",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "record_refresh_failure"))]
     async fn record_refresh_failure(&self, id: i64, error: &str) -> Result<bool> {
         let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
         self.record_transient(id, error, "refresh").await
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.record_check",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "record_check"))]
     async fn record_check(&self, id: i64, outcome: CheckOutcome) -> Result<bool> {
         let _changed = self.changes.guard(crate::notify::Change::Instance(id)); // cache (issue 19)
         let now = now_millis();
@@ -1122,6 +1222,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.record_event",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "record_event"))]
     async fn record_event(
         &self,
         organization_id: i64,
@@ -1139,6 +1241,8 @@ impl Store for SqlStore {
         Ok(id)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_webhook",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_webhook"))]
     async fn create_webhook(&self, new: NewWebhook) -> Result<Webhook> {
         let now = now_millis();
         let events = serde_json::to_string(&new.events.0).expect("strings serialize");
@@ -1180,6 +1284,8 @@ impl Store for SqlStore {
         ))
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.webhooks",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "webhooks"))]
     async fn webhooks(&self, organization_id: i64) -> Result<Vec<Webhook>> {
         type Row = (i64, String, String, bool, Option<String>, i64);
         let rows: Vec<Row> = on_pool!(&self.db, |pool| sqlx::query_as(
@@ -1204,6 +1310,8 @@ impl Store for SqlStore {
             .collect()
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.delete_webhook",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "delete_webhook"))]
     async fn delete_webhook(&self, organization_id: i64, id: i64) -> Result<bool> {
         let deleted = on_pool!(&self.db, |pool| sqlx::query(
             "DELETE FROM webhooks WHERE id = $1 AND organization_id = $2"
@@ -1217,6 +1325,8 @@ impl Store for SqlStore {
         Ok(deleted > 0)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.events",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "events"))]
     async fn events(&self, organization_id: i64, limit: i64) -> Result<Vec<EventSummary>> {
         type Row = (i64, String, String, String, i64);
         type DRow = (i64, i64, String, i64, Option<i64>, Option<String>);
@@ -1265,6 +1375,8 @@ impl Store for SqlStore {
             .collect())
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.redeliver_event",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "redeliver_event"))]
     async fn redeliver_event(&self, organization_id: i64, event_id: &str) -> Result<Option<u64>> {
         let now = now_millis();
         on_pool!(&self.db, |pool| async {
@@ -1295,6 +1407,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.fan_out_events",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "fan_out_events"))]
     async fn fan_out_events(&self, limit: i64) -> Result<u64> {
         let (begin, lock) = match self.db {
             Db::Sqlite(_) => ("BEGIN IMMEDIATE", ""),
@@ -1368,6 +1482,8 @@ impl Store for SqlStore {
         Ok(hooks)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.claim_deliveries",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "claim_deliveries"))]
     async fn claim_deliveries(
         &self,
         owner: i64,
@@ -1458,6 +1574,8 @@ impl Store for SqlStore {
         Ok(out)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.finish_delivery",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "finish_delivery"))]
     async fn finish_delivery(
         &self,
         delivery_id: i64,
@@ -1523,6 +1641,8 @@ impl Store for SqlStore {
     }
     // connect
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_connect_session",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_connect_session"))]
     async fn create_connect_session(
         &self,
         new: crate::NewConnectSession,
@@ -1571,6 +1691,8 @@ impl Store for SqlStore {
         })
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.connect_session",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "connect_session"))]
     async fn connect_session(
         &self,
         token_hash: &SecretHash,
@@ -1586,6 +1708,8 @@ impl Store for SqlStore {
             .transpose()
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.begin_connect_authorization",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "begin_connect_authorization"))]
     async fn begin_connect_authorization(
         &self,
         id: i64,
@@ -1615,6 +1739,8 @@ impl Store for SqlStore {
         Ok(n == 1)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.take_connect_state",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "take_connect_state"))]
     async fn take_connect_state(&self, state_hash: &SecretHash) -> Result<crate::ConnectTaken> {
         let row: Option<ConnectRow> = on_pool!(&self.db, |pool| sqlx::query_as(&format!(
             "SELECT {CONNECT_COLUMNS} FROM connect_sessions WHERE state_hash = $1"
@@ -1650,6 +1776,8 @@ impl Store for SqlStore {
         Ok(crate::ConnectTaken::Taken(Box::new(session), verifier))
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.finish_connect_session",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "finish_connect_session"))]
     async fn finish_connect_session(&self, id: i64, now_millis: i64) -> Result<bool> {
         let n = on_pool!(&self.db, |pool| sqlx::query(
             "UPDATE connect_sessions SET stage = 'done', configuration_enc = NULL, \
@@ -1665,6 +1793,8 @@ impl Store for SqlStore {
         Ok(n == 1)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.sweep_connect_sessions",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "sweep_connect_sessions"))]
     async fn sweep_connect_sessions(&self, now_millis: i64) -> Result<u64> {
         on_pool!(&self.db, |pool| sqlx::query(
             "DELETE FROM connect_sessions WHERE expires_at <= $1"
@@ -1678,6 +1808,8 @@ impl Store for SqlStore {
 
     // private elements (issue 17)
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.private_catalog",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "private_catalog"))]
     async fn private_catalog(
         &self,
         organization_id: i64,
@@ -1714,6 +1846,8 @@ impl Store for SqlStore {
         ))
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.insert_private_element",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "insert_private_element"))]
     async fn insert_private_element(
         &self,
         organization_id: i64,
@@ -1743,6 +1877,8 @@ impl Store for SqlStore {
         })
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.update_private_element",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "update_private_element"))]
     async fn update_private_element(
         &self,
         organization_id: i64,
@@ -1765,6 +1901,8 @@ impl Store for SqlStore {
         .map_err(private_element_conflict)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.delete_private_element",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "delete_private_element"))]
     async fn delete_private_element(&self, organization_id: i64, row_id: i64) -> Result<bool> {
         on_pool!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -1793,6 +1931,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.set_element_active",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "set_element_active"))]
     async fn set_element_active(
         &self,
         organization_id: i64,
@@ -1825,6 +1965,8 @@ impl Store for SqlStore {
 
     // ---- health: background checks, event retention, rewrap coverage ----
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.claim_health_checks",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "claim_health_checks"))]
     async fn claim_health_checks(
         &self,
         now_millis: i64,
@@ -1859,6 +2001,8 @@ impl Store for SqlStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.delete_old_events",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "delete_old_events"))]
     async fn delete_old_events(&self, before_millis: i64, limit: i64) -> Result<u64> {
         let pick = "SELECT seq FROM events e WHERE e.created_at < $1 AND e.fanned_out = TRUE \
                     AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d \
@@ -1885,6 +2029,8 @@ impl Store for SqlStore {
         .map_err(db_err)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.other_sealed_values",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "other_sealed_values"))]
     async fn other_sealed_values(&self) -> Result<Vec<crate::SealedValue>> {
         let (webhooks, sessions): (
             Vec<(i64, String)>,
@@ -1932,6 +2078,8 @@ impl Store for SqlStore {
         Ok(out)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.replace_sealed_value",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "replace_sealed_value"))]
     async fn replace_sealed_value(
         &self,
         old: &crate::SealedValue,
@@ -1973,6 +2121,8 @@ impl Store for SqlStore {
     /// PostgreSQL: an identity), so the organization holds at most
     /// `MAX(seq)` instances, one index lookup. Only when that bound reaches
     /// `cap` are the instances counted, and at most `cap` of them.
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.has_at_least_instances",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "has_at_least_instances"))]
     async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
