@@ -561,3 +561,35 @@ async fn two_replicas_on_postgresql_see_a_new_element_within_a_second() {
     let err = refused(on_two.oauth_url("acme-crm", &acme_oauth()).await);
     assert_eq!(err.status, 409, "{err}");
 }
+
+/// A private `oauth2_client_credentials` element has no authorization URL:
+/// it is accepted (it was refused as "must be an https URL" for the empty
+/// value), and one that gives an authorization URL is refused by name.
+#[tokio::test]
+async fn a_private_client_credentials_element_needs_no_authorization_url() {
+    let s = Setup::start();
+    let mut body = acme();
+    body["key"] = json!("acme-m2m");
+    body["authentication"] = json!("oauth2_client_credentials");
+    body["oauth"] = json!({ "token_url": "https://login.acme-crm.example/oauth/token" });
+    body["configuration"] = json!([
+        { "key": "oauth.api.key", "name": "Client ID" },
+        { "key": "oauth.api.secret", "name": "Client secret", "secret": true }
+    ]);
+    let created = s.a.create_element(&body).await.unwrap();
+    assert_eq!(created.metadata.key, "acme-m2m");
+    assert!(created.private);
+    assert_eq!(
+        s.a.element("acme-m2m").await.unwrap().authentication.kind,
+        "oauth2_client_credentials"
+    );
+    body["key"] = json!("acme-m2m-two");
+    body["oauth"]["authorization_url"] = json!("https://login.acme-crm.example/oauth/authorize");
+    let err = refused(s.a.create_element(&body).await);
+    assert_eq!(err.status, 400, "{err}");
+    assert!(
+        err.message()
+            .contains("field `oauth.authorization_url`: not used by `oauth2_client_credentials`"),
+        "{err}"
+    );
+}

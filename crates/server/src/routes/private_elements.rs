@@ -164,7 +164,11 @@ fn check_urls(state: &AppState, spec: &ElementSpec) -> Result<(), ApiError> {
         urls.push(("api_base_url".into(), url));
     }
     if let Some(o) = &spec.oauth {
-        urls.push(("oauth.authorization_url".into(), &o.authorization_url));
+        // Empty for `oauth2_client_credentials`, which has no authorization
+        // step (the checker requires it for `oauth2`).
+        if !o.authorization_url.is_empty() {
+            urls.push(("oauth.authorization_url".into(), &o.authorization_url));
+        }
         urls.push(("oauth.token_url".into(), &o.token_url));
         if let Some(url) = &o.refresh_url {
             urls.push(("oauth.refresh_url".into(), url));
