@@ -526,12 +526,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Logs go to standard error through a writer thread, so a request never
-/// waits on a `write(2)`; colours only on a terminal. The thread writes
-/// through a buffer it flushes whenever its queue is empty: under load one
-/// `write(2)` carries many lines, alone a line is written at once. Keep the
-/// guard alive: dropping it flushes.
-fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to standard error through [`crate::log_writer`]: one shared
+/// buffer a writer thread empties every 50 ms, so a request never waits on
+/// a `write(2)` nor wakes a thread; colours only on a terminal. Keep the
+/// guard alive: dropping it writes what is left.
+fn init_logging(format: &str) -> crate::log_writer::Guard {
     use std::io::IsTerminal as _;
     // ops3: the spans for the exporter (the store's included) are never
     // created without it, whatever `ELEMENTS_LOG` says.
@@ -542,9 +541,7 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
                 .parse()
                 .expect("a valid directive"),
         );
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = crate::log_writer::new(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -563,7 +560,7 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
 fn init_logging_with_otel(
     format: &str,
     tracer: opentelemetry_sdk::trace::SdkTracer,
-) -> tracing_appender::non_blocking::WorkerGuard {
+) -> crate::log_writer::Guard {
     use std::io::IsTerminal as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -575,9 +572,7 @@ fn init_logging_with_otel(
                 .parse()
                 .expect("a valid directive"),
         );
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::new(std::io::stderr()));
+    let (writer, guard) = crate::log_writer::new(std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);

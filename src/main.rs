@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 mod cli;
+mod log_writer;
 mod otel;
 
 fn main() -> ExitCode {

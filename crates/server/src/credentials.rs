@@ -19,7 +19,6 @@
 //! for exactly that request.
 
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use elements_core::{
     apply_credential, lenient_seconds, oauth1_authorization, oauth1_consumer, AppliedCredential,
     Authentication, CredentialError, Element, OAuth1Request, Secret,
@@ -223,8 +222,6 @@ pub async fn respond(
             kind.as_str()
         )));
     }
-    let mut body = Map::new();
-    body.insert("instanceId".into(), Value::from(id));
     if kind.holds_tokens() && instance.tokens.access_token.is_none() {
         return Err(ApiError::BadRequest(format!(
             "instance {id} has no OAuth tokens (element `{}`)",
@@ -240,33 +237,92 @@ pub async fn respond(
             })?;
             let applied = apply_credential(spec, &instance.configuration, Some(access))
                 .map_err(credential_error)?;
-            body.insert("accessToken".into(), Value::from(access.expose()));
-            body.insert(
-                "tokenType".into(),
-                Value::from(instance.tokens.token_type.as_deref().unwrap_or("bearer")),
-            );
-            if let Some(at) = instance.tokens.expires_at {
-                body.insert(
-                    "expiresAt".into(),
-                    Value::from(crate::wire::rfc3339(at * 1000)),
-                );
-                body.insert("expiresIn".into(), Value::from((at - now).max(0)));
-            }
-            body.insert("kind".into(), Value::from(kind.as_str()));
-            put_applied(&mut body, &applied);
+            let expires_at = instance.tokens.expires_at;
+            Ok(answer(&Answer {
+                instance_id: id,
+                access_token: Some(access.expose()),
+                token_type: Some(instance.tokens.token_type.as_deref().unwrap_or("bearer")),
+                expires_at: expires_at.map(|at| crate::wire::rfc3339(at * 1000)),
+                expires_in: expires_at.map(|at| (at - now).max(0)),
+                kind: kind.as_str(),
+                headers: Pairs(&applied.headers),
+                query: Pairs(&applied.query),
+            }))
         }
         Authentication::Oauth1 => {
+            let mut body = Map::new();
+            body.insert("instanceId".into(), Value::from(id));
             body.insert("kind".into(), Value::from(kind.as_str()));
             oauth1(&mut body, &instance, method, url)?;
+            Ok(answer(&body))
         }
         Authentication::Apikey | Authentication::Basic | Authentication::Custom => {
             let applied =
                 apply_credential(spec, &instance.configuration, None).map_err(credential_error)?;
-            body.insert("kind".into(), Value::from(kind.as_str()));
-            put_applied(&mut body, &applied);
+            Ok(answer(&Answer {
+                instance_id: id,
+                access_token: None,
+                token_type: None,
+                expires_at: None,
+                expires_in: None,
+                kind: kind.as_str(),
+                headers: Pairs(&applied.headers),
+                query: Pairs(&applied.query),
+            }))
         }
     }
-    Ok(crate::headers::no_store(Json(body).into_response()))
+}
+
+/// The credentials answer of the OAuth 2.0 and configuration kinds,
+/// serialized straight from the instance (no intermediate JSON map: this
+/// is the hot path of issue 19).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    instance_id: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in: Option<i64>,
+    kind: &'static str,
+    headers: Pairs<'a>,
+    query: Pairs<'a>,
+}
+
+/// Name/value pairs as a JSON object; a name given twice keeps its last
+/// value, as a map would.
+struct Pairs<'a>(&'a [(String, Secret)]);
+
+impl serde::Serialize for Pairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = serializer.serialize_map(None)?;
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if self.0[i + 1..].iter().any(|(later, _)| later == name) {
+                continue;
+            }
+            map.serialize_entry(name, value.expose())?;
+        }
+        map.end()
+    }
+}
+
+/// `value` as a JSON answer that no cache may keep.
+fn answer<T: serde::Serialize>(value: &T) -> Response {
+    let mut bytes = Vec::with_capacity(384);
+    if let Err(e) = serde_json::to_writer(&mut bytes, value) {
+        return ApiError::Internal(format!("credentials answer: {e}")).into_response();
+    }
+    let mut response = Response::new(axum::body::Body::from(bytes));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    crate::headers::no_store(response)
 }
 
 /// The `oauth1` answer: the public parts, or one signed request's header.

@@ -350,12 +350,12 @@ pub(super) async fn forward(
     let mut waited = Duration::ZERO;
     let mut refreshed = false;
     let path_for_log = url.path().to_owned();
-    // Bounded metrics labels: catalog keys; an organization's own key is not.
-    let label = if state.registry.get(&spec.key).is_some() {
-        spec.key.as_str()
-    } else {
-        "private"
-    };
+    // Bounded metrics labels: catalog keys; any organization-private element
+    // (a clone that kept a built-in's key too) is `private`, as for
+    // provider calls.
+    let label = element
+        .as_deref()
+        .map_or("private", crate::metrics::element_label);
     // Set when a streamed body goes over the limit (the upload is cut off).
     let over_limit = Arc::new(AtomicBool::new(false));
     loop {
