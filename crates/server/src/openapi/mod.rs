@@ -351,12 +351,14 @@ impl Modify for Global {
 /// (`ProviderData::extra`, `#[serde(skip)]`, so the derived schema cannot
 /// show them): document them as `additionalProperties`.
 fn document_provider_data_extras(components: &mut utoipa::openapi::Components) {
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema};
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType};
     let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("ProviderData") else {
         return;
     };
-    let extra = ObjectBuilder::new().description(Some(
-        "Any other key: a value the element declares, which `POST /instances` (and \
+    let extra = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(
+            "Any other key: a value the element declares, which `POST /instances` (and \
          `POST /elements/{keyOrId}/instances`) stores in the instance's configuration: a value \
          the provider added to the OAuth callback that the element captures \
          (`[oauth] callback_capture`, e.g. QuickBooks' `realmId`), or a token-response field the \
@@ -364,7 +366,7 @@ fn document_provider_data_extras(components: &mut utoipa::openapi::Components) {
          with `access_token`) for an app that ran the callback or the code exchange itself. \
          Strings, numbers and booleans are taken as text; keys the element does not declare, \
          and other values, are ignored, as are all other keys in `PUT`/`PATCH /instances/{id}`.",
-    ));
+        ));
     object.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::T(
         Schema::Object(extra.build()),
     ))));
