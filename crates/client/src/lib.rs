@@ -10,6 +10,13 @@
 //! Elements' JSON error body and the request id. The proxy routes are an
 //! escape hatch returning the raw [`reqwest::Response`].
 //!
+//! A typed call is `Ok` only on its route's documented success status (201
+//! for `POST` webhooks and connect sessions, 202 for a redelivery, 204 for a
+//! webhook delete, 200 elsewhere); another 2xx is
+//! [`Error::UnexpectedStatus`]. A refusal keeps its status even when its body
+//! cannot be read ([`ApiError::read_error`]), and its whole body as text
+//! ([`ApiError::raw`], [`Error::body_text`]).
+//!
 //! Credentials are set per client and never printed: [`Client::with_account`]
 //! (`Authorization: User <secret>, Organization <secret>`),
 //! [`Client::with_element`] (`Element <token>`), or both.
