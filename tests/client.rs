@@ -353,3 +353,68 @@ async fn private_elements_round_trip() {
     assert_eq!(err.status, 404, "{err}");
     server.stop().await;
 }
+
+/// The client checks each route's documented success status exactly (201,
+/// 202, 204 where the description says so; an `Ok` means that status) and
+/// keeps a refusal's whole body as text, so tests can search all of it.
+#[tokio::test]
+async fn exact_success_statuses_and_whole_error_bodies() {
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.webhooks.allow_private = true;
+    let server = TestServer::start(config).await;
+    let api = server.api();
+    // 201, then 204: typed calls that succeed only on exactly those.
+    let hook = api
+        .create_webhook(&CreateWebhook::new("http://127.0.0.1:9/exact"))
+        .await
+        .unwrap();
+    api.delete_webhook(hook.id).await.unwrap();
+    // The same 201 seen raw: what the typed call required.
+    let raw = api
+        .request(Method::POST, "/organizations/me/webhooks")
+        .json(&serde_json::json!({"url": "http://127.0.0.1:9/raw"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 201);
+
+    // A refusal keeps its whole body, byte for byte, beside the parsed one.
+    let err = api
+        .create_instance(
+            &CreateInstance::new("hubspot", "no configuration")
+                .provider_data(ProviderData::tokens("at-RAW-1", "rt-RAW-2")),
+        )
+        .await
+        .unwrap_err();
+    let body = err.body_text().expect("a refusal").to_owned();
+    let parsed: Value = serde_json::from_str(&body).unwrap();
+    let api_error = err.api().unwrap();
+    assert_eq!(api_error.status, 400);
+    assert_eq!(parsed["message"], api_error.message());
+    assert_eq!(
+        parsed["missing"],
+        serde_json::json!([
+            "oauth.api.key",
+            "oauth.api.secret",
+            "oauth.callback.url",
+            "oauth.scope"
+        ])
+    );
+    assert_eq!(
+        parsed["requestId"].as_str(),
+        api_error.request_id.as_deref()
+    );
+    assert_eq!(api_error.raw(), body);
+    for secret in ["at-RAW-1", "rt-RAW-2"] {
+        assert!(!body.contains(secret), "{body}");
+    }
+    // A success is never an error body.
+    assert_eq!(
+        api.callback_urls()
+            .await
+            .map_err(|e| e.body_text().map(str::to_owned)),
+        Ok(Vec::<String>::new())
+    );
+    server.stop().await;
+}

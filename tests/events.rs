@@ -285,18 +285,16 @@ async fn lifecycle_events_arrive_signed_with_the_documented_shape() {
     let s = &env.server;
     let api = s.api();
     let (receiver, url) = Receiver::start(OK).await;
-    // Raw: the create's status (201) is asserted, which the typed method
-    // hides (it answers any 2xx as the webhook).
-    let r = s
-        .authed(Method::POST, "/organizations/me/webhooks")
-        .json(&json!({ "url": url }))
-        .send()
+    // The typed create is `Ok` only on the documented 201.
+    let created = api
+        .create_webhook(&CreateWebhook::new(url.as_str()))
         .await
         .unwrap();
-    assert_eq!(r.status(), 201);
-    let created: Value = r.json().await.unwrap();
-    keep_secret(&receiver, created["secret"].as_str().unwrap());
-    let hook = created["id"].as_i64().unwrap();
+    keep_secret(
+        &receiver,
+        created.secret.as_ref().expect("the secret, once").expose(),
+    );
+    let hook = created.id;
 
     let listed = api.webhooks().await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -366,16 +364,9 @@ async fn lifecycle_events_arrive_signed_with_the_documented_shape() {
     })
     .await;
     let first = log.last().unwrap().id.clone();
-    // Raw: the status (202) is asserted, which the typed method hides.
-    let r = s
-        .authed(
-            Method::POST,
-            &format!("/organizations/me/events/{first}/redeliver"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    // The typed redelivery is `Ok` only on the documented 202.
+    let redelivered = api.redeliver_event(&first).await.unwrap();
+    assert_eq!(redelivered.id, first);
     until("the redelivery", || receiver.got().len() >= 5).await;
     let again = receiver.got();
     assert_eq!(again.iter().filter(|r| r.id == first).count(), 2);
@@ -621,16 +612,8 @@ async fn a_slow_receiver_times_out_and_a_gone_one_disables_the_endpoint() {
 
     // 410: the delivery dies at once and the endpoint is disabled.
     let hooks = api.webhooks().await.unwrap();
-    // Raw: the status (204) is asserted, which the typed method hides.
-    let r = s
-        .authed(
-            Method::DELETE,
-            &format!("/organizations/me/webhooks/{}", hooks[0].id),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    // The typed delete is `Ok` only on the documented 204.
+    api.delete_webhook(hooks[0].id).await.unwrap();
     assert!(api.webhooks().await.unwrap().is_empty());
     let (gone, url) = Receiver::start(GONE).await;
     let hook = subscribe(s, &gone, &url, None).await;

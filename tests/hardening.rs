@@ -304,17 +304,13 @@ async fn a_row_stranded_under_a_retired_key_fails_alone() {
         .unwrap();
     let listed: Vec<i64> = list.items.iter().map(|i| i.id).collect();
     assert_eq!(listed, vec![kept.id]);
-    // Raw: the whole body of the 500 is searched for the token (a typed
-    // error keeps only the fields it knows).
-    let single = api(&server)
-        .request(reqwest::Method::GET, &format!("/instances/{stranded_id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(single.status(), 500);
-    let body = single.text().await.unwrap();
+    // The whole body of the 500 (`ApiError::raw`, fields the typed error
+    // does not know too) is searched for the token.
+    let err = refused(api(&server).instance(stranded_id).await);
+    assert_eq!(err.status, 500);
+    let body = err.raw();
     assert!(!body.contains("at-stranded"), "{body}");
-    let body: Value = serde_json::from_str(&body).unwrap();
+    let body: Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["message"], "internal error", "{body}");
     drop(server);
 

@@ -14,7 +14,6 @@ use elements_client::{
     Client, CreateInstance, CreateWebhook, Error, HealthState, Instance, ListInstances,
 };
 use elements_testkit::api::{Expect, FakeApi, Fault};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 /// Hits of the fake API per bearer token, and whether it accepts them.
@@ -112,23 +111,17 @@ async fn post_instances_verifies_the_credential_before_storing() {
 
     // 401: refused with a 4xx saying so; nothing stored; no token echoed.
     env.gate.accept.store(false, Ordering::SeqCst);
-    // Raw: the whole body is searched for the key, and the typed error
-    // keeps only the fields it knows.
-    let r = env
-        .server
-        .authed(Method::POST, "/instances")
-        .json(&sendgrid("SG.bad"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
+    // The whole body (`ApiError::raw`, fields the typed error does not
+    // know too) is searched for the key.
+    let err = refused(post(&env, &sendgrid("SG.bad")).await);
+    assert_eq!(err.status, 400);
+    let body: Value = serde_json::from_str(err.raw()).unwrap();
     assert_eq!(
         body["message"],
         "the provider rejected the credential: SendGrid's verify request answered 401 \
          (nothing was stored; pass verify=false to skip the check)"
     );
-    let text = body.to_string();
+    let text = err.raw();
     assert!(
         text.contains("the provider rejected the credential") && text.contains("401"),
         "{text}"

@@ -183,19 +183,16 @@ async fn client_credentials_refusals_are_clear() {
     for key in ["tenant", "oauth.api.key", "oauth.api.secret"] {
         assert!(message.contains(key), "{message}");
     }
-    // A wrong client secret: the provider's refusal, no instance. Raw: the
-    // whole text of the answer is searched for the secret (a typed error
-    // keeps only the fields it knows).
+    // A wrong client secret: the provider's refusal, no instance. The whole
+    // text of the answer (`ApiError::raw`, fields the typed error does not
+    // know too) is searched for the secret.
     let mut wrong = CC_CONFIG;
     wrong[2].1 = "nope";
-    let (status, err) = server
-        .post_instance(
-            &server.account,
-            &to_json(&body("auth0-management", &wrong, None)),
-        )
-        .await;
-    assert!((400..500).contains(&status), "{status} {err}");
-    assert!(!err.to_string().contains("nope"), "{err}");
+    let err = refused_create(&server, &body("auth0-management", &wrong, None)).await;
+    let (status, text) = (err.status.as_u16(), err.raw());
+    assert!((400..500).contains(&status), "{status} {text}");
+    assert!(!text.is_empty());
+    assert!(!text.contains("nope"), "{text}");
     let list = server.api().instances(&ListInstances::new()).await.unwrap();
     assert!(list.items.is_empty(), "{list:?}");
     server.stop().await;

@@ -731,3 +731,279 @@ async fn object_bodies_refuse_arrays() {
     assert_eq!(response.status(), 200);
     server.stop().await;
 }
+
+// ------------------------------------------- documented refusals (issue 18)
+
+/// The statuses the document lists for `method` on `path` (a template as
+/// the document spells it: `/elements/api-v2/instances/{id}`).
+fn documented(doc: &Value, method: &str, path: &str) -> BTreeSet<u16> {
+    let op = &doc["paths"][path][method];
+    let responses = op["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} is not in the document"));
+    responses
+        .keys()
+        .map(|k| {
+            k.parse()
+                .unwrap_or_else(|_| panic!("{method} {path}: status {k:?}"))
+        })
+        .collect()
+}
+
+/// Fails unless `status` is among the statuses documented for `method`
+/// on `path`.
+fn assert_documented(doc: &Value, method: &str, path: &str, status: u16) {
+    let listed = documented(doc, method, path);
+    assert!(
+        listed.contains(&status),
+        "{} {path} answered {status}, which the description does not list (it lists {listed:?})",
+        method.to_uppercase()
+    );
+}
+
+/// The status of a refused typed call, asserted exact, then checked
+/// against the served description: the status is listed, and its
+/// description names the cause (`why`), so a status documented for another
+/// reason does not pass.
+fn refusal<T: std::fmt::Debug>(
+    doc: &Value,
+    (method, path): (&str, &str),
+    expected: u16,
+    why: &str,
+    result: Result<T, elements_client::Error>,
+) -> elements_client::ApiError {
+    let err = refused(result);
+    assert_eq!(err.status, expected, "{method} {path}: {err}");
+    assert_documented(doc, method, path, expected);
+    let description = doc["paths"][path][method]["responses"][expected.to_string()]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        description.contains(why),
+        "{} {path} answered {expected} because of {why:?} ({}), but the description of its \
+         {expected} says: {description:?}",
+        method.to_uppercase(),
+        err.message()
+    );
+    err
+}
+
+#[tokio::test]
+async fn every_provoked_refusal_is_a_documented_status() {
+    use elements_client::{CreateConnectSession, CreateInstance};
+    let dir = data_dir();
+    let mut config = config_in(dir.path());
+    config.limits.max_instances_per_organization = 1;
+    config.public_url = Some("https://elements.example".into());
+    let server = TestServer::start(config).await;
+    let doc: Value = server
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api = server.api();
+    let shipstation = |name: &str| {
+        CreateInstance::new("shipstation", name)
+            .configuration("api.key", "ss-key")
+            .configuration("api.secret", "ss-secret")
+    };
+    let instances = format!("{BASE}/instances");
+    let element_instances = format!("{BASE}/elements/{{key_or_id}}/instances");
+    let oauth_url = format!("{BASE}/elements/{{key_or_id}}/oauth/url");
+
+    // The callback allow-list: a 400 on both creates and both oauth/url calls.
+    api.set_callback_urls(&["https://app.example/cb".to_owned()])
+        .await
+        .unwrap();
+    let err = refusal(
+        &doc,
+        ("post", &instances),
+        400,
+        "allow-list",
+        api.create_instance(&seed_instance("at", "rt")).await,
+    );
+    assert!(err.message().contains("allow-list"), "{err}");
+    refusal(
+        &doc,
+        ("post", &element_instances),
+        400,
+        "allow-list",
+        api.create_element_instance("hubspot", &seed_instance("at", "rt"))
+            .await,
+    );
+    refusal(
+        &doc,
+        ("get", &oauth_url),
+        400,
+        "allow-list",
+        api.oauth_url("hubspot", &seed_oauth_request()).await,
+    );
+    refusal(
+        &doc,
+        ("post", &oauth_url),
+        400,
+        "allow-list",
+        api.oauth_url_post("hubspot", &seed_oauth_request()).await,
+    );
+    let session = CreateConnectSession::new("github", "gh", "https://evil.example/cb")
+        .configuration("oauth.api.key", "cid")
+        .configuration("oauth.api.secret", "cs");
+    refusal(
+        &doc,
+        ("post", &format!("{BASE}/connect/sessions")),
+        400,
+        "allow-list",
+        api.create_connect_session(&session).await,
+    );
+
+    // The instance cap: a 403 on both creates.
+    let first = api.create_instance(&shipstation("one")).await.unwrap();
+    let err = refusal(
+        &doc,
+        ("post", &instances),
+        403,
+        "maximum number of instances",
+        api.create_instance(&shipstation("two")).await,
+    );
+    assert!(
+        err.message().contains("max_instances_per_organization = 1"),
+        "{err}"
+    );
+    refusal(
+        &doc,
+        ("post", &element_instances),
+        403,
+        "maximum number of instances",
+        api.create_element_instance("shipstation", &shipstation("two"))
+            .await,
+    );
+
+    // A deactivated element: a 409 on both creates and both oauth/url calls.
+    api.deactivate_element("shipstation").await.unwrap();
+    api.deactivate_element("hubspot").await.unwrap();
+    let err = refusal(
+        &doc,
+        ("post", &instances),
+        409,
+        "deactivated",
+        api.create_instance(&shipstation("three")).await,
+    );
+    assert!(err.message().contains("deactivated"), "{err}");
+    refusal(
+        &doc,
+        ("post", &element_instances),
+        409,
+        "deactivated",
+        api.create_element_instance("shipstation", &shipstation("three"))
+            .await,
+    );
+    let anywhere = elements_client::OAuthUrlRequest::new()
+        .api_key("k")
+        .api_secret("1")
+        .scope("s")
+        .callback_url("https://app.example/cb");
+    refusal(
+        &doc,
+        ("get", &oauth_url),
+        409,
+        "deactivated",
+        api.oauth_url("hubspot", &anywhere).await,
+    );
+    refusal(
+        &doc,
+        ("post", &oauth_url),
+        409,
+        "deactivated",
+        api.oauth_url_post("hubspot", &anywhere).await,
+    );
+
+    // A built-in element cannot be replaced or deleted: 403.
+    let element = format!("{BASE}/elements/{{key_or_id}}");
+    refusal(
+        &doc,
+        ("put", &element),
+        403,
+        "built in",
+        api.replace_element("github", &json!({"key": "github", "name": "G"}))
+            .await,
+    );
+    refusal(
+        &doc,
+        ("delete", &element),
+        403,
+        "built in",
+        api.delete_element("github").await,
+    );
+
+    // A disabled instance's credentials: 403; unknown ids: 404.
+    api.disable_instance(first.id).await.unwrap();
+    refusal(
+        &doc,
+        ("get", &format!("{BASE}/instances/{{id}}/credentials")),
+        403,
+        "disabled",
+        api.credentials(first.id).await,
+    );
+    refusal(
+        &doc,
+        ("get", &format!("{BASE}/instances/{{id}}")),
+        404,
+        "No such instance",
+        api.instance(first.id + 1).await,
+    );
+    refusal(
+        &doc,
+        (
+            "delete",
+            &format!("{BASE}/organizations/me/webhooks/{{id}}"),
+        ),
+        404,
+        "No such webhook",
+        api.delete_webhook(987_654).await,
+    );
+    refusal(
+        &doc,
+        (
+            "post",
+            &format!("{BASE}/organizations/me/events/{{id}}/redeliver"),
+        ),
+        404,
+        "No such event",
+        api.redeliver_event("msg_aaaaaaaaaaaaaaaaaaaaaaaaaa").await,
+    );
+    // A connect page of no session: 404 (an HTML page).
+    let page = server.get("/connect/no-such-token").send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert_documented(&doc, "get", &format!("{BASE}/connect/{{token}}"), 404);
+    server.stop().await;
+}
+
+#[test]
+fn provider_data_documents_its_other_keys() {
+    let doc = document();
+    let schema = &doc["components"]["schemas"]["ProviderData"];
+    let extra = schema["additionalProperties"]["description"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no additionalProperties: {schema}"));
+    // Any value (not only objects): the server ignores the others.
+    assert_eq!(schema["additionalProperties"].get("type"), None, "{schema}");
+    for named in ["realmId", "instance_url", "callback_capture", "keep"] {
+        assert!(extra.contains(named), "{named} in {extra}");
+    }
+    // The typed fields are still listed.
+    assert!(schema["properties"]["access_token"].is_object(), "{schema}");
+    let verify = doc["paths"][format!("{BASE}/instances")]["post"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "verify")
+        .expect("verify")["description"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(verify.contains("verify_on_create"), "{verify}");
+    assert!(!verify.contains("default `true`"), "{verify}");
+}

@@ -20,7 +20,6 @@ use elements_server::provider::HttpTransport;
 use elements_server::tokens::{now_seconds, TokenManager};
 use elements_store::{hash_secret, NewInstance, RefreshDecision, Store, Tokens};
 use elements_testkit::provider::FakeProvider;
-use reqwest::Method;
 use serde_json::json;
 
 /// A server whose HubSpot legacy endpoints point at the fake provider and
@@ -580,20 +579,14 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     // An access token with a control character is refused, clearly...
     fake.queue_access_token("at-\u{7}bell");
     expire_in(server.state.store.as_ref(), id, -10).await;
-    // Raw (the client's escape hatch): the whole text of the answer is
-    // searched for the token (a typed error keeps only the fields it knows).
-    let response = server
-        .anonymous()
-        .with_element(&token)
-        .request(Method::GET, &format!("/instances/{id}/credentials"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
-    let text = response.text().await.unwrap();
-    let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // The whole text of the answer (`ApiError::raw`, fields the typed
+    // error does not know too) is searched for the token.
+    let err = refused(credentials_of(&server, id, &token).await);
+    assert_eq!(err.status, 502);
+    let text = err.raw();
+    let body: serde_json::Value = serde_json::from_str(text).unwrap();
     assert_eq!(
-        err["message"],
+        body["message"],
         "provider sent an invalid token response: the access token contains control characters"
     );
     assert!(!text.contains("bell"), "{text}");

@@ -10,6 +10,13 @@
 //! Elements' JSON error body and the request id. The proxy routes are an
 //! escape hatch returning the raw [`reqwest::Response`].
 //!
+//! A typed call is `Ok` only on its route's documented success status (201
+//! for `POST` webhooks and connect sessions, 202 for a redelivery, 204 for a
+//! webhook delete, 200 elsewhere); another 2xx is
+//! [`Error::UnexpectedStatus`]. A refusal keeps its status even when its body
+//! cannot be read ([`ApiError::read_error`]), and its whole body as text
+//! ([`ApiError::raw`], [`Error::body_text`]).
+//!
 //! Credentials are set per client and never printed: [`Client::with_account`]
 //! (`Authorization: User <secret>, Organization <secret>`),
 //! [`Client::with_element`] (`Element <token>`), or both.
@@ -274,13 +281,16 @@ impl Client {
         self.authorize(self.http.request(method, url))
     }
 
-    async fn send(&self, builder: RequestBuilder) -> Result<reqwest::Response, Error> {
+    /// Sends, and answers the response when its status is `expected` (the
+    /// route's documented success status); another success status is
+    /// [`Error::UnexpectedStatus`], a 4xx or 5xx an [`Error::Api`].
+    async fn send(
+        &self,
+        builder: RequestBuilder,
+        expected: StatusCode,
+    ) -> Result<reqwest::Response, Error> {
         let response = builder.send().await?;
-        if response.status().is_success() {
-            Ok(response)
-        } else {
-            Err(error::from_response(response).await)
-        }
+        check_status(response, expected).await
     }
 
     async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, Error> {
@@ -294,16 +304,28 @@ impl Client {
         })
     }
 
+    /// A JSON answer of a route whose success is 200.
     async fn json<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, Error> {
-        Self::decode(self.send(builder).await?).await
+        self.json_as(builder, StatusCode::OK).await
     }
 
-    async fn empty(&self, builder: RequestBuilder) -> Result<(), Error> {
-        self.send(builder).await.map(drop)
+    /// A JSON answer of a route whose success is `expected`.
+    async fn json_as<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+        expected: StatusCode,
+    ) -> Result<T, Error> {
+        Self::decode(self.send(builder, expected).await?).await
+    }
+
+    /// An answer whose body does not matter, of a route whose success is
+    /// `expected`.
+    async fn empty(&self, builder: RequestBuilder, expected: StatusCode) -> Result<(), Error> {
+        self.send(builder, expected).await.map(drop)
     }
 
     async fn page<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<Page<T>, Error> {
-        let response = self.send(builder).await?;
+        let response = self.send(builder, StatusCode::OK).await?;
         let headers = response.headers().clone();
         Ok(Page {
             items: Self::decode(response).await?,
@@ -431,8 +453,11 @@ impl Client {
     /// `DELETE /elements/{keyOrId}`: deletes one of the organization's own
     /// elements (409 while instances use it).
     pub async fn delete_element(&self, key_or_id: &str) -> Result<(), Error> {
-        self.empty(self.at(Method::DELETE, self.api_url(&["elements", key_or_id])))
-            .await
+        self.empty(
+            self.at(Method::DELETE, self.api_url(&["elements", key_or_id])),
+            StatusCode::OK,
+        )
+        .await
     }
 
     /// `PUT /elements/{keyOrId}/active`: re-activates an element for the
@@ -471,7 +496,11 @@ impl Client {
     /// `GET /elements/{keyOrId}/export`: the element's TOML file.
     pub async fn export_element(&self, key_or_id: &str) -> Result<String, Error> {
         let url = self.api_url(&["elements", key_or_id, "export"]);
-        Ok(self.send(self.at(Method::GET, url)).await?.text().await?)
+        Ok(self
+            .send(self.at(Method::GET, url), StatusCode::OK)
+            .await?
+            .text()
+            .await?)
     }
 
     // ----------------------------------------------------------- instances
@@ -584,8 +613,11 @@ impl Client {
 
     /// `DELETE /instances/{id}` (its token stops working).
     pub async fn delete_instance(&self, id: i64) -> Result<(), Error> {
-        self.empty(self.at(Method::DELETE, self.instance_url(id, &[])))
-            .await
+        self.empty(
+            self.at(Method::DELETE, self.instance_url(id, &[])),
+            StatusCode::OK,
+        )
+        .await
     }
 
     /// `PUT /instances/{id}/enabled`.
@@ -682,8 +714,11 @@ impl Client {
 
     /// `DELETE /instances`: deletes the instance of the `Element` token.
     pub async fn delete_own_instance(&self) -> Result<(), Error> {
-        self.empty(self.at(Method::DELETE, self.api_url(&["instances"])))
-            .await
+        self.empty(
+            self.at(Method::DELETE, self.api_url(&["instances"])),
+            StatusCode::OK,
+        )
+        .await
     }
 
     // ------------------------------------------------------- organizations
@@ -740,15 +775,19 @@ impl Client {
     /// the `whsec_` signing secret, once.
     pub async fn create_webhook(&self, body: &CreateWebhook) -> Result<Webhook, Error> {
         let url = self.api_url(&["organizations", "me", "webhooks"]);
-        self.json(Self::with_body(self.at(Method::POST, url), body))
-            .await
+        self.json_as(
+            Self::with_body(self.at(Method::POST, url), body),
+            StatusCode::CREATED,
+        )
+        .await
     }
 
     /// `DELETE /organizations/me/webhooks/{id}`.
     pub async fn delete_webhook(&self, id: i64) -> Result<(), Error> {
         let id = id.to_string();
         let url = self.api_url(&["organizations", "me", "webhooks", &id]);
-        self.empty(self.at(Method::DELETE, url)).await
+        self.empty(self.at(Method::DELETE, url), StatusCode::NO_CONTENT)
+            .await
     }
 
     /// `GET /organizations/me/events?limit=`: the newest events (1 to 500;
@@ -766,7 +805,8 @@ impl Client {
     /// again to every webhook it went to.
     pub async fn redeliver_event(&self, id: &str) -> Result<Redelivery, Error> {
         let url = self.api_url(&["organizations", "me", "events", id, "redeliver"]);
-        self.json(self.at(Method::POST, url)).await
+        self.json_as(self.at(Method::POST, url), StatusCode::ACCEPTED)
+            .await
     }
 
     // ------------------------------------------------------------- connect
@@ -778,8 +818,11 @@ impl Client {
         body: &CreateConnectSession,
     ) -> Result<ConnectSession, Error> {
         let url = self.api_url(&["connect", "sessions"]);
-        self.json(Self::with_body(self.at(Method::POST, url), body))
-            .await
+        self.json_as(
+            Self::with_body(self.at(Method::POST, url), body),
+            StatusCode::CREATED,
+        )
+        .await
     }
 
     // --------------------------------------------------------------- proxy
@@ -843,7 +886,11 @@ impl Client {
         let response = self.http.get(self.url_at("/readyz")).send().await?;
         match response.status() {
             StatusCode::OK | StatusCode::SERVICE_UNAVAILABLE => Self::decode(response).await,
-            _ => Err(error::from_response(response).await),
+            // Neither 200 nor 503: an unexpected success or a refusal.
+            _ => match check_status(response, StatusCode::OK).await {
+                Ok(response) => Self::decode(response).await,
+                Err(e) => Err(e),
+            },
         }
     }
 
@@ -852,7 +899,7 @@ impl Client {
     /// address).
     pub async fn metrics(&self) -> Result<String, Error> {
         Ok(self
-            .send(self.http.get(self.url_at("/metrics")))
+            .send(self.http.get(self.url_at("/metrics")), StatusCode::OK)
             .await?
             .text()
             .await?)
@@ -926,6 +973,26 @@ impl Client {
         url.query_pairs_mut().append_pair("verify", "false");
         self.json(Self::with_body(self.at(Method::POST, url), body))
             .await
+    }
+}
+
+/// `response` when its status is `expected`; otherwise
+/// [`Error::UnexpectedStatus`] (another success status) or [`Error::Api`].
+async fn check_status(
+    response: reqwest::Response,
+    expected: StatusCode,
+) -> Result<reqwest::Response, Error> {
+    let got = response.status();
+    if got == expected {
+        Ok(response)
+    } else if got.is_success() {
+        Err(Error::UnexpectedStatus {
+            expected,
+            got,
+            request_id: header(response.headers(), "x-request-id"),
+        })
+    } else {
+        Err(error::from_response(response).await)
     }
 }
 
@@ -1046,6 +1113,124 @@ mod tests {
         let err = bad.request(Method::GET, "/x").build().unwrap_err();
         assert!(!format!("{err:?} {err}").contains("Evil"));
     }
+    /// A one-connection HTTP server on loopback that answers every request
+    /// with `answer` (bytes as written) and closes; its base URL.
+    async fn answering(answer: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_refusal_whose_body_breaks_keeps_its_status() {
+        // 503 promising 100 bytes, sending 9, then closing.
+        let base = answering(
+            "HTTP/1.1 503 Service Unavailable\r\nx-request-id: req-9\r\n\
+             content-length: 100\r\ncontent-type: application/json\r\n\r\n{\"message",
+        )
+        .await;
+        let err = Client::new(base).unwrap().instance(1).await.unwrap_err();
+        assert_eq!(
+            err.status(),
+            Some(StatusCode::SERVICE_UNAVAILABLE),
+            "{err:?}"
+        );
+        let api = err.api().expect("a refusal, not a transport error");
+        assert_eq!(api.request_id.as_deref(), Some("req-9"));
+        assert!(api.read_error.is_some(), "{api:?}");
+        assert_eq!(api.body, None);
+    }
+
+    #[tokio::test]
+    async fn another_success_status_than_documented_is_an_error() {
+        // A webhook create answered 200 instead of 201.
+        let base =
+            answering("HTTP/1.1 200 OK\r\nx-request-id: req-7\r\ncontent-length: 2\r\n\r\n{}")
+                .await;
+        let client = Client::new(&base).unwrap();
+        let err = client
+            .create_webhook(&CreateWebhook::new("https://h/hook"))
+            .await
+            .unwrap_err();
+        match &err {
+            Error::UnexpectedStatus {
+                expected,
+                got,
+                request_id,
+            } => {
+                assert_eq!(*expected, StatusCode::CREATED);
+                assert_eq!(*got, StatusCode::OK);
+                assert_eq!(request_id.as_deref(), Some("req-7"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // And a 201 where 200 is documented (the instance create).
+        let base = answering("HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}").await;
+        let err = Client::new(&base)
+            .unwrap()
+            .create_instance(&CreateInstance::new("hubspot", "x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnexpectedStatus {
+                    expected: StatusCode::OK,
+                    got: StatusCode::CREATED,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // 204 for the webhook delete, 202 for redeliver: taken.
+        let base = answering("HTTP/1.1 204 No Content\r\n\r\n").await;
+        Client::new(&base).unwrap().delete_webhook(3).await.unwrap();
+        let base = answering("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+        let err = Client::new(&base)
+            .unwrap()
+            .delete_webhook(3)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::OK));
+        assert!(matches!(
+            err,
+            Error::UnexpectedStatus {
+                expected: StatusCode::NO_CONTENT,
+                ..
+            }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_keeps_its_whole_body_as_text() {
+        let base = answering(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+             content-length: 45\r\n\r\n{\"requestId\":\"r\",\"message\":\"m\",\"hint\":\"zz-1\"}",
+        )
+        .await;
+        let err = Client::new(&base).unwrap().elements().await.unwrap_err();
+        assert_eq!(err.api().unwrap().message(), "m");
+        assert_eq!(
+            err.body_text(),
+            Some(r#"{"requestId":"r","message":"m","hint":"zz-1"}"#)
+        );
+    }
+
     // ------------------------------------------ conva (wave 4) additions
 
     #[test]

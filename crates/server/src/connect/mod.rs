@@ -254,7 +254,7 @@ fn origin_of(url: &str) -> Option<String> {
     request_body(content = CreateSession, example = json!({"element": {"key": "github"}, "name": "Acme GitHub", "tags": ["acme"], "configuration": {"oauth.api.key": "<CLIENT ID>", "oauth.api.secret": "<CLIENT SECRET>", "oauth.scope": "repo"}, "redirectUrl": "https://app.example/connected", "endUser": "customer-42"})),
     responses(
         (status = 201, description = "The session: send the user to `url`", body = Object, example = json!({"token": "<SESSION TOKEN>", "url": "https://elements.example/elements/api-v2/connect/<SESSION TOKEN>", "expiresAt": "2026-01-01T00:15:00Z"})),
-        (status = 403, description = "The redirect URL is not on the organization's allow-list", body = crate::error::ErrorBody),
+        (status = 400, description = "The body is wrong (the field is named), required configuration is missing, or `redirectUrl` is not on the organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element", body = crate::error::ErrorBody),
         (status = 409, description = "The element is deactivated for the organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
@@ -611,7 +611,8 @@ fn render_page(
     ),
     responses(
         (status = 200, description = "The hosted page: the provider button or the credentials form", content_type = "text/html", body = String),
-        (status = 404, description = "No such session, or it expired or was used (an HTML page)", content_type = "text/html", body = String),
+        (status = 404, description = "No such session (an HTML page)", content_type = "text/html", body = String),
+        (status = 410, description = "The session expired or was already used (an HTML page)", content_type = "text/html", body = String),
     )
 )]
 async fn page(
@@ -662,7 +663,9 @@ fn authorization_request(
     ),
     responses(
         (status = 303, description = "To the provider's authorization URL"),
+        (status = 400, description = "The session's element is not connected through a sign-in, or its settings cannot build the authorization URL (an HTML page)", content_type = "text/html", body = String),
         (status = 404, description = "No such session (an HTML page)", content_type = "text/html", body = String),
+        (status = 410, description = "The session expired or was already used (an HTML page)", content_type = "text/html", body = String),
     )
 )]
 async fn authorize(
@@ -746,6 +749,7 @@ async fn authorize(
         (status = 303, description = "Back to the app's `redirectUrl` with `?instanceId=` or `?error=`"),
         (status = 400, description = "The form again, naming what is wrong", content_type = "text/html", body = String),
         (status = 404, description = "No such session (an HTML page)", content_type = "text/html", body = String),
+        (status = 410, description = "The session expired or was already used (an HTML page)", content_type = "text/html", body = String),
     )
 )]
 async fn submit(

@@ -239,6 +239,7 @@ impl Modify for Global {
                  clients send them; the instance must belong to the organization.",
             ),
         );
+        document_provider_data_extras(components);
         // The error answers every operation can give, unless its own
         // attribute already describes them.
         let error = |description: &str| {
@@ -344,6 +345,31 @@ impl Modify for Global {
             }
         }
     }
+}
+
+/// `ProviderData` is read with its other keys kept apart
+/// (`ProviderData::extra`, `#[serde(skip)]`, so the derived schema cannot
+/// show them): document them as `additionalProperties`.
+fn document_provider_data_extras(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType};
+    let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut("ProviderData") else {
+        return;
+    };
+    let extra = ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .description(Some(
+            "Any other key: a value the element declares, which `POST /instances` (and \
+         `POST /elements/{keyOrId}/instances`) stores in the instance's configuration: a value \
+         the provider added to the OAuth callback that the element captures \
+         (`[oauth] callback_capture`, e.g. QuickBooks' `realmId`), or a token-response field the \
+         element keeps (`[oauth.token_response] keep`, e.g. Salesforce's `instance_url`, read \
+         with `access_token`) for an app that ran the callback or the code exchange itself. \
+         Strings, numbers and booleans are taken as text; keys the element does not declare, \
+         and other values, are ignored, as are all other keys in `PUT`/`PATCH /instances/{id}`.",
+        ));
+    object.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::T(
+        Schema::Object(extra.build()),
+    ))));
 }
 
 /// The operations of a path item, mutably.
@@ -471,7 +497,9 @@ fn document_json() -> &'static str {
         (status = 200, description = "The provider's answer to its API root, unchanged"),
         (status = 403, description = "The instance is disabled", body = crate::error::ErrorBody),
         (status = 404, description = "No such instance", body = crate::error::ErrorBody),
+        (status = 409, description = "The instance's grant is dead", body = crate::error::ErrorBody),
         (status = 502, description = "The provider could not be reached", body = crate::error::ErrorBody),
+        (status = 504, description = "The provider did not answer in time", body = crate::error::ErrorBody),
     )
 )]
 #[allow(dead_code)]

@@ -215,7 +215,7 @@ pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest
     ),
     responses(
         (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
-        (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),
+        (status = 400, description = "A parameter is missing (`missing` lists every one) or wrong, or (for a caller that sends its organization's credentials) `callbackUrl` is not on the organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
         (status = 409, description = "The element is deactivated for the calling organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
     )
@@ -245,7 +245,7 @@ async fn oauth_url(
     request_body(content = HashMap<String, crate::openapi::OAuthUrlValue>, description = "The GET's query parameters as one JSON object (strings, numbers or booleans; null is left out)", example = json!({"apiKey": "123456789d-1234-12e4-bda9-12345b8bf20", "apiSecret": "123456", "scope": "contacts-rw offline", "callbackUrl": "http://demonstrab.ly"})),
     responses(
         (status = 200, description = "Where to send the user; PKCE elements also answer `codeVerifier` (never cached)", body = crate::wire::OAuthUrlResponse, example = crate::openapi::seed_oauth_url),
-        (status = 403, description = "The callback URL is not on the calling organization's allow-list", body = crate::error::ErrorBody),
+        (status = 400, description = "A parameter is missing (`missing` lists every one) or wrong, or (for a caller that sends its organization's credentials) `callbackUrl` is not on the organization's allow-list", body = crate::error::ErrorBody),
         (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
         (status = 409, description = "The element is deactivated for the calling organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
     )

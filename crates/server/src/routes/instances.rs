@@ -110,17 +110,17 @@ pub(crate) fn check_tags(tags: &[String]) -> Result<(), ApiError> {
     tag = "instances",
     security(("UserOrganization" = [])),
     params(
-        ("verify" = Option<bool>, Query, description = "`false` skips the element's `[verify]` request (default `true`)"),
+        ("verify" = Option<bool>, Query, description = "`false` skips the element's `[verify]` request; `true` (or leaving it out) keeps the deployment's setting (`verify_on_create`, on by default). Any other value is a 400"),
     ),
     request_body(content = crate::wire::CreateInstance, example = crate::openapi::seed_create_instance),
     responses(
         (status = 200, description = "The new instance, with its `token` (shown only here, never cached)", body = crate::wire::InstanceJson, example = crate::openapi::seed_instance),
-        (status = 403, description = "The callback URL is not on the organization's allow-list", body = crate::error::ErrorBody),
+        (status = 403, description = "The organization holds its maximum number of instances (`max_instances_per_organization`); delete one first", body = crate::error::ErrorBody),
         (status = 404, description = "No such element; the message suggests close keys", body = crate::error::ErrorBody),
-        (status = 409, description = "The organization holds its maximum number of instances", body = crate::error::ErrorBody),
+        (status = 409, description = "The element is deactivated for the organization (PUT /elements/{keyOrId}/active re-activates it)", body = crate::error::ErrorBody),
         (status = 413, description = "The body is larger than 64 KiB", body = crate::error::ErrorBody),
         (status = 415, description = "The body is not JSON", body = crate::error::ErrorBody),
-        (status = 400, description = "The body is wrong (the field is named), or the provider rejected the credential in the `[verify]` request", body = crate::error::ErrorBody),
+        (status = 400, description = "The body or `verify` is wrong (the field is named), required configuration is missing (`missing` lists every key), `oauth.callback.url` is not on the organization's allow-list, the provider refused the code, or the provider rejected the credential in the `[verify]` request", body = crate::error::ErrorBody),
         (status = 502, description = "The provider failed during the code exchange or the `[verify]` request", body = crate::error::ErrorBody),
     )
 )]

@@ -348,6 +348,7 @@ async fn create(
     request_body(content = Object, description = "The whole element, in the TOML format's fields"),
     responses(
         (status = 200, description = "The replaced element", body = crate::element_view::ElementView),
+        (status = 403, description = "The element is built in: only the organization's own elements can be replaced (POST /elements/{keyOrId}/clone makes one)", body = crate::error::ErrorBody),
         (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
         (status = 409, description = "The key would change while instances use it, or collides", body = crate::error::ErrorBody),
     )
@@ -421,6 +422,7 @@ async fn refuse_with_instances(
     ),
     responses(
         (status = 200, description = "Deleted"),
+        (status = 403, description = "The element is built in: only the organization's own elements can be deleted (DELETE /elements/{keyOrId}/active deactivates it)", body = crate::error::ErrorBody),
         (status = 404, description = "No such element for this organization", body = crate::error::ErrorBody),
         (status = 409, description = "Instances still use the element (the count is named)", body = crate::error::ErrorBody),
     )
