@@ -912,6 +912,83 @@ mod tests {
             .contains("unknown element `nope`"));
     }
 
+    /// A compiled layer of `files`, as a build script embeds it.
+    fn compiled(files: &[(&str, String)]) -> &'static [u8] {
+        let bytes =
+            RegistryBuilder::compile_layer(files.iter().map(|(n, t)| (*n, t.as_str()))).unwrap();
+        Box::leak(bytes.into_boxed_slice())
+    }
+
+    #[test]
+    fn a_compiled_layer_joins_later_layers_like_a_parsed_one() {
+        let base = compiled(&[
+            ("base/a.toml", file(1, "ant")),
+            ("base/b.toml", with_aliases(2, "bee", r#"["honeybee"]"#)),
+        ]);
+        // Lookups, listing and specs without decoding until asked.
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        let r = b.build().unwrap();
+        assert_eq!(r.get("honeybee").unwrap().key(), "bee");
+        assert_eq!(r.get("1").unwrap().key(), "ant");
+        let listed: Vec<_> = r.listing().map(|l| (l.id, l.key, l.name, l.hub)).collect();
+        assert_eq!(listed, [(1, "ant", "N", "h"), (2, "bee", "N", "h")]);
+        assert_eq!(r.get("ant").unwrap().spec().source.file, "base/a.toml");
+        assert_eq!(r.get("bee").unwrap().spec().aliases, ["honeybee"]);
+
+        // A later layer overrides by key.
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/a.toml", file(5, "ant"))]);
+        let r = b.build().unwrap();
+        assert_eq!(r.get("ant").unwrap().id(), 5);
+        assert_eq!(r.iter().map(|e| e.id()).collect::<Vec<_>>(), [2, 5]);
+
+        // Clashes name the compiled file and line as a parsed one would.
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/c.toml", file(1, "cat"))]);
+        let err = b.build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x/c.toml:1: field `id`: 1 is already declared in base/a.toml:1 (key `ant`)"
+        );
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/c.toml", with_aliases(3, "cat", r#"["ant"]"#))]);
+        assert_eq!(
+            b.build().unwrap_err().to_string(),
+            "x/c.toml:3: field `aliases`: \"ant\" is the key of the element in base/a.toml:2"
+        );
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/c.toml", with_aliases(3, "cat", r#"["honeybee"]"#))]);
+        assert_eq!(
+            b.build().unwrap_err().to_string(),
+            "x/c.toml:3: field `aliases`: \"honeybee\" is already an alias of `bee` (base/b.toml)"
+        );
+    }
+
+    #[test]
+    fn compiled_layers_are_refused_as_parsed_ones_and_bad_bytes_are_an_error() {
+        let err = RegistryBuilder::compile_layer([
+            ("a.toml", file(1, "ant")),
+            ("b.toml", file(2, "ant")),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.toml:2: field `key`: \"ant\" is already declared in a.toml:2"
+        );
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(b"\xff\xff\xff");
+        assert!(b
+            .build()
+            .unwrap_err()
+            .to_string()
+            .starts_with("<compiled catalog>: cannot decode the compiled catalog: "),);
+    }
+
     fn with_aliases(id: u64, key: &str, aliases: &str) -> String {
         file(id, key).replacen("name = ", &format!("aliases = {aliases}\nname = "), 1)
     }
