@@ -13,67 +13,59 @@ use crate::spec::CatalogError;
 
 /// The element used for catalog files that no crate claims: everything comes
 /// from the spec, and the [`Element`] defaults implement standard OAuth 2.0.
-///
-/// An element of a compiled layer keeps its spec encoded until first used
-/// (its key and id are known without it), so a process that serves a few
-/// elements of a large catalog decodes only those.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct GenericElement {
-    spec: OnceLock<ElementSpec>,
-    compiled: Option<Compiled>,
+    spec: ElementSpec,
 }
 
 impl GenericElement {
     /// Wraps a spec.
     pub(crate) fn new(spec: ElementSpec) -> Self {
-        GenericElement {
-            spec: OnceLock::from(spec),
-            compiled: None,
-        }
-    }
-
-    fn compiled(compiled: Compiled) -> Self {
-        GenericElement {
-            spec: OnceLock::new(),
-            compiled: Some(compiled),
-        }
+        GenericElement { spec }
     }
 }
 
-impl fmt::Debug for GenericElement {
+impl Element for GenericElement {
+    fn spec(&self) -> &ElementSpec {
+        &self.spec
+    }
+}
+
+/// The generic element of a compiled layer: its spec stays encoded until
+/// first used (its key and id are known without it), so a process that
+/// serves a few elements of a large catalog decodes only those, and an
+/// element never used costs its index entry, not a spec.
+struct CompiledElement {
+    compiled: Compiled,
+    spec: OnceLock<Box<ElementSpec>>,
+}
+
+impl fmt::Debug for CompiledElement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As the generic element of a parsed file prints: the same element.
         f.debug_struct("GenericElement")
             .field("spec", self.spec())
             .finish()
     }
 }
 
-impl Element for GenericElement {
+impl Element for CompiledElement {
     fn spec(&self) -> &ElementSpec {
-        self.spec.get_or_init(|| match &self.compiled {
-            Some(compiled) => compiled.decode().unwrap_or_else(|e| {
-                // The bytes were encoded by this same code from a checked
-                // spec (`RegistryBuilder::compile_layer`), their bounds were
-                // checked by `add_compiled_layer`, and elements-catalog's
-                // tests decode every built-in body: this cannot happen.
-                panic!("{e}")
-            }),
-            None => unreachable!("a generic element has a spec or a compiled one"),
+        self.spec.get_or_init(|| {
+            // The bytes were encoded by this same code from a checked spec
+            // (`RegistryBuilder::compile_layer`), their bounds were checked
+            // by `add_compiled_layer`, and elements-catalog's tests decode
+            // every built-in body: this cannot fail.
+            Box::new(self.compiled.decode().unwrap_or_else(|e| panic!("{e}")))
         })
     }
 
     fn key(&self) -> &str {
-        match &self.compiled {
-            Some(compiled) => compiled.meta.key,
-            None => &self.spec().key,
-        }
+        self.compiled.meta.key
     }
 
     fn id(&self) -> u64 {
-        match &self.compiled {
-            Some(compiled) => compiled.meta.id,
-            None => self.spec().id,
-        }
+        self.compiled.meta.id
     }
 }
 
@@ -104,8 +96,11 @@ impl Compiled {
     }
 }
 
-/// An element of a builder: parsed from a file, or still encoded.
+/// An element of a builder: parsed from a file, or still encoded. (Only
+/// the builder holds entries; boxing the spec would cost an allocation per
+/// parsed file.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Entry {
     Parsed(ElementSpec),
     Compiled(Compiled),
@@ -646,7 +641,10 @@ impl RegistryBuilder {
                 }
                 (_, Entry::Compiled(compiled)) => {
                     listed.push(Some(compiled.listing()));
-                    Arc::new(GenericElement::compiled(compiled))
+                    Arc::new(CompiledElement {
+                        compiled,
+                        spec: OnceLock::new(),
+                    })
                 }
             };
             elements.push(element);
