@@ -10,9 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use super::{
-    Authentication, ConfigEntry, ElementSpec, OAuthSpec, ProxySpec, ResourceSpec, Source,
-    VerifySpec,
+    Authentication, ClientAuth, ConfigEntry, ElementSpec, OAuthSpec, ProxySpec, ResourceSpec,
+    Source, TokenRequestFormat, TokenResponseSpec, VerifySpec,
 };
 use crate::credential::{CredentialSpec, OAuth1Spec};
 
@@ -95,8 +97,8 @@ pub(crate) fn decode_body(bytes: &[u8]) -> Result<ElementSpec, postcard::Error> 
 }
 
 /// [`ElementSpec`] as postcard sees it: every field, in order. (The spec has
-/// no serde form of its own, and [`ConfigEntry`]'s is the JSON wire shape,
-/// which skips empty fields.)
+/// no serde form of its own, [`OAuthSpec`] only TOML's, and [`ConfigEntry`]'s
+/// is the JSON wire shape, which skips empty fields.)
 #[derive(Serialize, Deserialize)]
 struct Repr {
     id: u64,
@@ -111,7 +113,7 @@ struct Repr {
     config_description: String,
     hub: String,
     authentication: Authentication,
-    oauth: Option<OAuthSpec>,
+    oauth: Option<OAuthRepr>,
     configuration: Vec<ConfigRepr>,
     api_base_url: Option<String>,
     aliases: Vec<String>,
@@ -124,6 +126,31 @@ struct Repr {
     resources: Vec<ResourceSpec>,
     proxy: Option<ProxySpec>,
     verify: Option<VerifySpec>,
+}
+
+/// [`OAuthSpec`] as postcard sees it (its serde form is TOML's only).
+#[derive(Serialize, Deserialize)]
+struct OAuthRepr {
+    authorization_url: String,
+    token_url: String,
+    refresh_url: Option<String>,
+    scope_separator: String,
+    scope_param: String,
+    pkce: bool,
+    state_required: bool,
+    client_auth: ClientAuth,
+    default_scope: Option<String>,
+    authorization_params: BTreeMap<String, String>,
+    token_params: BTreeMap<String, String>,
+    token_response: TokenResponseSpec,
+    endpoints: BTreeMap<String, String>,
+    response_type: String,
+    authorization_param_names: BTreeMap<String, String>,
+    omit_authorization_params: Vec<String>,
+    fixed_scope: Option<String>,
+    token_request_format: TokenRequestFormat,
+    revocation_url: Option<String>,
+    callback_capture: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -186,7 +213,7 @@ impl From<&ElementSpec> for Repr {
             config_description,
             hub,
             authentication,
-            oauth,
+            oauth: oauth.map(OAuthRepr::from),
             configuration: configuration.into_iter().map(ConfigRepr::from).collect(),
             api_base_url,
             aliases,
@@ -218,7 +245,7 @@ impl From<Repr> for ElementSpec {
             config_description: r.config_description,
             hub: r.hub,
             authentication: r.authentication,
-            oauth: r.oauth,
+            oauth: r.oauth.map(OAuthSpec::from),
             configuration: r.configuration.into_iter().map(ConfigEntry::from).collect(),
             api_base_url: r.api_base_url,
             aliases: r.aliases,
@@ -233,6 +260,82 @@ impl From<Repr> for ElementSpec {
             resources: r.resources,
             proxy: r.proxy,
             verify: r.verify,
+        }
+    }
+}
+
+impl From<OAuthSpec> for OAuthRepr {
+    fn from(o: OAuthSpec) -> Self {
+        let OAuthSpec {
+            authorization_url,
+            token_url,
+            refresh_url,
+            scope_separator,
+            scope_param,
+            pkce,
+            state_required,
+            client_auth,
+            default_scope,
+            authorization_params,
+            token_params,
+            token_response,
+            endpoints,
+            response_type,
+            authorization_param_names,
+            omit_authorization_params,
+            fixed_scope,
+            token_request_format,
+            revocation_url,
+            callback_capture,
+        } = o;
+        OAuthRepr {
+            authorization_url,
+            token_url,
+            refresh_url,
+            scope_separator,
+            scope_param,
+            pkce,
+            state_required,
+            client_auth,
+            default_scope,
+            authorization_params,
+            token_params,
+            token_response,
+            endpoints,
+            response_type,
+            authorization_param_names,
+            omit_authorization_params,
+            fixed_scope,
+            token_request_format,
+            revocation_url,
+            callback_capture,
+        }
+    }
+}
+
+impl From<OAuthRepr> for OAuthSpec {
+    fn from(r: OAuthRepr) -> Self {
+        OAuthSpec {
+            authorization_url: r.authorization_url,
+            token_url: r.token_url,
+            refresh_url: r.refresh_url,
+            scope_separator: r.scope_separator,
+            scope_param: r.scope_param,
+            pkce: r.pkce,
+            state_required: r.state_required,
+            client_auth: r.client_auth,
+            default_scope: r.default_scope,
+            authorization_params: r.authorization_params,
+            token_params: r.token_params,
+            token_response: r.token_response,
+            endpoints: r.endpoints,
+            response_type: r.response_type,
+            authorization_param_names: r.authorization_param_names,
+            omit_authorization_params: r.omit_authorization_params,
+            fixed_scope: r.fixed_scope,
+            token_request_format: r.token_request_format,
+            revocation_url: r.revocation_url,
+            callback_capture: r.callback_capture,
         }
     }
 }

@@ -77,7 +77,7 @@ pub enum ClientAuth {
 /// entry's `default_value`. A placeholder in the host must be a whole label
 /// in front of two literal labels (`https://{subdomain}.zendesk.com`) and its
 /// value one DNS label; elsewhere in a URL the value is percent-encoded.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[cfg_attr(feature = "schema", derive(JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OAuthSpec {
