@@ -726,16 +726,16 @@ fn list(registry: &Registry, json: bool) -> anyhow::Result<ExitCode> {
         "{:>6}  {:<24}  {:<14}  {:<8}  NAME",
         "ID", "KEY", "HUB", "AUTH"
     )?;
-    for element in registry.iter() {
-        let spec = element.spec();
+    // The listing, not the specs: built-in specs stay encoded.
+    for element in registry.listing() {
         writeln!(
             out,
             "{:>6}  {:<24}  {:<14}  {:<8}  {}",
-            spec.id,
-            spec.key,
-            spec.hub,
-            spec.authentication.as_str(),
-            spec.name
+            element.id,
+            element.key,
+            element.hub,
+            element.authentication.as_str(),
+            element.name
         )?;
     }
     out.flush()?;

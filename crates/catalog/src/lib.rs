@@ -1,7 +1,11 @@
 //! The built-in catalog and the built-in element crates.
 //!
 //! Every `elements/*.toml` of the workspace is embedded at build time, so the
-//! `elements` binary works from any directory. This crate also *names* every
+//! `elements` binary works from any directory: the text ([`BUILTIN`]) and the
+//! catalog parsed and checked by the build script (a file `elements check`
+//! would refuse fails the build), in the compact form of
+//! [`RegistryBuilder::compile_layer`], so start-up parses no TOML for the
+//! built-in elements and decodes each one's spec only when it is first used. This crate also *names* every
 //! built-in element crate: a crate that is a dependency but never named in
 //! code is not linked, and its `inventory::submit!` registration silently
 //! disappears. Binaries and tests depend on this crate and get them all.
@@ -20,10 +24,13 @@ use elements_hubspot as _;
 /// The embedded catalog files: (`elements/<file>.toml`, contents), by name.
 pub static BUILTIN: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
+/// The built-in catalog as parsed and checked at build time.
+static COMPILED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtin.bin"));
+
 /// A builder holding the built-in catalog as its first layer.
 pub fn builder() -> RegistryBuilder {
     let mut builder = RegistryBuilder::new();
-    builder.add_layer(BUILTIN.iter().copied());
+    builder.add_compiled_layer(COMPILED);
     builder
 }
 
@@ -144,9 +151,78 @@ pub fn load_with<'a>(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn builtin_catalog_loads_with_hubspot() {
         let registry = super::builtin().unwrap();
         assert_eq!(registry.get("hubspot").map(|e| e.id()), Some(43));
+    }
+
+    #[test]
+    fn the_compiled_catalog_is_the_embedded_files_parsed() {
+        let compiled = builtin().unwrap();
+        let mut parsed = RegistryBuilder::new();
+        parsed.add_layer(BUILTIN.iter().copied());
+        let parsed = parsed.build().unwrap();
+        assert_eq!(compiled.len(), BUILTIN.len());
+        assert_eq!(compiled.len(), parsed.len());
+        assert!(compiled.listing().eq(parsed.listing()));
+        for (c, p) in compiled.iter().zip(parsed.iter()) {
+            assert_eq!((c.key(), c.id()), (p.key(), p.id()));
+            assert_eq!(c.spec(), p.spec(), "{}", p.key());
+            assert_eq!(format!("{c:?}"), format!("{p:?}"));
+        }
+        // Lookups by alias reach the same elements.
+        for p in parsed.iter() {
+            for alias in &p.spec().aliases {
+                assert_eq!(compiled.get(alias).unwrap().key(), p.key());
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_apply_to_compiled_elements() {
+        let registry = load_with(
+            &[],
+            [(
+                "hubspot",
+                OAuthOverride {
+                    token_url: Some("http://127.0.0.1:1/token".into()),
+                    ..Default::default()
+                },
+            )],
+            [("hubspot", "http://127.0.0.1:2/api")],
+        )
+        .unwrap();
+        let spec = registry.get("hubspot").unwrap().spec();
+        assert_eq!(
+            spec.oauth.as_ref().unwrap().token_url,
+            "http://127.0.0.1:1/token"
+        );
+        assert_eq!(spec.api_base_url.as_deref(), Some("http://127.0.0.1:2/api"));
+        // A generic (compiled) element too, and an unknown key is refused.
+        let generic = builtin()
+            .unwrap()
+            .iter()
+            .find(|e| e.spec().oauth.is_some() && e.key() != "hubspot")
+            .unwrap()
+            .key()
+            .to_owned();
+        let registry = load_with(&[], [], [(generic.as_str(), "http://127.0.0.1:3/api")]).unwrap();
+        assert_eq!(
+            registry
+                .get(&generic)
+                .unwrap()
+                .spec()
+                .api_base_url
+                .as_deref(),
+            Some("http://127.0.0.1:3/api")
+        );
+        let err = load_with(&[], [], [("no-such-element", "http://127.0.0.1:3/api")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "configuration: api_base_url override for unknown element `no-such-element`"
+        );
     }
 }

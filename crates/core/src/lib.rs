@@ -114,7 +114,7 @@ pub use oauth::{
     lenient_seconds, CodeExchange, OAuthError, OAuthUrl, OAuthUrlRequest, ProviderError,
     ProviderRequest, ProviderResponse, RefreshRequest, TokenSet, Transport, TransportError,
 };
-pub use registry::{CatalogErrors, OAuthOverride, Registry, RegistryBuilder};
+pub use registry::{CatalogErrors, Listing, OAuthOverride, Registry, RegistryBuilder};
 pub use secret::Secret;
 #[cfg(feature = "schema")]
 pub use spec::json_schema;

@@ -2,12 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 
 use crate::element::{Element, ElementFactory};
-use crate::spec::{line_of_field, ElementSpec, OAuthSpec, Source};
+use crate::spec::{compact, line_of_field, Authentication, ElementSpec, OAuthSpec, Source};
 
 use crate::spec::CatalogError;
 
@@ -28,6 +28,172 @@ impl GenericElement {
 impl Element for GenericElement {
     fn spec(&self) -> &ElementSpec {
         &self.spec
+    }
+}
+
+/// The generic element of a compiled layer: its spec stays encoded until
+/// first used (its key and id are known without it), so a process that
+/// serves a few elements of a large catalog decodes only those, and an
+/// element never used costs its index entry, not a spec.
+struct CompiledElement {
+    compiled: Compiled,
+    spec: OnceLock<Box<ElementSpec>>,
+}
+
+impl fmt::Debug for CompiledElement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // As the generic element of a parsed file prints: the same element.
+        f.debug_struct("GenericElement")
+            .field("spec", self.spec())
+            .finish()
+    }
+}
+
+impl Element for CompiledElement {
+    fn spec(&self) -> &ElementSpec {
+        self.spec.get_or_init(|| {
+            // The bytes were encoded by this same code from a checked spec
+            // (`RegistryBuilder::compile_layer`), their bounds were checked
+            // by `add_compiled_layer`, and elements-catalog's tests decode
+            // every built-in body: this cannot fail.
+            Box::new(self.compiled.decode().unwrap_or_else(|e| panic!("{e}")))
+        })
+    }
+
+    fn key(&self) -> &str {
+        self.compiled.meta.key
+    }
+
+    fn id(&self) -> u64 {
+        self.compiled.meta.id
+    }
+}
+
+/// One element of a compiled layer: its index entry and its encoded spec.
+#[derive(Debug, Clone)]
+struct Compiled {
+    meta: compact::IndexEntry<'static>,
+    body: &'static [u8],
+}
+
+impl Compiled {
+    fn decode(&self) -> Result<ElementSpec, CatalogError> {
+        compact::decode_body(self.body).map_err(|e| CatalogError {
+            file: self.meta.file.to_owned(),
+            line: None,
+            message: format!("the compiled catalog entry does not decode: {e}"),
+        })
+    }
+
+    fn listing(&self) -> Listing<'static> {
+        Listing {
+            id: self.meta.id,
+            key: self.meta.key,
+            name: self.meta.name,
+            hub: self.meta.hub,
+            authentication: self.meta.authentication,
+        }
+    }
+}
+
+/// An element of a builder: parsed from a file, or still encoded. (Only
+/// the builder holds entries; boxing the spec would cost an allocation per
+/// parsed file.)
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Entry {
+    Parsed(ElementSpec),
+    Compiled(Compiled),
+}
+
+impl Entry {
+    fn id(&self) -> u64 {
+        match self {
+            Entry::Parsed(spec) => spec.id,
+            Entry::Compiled(c) => c.meta.id,
+        }
+    }
+
+    fn key(&self) -> &str {
+        match self {
+            Entry::Parsed(spec) => &spec.key,
+            Entry::Compiled(c) => c.meta.key,
+        }
+    }
+
+    fn file(&self) -> &str {
+        match self {
+            Entry::Parsed(spec) => &spec.source.file,
+            Entry::Compiled(c) => c.meta.file,
+        }
+    }
+
+    fn id_line(&self) -> usize {
+        match self {
+            Entry::Parsed(spec) => spec.source.id_line,
+            Entry::Compiled(c) => c.meta.id_line,
+        }
+    }
+
+    fn key_line(&self) -> usize {
+        match self {
+            Entry::Parsed(spec) => spec.source.key_line,
+            Entry::Compiled(c) => c.meta.key_line,
+        }
+    }
+
+    fn aliases_line(&self) -> usize {
+        match self {
+            Entry::Parsed(spec) => spec.source.aliases_line,
+            Entry::Compiled(c) => c.meta.aliases_line,
+        }
+    }
+
+    fn aliases(&self) -> Vec<&str> {
+        match self {
+            Entry::Parsed(spec) => spec.aliases.iter().map(String::as_str).collect(),
+            Entry::Compiled(c) => c.meta.aliases.clone(),
+        }
+    }
+
+    /// The spec, decoded first if need be (to be changed by an override or
+    /// given to an element crate).
+    fn parsed(&mut self) -> Result<&mut ElementSpec, CatalogError> {
+        if let Entry::Compiled(c) = self {
+            *self = Entry::Parsed(c.decode()?);
+        }
+        match self {
+            Entry::Parsed(spec) => Ok(spec),
+            Entry::Compiled(_) => unreachable!("decoded above"),
+        }
+    }
+}
+
+/// What a listing of the catalog prints of an element (`elements list`),
+/// known without decoding the spec of a compiled element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing<'a> {
+    /// The element's id.
+    pub id: u64,
+    /// Its key.
+    pub key: &'a str,
+    /// Its display name.
+    pub name: &'a str,
+    /// Its hub.
+    pub hub: &'a str,
+    /// How it authenticates.
+    pub authentication: Authentication,
+}
+
+impl<'a> Listing<'a> {
+    fn of(spec: &'a ElementSpec) -> Self {
+        Listing {
+            id: spec.id,
+            key: &spec.key,
+            name: &spec.name,
+            hub: &spec.hub,
+            authentication: spec.authentication,
+        }
     }
 }
 
@@ -107,7 +273,7 @@ pub struct OAuthOverride {
 /// each `--elements-dir`). Within a layer, keys and ids must be unique.
 #[derive(Debug, Default)]
 pub struct RegistryBuilder {
-    specs: BTreeMap<String, ElementSpec>,
+    specs: BTreeMap<String, Entry>,
     errors: Vec<CatalogError>,
     overrides: Vec<(String, OAuthOverride)>,
     /// `api_base_url` overrides by key (credential kinds).
@@ -172,14 +338,98 @@ impl RegistryBuilder {
                 });
                 continue;
             }
-            let unsupported = unsupported_fields(&spec, text);
+            let unsupported = unsupported_fields(&spec, Some(text));
             if !unsupported.is_empty() {
                 self.errors.extend(unsupported);
                 continue;
             }
             layer_keys.insert(spec.key.clone(), spec.source.clone());
             layer_ids.insert(spec.id, spec.source.clone());
-            self.specs.insert(spec.key.clone(), spec);
+            self.specs.insert(spec.key.clone(), Entry::Parsed(spec));
+        }
+        self
+    }
+
+    /// Parses and checks one layer of catalog files exactly as
+    /// [`RegistryBuilder::add_layer`] and [`RegistryBuilder::build`] do
+    /// (against the element crates linked into the calling program), and
+    /// returns its compact form for [`RegistryBuilder::add_compiled_layer`]:
+    /// what a build script embeds so that start-up parses no TOML. The form
+    /// belongs to this version of the crate; it is not a storage format.
+    ///
+    /// ```
+    /// use elements_core::RegistryBuilder;
+    ///
+    /// let toml = "id = 9006\nkey = \"gitlab\"\nname = \"GitLab\"\ndescription = \"d\"\n\
+    ///             image = \"i\"\nhub = \"general\"\nauthentication = \"apikey\"\n\
+    ///             existing_account_description = \"e\"\nconfig_description = \"c\"\n";
+    /// let bytes: &'static [u8] =
+    ///     Box::leak(RegistryBuilder::compile_layer([("gitlab.toml", toml)]).unwrap().into());
+    /// let mut builder = RegistryBuilder::new();
+    /// builder.add_compiled_layer(bytes);
+    /// let registry = builder.build().unwrap();
+    /// assert_eq!(registry.get("gitlab").unwrap().spec().name, "GitLab");
+    ///
+    /// // A file the registry would refuse is refused here, with the same errors.
+    /// let err = RegistryBuilder::compile_layer([("bad.toml", "id = 0\nkey = \"x\"")]).unwrap_err();
+    /// assert_eq!(err.to_string(), "bad.toml:1: missing field `name`");
+    /// ```
+    pub fn compile_layer<N, T>(
+        files: impl IntoIterator<Item = (N, T)>,
+    ) -> Result<Vec<u8>, CatalogErrors>
+    where
+        N: AsRef<str>,
+        T: AsRef<str>,
+    {
+        let mut builder = RegistryBuilder::new();
+        builder.add_layer(files);
+        let registry = builder.build()?;
+        Ok(compact::encode(registry.iter().map(|e| e.spec())))
+    }
+
+    /// Adds one layer compiled by [`RegistryBuilder::compile_layer`]. Its
+    /// files were checked then, so nothing is parsed here: each element's
+    /// spec stays encoded until the element is first used (an override or an
+    /// element crate for its key decodes it at once).
+    pub fn add_compiled_layer(&mut self, bytes: &'static [u8]) -> &mut Self {
+        let layer = match compact::Layer::decode(bytes) {
+            Ok(layer) => layer,
+            Err(e) => {
+                self.errors.push(CatalogError {
+                    file: "<compiled catalog>".into(),
+                    line: None,
+                    message: format!("cannot decode the compiled catalog: {e}"),
+                });
+                return self;
+            }
+        };
+        for meta in &layer.entries {
+            let body = layer.body(meta);
+            let mut entry = Entry::Compiled(Compiled {
+                meta: meta.clone(),
+                body,
+            });
+            // An element crate linked here but not where the layer was
+            // compiled: check the fields it does not support now.
+            let has_factory = inventory::iter::<ElementFactory>
+                .into_iter()
+                .any(|f| f.key == meta.key);
+            if has_factory {
+                match entry.parsed() {
+                    Ok(spec) => {
+                        let unsupported = unsupported_fields(spec, None);
+                        if !unsupported.is_empty() {
+                            self.errors.extend(unsupported);
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        self.errors.push(e);
+                        continue;
+                    }
+                }
+            }
+            self.specs.insert(meta.key.to_owned(), entry);
         }
         self
     }
@@ -214,8 +464,9 @@ impl RegistryBuilder {
         for (key, url) in api_base_urls {
             let absolute = url::Url::parse(&url)
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
-            match specs.get_mut(&key) {
-                Some(spec) if absolute => spec.api_base_url = Some(url),
+            match specs.get_mut(&key).map(Entry::parsed) {
+                Some(Ok(spec)) if absolute => spec.api_base_url = Some(url),
+                Some(Err(e)) => errors.push(e),
                 found => errors.push(CatalogError {
                     file: "configuration".into(),
                     line: None,
@@ -230,13 +481,20 @@ impl RegistryBuilder {
         }
 
         for (key, o) in overrides {
-            let Some(spec) = specs.get_mut(&key) else {
-                errors.push(CatalogError {
-                    file: "configuration".into(),
-                    line: None,
-                    message: format!("endpoint override for unknown element `{key}`"),
-                });
-                continue;
+            let spec = match specs.get_mut(&key).map(Entry::parsed) {
+                Some(Ok(spec)) => spec,
+                Some(Err(e)) => {
+                    errors.push(e);
+                    continue;
+                }
+                None => {
+                    errors.push(CatalogError {
+                        file: "configuration".into(),
+                        line: None,
+                        message: format!("endpoint override for unknown element `{key}`"),
+                    });
+                    continue;
+                }
             };
             let Some(oauth) = spec.oauth.as_mut() else {
                 errors.push(CatalogError {
@@ -258,15 +516,18 @@ impl RegistryBuilder {
             oauth.endpoints.extend(o.endpoints);
         }
 
-        let mut ids: HashMap<u64, &ElementSpec> = HashMap::new();
-        for spec in specs.values() {
-            if let Some(first) = ids.insert(spec.id, spec) {
+        let mut ids: HashMap<u64, &Entry> = HashMap::new();
+        for entry in specs.values() {
+            if let Some(first) = ids.insert(entry.id(), entry) {
                 errors.push(CatalogError {
-                    file: spec.source.file.clone(),
-                    line: Some(spec.source.id_line),
+                    file: entry.file().to_owned(),
+                    line: Some(entry.id_line()),
                     message: format!(
                         "field `id`: {} is already declared in {}:{} (key `{}`)",
-                        spec.id, first.source.file, first.source.id_line, first.key
+                        entry.id(),
+                        first.file(),
+                        first.id_line(),
+                        first.key()
                     ),
                 });
             }
@@ -310,59 +571,87 @@ impl RegistryBuilder {
             return Err(CatalogErrors(errors));
         }
 
-        let mut elements: Vec<Arc<dyn Element>> = specs
-            .into_values()
-            .map(|spec| match factories.get(spec.key.as_str()) {
-                Some(factory) => Arc::from((factory.build)(spec)),
-                None => Arc::new(GenericElement::new(spec)) as Arc<dyn Element>,
-            })
-            .collect();
-        elements.sort_by_key(|e| e.id());
-        let mut by_key: HashMap<String, usize> = elements
+        let mut entries: Vec<Entry> = specs.into_values().collect();
+        entries.sort_by_key(Entry::id);
+        let mut by_key: HashMap<String, usize> = entries
             .iter()
             .enumerate()
             .map(|(i, e)| (e.key().to_owned(), i))
             .collect();
         // Aliases: refused when they clash with a key or another alias.
         let mut alias_errors = Vec::new();
-        let mut alias_of: HashMap<&str, &ElementSpec> = HashMap::new();
-        for element in &elements {
-            let spec = element.spec();
-            for alias in &spec.aliases {
-                let clash = if let Some(&j) = by_key.get(alias.as_str()) {
-                    let other = elements[j].spec();
+        let mut alias_of: HashMap<&str, &Entry> = HashMap::new();
+        let mut aliases: Vec<(String, usize)> = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            for alias in entry.aliases() {
+                let clash = if let Some(&j) = by_key.get(alias) {
+                    let other = &entries[j];
                     Some(format!(
                         "is the key of the element in {}:{}",
-                        other.source.file, other.source.key_line
+                        other.file(),
+                        other.key_line()
                     ))
                 } else {
-                    alias_of.get(alias.as_str()).map(|other| {
+                    alias_of.get(alias).map(|other| {
                         format!(
                             "is already an alias of `{}` ({})",
-                            other.key, other.source.file
+                            other.key(),
+                            other.file()
                         )
                     })
                 };
                 if let Some(clash) = clash {
                     alias_errors.push(CatalogError {
-                        file: spec.source.file.clone(),
-                        line: Some(spec.source.aliases_line),
+                        file: entry.file().to_owned(),
+                        line: Some(entry.aliases_line()),
                         message: format!("field `aliases`: {alias:?} {clash}"),
                     });
                 } else {
-                    alias_of.insert(alias, spec);
+                    alias_of.insert(alias, entry);
+                    aliases.push((alias.to_owned(), i));
                 }
             }
         }
         if !alias_errors.is_empty() {
             return Err(CatalogErrors(alias_errors));
         }
-        let aliases: Vec<(String, usize)> = elements
-            .iter()
-            .enumerate()
-            .flat_map(|(i, e)| e.spec().aliases.iter().map(move |a| (a.clone(), i)))
-            .collect();
+        drop(alias_of);
         by_key.extend(aliases);
+
+        let mut elements: Vec<Arc<dyn Element>> = Vec::with_capacity(entries.len());
+        let mut listed = Vec::with_capacity(entries.len());
+        let mut decode_errors = Vec::new();
+        for mut entry in entries {
+            let factory = factories.get(entry.key()).copied();
+            if factory.is_some() {
+                // An element crate builds from the whole spec.
+                if let Err(e) = entry.parsed() {
+                    decode_errors.push(e);
+                    continue;
+                }
+            }
+            let element: Arc<dyn Element> = match (factory, entry) {
+                (Some(factory), Entry::Parsed(spec)) => {
+                    listed.push(None);
+                    Arc::from((factory.build)(spec))
+                }
+                (None, Entry::Parsed(spec)) => {
+                    listed.push(None);
+                    Arc::new(GenericElement::new(spec))
+                }
+                (_, Entry::Compiled(compiled)) => {
+                    listed.push(Some(compiled.listing()));
+                    Arc::new(CompiledElement {
+                        compiled,
+                        spec: OnceLock::new(),
+                    })
+                }
+            };
+            elements.push(element);
+        }
+        if !decode_errors.is_empty() {
+            return Err(CatalogErrors(decode_errors));
+        }
         let by_id = elements
             .iter()
             .enumerate()
@@ -370,6 +659,7 @@ impl RegistryBuilder {
             .collect();
         Ok(Registry {
             elements,
+            listed,
             by_key,
             by_id,
         })
@@ -422,7 +712,7 @@ fn parallelism() -> usize {
 
 /// The fields of `spec` that the element crate registered for its key
 /// declares unsupported but the file sets, as errors naming each.
-fn unsupported_fields(spec: &ElementSpec, text: &str) -> Vec<CatalogError> {
+fn unsupported_fields(spec: &ElementSpec, text: Option<&str>) -> Vec<CatalogError> {
     let factory = inventory::iter::<ElementFactory>
         .into_iter()
         .find(|f| f.key == spec.key);
@@ -435,7 +725,7 @@ fn unsupported_fields(spec: &ElementSpec, text: &str) -> Vec<CatalogError> {
         .filter(|field| factory.unsupported.contains(field))
         .map(|field| CatalogError {
             file: spec.source.file.clone(),
-            line: Some(line_of_field(text, field)),
+            line: text.map(|text| line_of_field(text, field)),
             message: format!(
                 "field `{field}`: element `{}` is served by its own code, which does not \
                  support this field (remove it or leave it at its default)",
@@ -449,6 +739,9 @@ fn unsupported_fields(spec: &ElementSpec, text: &str) -> Vec<CatalogError> {
 #[derive(Debug)]
 pub struct Registry {
     elements: Vec<Arc<dyn Element>>,
+    /// What a listing prints, for the elements still encoded (the others
+    /// are listed from their spec).
+    listed: Vec<Option<Listing<'static>>>,
     by_key: HashMap<String, usize>,
     by_id: HashMap<u64, usize>,
 }
@@ -476,6 +769,15 @@ impl Registry {
     /// All elements, sorted by id.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &Arc<dyn Element>> {
         self.elements.iter()
+    }
+
+    /// What a listing prints of each element (`elements list`), sorted by
+    /// id, without decoding the specs of a compiled layer.
+    pub fn listing(&self) -> impl ExactSizeIterator<Item = Listing<'_>> {
+        self.elements
+            .iter()
+            .zip(&self.listed)
+            .map(|(element, listed)| listed.unwrap_or_else(|| Listing::of(element.spec())))
     }
 
     /// The number of elements.
@@ -606,6 +908,83 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown element `nope`"));
+    }
+
+    /// A compiled layer of `files`, as a build script embeds it.
+    fn compiled(files: &[(&str, String)]) -> &'static [u8] {
+        let bytes =
+            RegistryBuilder::compile_layer(files.iter().map(|(n, t)| (*n, t.as_str()))).unwrap();
+        Box::leak(bytes.into_boxed_slice())
+    }
+
+    #[test]
+    fn a_compiled_layer_joins_later_layers_like_a_parsed_one() {
+        let base = compiled(&[
+            ("base/a.toml", file(1, "ant")),
+            ("base/b.toml", with_aliases(2, "bee", r#"["honeybee"]"#)),
+        ]);
+        // Lookups, listing and specs without decoding until asked.
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        let r = b.build().unwrap();
+        assert_eq!(r.get("honeybee").unwrap().key(), "bee");
+        assert_eq!(r.get("1").unwrap().key(), "ant");
+        let listed: Vec<_> = r.listing().map(|l| (l.id, l.key, l.name, l.hub)).collect();
+        assert_eq!(listed, [(1, "ant", "N", "h"), (2, "bee", "N", "h")]);
+        assert_eq!(r.get("ant").unwrap().spec().source.file, "base/a.toml");
+        assert_eq!(r.get("bee").unwrap().spec().aliases, ["honeybee"]);
+
+        // A later layer overrides by key.
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/a.toml", file(5, "ant"))]);
+        let r = b.build().unwrap();
+        assert_eq!(r.get("ant").unwrap().id(), 5);
+        assert_eq!(r.iter().map(|e| e.id()).collect::<Vec<_>>(), [2, 5]);
+
+        // Clashes name the compiled file and line as a parsed one would.
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/c.toml", file(1, "cat"))]);
+        let err = b.build().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "x/c.toml:1: field `id`: 1 is already declared in base/a.toml:1 (key `ant`)"
+        );
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/c.toml", with_aliases(3, "cat", r#"["ant"]"#))]);
+        assert_eq!(
+            b.build().unwrap_err().to_string(),
+            "x/c.toml:3: field `aliases`: \"ant\" is the key of the element in base/a.toml:2"
+        );
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(base);
+        b.add_layer([("x/c.toml", with_aliases(3, "cat", r#"["honeybee"]"#))]);
+        assert_eq!(
+            b.build().unwrap_err().to_string(),
+            "x/c.toml:3: field `aliases`: \"honeybee\" is already an alias of `bee` (base/b.toml)"
+        );
+    }
+
+    #[test]
+    fn compiled_layers_are_refused_as_parsed_ones_and_bad_bytes_are_an_error() {
+        let err = RegistryBuilder::compile_layer([
+            ("a.toml", file(1, "ant")),
+            ("b.toml", file(2, "ant")),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "b.toml:2: field `key`: \"ant\" is already declared in a.toml:2"
+        );
+        let mut b = RegistryBuilder::new();
+        b.add_compiled_layer(b"\xff\xff\xff");
+        assert!(b
+            .build()
+            .unwrap_err()
+            .to_string()
+            .starts_with("<compiled catalog>: cannot decode the compiled catalog: "),);
     }
 
     fn with_aliases(id: u64, key: &str, aliases: &str) -> String {

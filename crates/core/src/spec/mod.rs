@@ -4,6 +4,7 @@
 //! is the doc comment of [`ElementSpec`].
 
 mod check;
+pub(crate) mod compact;
 mod format;
 pub(crate) mod template;
 
