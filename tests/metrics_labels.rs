@@ -20,7 +20,6 @@ use common::*;
 use elements_core::{OAuthOverride, ProviderRequest, ProviderResponse, Transport, TransportError};
 use elements_server::provider::HttpTransport;
 use elements_server::startup;
-use elements_server::tokens::TokenManager;
 use elements_testkit::provider::FakeProvider;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -103,16 +102,15 @@ async fn provider_calls_of_a_private_element_are_labelled_private() {
         "User {}, Organization {}",
         account.user.secret, account.organization.secret
     );
-    let mut state = startup::state(&config, registry, store.clone());
-    state.tokens = Arc::new(TokenManager::new(
-        state.store.clone(),
-        state.registry.clone(),
+    let state = startup::state_with_transport(
+        &config,
+        registry,
+        store.clone(),
         Arc::new(ToFake {
             inner: HttpTransport::new(config.provider_timeout),
             fake_token_url: fake.token_url(),
         }),
-        config.policy,
-    ));
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -350,8 +350,19 @@ pub const CONSOLE_KEY_LABEL: &str = "elements console session key v1";
 
 /// Builds the application state over an open store.
 pub fn state(config: &ServerConfig, registry: Registry, store: Arc<dyn Store>) -> AppState {
-    let registry = Arc::new(registry);
     let transport = Arc::new(HttpTransport::new(config.provider_timeout));
+    state_with_transport(config, registry, store, transport)
+}
+
+/// [`state`] with the token manager's provider calls going through
+/// `transport` (tests route a provider's host to a local fake with it).
+pub fn state_with_transport(
+    config: &ServerConfig,
+    registry: Registry,
+    store: Arc<dyn Store>,
+    transport: Arc<dyn elements_core::Transport>,
+) -> AppState {
+    let registry = Arc::new(registry);
     let tokens = Arc::new(TokenManager::new(
         store.clone(),
         registry.clone(),
