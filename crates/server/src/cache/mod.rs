@@ -583,6 +583,49 @@ mod tests {
         i.tokens.access_token.as_ref().unwrap().expose()
     }
 
+    /// Another process's commit (a change of the `-shm` header) empties
+    /// the cache at the first lookup once the check interval has passed;
+    /// an unchanged header keeps it.
+    #[test]
+    fn a_changed_shm_header_clears_the_cache_once_the_interval_passed() {
+        use std::io::{Seek, Write};
+        let path = std::env::temp_dir().join(format!(
+            "elements-cache-shm-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, [1u8; 48]).unwrap();
+        let c = cache(Duration::from_secs(60), true);
+        let _ = c.shm.set(Shm {
+            file: std::fs::File::open(&path).unwrap(),
+            seen: AtomicU64::new(0),
+            checked: AtomicU64::new(0),
+        });
+        std::thread::sleep(SHM_CHECK_EVERY);
+        // The first check records the header (and clears an empty cache).
+        assert!(c.instance(10, 5).is_none());
+        c.put_instance(c.ticket(), instance(5, "at"), None);
+        assert!(
+            c.instance(10, 5).is_some(),
+            "kept while the header is unchanged"
+        );
+        // Another process commits: the header changes.
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.rewind().unwrap();
+        file.write_all(&[2u8; 48]).unwrap();
+        file.sync_all().unwrap();
+        std::thread::sleep(SHM_CHECK_EVERY + Duration::from_millis(5));
+        assert!(
+            c.instance(10, 5).is_none(),
+            "the changed header emptied the cache"
+        );
+        // Unchanged since: kept again.
+        c.put_instance(c.ticket(), instance(5, "at"), None);
+        std::thread::sleep(SHM_CHECK_EVERY + Duration::from_millis(5));
+        assert!(c.instance(10, 5).is_some());
+        std::fs::remove_file(&path).unwrap();
+    }
+
     #[test]
     fn serves_by_token_and_by_organization_until_changed() {
         let c = cache(Duration::from_secs(60), true);
