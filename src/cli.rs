@@ -526,21 +526,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `ELEMENTS_LOG` (default `info`), with the exporter's span target off:
+/// those spans (the store's included) are never created for the log,
+/// whatever `ELEMENTS_LOG` says.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive(
+            format!("{}=off", elements_server::trace::TARGET)
+                .parse()
+                .expect("a valid directive"),
+        )
+}
+
 /// Logs go to standard error through [`crate::log_writer`]: one shared
 /// buffer a writer thread empties every 50 ms, so a request never waits on
 /// a `write(2)` nor wakes a thread; colours only on a terminal. Keep the
 /// guard alive: dropping it writes what is left.
 fn init_logging(format: &str) -> crate::log_writer::Guard {
     use std::io::IsTerminal as _;
-    // ops3: the spans for the exporter (the store's included) are never
-    // created without it, whatever `ELEMENTS_LOG` says.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        .add_directive(
-            format!("{}=off", elements_server::trace::TARGET)
-                .parse()
-                .expect("a valid directive"),
-        );
+    let filter = log_filter();
     let (writer, guard) = crate::log_writer::new(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -565,13 +570,7 @@ fn init_logging_with_otel(
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ELEMENTS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-        .add_directive(
-            format!("{}=off", elements_server::trace::TARGET)
-                .parse()
-                .expect("a valid directive"),
-        );
+    let filter = log_filter();
     let (writer, guard) = crate::log_writer::new(std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())

@@ -122,15 +122,6 @@ async fn provision(server: &TestServer, fake: &FakeProvider, key: &str) -> (i64,
     (created.id, created.token.unwrap().into_inner(), refresh)
 }
 
-/// The instance's credentials, read with its `Element` token.
-async fn credentials(
-    server: &TestServer,
-    id: i64,
-    token: &str,
-) -> Result<elements_client::Credentials, elements_client::Error> {
-    server.anonymous().with_element(token).credentials(id).await
-}
-
 /// `oauth/url` of `key` with the client id `cid`, the callback
 /// `https://app.test/cb` and `params`.
 async fn oauth_url(
@@ -154,7 +145,7 @@ async fn token_requests_as_json_and_as_get_refresh_for_real() {
     for (n, key) in ["jsonbody", "getquery"].into_iter().enumerate() {
         let (id, token, old_refresh) = provision(&server, &fake, key).await;
         expire(server.state.store.as_ref(), id).await;
-        let body = credentials(&server, id, &token)
+        let body = element_credentials(&server, id, &token)
             .await
             .unwrap_or_else(|e| panic!("{key}: {e}"));
         let access = body
@@ -364,7 +355,7 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     fake.set_token_extra(extra("https://eu2.acme.com"));
     expire(server.state.store.as_ref(), id).await;
     let version = stored(&server, id).await.token_version;
-    credentials(&server, id, &token).await.unwrap();
+    element_credentials(&server, id, &token).await.unwrap();
     let after = stored(&server, id).await;
     assert_eq!(after.token_version, version + 1);
     assert_eq!(
@@ -378,7 +369,7 @@ async fn kept_token_fields_are_stored_at_creation_and_on_every_refresh() {
     // A value that breaks the host rules is not kept: the old one stays.
     fake.set_token_extra(extra("https://10.0.0.1"));
     expire(server.state.store.as_ref(), id).await;
-    credentials(&server, id, &token).await.unwrap();
+    element_credentials(&server, id, &token).await.unwrap();
     assert_eq!(
         stored(&server, id)
             .await

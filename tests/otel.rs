@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::http::HeaderMap;
 use common::*;
 use elements_client::{Client, CreateInstance, OAuthUrlRequest};
 use elements_testkit::api::{Expect, FakeApi};
@@ -20,39 +18,6 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use reqwest::Method;
-use tokio::net::TcpListener;
-
-/// What the collector received: (content type, body) per POST.
-type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// A fake OTLP/HTTP collector: `POST /v1/traces`; its base URL. Every
-/// other path answers `{}` (the proxied provider API of the test).
-async fn collector() -> (String, Received) {
-    let got: Received = Arc::default();
-    let store = got.clone();
-    let app = axum::Router::new()
-        .route(
-            "/v1/traces",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let store = store.clone();
-                async move {
-                    let kind = headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    store.lock().unwrap().push((kind, body.to_vec()));
-                    // An empty ExportTraceServiceResponse.
-                    ([("content-type", "application/x-protobuf")], Vec::new())
-                }
-            }),
-        )
-        .fallback(|| async { axum::Json(serde_json::json!({})) });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (base, got)
-}
 
 /// The names of the threads of process `pid`.
 fn threads(pid: u32) -> Vec<String> {
@@ -86,7 +51,7 @@ fn account(server: &Binary) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_by_route_template_without_secrets() {
-    let (endpoint, got) = collector().await;
+    let (endpoint, got) = otlp_collector().await;
     let dir = data_dir();
     let data = dir.path().join("data");
     let config = dir.path().join("elements.toml");
@@ -269,7 +234,7 @@ async fn without_the_setting_there_is_no_exporter_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_during_a_proxied_call_is_a_provider_call_child_span() {
-    let (endpoint, got) = collector().await;
+    let (endpoint, got) = otlp_collector().await;
     let oauth = Arc::new(FakeProvider::start().await);
     let api = FakeApi::start().await;
     let dir = data_dir();
@@ -321,18 +286,12 @@ async fn a_refresh_during_a_proxied_call_is_a_provider_call_child_span() {
     assert!(oauth.refresh_calls() >= 1);
     assert!(server.terminate().success());
 
-    let mut spans = Vec::new();
     for (_, body) in got.lock().unwrap().iter() {
         for secret in [ORG, USER, access.as_str(), refresh.as_str()] {
             assert!(!contains(body, secret), "an export carries {secret}");
         }
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
-        for resource in request.resource_spans {
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans);
-            }
-        }
     }
+    let spans = otlp_spans(&got);
     let provider: Vec<&Span> = spans.iter().filter(|s| s.name == "provider call").collect();
     assert!(!provider.is_empty(), "no provider call span");
     for call in provider {

@@ -496,27 +496,44 @@ fn vm_rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_one_gib_response_is_streamed_through_the_real_binary_in_little_memory() {
-    let api = FakeApi::start().await;
-    let dir = data_dir();
+/// The real binary over `dir`, with sendgrid's API at `api` and `proxy`
+/// as the config file's `[proxy]` table, plus `args` and `env`.
+fn serve_sendgrid_at(
+    dir: &tempfile::TempDir,
+    api: &FakeApi,
+    proxy: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Binary {
     let config = dir.path().join("elements.toml");
     std::fs::write(
         &config,
         format!(
-            "[elements.sendgrid]\napi_base_url = \"{}\"\n\n[proxy]\ntimeout_ms = 20000\n",
+            "[elements.sendgrid]\napi_base_url = \"{}\"\n\n[proxy]\n{proxy}\n",
             api.base_url()
         ),
     )
     .unwrap();
     let data = dir.path().join("data");
-    let server = Binary::serve(
-        &[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
+    let mut all = vec![
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    Binary::serve(&all, env)
+}
+
+#[tokio::test]
+async fn a_one_gib_response_is_streamed_through_the_real_binary_in_little_memory() {
+    let api = FakeApi::start().await;
+    let dir = data_dir();
+    let server = serve_sendgrid_at(
+        &dir,
+        &api,
+        "timeout_ms = 20000",
+        &[],
         &[
             ("ELEMENTS_ORGANIZATION_SECRET", "org-proxy-stream"),
             ("ELEMENTS_USER_SECRET", "user-proxy-stream"),
@@ -711,26 +728,12 @@ async fn oauth1_signs_the_fields_of_a_form_body() {
 async fn a_body_above_the_limit_set_by_variable_is_refused_with_413() {
     let api = FakeApi::start().await;
     let dir = data_dir();
-    let config = dir.path().join("elements.toml");
     // The file's limit is replaced by the variable's.
-    std::fs::write(
-        &config,
-        format!(
-            "[elements.sendgrid]\napi_base_url = \"{}\"\n\n[proxy]\nmax_request_body_bytes = 10\n",
-            api.base_url()
-        ),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let server = Binary::serve(
-        &[
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--proxy-replay-body-bytes",
-            "100",
-        ],
+    let server = serve_sendgrid_at(
+        &dir,
+        &api,
+        "max_request_body_bytes = 10",
+        &["--proxy-replay-body-bytes", "100"],
         &[
             ("ELEMENTS_ORGANIZATION_SECRET", "org-proxy-limit"),
             ("ELEMENTS_USER_SECRET", "user-proxy-limit"),

@@ -80,20 +80,6 @@ async fn expire_in(store: &dyn Store, id: i64, seconds: i64) {
     store.refresh_locked(id, 60, job).await.unwrap().unwrap();
 }
 
-/// The instance's credentials, read with its `Element` token.
-async fn credentials_of(server: &TestServer, id: i64, token: &str) -> Result<Credentials, Error> {
-    server.anonymous().with_element(token).credentials(id).await
-}
-
-/// The access token of a credentials answer.
-fn access_token(credentials: &Credentials) -> &str {
-    credentials
-        .access_token
-        .as_ref()
-        .expect("an access token")
-        .expose()
-}
-
 /// The status of a credentials read: 200, or the refusal's.
 fn status(result: &Result<Credentials, Error>) -> u16 {
     match result {
@@ -189,7 +175,7 @@ async fn a_client_hanging_up_mid_refresh_does_not_lose_the_grant() {
     // And the grant lives on: the next refresh works.
     fake.set_latency_after_processing(Duration::ZERO);
     expire_in(server.state.store.as_ref(), id, -10).await;
-    let creds = credentials_of(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert!(fake.is_access_token_valid(access_token(&creds)));
     assert_eq!(fake.revoked_families(), 0);
     assert_eq!(fake.refresh_calls(), 2);
@@ -325,13 +311,13 @@ async fn a_still_valid_token_without_refresh_token_is_served() {
     let created = server.api().create_instance(&body).await.unwrap();
     let id = created.id;
     let token = created.token.unwrap().into_inner();
-    let creds = credentials_of(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert_eq!(access_token(&creds), access);
     let left = creds.expires_in.unwrap();
     assert!((1..=120).contains(&left), "{left}");
     // Once it has expired, the answer says why.
     expire_in(server.state.store.as_ref(), id, -1).await;
-    let err = refused(credentials_of(&server, id, &token).await);
+    let err = refused(element_credentials(&server, id, &token).await);
     assert_eq!(err.status, 409, "{err}");
     assert_eq!(
         err.message(),
@@ -347,7 +333,7 @@ async fn a_still_valid_token_is_served_after_a_non_transient_refresh_error() {
     let (_dir, server) = start(&fake).await;
     let (id, token, access) = provision(&server, &fake, "120").await;
     fake.fail_next(1, 400);
-    let creds = credentials_of(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert_eq!(access_token(&creds), access);
     assert_eq!(fake.refresh_calls(), 1);
     // The refusal is recorded: the instance needs provisioning again...
@@ -356,7 +342,7 @@ async fn a_still_valid_token_is_served_after_a_non_transient_refresh_error() {
     let reason = got.invalid_reason.as_deref().unwrap();
     assert!(reason.contains("invalid_request"), "{reason}");
     // ...and its token is served, without another provider call, while it lasts.
-    let creds = credentials_of(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert_eq!(access_token(&creds), access);
     assert_eq!(fake.refresh_calls(), 1);
     server.stop().await;
@@ -563,13 +549,13 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     // A token_type with a header injection is normalised to `bearer`.
     fake.set_token_type(Some(json!("bearer\r\nX-Evil: 1")));
     expire_in(server.state.store.as_ref(), id, -10).await;
-    let creds = credentials_of(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert_eq!(creds.token_type.as_deref(), Some("bearer"));
     // So is a number, or an absurdly long one.
     for odd in [json!(7), json!("x".repeat(100))] {
         fake.set_token_type(Some(odd.clone()));
         expire_in(server.state.store.as_ref(), id, -10).await;
-        let creds = credentials_of(&server, id, &token)
+        let creds = element_credentials(&server, id, &token)
             .await
             .unwrap_or_else(|e| panic!("{odd}: {e}"));
         assert_eq!(creds.token_type.as_deref(), Some("bearer"), "{odd}");
@@ -581,7 +567,7 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     expire_in(server.state.store.as_ref(), id, -10).await;
     // The whole text of the answer (`ApiError::raw`, fields the typed
     // error does not know too) is searched for the token.
-    let err = refused(credentials_of(&server, id, &token).await);
+    let err = refused(element_credentials(&server, id, &token).await);
     assert_eq!(err.status, 502);
     let text = err.raw();
     let body: serde_json::Value = serde_json::from_str(text).unwrap();
@@ -591,7 +577,7 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     );
     assert!(!text.contains("bell"), "{text}");
     // ...but the refresh token rotated in that answer was kept: the grant lives.
-    let creds = credentials_of(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert!(fake.is_access_token_valid(access_token(&creds)));
     assert_eq!(fake.revoked_families(), 0);
 
@@ -603,7 +589,7 @@ async fn hostile_token_answers_are_refused_or_normalised() {
     ] {
         fake.set_expires_in(Some(expires_in.clone()));
         expire_in(server.state.store.as_ref(), id, -10).await;
-        let creds = credentials_of(&server, id, &token)
+        let creds = element_credentials(&server, id, &token)
             .await
             .unwrap_or_else(|e| panic!("{expires_in}: {e}"));
         let left = creds.expires_in.unwrap();

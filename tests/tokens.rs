@@ -76,20 +76,6 @@ async fn expire(server: &TestServer, id: i64) {
     common::expire(server.state.store.as_ref(), id).await;
 }
 
-/// The instance's credentials, read with its `Element` token.
-async fn credentials(server: &TestServer, id: i64, token: &str) -> Result<Credentials, Error> {
-    server.anonymous().with_element(token).credentials(id).await
-}
-
-/// The access token of a credentials answer.
-fn access_token(credentials: &Credentials) -> &str {
-    credentials
-        .access_token
-        .as_ref()
-        .expect("an access token")
-        .expose()
-}
-
 async fn storm(
     server: &TestServer,
     id: i64,
@@ -166,7 +152,7 @@ async fn code_exchange_end_to_end() {
     let created = api.create_instance(&body).await.unwrap();
     assert_eq!(fake.code_exchanges(), 1);
     // 4. The credentials work at the provider.
-    let creds = credentials(
+    let creds = element_credentials(
         &server,
         created.id,
         created.token.as_ref().unwrap().expose(),
@@ -229,7 +215,7 @@ async fn fifty_storms_with_rotation_never_trip_reuse_detection() {
         assert_eq!(fake.refresh_calls(), round, "round {round}");
     }
     assert_eq!(fake.revoked_families(), 0);
-    let creds = credentials(&server, id, &token).await.unwrap();
+    let creds = element_credentials(&server, id, &token).await.unwrap();
     assert!(fake.is_access_token_valid(access_token(&creds)));
     server.stop().await;
 }
@@ -244,21 +230,21 @@ async fn provider_failures_transient_and_terminal() {
     // A 500 keeps the instance valid; a later read succeeds.
     expire(&server, id).await;
     fake.fail_next(1, 500);
-    let err = refused(credentials(&server, id, &token).await);
+    let err = refused(element_credentials(&server, id, &token).await);
     assert_eq!(err.status, 502, "{err}");
     assert!(api.instance(id).await.unwrap().valid);
-    credentials(&server, id, &token).await.unwrap();
+    element_credentials(&server, id, &token).await.unwrap();
 
     // invalid_grant marks it invalid with a clear error.
     expire(&server, id).await;
     fake.invalid_grant_next(1);
-    let err = refused(credentials(&server, id, &token).await);
+    let err = refused(element_credentials(&server, id, &token).await);
     assert_eq!(err.status, 409, "{err}");
     assert!(err.message().contains("invalid_grant"), "{err}");
     let got = api.instance(id).await.unwrap();
     assert!(!got.valid);
     assert!(got.invalid_reason.unwrap().contains("invalid_grant"));
-    let err = refused(credentials(&server, id, &token).await);
+    let err = refused(element_credentials(&server, id, &token).await);
     assert_eq!(
         err.status, 409,
         "stays invalid without calling the provider again"
@@ -280,7 +266,7 @@ async fn hostile_expires_in_and_missing_refresh_tokens() {
     ] {
         fake.set_expires_in(Some(hostile.clone()));
         expire(&server, id).await;
-        let creds = credentials(&server, id, &token)
+        let creds = element_credentials(&server, id, &token)
             .await
             .unwrap_or_else(|e| panic!("{hostile}: {e}"));
         let expires_in = creds.expires_in.unwrap();
@@ -294,7 +280,7 @@ async fn hostile_expires_in_and_missing_refresh_tokens() {
     fake.set_omit_refresh_token(true);
     for _ in 0..3 {
         expire(&server, id).await;
-        credentials(&server, id, &token).await.unwrap();
+        element_credentials(&server, id, &token).await.unwrap();
     }
     server.stop().await;
 }

@@ -361,6 +361,24 @@ pub async fn credentials(
 // ------------------------------------------------ client (issue 18)
 // The typed client (crates/client) the end-to-end tests call the API with.
 
+/// Instance `id`'s credentials on `server`, read with its `Element` token.
+pub async fn element_credentials(
+    server: &TestServer,
+    id: i64,
+    token: &str,
+) -> Result<elements_client::Credentials, elements_client::Error> {
+    server.anonymous().with_element(token).credentials(id).await
+}
+
+/// The access token of a credentials answer (which must have one).
+pub fn access_token(credentials: &elements_client::Credentials) -> &str {
+    credentials
+        .access_token
+        .as_ref()
+        .expect("an access token")
+        .expose()
+}
+
 impl Account {
     /// A typed client of `base` (`http://127.0.0.1:PORT`) with these secrets.
     pub fn client(&self, base: &str) -> elements_client::Client {
@@ -494,34 +512,38 @@ impl PgDeployment {
     }
 }
 
-// ------------------------------------------------ ops3 (issue 18: store spans)
-// A fake OTLP/HTTP collector, as tests/otel.rs has it.
+// ------------------------------------------------ the fake OTLP/HTTP collector
+// (tests/otel.rs, tests/otel_store.rs)
 
 /// What a fake collector received: (content type, body) per POST.
 pub type OtlpReceived = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A fake OTLP/HTTP collector on 127.0.0.1: `POST /v1/traces` is recorded
-/// and answered an empty protobuf response; its base URL.
+/// and answered an empty protobuf response (an empty
+/// `ExportTraceServiceResponse`); every other path answers `{}` (a
+/// provider API a test proxies to); its base URL.
 pub async fn otlp_collector() -> (String, OtlpReceived) {
     let got: OtlpReceived = Default::default();
     let store = got.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        axum::routing::post(
-            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let store = store.clone();
-                async move {
-                    let kind = headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    store.lock().unwrap().push((kind, body.to_vec()));
-                    ([("content-type", "application/x-protobuf")], Vec::new())
-                }
-            },
-        ),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let store = store.clone();
+                    async move {
+                        let kind = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        store.lock().unwrap().push((kind, body.to_vec()));
+                        ([("content-type", "application/x-protobuf")], Vec::new())
+                    }
+                },
+            ),
+        )
+        .fallback(|| async { axum::Json(serde_json::json!({})) });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
