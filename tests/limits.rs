@@ -160,6 +160,34 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_outlives_its_first_head_deadline_and_its_later_heads_are_timed() {
+    // The listener leaves its timer set to an earlier deadline while the
+    // real one moves later, and moves it on when it fires: firing early
+    // must not close a connection that is merely idle, and a later slow
+    // head must still be cut off.
+    let dir = data_dir();
+    let server = TestServer::start(config_with(
+        dir.path(),
+        Limits {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(600),
+            ..Limits::default()
+        },
+    ))
+    .await;
+    let mut stream = TcpStream::connect(addr(&server.base)).await.unwrap();
+    assert_eq!(get_on(&mut stream, "/elements/keys").await.0, 200);
+    // Idle past the first head's 300 ms deadline: still open (idle is 600 s).
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(get_on(&mut stream, "/elements/hubspot").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // A third head sent only in part is cut off by the header timeout.
+    stream.write_all(HALF_HEAD).await.unwrap();
+    assert_eq!(closed_by_server(&mut stream).await, b"");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let dir = data_dir();
     let server = TestServer::start(config_with(
