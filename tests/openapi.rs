@@ -43,8 +43,9 @@ const CONSOLE_EXCLUDED: &[(&str, &str)] = &[
     ("GET", "/console/{rest}"),
 ];
 
-/// Files whose routers are merged at the root, not under `/elements/api-v2`
-/// (crates/server/src/lib.rs: `ops` and the console).
+/// Files whose routers are at the root, not under `/elements/api-v2`
+/// (crates/server/src/lib.rs: `ops` and the console): their paths are
+/// plain literals, every other route's is `api!("...")` (the prefix).
 const ROOT_FILES: &[&str] = &["health.rs", "metrics.rs", "console/mod.rs"];
 
 /// What an `any(...)` route is described with.
@@ -92,8 +93,8 @@ fn registered_routes() -> BTreeSet<(String, String)> {
     let src = repo().join("crates/server/src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let route = Regex::new(r#"\.route\(\s*""#).unwrap();
-    let path_literal = Regex::new(r#"^\s*"([^"]*)""#).unwrap();
+    let route = Regex::new(r#"\.route\(\s*(api!\(\s*)?""#).unwrap();
+    let path_literal = Regex::new(r#"^\s*(api!\(\s*)?"([^"]*)""#).unwrap();
     let method = Regex::new(r"(?:^|[^A-Za-z0-9_])(get|post|put|patch|delete|any)\(").unwrap();
     let wildcard = Regex::new(r"\{\*([a-z_]+)\}").unwrap();
     let mut routes = BTreeSet::new();
@@ -105,16 +106,25 @@ fn registered_routes() -> BTreeSet<(String, String)> {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        let prefix = if ROOT_FILES.contains(&relative.as_str()) {
-            ""
-        } else {
-            BASE
-        };
+        let root = ROOT_FILES.contains(&relative.as_str());
         let mut found = false;
         for m in route.find_iter(&text) {
             found = true;
             let arguments = call_arguments(&text, m.start() + ".route".len());
-            let path = &path_literal.captures(arguments).unwrap()[1];
+            let literal = path_literal.captures(arguments).unwrap();
+            let path = &literal[2];
+            let prefixed = literal.get(1).is_some();
+            assert_eq!(
+                prefixed,
+                !root,
+                "{relative}: route {path} must be written {}",
+                if root {
+                    "as a plain literal"
+                } else {
+                    "api!(\"...\")"
+                }
+            );
+            let prefix = if prefixed { BASE } else { "" };
             let handlers = &arguments[arguments.find(',').unwrap()..];
             let full = wildcard
                 .replace_all(&format!("{prefix}{path}"), "{$1}")
@@ -174,7 +184,11 @@ fn document() -> Value {
 fn every_registered_route_is_described_and_nothing_else() {
     let lib = std::fs::read_to_string(repo().join("crates/server/src/lib.rs")).unwrap();
     // The root-level routers are the ones ROOT_FILES names.
-    assert!(lib.contains(".nest(\"/elements/api-v2\", api)"), "{lib}");
+    assert!(
+        lib.contains("concat!(\"/elements/api-v2\", $path)"),
+        "{lib}"
+    );
+    assert!(lib.contains(".merge(api)"), "{lib}");
     assert!(lib.contains("health::router()") && lib.contains("metrics::router()"));
     assert!(lib.contains(".merge(console::router(console))"));
 

@@ -158,15 +158,18 @@ impl Authentication {
 }
 
 /// The default `[credential]` of the OAuth 2.0 kinds.
-fn bearer_default() -> CredentialSpec {
-    CredentialSpec {
-        headers: [(
-            "Authorization".to_owned(),
-            "Bearer {access_token}".to_owned(),
-        )]
-        .into(),
-        ..CredentialSpec::default()
-    }
+fn bearer_default() -> &'static CredentialSpec {
+    // Built once: this is on every credentials read (issue 19).
+    static DEFAULT: std::sync::LazyLock<CredentialSpec> =
+        std::sync::LazyLock::new(|| CredentialSpec {
+            headers: [(
+                "Authorization".to_owned(),
+                "Bearer {access_token}".to_owned(),
+            )]
+            .into(),
+            ..CredentialSpec::default()
+        });
+    &DEFAULT
 }
 
 /// The credential of an instance applied to a provider request: the headers
@@ -210,13 +213,9 @@ pub fn apply(
     if kind == Authentication::Oauth1 {
         return Err(CredentialError::SignedPerRequest(spec.key.clone()));
     }
-    let default;
     let credential = match (&spec.credential, kind.has_access_token()) {
         (Some(c), _) => c,
-        (None, true) => {
-            default = bearer_default();
-            &default
-        }
+        (None, true) => bearer_default(),
         (None, false) => return Err(CredentialError::NotDeclared(spec.key.clone())),
     };
     if kind.has_access_token() && access_token.is_none() {

@@ -18,6 +18,20 @@ use elements_core::Registry;
 use elements_store::Store;
 use tokio::net::TcpListener;
 
+/// The prefix of every API route (the console, `/healthz`, `/readyz` and
+/// `/metrics` are at the root).
+pub const API_PREFIX: &str = "/elements/api-v2";
+
+/// An API route's path: `api!("/instances")` is
+/// `"/elements/api-v2/instances"`. The routers register full paths instead
+/// of being nested under [`API_PREFIX`]: axum wraps every nested route in a
+/// layer that rebuilds the request URI on each request (issue 19).
+macro_rules! api {
+    ($path:literal) => {
+        concat!("/elements/api-v2", $path)
+    };
+}
+
 pub mod auth;
 pub mod auth_limit;
 pub mod body;
@@ -103,7 +117,7 @@ pub struct AppStateInner {
     pub cache: Arc<cache::Cache>,
 }
 
-/// The API router, with every route under `/elements/api-v2`, and the
+/// The API router, with every route under [`API_PREFIX`], and the
 /// console at `/` and `/console` with its default settings.
 pub fn router(state: AppState) -> Router {
     router_with(state, console::Settings::default())
@@ -133,7 +147,7 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(routes::private_elements::router())
         .merge(openapi::router());
     Router::new()
-        .nest("/elements/api-v2", api)
+        .merge(api)
         .merge(console::router(console))
         .merge(ops)
         .fallback(routes::not_found)

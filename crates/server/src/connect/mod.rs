@@ -135,12 +135,12 @@ pub fn loggable_path(path: &str) -> String {
 /// Connect's routes, nested under `/elements/api-v2`.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/connect/sessions", post(create_session))
-        .route("/connect.js", get(connect_js))
-        .route("/connect/popup.js", get(popup_js))
-        .route("/connect/{token}", get(page).post(submit))
-        .route("/connect/{token}/authorize", get(authorize))
-        .route("/oauth/callback", get(callback))
+        .route(api!("/connect/sessions"), post(create_session))
+        .route(api!("/connect.js"), get(connect_js))
+        .route(api!("/connect/popup.js"), get(popup_js))
+        .route(api!("/connect/{token}"), get(page).post(submit))
+        .route(api!("/connect/{token}/authorize"), get(authorize))
+        .route(api!("/oauth/callback"), get(callback))
         .layer(axum::middleware::from_fn(security_headers))
 }
 

@@ -508,8 +508,8 @@ async fn instance_proxy_root() {}
 /// The two routes (under `/elements/api-v2`).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/openapi.json", get(openapi_json))
-        .route("/docs", get(docs_page))
+        .route(api!("/openapi.json"), get(openapi_json))
+        .route(api!("/docs"), get(docs_page))
 }
 
 /// The OpenAPI 3.1 document of this server.

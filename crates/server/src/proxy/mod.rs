@@ -147,9 +147,9 @@ impl Default for Proxy {
 /// The proxy's routes (under `/elements/api-v2`).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/instances/{id}/proxy/", any(instance_proxy))
-        .route("/instances/{id}/proxy/{*path}", any(instance_proxy))
-        .route("/hubs/{hub}/{*path}", any(hub_proxy))
+        .route(api!("/instances/{id}/proxy/"), any(instance_proxy))
+        .route(api!("/instances/{id}/proxy/{*path}"), any(instance_proxy))
+        .route(api!("/hubs/{hub}/{*path}"), any(hub_proxy))
         .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
@@ -170,10 +170,12 @@ fn split_path(path: &str, skip: usize) -> (Vec<&str>, &str) {
     (head, parts.next().unwrap_or(""))
 }
 
-/// The tail of the request path after the route's prefix (the nest's
-/// prefix is already stripped).
+/// The tail of the request path after [`crate::API_PREFIX`] and the
+/// route's own prefix.
 fn tail_of(request: &Request, skip: usize) -> (Vec<String>, String) {
-    let (head, tail) = split_path(request.uri().path(), skip);
+    let path = request.uri().path();
+    let path = path.strip_prefix(crate::API_PREFIX).unwrap_or(path);
+    let (head, tail) = split_path(path, skip);
     (
         head.into_iter().map(str::to_owned).collect(),
         tail.to_owned(),

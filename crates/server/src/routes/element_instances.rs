@@ -17,7 +17,10 @@ use crate::AppState;
 
 /// Routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/elements/{key_or_id}/instances", get(list).post(create))
+    Router::new().route(
+        api!("/elements/{key_or_id}/instances"),
+        get(list).post(create),
+    )
 }
 
 #[utoipa::path(

@@ -19,12 +19,15 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/elements", get(list))
-        .route("/elements/keys", get(keys))
-        .route("/elements/{key_or_id}", get(show))
-        .route("/elements/{key_or_id}/configuration", get(configuration))
+        .route(api!("/elements"), get(list))
+        .route(api!("/elements/keys"), get(keys))
+        .route(api!("/elements/{key_or_id}"), get(show))
         .route(
-            "/elements/{key_or_id}/oauth/url",
+            api!("/elements/{key_or_id}/configuration"),
+            get(configuration),
+        )
+        .route(
+            api!("/elements/{key_or_id}/oauth/url"),
             get(oauth_url).post(oauth_url_post),
         )
 }

@@ -24,31 +24,34 @@ pub use update::{with_instance_id, INSTANCE_ID};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
-            "/instances",
+            api!("/instances"),
             get(paging::list)
                 .post(create)
                 .patch(update::token_patch)
                 .delete(update::token_delete),
         )
-        .route("/instances/count", get(paging::count))
-        .route("/instances/configuration", get(update::token_configuration))
+        .route(api!("/instances/count"), get(paging::count))
         .route(
-            "/instances/{id}",
+            api!("/instances/configuration"),
+            get(update::token_configuration),
+        )
+        .route(
+            api!("/instances/{id}"),
             get(show)
                 .put(update::put)
                 .patch(update::patch)
                 .delete(delete),
         )
         .route(
-            "/instances/{id}/configuration/{config_id}",
+            api!("/instances/{id}/configuration/{config_id}"),
             get(update::entry).patch(update::patch_entry),
         )
         .route(
-            "/instances/{id}/enabled",
+            api!("/instances/{id}/enabled"),
             axum::routing::put(enable).delete(disable),
         )
-        .route("/instances/{id}/configuration", get(configuration))
-        .route("/instances/{id}/credentials", get(credentials))
+        .route(api!("/instances/{id}/configuration"), get(configuration))
+        .route(api!("/instances/{id}/credentials"), get(credentials))
 }
 
 const MAX_NAME: usize = 200;

@@ -24,10 +24,19 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/organizations/me/callback-urls", get(list).put(replace))
-        .route("/organizations/me/secret/rotate", post(rotate_organization))
-        .route("/users/me/secret/rotate", post(rotate_user))
-        .route("/instances/{id}/token/rotate", post(rotate_instance_token))
+        .route(
+            api!("/organizations/me/callback-urls"),
+            get(list).put(replace),
+        )
+        .route(
+            api!("/organizations/me/secret/rotate"),
+            post(rotate_organization),
+        )
+        .route(api!("/users/me/secret/rotate"), post(rotate_user))
+        .route(
+            api!("/instances/{id}/token/rotate"),
+            post(rotate_instance_token),
+        )
 }
 
 /// A new secret or token, shown once, never cached.

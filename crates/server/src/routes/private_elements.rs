@@ -23,14 +23,14 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/elements", post(create))
-        .route("/elements/{key_or_id}", put(replace).delete(remove))
+        .route(api!("/elements"), post(create))
+        .route(api!("/elements/{key_or_id}"), put(replace).delete(remove))
         .route(
-            "/elements/{key_or_id}/active",
+            api!("/elements/{key_or_id}/active"),
             put(activate).delete(deactivate),
         )
-        .route("/elements/{key_or_id}/clone", post(clone))
-        .route("/elements/{key_or_id}/export", get(export))
+        .route(api!("/elements/{key_or_id}/clone"), post(clone))
+        .route(api!("/elements/{key_or_id}/export"), get(export))
 }
 
 /// Nesting deeper than this is refused (the format's deepest field is three

@@ -23,10 +23,13 @@ use crate::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/organizations/me/webhooks", get(list).post(create))
-        .route("/organizations/me/webhooks/{id}", delete(remove))
-        .route("/organizations/me/events", get(events))
-        .route("/organizations/me/events/{id}/redeliver", post(redeliver))
+        .route(api!("/organizations/me/webhooks"), get(list).post(create))
+        .route(api!("/organizations/me/webhooks/{id}"), delete(remove))
+        .route(api!("/organizations/me/events"), get(events))
+        .route(
+            api!("/organizations/me/events/{id}/redeliver"),
+            post(redeliver),
+        )
 }
 
 /// The most webhooks an organization holds.
