@@ -142,6 +142,18 @@ async fn organizations_may_restrict_callbacks_to_an_allow_list() {
     let server = TestServer::start(config_in(dir.path())).await;
     let api = server.api();
     let allowed = "https://app.acme.test/callback";
+    let url = |cb: &str| {
+        OAuthUrlRequest::new()
+            .api_key("k")
+            .api_secret("1")
+            .scope("s")
+            .callback_url(cb)
+    };
+    // No list yet: any callback (and the organization's empty list is now
+    // cached by this replica).
+    api.oauth_url("hubspot", &url("https://evil.test/cb"))
+        .await
+        .unwrap();
     assert_eq!(
         api.set_callback_urls(&[allowed.to_owned()]).await.unwrap(),
         [allowed]
@@ -153,14 +165,7 @@ async fn organizations_may_restrict_callbacks_to_an_allow_list() {
     assert_eq!(bad.status, 400, "{bad}");
     assert_eq!(api.callback_urls().await.unwrap(), [allowed]);
 
-    let url = |cb: &str| {
-        OAuthUrlRequest::new()
-            .api_key("k")
-            .api_secret("1")
-            .scope("s")
-            .callback_url(cb)
-    };
-    // With the organization's credentials the list applies.
+    // With the organization's credentials the list applies, at once.
     api.oauth_url("hubspot", &url(allowed)).await.unwrap();
     let err = refused(api.oauth_url("hubspot", &url("https://evil.test/cb")).await);
     assert_eq!(err.status, 400, "{err}");
@@ -190,6 +195,11 @@ async fn organizations_may_restrict_callbacks_to_an_allow_list() {
     let other = server.other_account("initech").await.client(&server.base);
     other
         .create_instance(&body.configuration("oauth.callback.url", "https://elsewhere.test/cb"))
+        .await
+        .unwrap();
+    // Emptying the list lifts it at once.
+    assert!(api.set_callback_urls(&[]).await.unwrap().is_empty());
+    api.oauth_url("hubspot", &url("https://evil.test/cb"))
         .await
         .unwrap();
     server.stop().await;

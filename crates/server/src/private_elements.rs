@@ -15,8 +15,9 @@
 //! use small ids, and [`lookup`] never resolves an id at or above
 //! [`ID_BASE`] to a built-in).
 //!
-//! **Cache.** Each organization's private catalog (its elements and its
-//! deactivated keys) is cached per replica for at most [`MAX_AGE`]; a write
+//! **Cache.** Each organization's private catalog (its elements, its
+//! deactivated keys and its callback allow-list) is cached per replica for
+//! at most [`MAX_AGE`]; a write
 //! on this replica calls [`Cache::invalidate`], the one invalidation point
 //! (to be hooked to the PostgreSQL NOTIFY bus so other replicas drop it at
 //! once; until then they see a change within [`MAX_AGE`]).
@@ -89,6 +90,10 @@ pub struct OrgCatalog {
     by_key: HashMap<String, usize>,
     /// The keys it has deactivated for itself.
     pub inactive: HashSet<String>,
+    /// Its callback URL allow-list (empty: any), cached with the catalog:
+    /// `oauth/url` and `POST /instances` check it on every call (issue 19:
+    /// it was a database read per call).
+    pub callback_urls: Vec<String>,
 }
 
 impl OrgCatalog {
@@ -201,7 +206,11 @@ pub async fn catalog(state: &AppState, organization_id: i64) -> Result<Arc<OrgCa
     // for longer than MAX_AGE.
     let at = Instant::now();
     let (rows, inactive) = state.store.private_catalog(organization_id).await?;
-    let catalog = Arc::new(OrgCatalog::build(rows, inactive));
+    let callback_urls = state.store.callback_urls(organization_id).await?;
+    let catalog = Arc::new(OrgCatalog {
+        callback_urls,
+        ..OrgCatalog::build(rows, inactive)
+    });
     state
         .private_elements
         .put(organization_id, at, catalog.clone());

@@ -1089,6 +1089,7 @@ async fn save_callbacks(
     };
     match state.store.set_callback_urls(organization_id, &urls).await {
         Ok(()) => {
+            state.private_elements.invalidate(organization_id);
             tracing::info!(
                 organization_id,
                 entries = urls.len(),

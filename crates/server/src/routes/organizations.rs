@@ -189,6 +189,7 @@ async fn replace(
         .store
         .set_callback_urls(principal.organization_id, &urls)
         .await?;
+    state.private_elements.invalidate(principal.organization_id);
     tracing::info!(
         organization_id = principal.organization_id,
         entries = urls.len(),
@@ -197,13 +198,17 @@ async fn replace(
     Ok(Json(urls).into_response())
 }
 
-/// Refuses `url` if the organization has an allow-list that lacks it.
+/// Refuses `url` if the organization has an allow-list that lacks it (the
+/// list as cached with the organization's catalog: a change made on this
+/// replica applies at once, one made on another within
+/// [`crate::private_elements::MAX_AGE`]).
 pub async fn check_allowed(
     state: &AppState,
     organization_id: i64,
     url: &str,
 ) -> Result<(), ApiError> {
-    let allowed = state.store.callback_urls(organization_id).await?;
+    let catalog = crate::private_elements::catalog(state, organization_id).await?;
+    let allowed = &catalog.callback_urls;
     if allowed.is_empty() || allowed.iter().any(|a| a == url) {
         Ok(())
     } else {
