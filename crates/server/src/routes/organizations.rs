@@ -194,7 +194,11 @@ pub async fn check_allowed(
     organization_id: i64,
     url: &str,
 ) -> Result<(), ApiError> {
-    let allowed = state.store.callback_urls(organization_id).await?;
+    allowed(&state.store.callback_urls(organization_id).await?, url)
+}
+
+/// Refuses `url` if `allowed` is a (non-empty) allow-list that lacks it.
+pub fn allowed(allowed: &[String], url: &str) -> Result<(), ApiError> {
     if allowed.is_empty() || allowed.iter().any(|a| a == url) {
         Ok(())
     } else {
