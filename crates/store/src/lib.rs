@@ -608,6 +608,27 @@ pub trait Store: Send + Sync + 'static {
     async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
         Ok(self.count_instances(organization_id).await? >= cap)
     }
+
+    /// What `POST /instances` checks before inserting, in one round trip
+    /// where the engine allows it: [`Store::has_at_least_instances`] and
+    /// [`Store::callback_urls`] of the organization. The default asks both.
+    async fn creation_checks(&self, organization_id: i64, cap: u64) -> Result<CreationChecks> {
+        Ok(CreationChecks {
+            at_cap: self.has_at_least_instances(organization_id, cap).await?,
+            callback_urls: self.callback_urls(organization_id).await?,
+        })
+    }
+
+    /// [`Store::create_instance`] for a caller that knows the creating
+    /// user's details (the authenticated principal's `user`): the answer is
+    /// built from what was written instead of reading the row back. The
+    /// same `Instance` a read would return; if `creator.id` is not
+    /// `new.user_id`, the row is read back as by `create_instance`. The
+    /// default does exactly that.
+    async fn create_instance_by(&self, new: NewInstance, creator: &User) -> Result<Instance> {
+        let _ = creator;
+        self.create_instance(new).await
+    }
     // --- cache (issue 19) ---
     /// Registers `hook`, told of every change made through this store (in
     /// this process) as soon as the write returned. Other processes learn of
@@ -615,6 +636,16 @@ pub trait Store: Send + Sync + 'static {
     fn on_change(&self, hook: notify::ChangeHook) {
         let _ = hook;
     }
+}
+
+/// What [`Store::creation_checks`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreationChecks {
+    /// The organization holds at least the cap of instances.
+    pub at_cap: bool,
+    /// The organization's allow-list of callback URLs (empty: no list), in
+    /// no particular order.
+    pub callback_urls: Vec<String>,
 }
 
 /// A sealed value outside the instances table (health: rewrap coverage).

@@ -52,9 +52,9 @@ use crate::events::{
 use elements_core::Secret;
 
 use crate::{
-    now_millis, postgres, sqlite, Durability, Instance, InstanceList, InstancePatch, Keyring,
-    NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob, Result, SealedRow, SecretHash,
-    Store, StoreError, Unreadable, User,
+    now_millis, postgres, sqlite, CreationChecks, Durability, Instance, InstanceList,
+    InstancePatch, Keyring, NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob,
+    Result, SealedRow, SecretHash, Store, StoreError, Unreadable, User,
 };
 
 /// The engine a store runs on, with what only that engine needs.
@@ -259,6 +259,52 @@ impl SqlStore {
         Ok(n > 0)
     }
 
+    /// Draws an id, seals and inserts `new` (SQLite: through the group-commit
+    /// writer), redrawing a taken id. With the creating user's details
+    /// (`creator`, whose id is `new.user_id`) the answer is what was written,
+    /// opened from `new` itself: the insert succeeded only if that user
+    /// belongs to the organization, and every other column is a value bound
+    /// to it or a constant of the `INSERT` (`valid`, `disabled`,
+    /// `token_version`, no health failures). Without it the row is read back.
+    async fn insert_instance(&self, new: NewInstance, creator: Option<&User>) -> Result<Instance> {
+        let tags = tags_json(&new.tags);
+        for _ in 0..ID_ATTEMPTS {
+            // The id is the associated data of the ciphertexts: draw it and
+            // encrypt here, in the caller's task; the engine only does SQL.
+            let id = random_id();
+            let now = now_millis();
+            let row = InstanceRow {
+                id,
+                organization_id: new.organization_id,
+                user_id: new.user_id,
+                element_key: new.element_key.clone(),
+                element_id: new.element_id as i64,
+                name: new.name.clone(),
+                tags: tags.clone(),
+                configuration_enc: seal_configuration(&self.keyring, id, &new.configuration),
+                token_hash: new.token_hash.to_vec(),
+                tokens: seal_tokens(&self.keyring, id, &new.tokens),
+                now,
+            };
+            let inserted = match &self.db {
+                Db::Sqlite(engine) => engine.writer.insert(row).await?,
+                Db::Postgres(engine) => engine.insert(&row).await?,
+            };
+            match (inserted, creator) {
+                (Inserted::Done, Some(user)) => return Ok(written(id, now, new, user.clone())),
+                (Inserted::Done, None) => {
+                    return self.fetch(id).await?.ok_or_else(|| {
+                        StoreError::Database(format!("instance {id} vanished after insert"))
+                    });
+                }
+                (Inserted::IdTaken, _) => continue,
+            }
+        }
+        Err(StoreError::Database(
+            "could not draw an unused instance id".into(),
+        ))
+    }
+
     /// Instance `id`, whatever its organization.
     pub(crate) async fn fetch(&self, id: i64) -> Result<Option<Instance>> {
         let raw = on_pool!(&self.db, |pool| {
@@ -433,40 +479,7 @@ impl Store for SqlStore {
     #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_instance",
         fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_instance"))]
     async fn create_instance(&self, new: NewInstance) -> Result<Instance> {
-        let tags = tags_json(&new.tags);
-        for _ in 0..ID_ATTEMPTS {
-            // The id is the associated data of the ciphertexts: draw it and
-            // encrypt here, in the caller's task; the engine only does SQL.
-            let id = random_id();
-            let row = InstanceRow {
-                id,
-                organization_id: new.organization_id,
-                user_id: new.user_id,
-                element_key: new.element_key.clone(),
-                element_id: new.element_id as i64,
-                name: new.name.clone(),
-                tags: tags.clone(),
-                configuration_enc: seal_configuration(&self.keyring, id, &new.configuration),
-                token_hash: new.token_hash.to_vec(),
-                tokens: seal_tokens(&self.keyring, id, &new.tokens),
-                now: now_millis(),
-            };
-            let inserted = match &self.db {
-                Db::Sqlite(engine) => engine.writer.insert(row).await?,
-                Db::Postgres(engine) => engine.insert(&row).await?,
-            };
-            match inserted {
-                Inserted::Done => {
-                    return self.fetch(id).await?.ok_or_else(|| {
-                        StoreError::Database(format!("instance {id} vanished after insert"))
-                    });
-                }
-                Inserted::IdTaken => continue,
-            }
-        }
-        Err(StoreError::Database(
-            "could not draw an unused instance id".into(),
-        ))
+        self.insert_instance(new, None).await
     }
 
     #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance",
@@ -2142,9 +2155,72 @@ impl Store for SqlStore {
         Ok(n >= cap)
     }
 
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_instance"))]
+    async fn create_instance_by(&self, new: NewInstance, creator: &User) -> Result<Instance> {
+        let creator = (creator.id == new.user_id).then_some(creator);
+        self.insert_instance(new, creator).await
+    }
+
+    /// One statement: the cap check of [`Store::has_at_least_instances`]
+    /// (a row with no URL) and the allow-list's rows (no count).
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.creation_checks",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "creation_checks"))]
+    async fn creation_checks(&self, organization_id: i64, cap: u64) -> Result<CreationChecks> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let rows: Vec<(Option<String>, Option<i64>)> = on_pool!(&self.db, |pool| sqlx::query_as(
+            "SELECT CAST(NULL AS TEXT), CASE \
+             WHEN COALESCE((SELECT MAX(seq) FROM instances WHERE organization_id = $1), 0) < $2 \
+             THEN 0 \
+             ELSE (SELECT COUNT(*) FROM \
+             (SELECT 1 FROM instances WHERE organization_id = $1 LIMIT $2) AS capped) \
+             END \
+             UNION ALL \
+             SELECT url, NULL FROM organization_callbacks WHERE organization_id = $1"
+        )
+        .bind(organization_id)
+        .bind(cap)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        let mut checks = CreationChecks::default();
+        for (url, count) in rows {
+            match (url, count) {
+                (Some(url), _) => checks.callback_urls.push(url),
+                (None, Some(n)) => checks.at_cap = n >= cap,
+                (None, None) => {}
+            }
+        }
+        Ok(checks)
+    }
+
     // --- cache (issue 19) ---
     fn on_change(&self, hook: crate::notify::ChangeHook) {
         self.changes.add(hook);
+    }
+}
+
+/// The instance `new` became once inserted with `id` at `now` by `user`:
+/// what reading the row back answers (`tests/story.rs` compares the two).
+fn written(id: i64, now: i64, new: NewInstance, user: User) -> Instance {
+    let (valid, disabled, failures) = (true, false, 0);
+    Instance {
+        id,
+        organization_id: new.organization_id,
+        user,
+        element_key: new.element_key,
+        element_id: new.element_id,
+        name: new.name,
+        tags: new.tags,
+        configuration: new.configuration,
+        tokens: new.tokens,
+        valid,
+        invalid_reason: None,
+        disabled,
+        created_at: now,
+        updated_at: now,
+        token_version: 0,
+        health: crate::events::Health::derive(valid, disabled, failures, None, now, None),
     }
 }
 

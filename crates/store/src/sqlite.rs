@@ -22,8 +22,10 @@
 //! multi-row `INSERT`s of up to 64; a constraint violation fails only its
 //! own row (statement-level abort, that chunk redone row by row); any other
 //! error rolls back and rewrites the batch without the failing row. Details
-//! in [`group_commit`]. The caller then reads its row back through the pool,
-//! as before (reads run in parallel with the writer under WAL).
+//! in [`group_commit`]. The caller then answers the instance from what it
+//! wrote when it knows the creating user (`Store::create_instance_by`, what
+//! `POST /instances` uses), or reads its row back through the pool
+//! (`create_instance`; reads run in parallel with the writer under WAL).
 //!
 //! `seq` (newest first within an organization) is the organization's
 //! maximum plus one: an index lookup on `(organization_id, seq)`. The

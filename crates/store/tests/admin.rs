@@ -3,7 +3,8 @@
 
 use elements_core::{Configuration, Secret};
 use elements_store::{
-    connect, hash_secret, rewrap, Keyring, NewAccount, NewInstance, StoreError, Tokens,
+    connect, hash_secret, rewrap, CreationChecks, Keyring, NewAccount, NewInstance, StoreError,
+    Tokens,
 };
 use elements_testkit::pg::PgCluster;
 
@@ -47,6 +48,26 @@ async fn story(url: &str) {
         .await
         .unwrap()
         .is_empty());
+    // Issue 19: the checks of a new instance, in one query: the same list
+    // (in any order) and the cap check.
+    let mut checks = store.creation_checks(a.organization_id, 1).await.unwrap();
+    assert!(!checks.at_cap, "no instances yet");
+    checks.callback_urls.sort();
+    assert_eq!(
+        checks.callback_urls,
+        ["https://a.test/cb", "https://z.test/cb"]
+    );
+    assert!(
+        store
+            .creation_checks(a.organization_id, 0)
+            .await
+            .unwrap()
+            .at_cap
+    );
+    assert_eq!(
+        store.creation_checks(b.organization_id, 1).await.unwrap(),
+        CreationChecks::default()
+    );
     store
         .set_callback_urls(a.organization_id, &[])
         .await
@@ -81,6 +102,16 @@ async fn story(url: &str) {
             .await
             .unwrap();
         ids.push(created.id);
+    }
+    for (cap, at_cap) in [(1, true), (2, true), (3, false)] {
+        assert_eq!(
+            store.creation_checks(a.organization_id, cap).await.unwrap(),
+            CreationChecks {
+                at_cap,
+                callback_urls: vec![]
+            },
+            "cap {cap}"
+        );
     }
     drop(store);
 

@@ -219,6 +219,16 @@ async fn the_instance_cap_check_agrees_with_the_count() {
             expected,
             "cap {cap}"
         );
+        // The same check among `POST /instances`'s others (one query).
+        assert_eq!(
+            store
+                .creation_checks(a.organization_id, cap)
+                .await
+                .unwrap()
+                .at_cap,
+            expected,
+            "creation_checks, cap {cap}"
+        );
     }
     assert!(store
         .has_at_least_instances(b.organization_id, 3)
@@ -245,6 +255,20 @@ async fn the_instance_cap_check_agrees_with_the_count() {
         .has_at_least_instances(a.organization_id, 36)
         .await
         .unwrap());
+    assert!(
+        store
+            .creation_checks(a.organization_id, 35)
+            .await
+            .unwrap()
+            .at_cap
+    );
+    assert!(
+        !store
+            .creation_checks(a.organization_id, 36)
+            .await
+            .unwrap()
+            .at_cap
+    );
     assert!(!store
         .has_at_least_instances(a.organization_id, 40)
         .await

@@ -213,6 +213,69 @@ async fn store_story(url: &str, engine: &str, files: &[PathBuf]) {
     assert_eq!(i1.token_version, 0);
     assert!(i1.created_at > 0 && i1.updated_at == i1.created_at);
 
+    // Issue 19: created by a known user, the instance is answered from what
+    // was written, not read back: exactly what a read answers. A creator
+    // that is not the row's user is not trusted (the row is read back).
+    let by = store
+        .create_instance_by(
+            new_instance(
+                &a,
+                "by a",
+                &["by"],
+                "instance-token-by",
+                tokens("access-by", Some("refresh-by"), later),
+            ),
+            &a.user,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.instance(a.organization_id, by.id).await.unwrap(),
+        Some(by.clone())
+    );
+    assert_eq!(by.user, a.user);
+    assert_eq!(by.tokens, tokens("access-by", Some("refresh-by"), later));
+    assert!(by.valid && !by.disabled && by.token_version == 0);
+    let mut stranger = a.user.clone();
+    stranger.id = b.user.id;
+    stranger.email = "not-the-creator@example.com".into();
+    let by_wrong = store
+        .create_instance_by(
+            new_instance(
+                &a,
+                "by wrong",
+                &[],
+                "instance-token-by-2",
+                Tokens::default(),
+            ),
+            &stranger,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_wrong.user, a.user, "read back, not the caller's user");
+    assert_eq!(
+        store
+            .instance(a.organization_id, by_wrong.id)
+            .await
+            .unwrap(),
+        Some(by_wrong.clone())
+    );
+    // A creator of another organization is refused as by create_instance.
+    let mut foreign = new_instance(&a, "x", &[], "instance-token-by-3", Tokens::default());
+    foreign.user_id = b.user.id;
+    assert!(matches!(
+        store.create_instance_by(foreign, &b.user).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(store
+        .delete_instance(a.organization_id, by.id)
+        .await
+        .unwrap());
+    assert!(store
+        .delete_instance(a.organization_id, by_wrong.id)
+        .await
+        .unwrap());
+
     let i2 = store
         .create_instance(new_instance(
             &a,

@@ -186,8 +186,18 @@ pub(crate) async fn create(
     element
         .validate_configuration(&configuration)
         .map_err(|m| ApiError::MissingConfiguration(m.keys))?;
+    // speed (issue 19): the allow-list and the instance cap in one query;
+    // the cap is still refused where `provision` checks it, after the
+    // checks of the body below.
+    let checks = state
+        .store
+        .creation_checks(
+            principal.organization_id,
+            limits.max_instances_per_organization,
+        )
+        .await?;
     if let Some(callback) = configuration.get(elements_core::keys::CALLBACK_URL) {
-        super::organizations::check_allowed(&state, principal.organization_id, callback).await?;
+        super::organizations::allowed(&checks.callback_urls, callback)?;
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
@@ -206,9 +216,14 @@ pub(crate) async fn create(
     }
     let provision = crate::credentials::provision(&state, element, provider_data)?;
     let verify = crate::health_check::wanted(&state, &query)?;
-    let (instance, token) = provision_instance(
+    let (instance, token) = provision_for(
         &state,
-        (principal.organization_id, principal.user.id),
+        Owner {
+            organization_id: principal.organization_id,
+            user_id: principal.user.id,
+            user: Some(&principal.user),
+            at_cap: Some(checks.at_cap),
+        },
         element,
         (body.name, tags),
         configuration,
@@ -237,6 +252,51 @@ pub(crate) async fn provision_instance(
     state: &AppState,
     (organization_id, user_id): (i64, i64),
     element: &dyn Element,
+    name_and_tags: (String, Vec<String>),
+    configuration: Configuration,
+    how: crate::credentials::Provision,
+    verify: bool,
+) -> Result<(Instance, String), ApiError> {
+    let owner = Owner {
+        organization_id,
+        user_id,
+        user: None,
+        at_cap: None,
+    };
+    provision_for(
+        state,
+        owner,
+        element,
+        name_and_tags,
+        configuration,
+        how,
+        verify,
+    )
+    .await
+}
+
+/// Who a new instance is for: the organization, the creating user's id
+/// and, when the caller has them (an authenticated principal), the user's
+/// details, so that the store answers the new instance without reading it
+/// back; and whether the organization is at its instance cap, if the
+/// caller already asked (`Store::creation_checks`).
+struct Owner<'a> {
+    organization_id: i64,
+    user_id: i64,
+    user: Option<&'a elements_store::User>,
+    at_cap: Option<bool>,
+}
+
+/// [`provision_instance`] for an [`Owner`].
+async fn provision_for(
+    state: &AppState,
+    Owner {
+        organization_id,
+        user_id,
+        user,
+        at_cap,
+    }: Owner<'_>,
+    element: &dyn Element,
     (name, tags): (String, Vec<String>),
     configuration: Configuration,
     provision: crate::credentials::Provision,
@@ -244,11 +304,16 @@ pub(crate) async fn provision_instance(
 ) -> Result<(Instance, String), ApiError> {
     let limits = &state.limits;
     let cap = limits.max_instances_per_organization;
-    if state
-        .store
-        .has_at_least_instances(organization_id, cap)
-        .await?
-    {
+    let at_cap = match at_cap {
+        Some(known) => known,
+        None => {
+            state
+                .store
+                .has_at_least_instances(organization_id, cap)
+                .await?
+        }
+    };
+    if at_cap {
         // Counted exactly only for the refusal.
         let count = state.store.count_instances(organization_id).await?;
         return Err(ApiError::Forbidden(format!(
@@ -299,7 +364,10 @@ pub(crate) async fn provision_instance(
                 )
                 .await?;
             }
-            state.store.create_instance(new).await?
+            match user {
+                Some(user) => state.store.create_instance_by(new, user).await?,
+                None => state.store.create_instance(new).await?,
+            }
         }
     };
     tracing::info!(

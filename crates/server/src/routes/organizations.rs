@@ -208,7 +208,11 @@ pub async fn check_allowed(
     url: &str,
 ) -> Result<(), ApiError> {
     let catalog = crate::private_elements::catalog(state, organization_id).await?;
-    let allowed = &catalog.callback_urls;
+    allowed(&catalog.callback_urls, url)
+}
+
+/// Refuses `url` if `allowed` is a (non-empty) allow-list that lacks it.
+pub fn allowed(allowed: &[String], url: &str) -> Result<(), ApiError> {
     if allowed.is_empty() || allowed.iter().any(|a| a == url) {
         Ok(())
     } else {
