@@ -10,7 +10,15 @@
 //! through `Debug`). [`Text`] and [`Json`] write the same bytes directly:
 //! the timestamp's date and time of day are computed once a second (per
 //! thread), strings that need no escaping are copied as they are, integers
-//! are written with `itoa`.
+//! are written with `itoa`. One access line (dispatch, filter, format and
+//! the copy into `log_writer`'s buffer; thread CPU time in-process) went
+//! from 765 to 315 ns in text and from 1,325 to 405 ns in JSON; its share
+//! of a `GET /credentials` profile from 7.5% to 4.3% of the samples.
+//!
+//! Why a formatter and not a line that bypasses `tracing`: the formatting
+//! was 6.0 of those 7.5%, dispatch and filtering well under 1%, so a bypass
+//! would save little more and would lose every subscriber's view of the
+//! line (tests, the OpenTelemetry setup, `ELEMENTS_LOG` directives).
 //!
 //! **The output does not change**: what operators' log parsers see is the
 //! default layout, byte for byte (`tests::identity_*` format the same
