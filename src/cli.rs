@@ -551,10 +551,17 @@ fn init_logging(format: &str) -> crate::log_writer::Guard {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
+    // The default layouts, written faster (`crate::access_log`).
     if format == "json" {
-        builder.json().init();
+        builder
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::access_log::Json::default())
+            .init();
     } else {
-        builder.init();
+        builder
+            .event_format(crate::access_log::Text::default())
+            .init();
     }
     guard
 }
@@ -576,9 +583,12 @@ fn init_logging_with_otel(
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     let fmt = if format == "json" {
-        fmt.json().boxed()
+        fmt.with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::access_log::Json::default())
+            .boxed()
     } else {
-        fmt.boxed()
+        fmt.event_format(crate::access_log::Text::default()).boxed()
     };
     // ops3: the store's spans (`store.*`) only inside an exported span (a
     // request's), so background loops export nothing.

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+mod access_log;
 mod cli;
 mod log_writer;
 mod otel;

@@ -134,14 +134,16 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         X_CONTENT_TYPE_OPTIONS.clone(),
         HeaderValue::from_static("nosniff"),
     );
+    // The message as a `&str` field, not a format string: the same line
+    // (`request request_id=...`), written without a `core::fmt` call.
     tracing::info!(
         target: "elements::http",
+        message = "request",
         request_id = id.as_str(),
         %method,
         path = prefix_chars(&path, 200),
         status = status.as_u16(),
         latency_us = elapsed.as_micros() as u64,
-        "request"
     );
     response
 }
