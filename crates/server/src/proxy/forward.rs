@@ -553,7 +553,14 @@ pub(super) async fn forward(
                 {
                     Some(d) => d,
                     None => {
-                        let outcome = if e.is_connect() { "connect" } else { "error" };
+                        let timed_out = upstream::timed_out(&e);
+                        let outcome = if timed_out {
+                            "timeout"
+                        } else if e.is_connect() {
+                            "connect"
+                        } else {
+                            "error"
+                        };
                         log(
                             label,
                             spec,
@@ -564,6 +571,12 @@ pub(super) async fn forward(
                             retries,
                             outcome,
                         );
+                        if timed_out {
+                            return Ok(gateway_timeout(format!(
+                                "the provider did not answer within {} ms",
+                                settings.timeout.as_millis()
+                            )));
+                        }
                         return Err(ApiError::BadGateway(
                             "the provider could not be reached".into(),
                         ));

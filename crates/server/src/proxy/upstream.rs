@@ -76,6 +76,21 @@ pub(super) fn transient(e: &hyper_util::client::legacy::Error) -> bool {
     true
 }
 
+/// Whether a failed exchange failed by a timeout (connecting, as reqwest's
+/// `connect_timeout` did: answered 504 like a response that did not come).
+pub(super) fn timed_out(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The provider's response body, cut off with an error when no data
 /// arrives for `timeout` (the time between reads, as reqwest's
 /// `read_timeout` did). The timer is only set when a read has to wait.
