@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::Uri;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use elements_core::{
@@ -16,9 +17,10 @@ use elements_core::{
 use elements_store::Instance;
 use futures_util::StreamExt as _;
 use http_body_util::BodyExt as _;
-use reqwest::Url;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use url::Url;
 
-use super::{idempotent, path, RETRY_HEADER};
+use super::{idempotent, path, upstream, RETRY_HEADER};
 use crate::error::ApiError;
 use crate::tokens::now_seconds;
 use crate::AppState;
@@ -60,13 +62,32 @@ fn connection_names(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
-    let connection = connection_names(from);
-    for (name, value) in from {
-        if !stripped(name, &connection) {
-            to.append(name.clone(), value.clone());
+/// `headers` without the hop-by-hop ones and ours: moved as they are when
+/// none is there (the usual case), rebuilt otherwise.
+fn strip_headers(headers: HeaderMap) -> HeaderMap {
+    let connection = connection_names(&headers);
+    if !headers.keys().any(|name| stripped(name, &connection)) {
+        return headers;
+    }
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    let mut last: Option<HeaderName> = None;
+    for (name, value) in headers {
+        // `None`: another value of the previous name.
+        let name = match name {
+            Some(name) => {
+                last = Some(name.clone());
+                name
+            }
+            None => match &last {
+                Some(name) => name.clone(),
+                None => continue,
+            },
+        };
+        if !stripped(&name, &connection) {
+            kept.append(name, value);
         }
     }
+    kept
 }
 
 fn credential_error(e: CredentialError) -> ApiError {
@@ -84,60 +105,122 @@ enum Payload {
     Streamed(Option<Body>),
 }
 
-/// The URL to call: the element's base URL, the path and the query. The
-/// result must stay on the base URL's origin and under its path.
-fn target(
-    spec: &ElementSpec,
-    instance: &Instance,
-    tail: &str,
-    query: Option<&str>,
-) -> Result<Url, ApiError> {
-    let base = spec.base_url_for(&instance.configuration)?.ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "element `{}` declares no `api_base_url`: its API cannot be proxied",
-            spec.key
-        ))
-    })?;
-    let base_url = Url::parse(&base).map_err(|e| {
-        ApiError::Conflict(format!(
-            "element `{}` has an invalid API base URL: {e}",
-            spec.key
-        ))
-    })?;
-    let mut text = base.trim_end_matches('/').to_owned();
-    if !tail.is_empty() {
-        text.push('/');
-        text.push_str(tail);
-    }
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
-        text.push('?');
-        text.push_str(q);
-    }
-    let url = Url::parse(&text)
-        .map_err(|e| ApiError::BadRequest(format!("the path does not make a valid URL: {e}")))?;
-    let base_path = base_url.path().trim_end_matches('/');
-    if url.scheme() != base_url.scheme()
-        || url.host() != base_url.host()
-        || url.port_or_known_default() != base_url.port_or_known_default()
-        || !url.username().is_empty()
-        || !url.path().starts_with(base_path)
-    {
-        return Err(ApiError::BadRequest(
-            "the path leaves the element's API base URL".into(),
-        ));
-    }
-    Ok(url)
+/// Characters of a path the URL standard percent-encodes (the `url` crate's
+/// path set): encoded the same way here, so the upstream sees what it saw
+/// when the URL went through `url`.
+const PATH_SET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'`')
+    .add(b'#')
+    .add(b'?')
+    .add(b'{')
+    .add(b'}');
+/// The same for a query of an `http(s)` URL (the `url` crate's special-query set).
+const QUERY_SET: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\'');
+
+/// An element's API base URL, parsed once per distinct value.
+#[derive(Debug)]
+pub(super) struct Base {
+    /// `scheme://authority/path` as the URL standard serializes it, without
+    /// a trailing `/`.
+    prefix: String,
+    /// The length of `scheme://authority`.
+    origin: usize,
 }
 
-/// Adds the instance's credential to a request for `url`.
+impl Base {
+    /// Parses (and normalizes) an element's API base URL.
+    pub(super) fn parse(base: &str) -> Result<Base, String> {
+        let url = Url::parse(base).map_err(|e| e.to_string())?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "its scheme `{}` is not http or https",
+                url.scheme()
+            ));
+        }
+        if url.host().is_none() {
+            return Err("it has no host".into());
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("it has a query or a fragment".into());
+        }
+        let origin = url.as_str().len() - url.path().len();
+        let prefix = url.as_str().trim_end_matches('/').to_owned();
+        Ok(Base { prefix, origin })
+    }
+}
+
+/// The URL to call: the element's base URL, the path and the query, as text
+/// (a path that passed [`path::check`] cannot leave the base URL: it has no
+/// `.`/`..` segment, no empty segment, no backslash, no encoded slash, and it
+/// is appended after the base's own path).
+fn target(base: &Base, tail: &str, query: Option<&str>) -> String {
+    let query = query.filter(|q| !q.is_empty());
+    let mut text =
+        String::with_capacity(base.prefix.len() + tail.len() + query.map_or(0, str::len) + 2);
+    text.push_str(&base.prefix);
+    if !tail.is_empty() {
+        text.push('/');
+        text.extend(utf8_percent_encode(tail, PATH_SET));
+    }
+    if text.len() == base.origin {
+        text.push('/');
+    }
+    if let Some(q) = query {
+        text.push('?');
+        text.extend(utf8_percent_encode(q, QUERY_SET));
+    }
+    text
+}
+
+/// The path of a URL made by [`target`] (for the log: never the query).
+fn path_of<'u>(base: &Base, url: &'u str) -> &'u str {
+    let rest = &url[base.origin..];
+    match rest.find('?').map_or(rest, |q| &rest[..q]) {
+        "" => "/",
+        path => path,
+    }
+}
+
+/// Appends query parameters to a URL made by [`target`] as `url`'s
+/// `query_pairs_mut` did: `?` or `&`, then the pairs form-encoded.
+fn append_query<'p>(url: &mut String, pairs: impl Iterator<Item = (&'p str, &'p str)>) {
+    let mut pairs = pairs.peekable();
+    if pairs.peek().is_none() {
+        return;
+    }
+    let start = match url.find('?') {
+        Some(q) => q + 1,
+        None => {
+            url.push('?');
+            url.len()
+        }
+    };
+    let mut serializer = url::form_urlencoded::Serializer::for_suffix(url, start);
+    for (name, value) in pairs {
+        serializer.append_pair(name, value);
+    }
+    serializer.finish();
+}
+
+/// Adds the instance's credential to a request for `url`: the URI to send
+/// (with query credentials) and the headers to add.
 fn authorize(
     spec: &ElementSpec,
     instance: &Instance,
     method: &Method,
-    url: &Url,
+    url: &str,
     form: &[(String, String)],
-) -> Result<(Url, Vec<(HeaderName, HeaderValue)>), ApiError> {
-    let mut url = url.clone();
+) -> Result<(Uri, Vec<(HeaderName, HeaderValue)>), ApiError> {
     let mut headers = Vec::new();
     let header = |name: &str, value: &Secret| -> Result<(HeaderName, HeaderValue), ApiError> {
         let name = HeaderName::try_from(name).map_err(|_| {
@@ -153,6 +236,10 @@ fn authorize(
         value.set_sensitive(true);
         Ok((name, value))
     };
+    let uri = |text: String| {
+        Uri::try_from(text)
+            .map_err(|e| ApiError::BadRequest(format!("the path does not make a valid URL: {e}")))
+    };
     if spec.authentication == Authentication::Oauth1 {
         let (consumer_key, consumer_secret) = oauth1_consumer(&instance.configuration)
             .map_err(|m| credential_error(CredentialError::Missing(m)))?;
@@ -166,7 +253,7 @@ fn authorize(
         let nonce = crate::pkce::random_token(16);
         let authorization = oauth1_authorization(&OAuth1Request {
             method: method.as_str(),
-            url: url.as_str(),
+            url,
             params: form,
             consumer_key,
             consumer_secret: &consumer_secret,
@@ -179,7 +266,7 @@ fn authorize(
             version: true,
         })?;
         headers.push(header("Authorization", &authorization)?);
-        return Ok((url, headers));
+        return Ok((uri(url.to_owned())?, headers));
     }
     let applied = apply_credential(
         spec,
@@ -187,16 +274,18 @@ fn authorize(
         instance.tokens.access_token.as_ref(),
     )
     .map_err(credential_error)?;
-    if !applied.query.is_empty() {
-        let mut pairs = url.query_pairs_mut();
-        for (name, value) in &applied.query {
-            pairs.append_pair(name, value.expose());
-        }
-    }
+    let mut text = url.to_owned();
+    append_query(
+        &mut text,
+        applied
+            .query
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.expose())),
+    );
     for (name, value) in &applied.headers {
         headers.push(header(name, value)?);
     }
-    Ok((url, headers))
+    Ok((uri(text)?, headers))
 }
 
 /// Whether the request body is `application/x-www-form-urlencoded`.
@@ -269,7 +358,8 @@ pub(super) async fn forward(
         None
     };
     let tail = mapped.as_deref().unwrap_or(tail);
-    let url = target(spec, &instance, tail, parts.uri.query())?;
+    let base = state.proxy.base(spec, &instance)?;
+    let url = target(&base, tail, parts.uri.query());
     let kind = spec.authentication;
     let oauth2 = matches!(
         kind,
@@ -333,12 +423,11 @@ pub(super) async fn forward(
         _ => Payload::Streamed(Some(body)),
     };
 
-    let mut out_headers = HeaderMap::new();
-    copy_headers(&parts.headers, &mut out_headers);
     let opted_in = parts
         .headers
         .get(RETRY_HEADER)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let mut out_headers = strip_headers(parts.headers);
     let max_retries = spec
         .proxy
         .as_ref()
@@ -349,7 +438,7 @@ pub(super) async fn forward(
     let mut retries = 0u32;
     let mut waited = Duration::ZERO;
     let mut refreshed = false;
-    let path_for_log = url.path().to_owned();
+    let path_for_log = path_of(&base, &url);
     // Bounded metrics labels: catalog keys; any organization-private element
     // (a clone that kept a built-in's key too) is `private`, as for
     // provider calls.
@@ -360,17 +449,24 @@ pub(super) async fn forward(
     let over_limit = Arc::new(AtomicBool::new(false));
     loop {
         let replayable = matches!(payload, Payload::Buffered(_));
-        let (signed_url, cred_headers) = authorize(spec, &instance, &method, &url, &form)?;
-        let mut builder = state
-            .proxy
-            .client
-            .request(method.clone(), signed_url)
-            .headers(out_headers.clone());
+        let (uri, cred_headers) = authorize(spec, &instance, &method, &url, &form)?;
+        // The caller's headers: copied while another attempt may follow,
+        // moved into the last one.
+        let last_attempt = !(replayable && (may_retry || oauth2 && !refreshed));
+        let mut headers = if last_attempt {
+            std::mem::take(&mut out_headers)
+        } else {
+            out_headers.clone()
+        };
         for (name, value) in cred_headers {
-            builder = builder.header(name, value);
+            headers.append(name, value);
         }
-        builder = match &mut payload {
-            Payload::Buffered(b) => builder.body(b.clone()),
+        if !headers.contains_key(header::ACCEPT) {
+            // What reqwest added, kept so that providers see the same request.
+            headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        }
+        let body = match &mut payload {
+            Payload::Buffered(b) => Body::from(b.clone()),
             Payload::Streamed(b) => {
                 let limit = settings.max_request_body;
                 let mut seen = 0u64;
@@ -388,22 +484,23 @@ pub(super) async fn forward(
                         }
                         Ok(c)
                     });
-                builder.body(reqwest::Body::wrap_stream(stream))
+                Body::from_stream(stream)
             }
         };
-        // A streamed upload may take longer than the timeout; the client's
-        // read timeout still cuts off an upstream that stops answering.
-        let wait = if replayable {
-            settings.timeout
-        } else {
-            Duration::from_secs(24 * 3600)
-        };
+        let mut outbound = axum::http::Request::new(body);
+        *outbound.method_mut() = method.clone();
+        *outbound.uri_mut() = uri;
+        *outbound.headers_mut() = headers;
+        // The response head must come within the timeout of the request
+        // being sent (a streamed upload included, as with reqwest's read
+        // timeout); the body then within the timeout of each read.
         let span = crate::trace::proxy_attempt(label, &method, retries + 1);
+        let call = state.proxy.client.request(outbound);
         let sent = if span.is_none() {
-            tokio::time::timeout(wait, builder.send()).await
+            tokio::time::timeout(settings.timeout, call).await
         } else {
             use tracing::Instrument as _;
-            tokio::time::timeout(wait, builder.send())
+            tokio::time::timeout(settings.timeout, call)
                 .instrument(span.clone())
                 .await
         };
@@ -421,7 +518,7 @@ pub(super) async fn forward(
                 label,
                 spec,
                 &method,
-                &path_for_log,
+                path_for_log,
                 None,
                 started,
                 retries,
@@ -436,7 +533,7 @@ pub(super) async fn forward(
                     label,
                     spec,
                     &method,
-                    &path_for_log,
+                    path_for_log,
                     None,
                     started,
                     retries,
@@ -448,7 +545,7 @@ pub(super) async fn forward(
                 )));
             }
             Ok(Err(e)) => {
-                let transient = e.is_connect() || e.is_request() && !e.is_body() && !e.is_builder();
+                let transient = upstream::transient(&e);
                 let d = backoff(settings.backoff, retries + 1);
                 match (transient && may_retry && replayable && retries < max_retries)
                     .then_some(d)
@@ -456,7 +553,8 @@ pub(super) async fn forward(
                 {
                     Some(d) => d,
                     None => {
-                        let outcome = if e.is_timeout() {
+                        let timed_out = upstream::timed_out(&e);
+                        let outcome = if timed_out {
                             "timeout"
                         } else if e.is_connect() {
                             "connect"
@@ -467,13 +565,13 @@ pub(super) async fn forward(
                             label,
                             spec,
                             &method,
-                            &path_for_log,
+                            path_for_log,
                             None,
                             started,
                             retries,
                             outcome,
                         );
-                        if e.is_timeout() {
+                        if timed_out {
                             return Ok(gateway_timeout(format!(
                                 "the provider did not answer within {} ms",
                                 settings.timeout.as_millis()
@@ -492,6 +590,7 @@ pub(super) async fn forward(
                     match state.tokens.refresh(instance.id, true).await {
                         Ok(renewed) => {
                             instance = renewed.into();
+                            drain(response).await;
                             continue;
                         }
                         // No new token to be had: the provider's 401 goes back.
@@ -501,13 +600,13 @@ pub(super) async fn forward(
                                 label,
                                 spec,
                                 &method,
-                                &path_for_log,
+                                path_for_log,
                                 Some(status),
                                 started,
                                 retries,
                                 "answered",
                             );
-                            return Ok(respond(response));
+                            return Ok(respond(response, settings.timeout));
                         }
                     }
                 }
@@ -525,19 +624,22 @@ pub(super) async fn forward(
                     None
                 };
                 match wanted.filter(|d| *d <= budget_left) {
-                    Some(d) => d,
+                    Some(d) => {
+                        drain(response).await;
+                        d
+                    }
                     None => {
                         log(
                             label,
                             spec,
                             &method,
-                            &path_for_log,
+                            path_for_log,
                             Some(status),
                             started,
                             retries,
                             "answered",
                         );
-                        return Ok(respond(response));
+                        return Ok(respond(response, settings.timeout));
                     }
                 }
             }
@@ -580,14 +682,29 @@ fn log(
 }
 
 /// The provider's answer, streamed back, hop-by-hop headers stripped.
-fn respond(response: reqwest::Response) -> Response {
-    let status = response.status();
-    let mut headers = HeaderMap::new();
-    copy_headers(response.headers(), &mut headers);
-    let mut out = Response::new(Body::from_stream(response.bytes_stream()));
-    *out.status_mut() = status;
-    *out.headers_mut() = headers;
+fn respond(response: axum::http::Response<hyper::body::Incoming>, timeout: Duration) -> Response {
+    let (parts, body) = response.into_parts();
+    let mut out = Response::new(upstream::body(body, timeout));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = strip_headers(parts.headers);
     out
+}
+
+/// Reads a small answer that is not passed on (a retried 429, 503 or 5xx,
+/// a 401 before the replay) to its end, briefly, so that its connection
+/// goes back to the pool.
+async fn drain(response: axum::http::Response<hyper::body::Incoming>) {
+    const SMALL: u64 = 64 * 1024;
+    let body = response.into_body();
+    if hyper::body::Body::is_end_stream(&body)
+        || hyper::body::Body::size_hint(&body)
+            .upper()
+            .is_none_or(|n| n > SMALL)
+    {
+        return;
+    }
+    let read = http_body_util::Limited::new(body, SMALL as usize).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), read).await;
 }
 
 /// Our 504 (marked as ours).
@@ -595,4 +712,123 @@ fn gateway_timeout(message: String) -> Response {
     let mut r = super::ours(ApiError::BadGateway(message));
     *r.status_mut() = StatusCode::GATEWAY_TIMEOUT;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the proxy built before (`url` parsing the joined text, then
+    /// `query_pairs_mut` for query credentials), to compare with.
+    fn with_url(base: &str, tail: &str, query: Option<&str>, pairs: &[(&str, &str)]) -> String {
+        let mut text = base.trim_end_matches('/').to_owned();
+        if !tail.is_empty() {
+            text.push('/');
+            text.push_str(tail);
+        }
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            text.push('?');
+            text.push_str(q);
+        }
+        let mut url = Url::parse(&text).unwrap();
+        if !pairs.is_empty() {
+            let mut p = url.query_pairs_mut();
+            for (k, v) in pairs {
+                p.append_pair(k, v);
+            }
+        }
+        url.as_str().to_owned()
+    }
+
+    #[test]
+    fn the_target_is_the_url_the_url_crate_made() {
+        let bases = [
+            "https://api.example.com",
+            "https://api.example.com/",
+            "http://127.0.0.1:8080/elements/api-v2/instances/1",
+            "HTTPS://API.Example.COM:443/v2/",
+            "http://localhost:80/a%20b",
+        ];
+        let tails = [
+            "",
+            "v3/ping",
+            "crm/v3/objects/contacts/",
+            "a%20b/c d/\"q\"/<x>/`t`/{id}/|^~!$&'()*+,;=:@",
+            "caf%C3%A9/x",
+        ];
+        let queries = [
+            None,
+            Some(""),
+            Some("limit=5&after=a%20b"),
+            Some("q=\"x\"&s='y'&t=<z>&u=`v`&w={}|^"),
+            Some("a=1&a=2&b"),
+        ];
+        let pairs: [&[(&str, &str)]; 3] =
+            [&[], &[("api_key", "k y+&=/")], &[("a", "1"), ("b", "é")]];
+        for base in bases {
+            let parsed = Base::parse(base).unwrap();
+            for tail in tails {
+                for query in queries {
+                    let url = target(&parsed, tail, query);
+                    assert_eq!(
+                        url,
+                        with_url(base, tail, query, &[]),
+                        "{base} {tail} {query:?}"
+                    );
+                    let want_path = Url::parse(&url).unwrap().path().to_owned();
+                    assert_eq!(path_of(&parsed, &url), want_path, "{url}");
+                    Uri::try_from(url.as_str()).unwrap();
+                    for p in pairs {
+                        let mut text = url.clone();
+                        append_query(&mut text, p.iter().copied());
+                        assert_eq!(
+                            text,
+                            with_url(base, tail, query, p),
+                            "{base} {tail} {query:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bases_that_are_not_http_origins_with_a_path_are_refused() {
+        for (base, why) in [
+            ("ftp://example.com/x", "scheme `ftp` is not http or https"),
+            ("https://example.com/x?key=1", "a query or a fragment"),
+            ("https://example.com/x#f", "a query or a fragment"),
+            ("not a url", "relative URL without a base"),
+        ] {
+            let err = Base::parse(base).unwrap_err();
+            assert!(err.contains(why), "{base}: {err}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_ours_are_stripped_and_the_rest_kept_in_order() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("connection", HeaderValue::from_static("close, X-Drop"));
+        h.append("x-drop", HeaderValue::from_static("d"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.append("authorization", HeaderValue::from_static("User u"));
+        h.append("elements-retry", HeaderValue::from_static("true"));
+        h.append("proxy-foo", HeaderValue::from_static("p"));
+        h.append("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append("x-b", HeaderValue::from_static("3"));
+        let kept = strip_headers(h);
+        let got: Vec<(String, String)> = kept
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            [("x-a", "1"), ("x-a", "2"), ("x-b", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // Nothing to strip: the same map, moved.
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        assert_eq!(strip_headers(h.clone()), h);
+    }
 }

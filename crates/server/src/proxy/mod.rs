@@ -16,7 +16,10 @@
 
 mod forward;
 pub mod path;
+mod upstream;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -117,24 +120,71 @@ impl ProxySettings {
 }
 
 /// The proxy's HTTP client and settings.
-#[derive(Debug)]
 pub struct Proxy {
     /// The settings.
     pub settings: ProxySettings,
-    client: reqwest::Client,
+    client: upstream::Upstream,
+    /// Elements' API base URLs, parsed (by the URL text after templates
+    /// are filled; at most [`BASES`], then started afresh).
+    bases: parking_lot::Mutex<HashMap<String, Arc<forward::Base>>>,
+}
+
+/// The most distinct base URLs kept parsed.
+const BASES: usize = 1024;
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Proxy {
     /// A proxy with these settings.
     pub fn new(settings: ProxySettings) -> Self {
-        let client = reqwest::Client::builder()
-            .read_timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("the TLS backend initializes");
-        Proxy { settings, client }
+        Proxy::with_tls(settings, upstream::tls_config())
+    }
+
+    /// A proxy with these settings and this TLS configuration (tests add
+    /// their own root certificate).
+    #[doc(hidden)]
+    pub fn with_tls(settings: ProxySettings, tls: rustls::ClientConfig) -> Self {
+        let client = upstream::client(&settings, tls);
+        Proxy {
+            settings,
+            client,
+            bases: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The element's API base URL for `instance`, parsed.
+    fn base(
+        &self,
+        spec: &elements_core::ElementSpec,
+        instance: &elements_store::Instance,
+    ) -> Result<Arc<forward::Base>, ApiError> {
+        let text = spec.base_url_for(&instance.configuration)?.ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "element `{}` declares no `api_base_url`: its API cannot be proxied",
+                spec.key
+            ))
+        })?;
+        if let Some(base) = self.bases.lock().get(&text) {
+            return Ok(base.clone());
+        }
+        let base = Arc::new(forward::Base::parse(&text).map_err(|e| {
+            ApiError::Conflict(format!(
+                "element `{}` has an invalid API base URL: {e}",
+                spec.key
+            ))
+        })?);
+        let mut bases = self.bases.lock();
+        if bases.len() >= BASES {
+            bases.clear();
+        }
+        bases.insert(text, base.clone());
+        Ok(base)
     }
 }
 
