@@ -532,7 +532,8 @@ async fn an_api_key_form_refuses_a_blank_key_then_connects_with_a_real_one() {
         .await
         .unwrap();
     browser.click("#connect").await.unwrap();
-    browser.wait_for("h1").await.unwrap();
+    // The form page has an `h1` too: wait for the redirect itself.
+    browser.wait_for_url(&setup.done_url()).await.unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
     let id = instances[0].id;

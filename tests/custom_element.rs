@@ -65,12 +65,12 @@ async fn a_downstream_crate_serves_its_element_and_the_built_in_ones() {
             (r.status().as_u16(), r.text().await.unwrap())
         }
     };
-    // Its own route and the nested elements API side by side.
+    // Its own route and the elements API side by side.
     assert_eq!(
         get(format!("{base}/")).await,
         (200, "my application".into())
     );
-    let (status, body) = get(format!("{base}/api/elements/acmecrm")).await;
+    let (status, body) = get(format!("{base}/elements/api-v2/elements/acmecrm")).await;
     assert_eq!(status, 200, "{body}");
     let acme: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -78,7 +78,7 @@ async fn a_downstream_crate_serves_its_element_and_the_built_in_ones() {
         (Some(10001), Some("Acme CRM"))
     );
     assert_eq!(acme["aliases"], serde_json::json!(["acme"]));
-    let (status, body) = get(format!("{base}/api/elements/acme")).await;
+    let (status, body) = get(format!("{base}/elements/api-v2/elements/acme")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["key"],
@@ -86,7 +86,7 @@ async fn a_downstream_crate_serves_its_element_and_the_built_in_ones() {
     );
     // The quirk in code.
     let (status, body) = get(format!(
-        "{base}/api/elements/acmecrm/oauth/url?apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb"
+        "{base}/elements/api-v2/elements/acmecrm/oauth/url?apiKey=cid&callbackUrl=https%3A%2F%2Fapp.test%2Fcb"
     ))
     .await;
     assert_eq!(status, 200, "{body}");
@@ -99,14 +99,14 @@ async fn a_downstream_crate_serves_its_element_and_the_built_in_ones() {
         "{url}"
     );
     // A built-in element, HubSpot with its own crate, is served too.
-    let (status, body) = get(format!("{base}/api/elements/hubspot")).await;
+    let (status, body) = get(format!("{base}/elements/api-v2/elements/hubspot")).await;
     assert_eq!(status, 200, "{body}");
     let hubspot: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (hubspot["id"].as_u64(), hubspot["key"].as_str()),
         (Some(43), Some("hubspot"))
     );
-    let (status, _) = get(format!("{base}/api/elements/nope")).await;
+    let (status, _) = get(format!("{base}/elements/api-v2/elements/nope")).await;
     assert_eq!(status, 404);
     drop(running);
 }

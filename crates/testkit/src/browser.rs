@@ -164,6 +164,25 @@ impl Browser {
             .map_err(err("reading the URL"))
     }
 
+    /// Waits (at most 10 s) until the current URL starts with `prefix`:
+    /// after a click that navigates, `wait_for` an element the old page has
+    /// too would return before the navigation.
+    pub async fn wait_for_url(&self, prefix: &str) -> Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await?;
+            if url.starts_with(prefix) {
+                return Ok(url);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(BrowserError(format!(
+                    "waiting for a URL starting with `{prefix}`: still at `{url}`"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The page's title.
     pub async fn title(&self) -> Result<String> {
         self.client.title().await.map_err(err("reading the title"))

@@ -5,8 +5,9 @@
 //!    `elements_core::inventory`.
 //! 2. The registry: the built-in catalog (`elements_catalog::builder()`) plus
 //!    a layer with this crate's file.
-//! 3. The API: `elements_server::routes::elements::router()` nested under
-//!    `/api` of this application's own axum router, next to its own routes.
+//! 3. The API: `elements_server::routes::elements::router()` merged into
+//!    this application's own axum router, next to its own routes (its
+//!    routes carry their full path, `/elements/api-v2/elements/...`).
 //!
 //! Usage: `custom-element <listen address> <data directory>`; prints
 //! `listening on http://<address>` once it accepts connections.
@@ -66,10 +67,7 @@ async fn main() -> anyhow::Result<()> {
 
     let app = Router::new()
         .route("/", get(|| async { "my application" }))
-        .nest(
-            "/api",
-            elements_server::routes::elements::router().with_state(state),
-        );
+        .merge(elements_server::routes::elements::router().with_state(state));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;

@@ -17,6 +17,8 @@ use crate::error::ApiError;
 use crate::wire::OAuthUrlResponse;
 use crate::AppState;
 
+/// The catalog routes, with their full paths (`/elements/api-v2/elements...`):
+/// an embedding application merges them into its own router.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(api!("/elements"), get(list))
