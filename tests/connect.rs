@@ -222,7 +222,8 @@ async fn redirect_mode_connects_gitlab_with_pkce_and_the_link_works_once() {
     assert!(at_provider.contains("code_challenge="), "{at_provider}");
     assert!(!at_provider.contains("code_verifier"), "{at_provider}");
     browser.click("#allow").await.unwrap();
-    browser.wait_for("h1").await.unwrap();
+    // The page clicked on may have an `h1` too: wait for the redirect.
+    browser.wait_for_url(&setup.done_url()).await.unwrap();
 
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1, "{instances:?}");
@@ -265,7 +266,8 @@ async fn denying_at_the_provider_returns_the_error_and_stores_nothing() {
     browser.click("#continue").await.unwrap();
     browser.wait_for("#deny").await.unwrap();
     browser.click("#deny").await.unwrap();
-    browser.wait_for("h1").await.unwrap();
+    // The page clicked on may have an `h1` too: wait for the redirect.
+    browser.wait_for_url(&setup.done_url()).await.unwrap();
     assert_eq!(
         browser.url().await.unwrap(),
         format!(
@@ -480,7 +482,8 @@ async fn hubspot_current_flow_connects_and_the_legacy_flow_is_refused() {
     browser.click("#continue").await.unwrap();
     browser.wait_for("#allow").await.unwrap();
     browser.click("#allow").await.unwrap();
-    browser.wait_for("h1").await.unwrap();
+    // The page clicked on may have an `h1` too: wait for the redirect.
+    browser.wait_for_url(&setup.done_url()).await.unwrap();
     let instances = setup.instances().await;
     assert_eq!(instances.len(), 1);
     assert_eq!(instances[0].element.metadata.key, "hubspot");
