@@ -76,8 +76,9 @@ async fn api_instance(server: &TestServer, id: i64) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Signs in through the browser's form.
-async fn browser_sign_in(browser: &Browser, base: &str, account: &Account) {
+/// Signs in through the browser's form and waits until the browser is at
+/// `lands_on` (a path).
+async fn browser_sign_in(browser: &Browser, base: &str, account: &Account, lands_on: &str) {
     browser
         .goto(&format!("{base}/console/login"))
         .await
@@ -91,7 +92,11 @@ async fn browser_sign_in(browser: &Browser, base: &str, account: &Account) {
         .await
         .unwrap();
     browser.click("#sign-in").await.unwrap();
-    browser.wait_for("h1").await.unwrap();
+    // The login page has an `h1` too: wait for the redirect.
+    browser
+        .wait_for_url(&format!("{base}{lands_on}"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -127,12 +132,12 @@ async fn catalog_search_and_element_page_in_a_browser() {
     // Search through the form: by hub.
     browser.fill("#q", "marketing").await.unwrap();
     browser.click("form.search button").await.unwrap();
-    browser.wait_for("#count").await.unwrap();
-    assert!(browser
-        .url()
+    // The page before has a `#count` too: wait for the new URL.
+    browser
+        .wait_for_url(&format!("{}/console?q=marketing", server.base))
         .await
-        .unwrap()
-        .ends_with("/console?q=marketing"));
+        .unwrap();
+    browser.wait_for("#count").await.unwrap();
     let hubs: Vec<String> = {
         let mut hubs = Vec::new();
         for row in browser
@@ -291,7 +296,7 @@ async fn sign_in_and_manage_instances_in_a_browser() {
     browser.screenshot_to(&screenshot("login")).await.unwrap();
 
     // The right ones: the organization's instances, names as text.
-    browser_sign_in(&browser, &server.base, &account).await;
+    browser_sign_in(&browser, &server.base, &account, "/console/instances").await;
     assert!(browser.url().await.unwrap().ends_with("/console/instances"));
     assert_eq!(browser.text("h1").await.unwrap(), "Instances");
     assert!(browser.text("header nav").await.unwrap().contains("acme"));
@@ -353,13 +358,19 @@ async fn sign_in_and_manage_instances_in_a_browser() {
 
     // Disable, then enable again; the API sees each change.
     browser.click("#toggle").await.unwrap();
-    browser.wait_for("#status").await.unwrap();
-    assert_eq!(browser.text("#status").await.unwrap(), "valid disabled");
+    // The page reloads into itself: wait for the new status, not for an
+    // element the old page has too.
+    browser
+        .wait_for_text("#status", "valid disabled")
+        .await
+        .unwrap();
     assert_eq!(api_instance(&server, plain).await.1["disabled"], true);
     assert_eq!(browser.text("#toggle").await.unwrap(), "Enable");
     browser.click("#toggle").await.unwrap();
-    browser.wait_for("#status").await.unwrap();
-    assert_eq!(browser.text("#status").await.unwrap(), "valid enabled");
+    browser
+        .wait_for_text("#status", "valid enabled")
+        .await
+        .unwrap();
     assert_eq!(api_instance(&server, plain).await.1["disabled"], false);
 
     // Delete: a confirmation page first, which changes nothing.
@@ -400,12 +411,15 @@ async fn sign_in_and_manage_instances_in_a_browser() {
         .await
         .unwrap();
     browser.click("#save").await.unwrap();
-    browser.wait_for("#current").await.unwrap();
-    assert_eq!(
-        browser.text("#current").await.unwrap(),
-        "http://localhost:8080/cb\nhttps://app.acme.test/cb",
-        "the store keeps the list sorted"
-    );
+    // The page reloads into itself: wait for the new list (the store
+    // keeps it sorted).
+    browser
+        .wait_for_text(
+            "#current",
+            "http://localhost:8080/cb\nhttps://app.acme.test/cb",
+        )
+        .await
+        .unwrap();
     assert_eq!(
         server
             .fetch::<Vec<String>>(Method::GET, "/organizations/me/callback-urls")
@@ -900,7 +914,7 @@ async fn an_expired_session_goes_back_to_sign_in() {
 
     // In a browser: sign in, and land on the sign-in page with the notice.
     let browser = Browser::start().await.expect("a headless Chromium");
-    browser_sign_in(&browser, &base, &server.account).await;
+    browser_sign_in(&browser, &base, &server.account, "/console/login?expired=1").await;
     assert!(browser
         .url()
         .await

@@ -183,6 +183,25 @@ impl Browser {
         }
     }
 
+    /// Waits (at most 10 s) until the element matching `css` has exactly
+    /// the text `expected`, through a navigation (the old page's element,
+    /// or none while the new page loads, is waited past). Answers the text.
+    pub async fn wait_for_text(&self, css: &str, expected: &str) -> Result<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text(css).await;
+            if matches!(&text, Ok(t) if t == expected) {
+                return text;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(BrowserError(format!(
+                    "waiting for `{css}` to read `{expected}`: {text:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The page's title.
     pub async fn title(&self) -> Result<String> {
         self.client.title().await.map_err(err("reading the title"))
