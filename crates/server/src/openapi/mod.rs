@@ -28,7 +28,7 @@ use crate::AppState;
 mod docs;
 
 /// The base path of the API.
-pub const BASE: &str = "/elements/api-v2";
+pub const BASE: &str = crate::API_PREFIX;
 
 /// The seed's sample `oauthUrl` (hubspot-create-instance.md, step 1).
 pub const SEED_OAUTH_URL: &str = "https://app.hubspot.com/auth/authenticate?client_id=123456789d-1234-12e4-bda9-12345b8bf20&portalId=123456&redirect_uri=http%3A%2F%2Fdemonstrab.ly&scope=contacts-rw%20offline";
