@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use elements_testkit::api::FakeApi;
 use elements_testkit::browser::Browser;
+use elements_testkit::provider::FakeProvider;
 use regex::Regex;
 use serde_json::{json, Value};
 
@@ -545,10 +547,32 @@ async fn document_is_valid_and_the_live_server_conforms() {
         "openapi-org-secret-0123456789",
         "openapi-user-secret-0123456789",
     );
+    // HubSpot's endpoints point at local fakes, so what the fuzzer makes the
+    // server send a provider (a code exchange for a generated `code`, a
+    // refresh, a verify request, a proxied call) gets a provider's answer,
+    // not a connection error: an unreachable provider is a correct 502, which
+    // `not_a_server_error` would count as a failure at random.
+    let provider = FakeProvider::start().await;
+    provider.add_client("client", "123456");
+    let api = FakeApi::start().await;
+    let config = dir.path().join("elements.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[elements.hubspot]\napi_base_url = \"{}\"\n\
+             [elements.hubspot.oauth]\ntoken_url = \"{}\"\nrefresh_url = \"{}\"\n",
+            api.base_url(),
+            provider.token_url(),
+            provider.legacy_refresh_url()
+        ),
+    )
+    .unwrap();
     let server = Binary::serve(
         &[
             "--data-dir",
             &data,
+            "--config",
+            config.to_str().unwrap(),
             // Schemathesis sends malformed Authorization headers on purpose;
             // the failed-authentication limiter would answer 429 to the rest.
             "--auth-failure-burst",
@@ -602,10 +626,10 @@ async fn document_is_valid_and_the_live_server_conforms() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Not run: the proxy (`proxy` tag), whose answers come from a provider
-    // API this test has none of (an unreachable provider is a correct 502,
-    // which `not_a_server_error` counts as a failure); tests/proxy.rs
-    // covers it against a fake provider.
+    // Not run: the proxy (`proxy` tag). The fuzzer creates instances of
+    // other elements too, whose APIs no fake stands in for (an unreachable
+    // provider is a correct 502, which `not_a_server_error` counts as a
+    // failure); tests/proxy.rs covers the proxy against a fake provider.
     let run = tokio::task::spawn_blocking({
         let base = base.clone();
         move || {
