@@ -168,38 +168,24 @@ impl Browser {
     /// after a click that navigates, `wait_for` an element the old page has
     /// too would return before the navigation.
     pub async fn wait_for_url(&self, prefix: &str) -> Result<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let url = self.url().await?;
-            if url.starts_with(prefix) {
-                return Ok(url);
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(BrowserError(format!(
-                    "waiting for a URL starting with `{prefix}`: still at `{url}`"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(
+            || self.url(),
+            |url| matches!(url, Ok(u) if u.starts_with(prefix)),
+            |url| format!("waiting for a URL starting with `{prefix}`: still at {url:?}"),
+        )
+        .await
     }
 
     /// Waits (at most 10 s) until the element matching `css` has exactly
     /// the text `expected`, through a navigation (the old page's element,
     /// or none while the new page loads, is waited past). Answers the text.
     pub async fn wait_for_text(&self, css: &str, expected: &str) -> Result<String> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let text = self.text(css).await;
-            if matches!(&text, Ok(t) if t == expected) {
-                return text;
-            }
-            if std::time::Instant::now() >= deadline {
-                return Err(BrowserError(format!(
-                    "waiting for `{css}` to read `{expected}`: {text:?}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        poll_until(
+            || self.text(css),
+            |text| matches!(text, Ok(t) if t == expected),
+            |text| format!("waiting for `{css}` to read `{expected}`: {text:?}"),
+        )
+        .await
     }
 
     /// The page's title.
@@ -360,4 +346,30 @@ async fn wait_listening(port: u16, driver: &mut Child) -> Result<()> {
     Err(BrowserError(format!(
         "chromedriver did not listen on 127.0.0.1:{port} within 30 s"
     )))
+}
+
+/// Polls `read` every 50 ms until `done` holds for what it answered (then
+/// answers that), or 10 s have passed (then an error `why` describes from
+/// the last answer).
+async fn poll_until<T, F, Fut>(
+    mut read: F,
+    done: impl Fn(&Result<T>) -> bool,
+    why: impl Fn(&Result<T>) -> String,
+) -> Result<T>
+where
+    T: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = read().await;
+        if done(&answer) {
+            return answer;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(BrowserError(why(&answer)));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
