@@ -22,7 +22,7 @@ CATEGORIES = [
     ('h1-parse', r'Http1Transaction>::parse'),
     ('h1-encode', r'Http1Transaction>::encode'),
     ('timers', r'Sleep|time::wheel|reregister|TimedIo'),
-    ('middleware', r'request_id::middleware|from_fn'),
+    ('middleware', r'request_id::|from_fn'),
     ('hyper', r'hyper::'),
     ('tokio', r'tokio::runtime'),
 ]

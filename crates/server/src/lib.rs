@@ -155,10 +155,7 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .layer(DefaultBodyLimit::max(body::MAX_BODY))
         // One layer for request id, head cap, auth limiter, metrics and the
         // log line (request_id.rs says why one).
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_id::middleware,
-        ))
+        .layer(request_id::Layer::new(state.clone()))
         .with_state(state.clone())
         .apply_cors(&state.limits.cors_allowed_origins)
 }

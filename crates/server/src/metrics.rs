@@ -298,7 +298,7 @@ pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// Counts and times one answered request by route template (`None`: no
 /// route took the path, `unmatched`), method and status; called by the
-/// per-request layer ([`crate::request_id::middleware`]).
+/// per-request layer ([`crate::request_id::Layer`]).
 pub fn http_request(
     route: Option<&str>,
     method: &axum::http::Method,

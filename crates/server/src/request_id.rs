@@ -3,18 +3,22 @@
 //! line per request.
 //!
 //! These used to be four `from_fn` layers; each costs a boxed future and a
-//! boxed clone of the inner service per request, so they are one layer now
-//! (issue 19: the per-request overhead is shared by every route). The order
-//! of the old stack is kept: the 431 and 429 answers carry the request id,
-//! are counted by route and are logged like any other answer.
+//! boxed clone of the inner service per request, so they are one
+//! hand-written layer now ([`Layer`]; issue 19: the per-request overhead is
+//! shared by every route). The order of the old stack is kept: the 431 and
+//! 429 answers carry the request id, are counted by route and are logged
+//! like any other answer.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -101,27 +105,119 @@ fn prefix_chars(text: &str, max: usize) -> &str {
 ///    ([`crate::metrics`]);
 /// 5. logs one line with method, path (never the query: it may carry
 ///    secrets), status, latency and the request id.
-pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let id = RequestId::new();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let path = crate::connect::loggable_path(request.uri().path());
-    let span = crate::trace::request(&method, route.as_ref().map(MatchedPath::as_str));
-    let mut response = if span.is_none() {
-        CURRENT.scope(id, guarded(&state, request, next)).await
-    } else {
-        CURRENT
-            .scope(id, guarded(&state, request, next))
-            .instrument(span.clone())
-            .await
-    };
+///
+/// A hand-written tower layer rather than `axum::middleware::from_fn`:
+/// steps 2 and 3 need nothing asynchronous, so the route is called at
+/// once from [`PerRequest::call`] (no clone of the inner service, no boxed
+/// `Next`, no extractor round trip of the request's parts), and only the
+/// answer's side is a future (issue 19: measured in BENCHMARKS.md).
+#[derive(Clone)]
+pub struct Layer {
+    state: AppState,
+}
+
+impl Layer {
+    /// The layer over `state`'s limiter.
+    pub fn new(state: AppState) -> Self {
+        Layer { state }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for Layer {
+    type Service = PerRequest<S>;
+
+    fn layer(&self, inner: S) -> PerRequest<S> {
+        PerRequest {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service of [`Layer`] around one route.
+#[derive(Clone)]
+pub struct PerRequest<S> {
+    inner: S,
+    state: AppState,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> tower_service::Service<Request> for PerRequest<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Answer {
+        let start = Instant::now();
+        let id = RequestId::new();
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let path = crate::connect::loggable_path(request.uri().path());
+        let span = crate::trace::request(&method, route.as_ref().map(MatchedPath::as_str));
+        let ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        // Steps 2 and 3, before the route sees the request.
+        let refused = if crate::headers::head_size(&request) > crate::headers::MAX_HEADER_BYTES {
+            Some(ApiError::HeadersTooLarge)
+        } else {
+            ip.filter(|_| request.headers().contains_key(AUTHORIZATION))
+                .and_then(|ip| self.state.auth_limiter.locked(ip))
+                .map(|retry_after| ApiError::TooManyFailedAuthentications { retry_after })
+        };
+        let state = self.state.clone();
+        let routed = match refused {
+            Some(error) => Err(CURRENT.sync_scope(id, || error.into_response())),
+            None => Ok(CURRENT.scope(id, self.inner.call(request))),
+        };
+        Box::pin(async move {
+            let mut response = match routed {
+                Err(refusal) => refusal,
+                Ok(scoped) if span.is_none() => scoped.await.unwrap_or_else(|n| match n {}),
+                Ok(scoped) => scoped
+                    .instrument(span.clone())
+                    .await
+                    .unwrap_or_else(|n| match n {}),
+            };
+            // Step 3: every 401 counts against the address.
+            if response.status() == StatusCode::UNAUTHORIZED {
+                if let Some(retry_after) = ip.and_then(|ip| state.auth_limiter.failed(ip)) {
+                    response = CURRENT.sync_scope(id, || {
+                        ApiError::TooManyFailedAuthentications { retry_after }.into_response()
+                    });
+                }
+            }
+            Ok(finish(id, start, route, &method, &path, &span, response))
+        })
+    }
+}
+
+/// Steps 1, 4 and 5 on the way out: metrics, headers, the log line.
+fn finish(
+    id: RequestId,
+    start: Instant,
+    route: Option<MatchedPath>,
+    method: &Method,
+    path: &str,
+    span: &tracing::Span,
+    mut response: Response,
+) -> Response {
     let elapsed = start.elapsed();
     let status = response.status();
-    crate::trace::record_status(&span, status.as_u16());
+    crate::trace::record_status(span, status.as_u16());
     crate::metrics::http_request(
         route.as_ref().map(MatchedPath::as_str),
-        &method,
+        method,
         status,
         elapsed,
     );
@@ -141,37 +237,10 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         message = "request",
         request_id = id.as_str(),
         %method,
-        path = prefix_chars(&path, 200),
+        path = prefix_chars(path, 200),
         status = status.as_u16(),
         latency_us = elapsed.as_micros() as u64,
     );
-    response
-}
-
-/// Steps 2 and 3 of [`middleware`], then the route.
-async fn guarded(state: &AppState, request: Request, next: Next) -> Response {
-    if crate::headers::head_size(&request) > crate::headers::MAX_HEADER_BYTES {
-        return ApiError::HeadersTooLarge.into_response();
-    }
-    let Some(ip) = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-    else {
-        return next.run(request).await;
-    };
-    let limiter = &state.auth_limiter;
-    if request.headers().contains_key(AUTHORIZATION) {
-        if let Some(retry_after) = limiter.locked(ip) {
-            return ApiError::TooManyFailedAuthentications { retry_after }.into_response();
-        }
-    }
-    let response = next.run(request).await;
-    if response.status() == StatusCode::UNAUTHORIZED {
-        if let Some(retry_after) = limiter.failed(ip) {
-            return ApiError::TooManyFailedAuthentications { retry_after }.into_response();
-        }
-    }
     response
 }
 
