@@ -669,15 +669,18 @@ fn log(
         _ => outcome,
     };
     crate::metrics::proxy_call(label, class, started.elapsed());
+    // `&str` fields and the message as a field: the same line, written
+    // without a `core::fmt` call (issue 19: this line cost 1.4 µs of a
+    // proxied call with `%` fields).
     tracing::info!(
-        element = %spec.key,
-        method = %method,
-        path = %path,
+        message = "proxied",
+        element = spec.key.as_str(),
+        method = method.as_str(),
+        path,
         status = status.map(|s| s.as_u16()),
         latency_ms = started.elapsed().as_millis() as u64,
         retries,
         outcome,
-        "proxied"
     );
 }
 
