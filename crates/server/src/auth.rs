@@ -109,6 +109,26 @@ pub async fn account_from_headers(
     account(state, &credentials_of(headers)?).await
 }
 
+/// A caller that may send `User` + `Organization` credentials: `None`
+/// without an `Authorization` header, else its organization (bad
+/// credentials are refused as by [`Account`]). Reads the header in place
+/// (extracting a `HeaderMap` would copy every header: issue 19, the
+/// `oauth/url` hot path).
+#[derive(Debug, Clone)]
+pub struct OptionalAccount(pub Option<Principal>);
+
+impl FromRequestParts<AppState> for OptionalAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(OptionalAccount(None));
+        }
+        let creds = credentials(parts)?;
+        Ok(OptionalAccount(Some(account(state, &creds).await?)))
+    }
+}
+
 impl FromRequestParts<AppState> for Account {
     type Rejection = ApiError;
 

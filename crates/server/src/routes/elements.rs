@@ -4,7 +4,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,6 +11,7 @@ use axum::{Json, Router};
 use elements_core::{Element, OAuthUrlRequest};
 
 use super::{PathParam, QueryPairs};
+use crate::auth::OptionalAccount;
 use crate::element_view::ElementJson as _;
 use crate::error::ApiError;
 use crate::wire::OAuthUrlResponse;
@@ -229,9 +229,9 @@ async fn oauth_url(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
     QueryPairs(pairs): QueryPairs,
-    headers: HeaderMap,
+    caller: OptionalAccount,
 ) -> Result<Response, ApiError> {
-    oauth_url_for(&state, &key_or_id, pairs, &headers).await
+    oauth_url_for(&state, &key_or_id, pairs, caller).await
 }
 
 /// compat: `POST .../oauth/url` with the parameters as a JSON object
@@ -259,7 +259,7 @@ async fn oauth_url_post(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
     QueryPairs(query): QueryPairs,
-    headers: HeaderMap,
+    caller: OptionalAccount,
     crate::body::JsonBody(body): crate::body::JsonBody<crate::body::UniqueMap<serde_json::Value>>,
 ) -> Result<Response, ApiError> {
     if let Some((name, _)) = query.first() {
@@ -290,26 +290,18 @@ async fn oauth_url_post(
         };
         pairs.push((name, text));
     }
-    oauth_url_for(&state, &key_or_id, pairs, &headers).await
+    oauth_url_for(&state, &key_or_id, pairs, caller).await
 }
 
 async fn oauth_url_for(
     state: &AppState,
     key_or_id: &str,
     pairs: Vec<(String, String)>,
-    headers: &HeaderMap,
+    caller: OptionalAccount,
 ) -> Result<Response, ApiError> {
     // The seed's call has no credentials; a caller that sends them gets its
     // organization's callback allow-list enforced.
-    let organization = if headers.contains_key(AUTHORIZATION) {
-        Some(
-            crate::auth::account_from_headers(state, headers)
-                .await?
-                .organization_id,
-        )
-    } else {
-        None
-    };
+    let organization = caller.0.map(|p| p.organization_id);
     let element = crate::private_elements::find_usable(state, organization, key_or_id).await?;
     let mut request = oauth_url_request(pairs)?;
     if element.spec().oauth.is_none() {
