@@ -10,7 +10,8 @@
 //!
 //! Scenarios: `oauth-url`, `memory`, `credentials`, `create`,
 //! `refresh-storm`, `catalog`. `reference-server` (internal) runs the
-//! reference server.
+//! reference server, `reference-forwarder UPSTREAM` (internal) the proxy
+//! bench's bare forwarder.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -192,6 +193,19 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("reference server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if argv.first().map(String::as_str) == Some("reference-forwarder") {
+        let Some(upstream) = argv.get(1) else {
+            eprintln!("usage: elements-bench reference-forwarder http://HOST:PORT");
+            return ExitCode::from(2);
+        };
+        return match crate::reference::serve_forwarder(upstream) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("reference forwarder: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -181,6 +181,18 @@ pub fn start_reference() -> Result<ServerProcess, String> {
     ServerProcess::start(command, "reference server")
 }
 
+/// Starts the reference forwarder to `upstream` (`http://host:port`): this
+/// very binary, `reference-forwarder`.
+pub fn start_forwarder(upstream: &str) -> Result<ServerProcess, String> {
+    let me = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let mut command = Command::new(me);
+    command
+        .arg("reference-forwarder")
+        .arg(upstream)
+        .stderr(Stdio::inherit());
+    ServerProcess::start(command, "reference forwarder")
+}
+
 /// The `elements` binary next to this one (both in `target/release`).
 pub fn default_elements_binary() -> PathBuf {
     std::env::current_exe()

@@ -53,6 +53,58 @@ pub fn serve() -> std::io::Result<()> {
     })
 }
 
+/// Runs the reference forwarder on `127.0.0.1:0` until killed: a bare axum
+/// handler that sends every request to `upstream` (`http://host:port`) with
+/// hyper-util's pooled HTTP/1.1 client, as the proxy does (TCP_NODELAY, no
+/// retries), and streams the answer back. No authentication, credential,
+/// header rules, metrics or logging: the floor of any proxy on this
+/// machine, so the proxy bench can tell the proxy's own cost from the cost
+/// of a second HTTP hop.
+pub fn serve_forwarder(upstream: &str) -> std::io::Result<()> {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::{IntoResponse, Response};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::TokioExecutor;
+
+    type Upstream = Client<HttpConnector, Body>;
+
+    async fn forward(
+        State((client, base)): State<(Upstream, String)>,
+        request: Request,
+    ) -> Response {
+        let (mut parts, body) = request.into_parts();
+        let target = format!(
+            "{base}{}",
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        match target.parse() {
+            Ok(uri) => parts.uri = uri,
+            Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+        }
+        match client.request(Request::from_parts(parts, body)).await {
+            Ok(response) => response.map(Body::new),
+            Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    let client: Upstream = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build(http);
+    let base = upstream.trim_end_matches('/').to_owned();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        let app = Router::new().fallback(forward).with_state((client, base));
+        axum::serve(listener, app).await
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,11 +35,16 @@ impl Bench {
             .trim_start_matches("http://")
             .parse()
             .map_err(err("fake API address"))?;
+        // The floor of any proxy here: a bare forwarder with the same client.
+        let forwarder = crate::procs::start_forwarder(&api.base_url())?;
+        self.expect(forwarder.addr, &direct, 200)?;
         let connections = self.settings.connections;
         let mut measured = Vec::new();
         let mut reference = Vec::new();
+        let mut bare = Vec::new();
         for _ in 0..self.settings.rounds.max(1) {
             measured.push(self.load(&server, &proxied, connections)?);
+            bare.push(self.load(&forwarder, &direct, connections)?);
             reference.push(load::run(
                 &self.settings.loadgen,
                 &LoadSpec {
@@ -53,7 +58,9 @@ impl Bench {
             )?);
         }
         server.stop();
-        let (m, r) = (best(&measured), best(&reference));
+        forwarder.stop();
+        let (m, r, f) = (best(&measured), best(&reference), best(&bare));
+        self.note_failures("forwarded GET", &f);
         self.note_failures("proxied GET", &m);
         self.note_rounds("proxy", &reference, &measured);
         let s = format!("proxy (GET x{connections}, apikey header, local upstream)");
@@ -71,6 +78,21 @@ impl Bench {
             &s,
             "added p99 latency",
             (m.p99_ms - r.p99_ms) * 1000.0,
+            "µs",
+        );
+        self.row(&s, "server CPU per proxied request", m.server_cpu_us, "µs");
+        // What a second HTTP hop costs by itself on this machine (load
+        // generator, forwarder and upstream share its cores): the bare
+        // forwarder's throughput bounds any proxy's.
+        let row = self.row(&s, "bare forwarder throughput", f.ok_rps(), "req/s");
+        row.reference = Some((r.ok_rps(), "same GET straight to the upstream".into()));
+        let row = self.row(&s, "proxied throughput", m.ok_rps(), "req/s");
+        row.reference = Some((f.ok_rps(), "same GET through the bare forwarder".into()));
+        self.row(&s, "bare forwarder CPU per request", f.server_cpu_us, "µs");
+        self.row(
+            &s,
+            "bare forwarder added p50 latency",
+            (f.p50_ms - r.p50_ms) * 1000.0,
             "µs",
         );
         Ok(())
