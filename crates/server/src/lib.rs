@@ -59,6 +59,7 @@ pub mod proxy;
 pub mod request_id;
 pub mod revocation;
 pub mod routes;
+pub mod serving;
 pub mod startup;
 pub mod tokens;
 pub mod trace;

@@ -70,12 +70,25 @@ fn widen_backlog(listener: &TcpListener) {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes, each
+/// connection as a task of the calling runtime.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_on(listener, router, limits, shutdown, None).await
+}
+
+/// [`serve`], each connection moved to one of `threads` if given
+/// ([`crate::serving`]: what `elements serve` does).
+pub async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    threads: Option<&crate::serving::ServingThreads>,
 ) -> io::Result<()> {
     widen_backlog(&listener);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -122,10 +135,50 @@ pub async fn serve(
             idle_timeout: limits.idle_timeout,
         };
         let closing = closing_rx.clone();
-        connections.spawn(async move {
-            connection.run(closing).await;
-            drop(permit);
-        });
+        let Some(threads) = threads else {
+            connections.spawn(async move {
+                connection.run(closing).await;
+                drop(permit);
+            });
+            continue;
+        };
+        // The socket leaves this runtime's reactor and joins the serving
+        // thread's, where the connection then lives.
+        let Connection {
+            stream,
+            peer,
+            router,
+            builder,
+            header_read_timeout,
+            idle_timeout,
+        } = connection;
+        let moved = match stream.into_std() {
+            Ok(std) => std,
+            Err(e) => {
+                tracing::debug!(target: "elements::http", error = %e, "connection lost before serving");
+                continue;
+            }
+        };
+        connections.spawn_on(
+            async move {
+                match TcpStream::from_std(moved) {
+                    Ok(stream) => {
+                        let connection = Connection {
+                            stream,
+                            peer,
+                            router,
+                            builder,
+                            header_read_timeout,
+                            idle_timeout,
+                        };
+                        connection.run(closing).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
+                }
+                drop(permit);
+            },
+            threads.next(),
+        );
     }
     drop(listener);
     let _ = closing_tx.send(true);

@@ -455,10 +455,19 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         },
         config.metrics_listen.is_none(),
     );
-    crate::listener::serve(listener, router, &limits, async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down");
-    })
+    // Requests are served on one single-threaded runtime per core
+    // (serving.rs); they stop last, after the refreshes drained below.
+    let serving = crate::serving::ServingThreads::per_core().context("serving threads")?;
+    crate::listener::serve_on(
+        listener,
+        router,
+        &limits,
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        },
+        Some(&serving),
+    )
     .await
     .context("serving")?;
     let _ = stop_tx.send(true);
@@ -470,6 +479,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     let _ = health_check.await;
     // Refreshes whose clients hung up still store their results.
     tokens.drain(config.provider_timeout * 2).await;
+    drop(serving);
     Ok(())
 }
 
