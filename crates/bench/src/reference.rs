@@ -43,13 +43,19 @@ pub fn router() -> Router {
 
 /// Runs the reference server on `127.0.0.1:0` until killed.
 pub fn serve() -> std::io::Result<()> {
+    serve_router(router())
+}
+
+/// Serves `app` on `127.0.0.1:0` until killed, on a multi-threaded runtime
+/// (one worker per core), printing the address as `elements serve` does.
+fn serve_router(app: Router) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         println!("listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, router()).await
+        axum::serve(listener, app).await
     })
 }
 
@@ -94,15 +100,7 @@ pub fn serve_forwarder(upstream: &str) -> std::io::Result<()> {
         .pool_max_idle_per_host(64)
         .build(http);
     let base = upstream.trim_end_matches('/').to_owned();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        println!("listening on http://{}", listener.local_addr()?);
-        let app = Router::new().fallback(forward).with_state((client, base));
-        axum::serve(listener, app).await
-    })
+    serve_router(Router::new().fallback(forward).with_state((client, base)))
 }
 
 #[cfg(test)]

@@ -127,7 +127,6 @@ pub async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         let connection = Connection {
-            stream,
             peer,
             router: router.clone(),
             builder: builder.clone(),
@@ -137,21 +136,13 @@ pub async fn serve_on(
         let closing = closing_rx.clone();
         let Some(threads) = threads else {
             connections.spawn(async move {
-                connection.run(closing).await;
+                connection.run(stream, closing).await;
                 drop(permit);
             });
             continue;
         };
         // The socket leaves this runtime's reactor and joins the serving
         // thread's, where the connection then lives.
-        let Connection {
-            stream,
-            peer,
-            router,
-            builder,
-            header_read_timeout,
-            idle_timeout,
-        } = connection;
         let moved = match stream.into_std() {
             Ok(std) => std,
             Err(e) => {
@@ -162,17 +153,7 @@ pub async fn serve_on(
         connections.spawn_on(
             async move {
                 match TcpStream::from_std(moved) {
-                    Ok(stream) => {
-                        let connection = Connection {
-                            stream,
-                            peer,
-                            router,
-                            builder,
-                            header_read_timeout,
-                            idle_timeout,
-                        };
-                        connection.run(closing).await;
-                    }
+                    Ok(stream) => connection.run(stream, closing).await,
                     Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
                 }
                 drop(permit);
@@ -209,8 +190,8 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
+/// What serving one accepted connection needs besides its socket.
 struct Connection {
-    stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     builder: http1::Builder,
@@ -219,10 +200,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, mut closing: watch::Receiver<bool>) {
+    async fn run(self, stream: TcpStream, mut closing: watch::Receiver<bool>) {
         let in_flight = Arc::new(AtomicUsize::new(0));
         let io = TimedIo::new(
-            self.stream,
+            stream,
             in_flight.clone(),
             self.header_read_timeout,
             self.idle_timeout,
