@@ -11,6 +11,9 @@
 //! webhooks, health checks) and the store's pools stay on the main
 //! runtime.
 //!
+//! `TOKIO_WORKER_THREADS`, which tokio reads for the main runtime's
+//! workers, sets the number of serving threads too.
+//!
 //! What this changes for code that runs in a request: `tokio::spawn` puts
 //! the task on that request's serving thread (it runs while the thread
 //! lives: the threads stop only when [`ServingThreads`] is dropped, after
@@ -66,9 +69,14 @@ impl ServingThreads {
         })
     }
 
-    /// One per available core.
+    /// One per available core, or as many as `TOKIO_WORKER_THREADS` says
+    /// (the variable tokio's own runtime reads for its worker count).
     pub fn per_core() -> io::Result<ServingThreads> {
-        Self::start(std::thread::available_parallelism().map_or(1, usize::from))
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::start(count_from(
+            std::env::var("TOKIO_WORKER_THREADS").ok().as_deref(),
+            cores,
+        ))
     }
 
     /// How many threads serve.
@@ -88,6 +96,15 @@ impl ServingThreads {
     }
 }
 
+/// The number of serving threads: `TOKIO_WORKER_THREADS` when it is a
+/// positive number, else `cores`.
+fn count_from(variable: Option<&str>, cores: usize) -> usize {
+    variable
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(cores)
+}
+
 impl Drop for ServingThreads {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
@@ -100,6 +117,15 @@ impl Drop for ServingThreads {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_count_is_the_variable_when_it_is_a_positive_number() {
+        assert_eq!(count_from(None, 2), 2);
+        assert_eq!(count_from(Some("3"), 2), 3);
+        assert_eq!(count_from(Some(" 1 "), 2), 1);
+        assert_eq!(count_from(Some("0"), 2), 2);
+        assert_eq!(count_from(Some("many"), 2), 2);
+    }
 
     #[test]
     fn connections_go_round_robin_and_tasks_run_on_the_serving_threads() {
