@@ -434,6 +434,41 @@ async fn an_upstream_that_never_answers_is_cut_off() {
     assert_eq!(body["message"], "the provider did not answer within 300 ms");
 }
 
+/// The timeout bounds the wait for the head and for each read of the
+/// body, not the whole transfer: a body that keeps coming, slowly, passes
+/// whole however long it takes; one that stops is cut off.
+#[tokio::test]
+async fn a_slow_body_streams_through_whole_and_a_stalled_one_is_cut_off() {
+    let s = setup_with(ProxyFileSettings {
+        timeout_ms: Some(400),
+        ..Default::default()
+    })
+    .await;
+    let api = s.server.api();
+    let (id, _) = create(&api, &simple("sendgrid", &[("api.key", "k")])).await;
+
+    // 8 chunks, one every 150 ms: 1.2 s in all, three times the timeout.
+    let response = api
+        .proxy(id, Method::GET, "slow?chunks=8&every_ms=150")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), 8 * 64 * 1024);
+    assert!(body.iter().all(|b| *b == b's'));
+
+    // One chunk after 1 s: the read waits longer than the timeout.
+    let response = api
+        .proxy(id, Method::GET, "slow?chunks=1&every_ms=1000")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the head came at once");
+    assert!(
+        response.bytes().await.is_err(),
+        "a body stalled beyond the timeout must be cut off, not delivered"
+    );
+}
+
 #[tokio::test]
 async fn the_hub_entrance_maps_declared_resources_and_checks_the_hub() {
     let s = setup().await;
