@@ -419,15 +419,22 @@ async fn paths_that_would_leave_the_base_url_are_refused() {
     assert_eq!(s.api.calls(), 0);
 }
 
-#[tokio::test]
-async fn an_upstream_that_never_answers_is_cut_off() {
+/// A server whose proxy times out after `timeout_ms`, and a SendGrid
+/// instance on the fake API.
+async fn sendgrid_with_timeout(timeout_ms: u64) -> (Setup, Client, i64) {
     let s = setup_with(ProxyFileSettings {
-        timeout_ms: Some(300),
+        timeout_ms: Some(timeout_ms),
         ..Default::default()
     })
     .await;
     let api = s.server.api();
     let (id, _) = create(&api, &simple("sendgrid", &[("api.key", "k")])).await;
+    (s, api, id)
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_cut_off() {
+    let (_s, api, id) = sendgrid_with_timeout(300).await;
     let (status, headers, body) = call(&api, id, Method::POST, "hang").await;
     assert_eq!(status, 504);
     assert_eq!(headers["elements-error"], "true");
@@ -439,13 +446,7 @@ async fn an_upstream_that_never_answers_is_cut_off() {
 /// whole however long it takes; one that stops is cut off.
 #[tokio::test]
 async fn a_slow_body_streams_through_whole_and_a_stalled_one_is_cut_off() {
-    let s = setup_with(ProxyFileSettings {
-        timeout_ms: Some(400),
-        ..Default::default()
-    })
-    .await;
-    let api = s.server.api();
-    let (id, _) = create(&api, &simple("sendgrid", &[("api.key", "k")])).await;
+    let (_s, api, id) = sendgrid_with_timeout(400).await;
 
     // 8 chunks, one every 150 ms: 1.2 s in all, three times the timeout.
     let response = api
