@@ -79,16 +79,6 @@ impl ServingThreads {
         ))
     }
 
-    /// How many threads serve.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: at least one thread serves.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// The runtime of the next connection (round robin).
     pub fn next(&self) -> &Handle {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
@@ -130,7 +120,6 @@ mod tests {
     #[test]
     fn connections_go_round_robin_and_tasks_run_on_the_serving_threads() {
         let threads = ServingThreads::start(2).unwrap();
-        assert_eq!(threads.len(), 2);
         let names: Vec<String> = (0..4)
             .map(|_| {
                 let (tx, rx) = std::sync::mpsc::channel();
