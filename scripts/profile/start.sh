@@ -10,7 +10,7 @@ mkdir -p "$D"
 kill "$(cat "$D/pid" 2>/dev/null)" 2>/dev/null || true
 sleep 0.3
 rm -rf "$D/data"; mkdir -p "$D/data"
-ELEMENTS_VERIFY_ON_CREATE=false ELEMENTS_LOG=${LOG:-info} "$BIN" serve --data-dir "$D/data" --listen 127.0.0.1:18080 > "$D/out.log" 2> "$D/err.log" &
+ELEMENTS_VERIFY_ON_CREATE=false ELEMENTS_LOG=${LOG:-info} "$BIN" serve ${CONFIG:+--config "$CONFIG"} --data-dir "$D/data" --listen 127.0.0.1:18080 > "$D/out.log" 2> "$D/err.log" &
 echo $! > "$D/pid"
 for _ in $(seq 50); do grep -q firstAccount "$D/out.log" 2>/dev/null && break; sleep 0.2; done
 line=$(grep firstAccount "$D/out.log" | head -1)

@@ -189,6 +189,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::InstanceCap => ApiError::Forbidden(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }

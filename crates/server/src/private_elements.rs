@@ -269,7 +269,16 @@ pub async fn lookup_usable(
     key_or_id: &str,
 ) -> Result<Arc<dyn Element>, ApiError> {
     let catalog = catalog(state, organization_id).await?;
-    let (element, _) = resolve(state, &catalog, key_or_id)?;
+    usable_in(state, &catalog, key_or_id)
+}
+
+/// [`lookup_usable`] in a catalog the caller already holds.
+pub fn usable_in(
+    state: &AppState,
+    catalog: &OrgCatalog,
+    key_or_id: &str,
+) -> Result<Arc<dyn Element>, ApiError> {
+    let (element, _) = resolve(state, catalog, key_or_id)?;
     if !catalog.is_active(element.key()) {
         return Err(inactive(element.key()));
     }

@@ -129,6 +129,18 @@ pub(crate) fn has_tags(tags: &[String], wanted: &[String]) -> bool {
     wanted.iter().all(|t| tags.contains(t))
 }
 
+/// How many instances organization `$1` holds, counted only up to `$2` (the
+/// cap) and only when its highest `seq` reaches the cap: `seq` values are
+/// distinct and positive within an organization, so it holds at most
+/// `MAX(seq)` instances (one index lookup), and while that bound is below
+/// the cap the answer is 0 (below the cap is all a caller asks).
+pub(crate) const HELD_UP_TO_CAP: &str = "SELECT CASE \
+     WHEN COALESCE((SELECT MAX(seq) FROM instances WHERE organization_id = $1), 0) < $2 \
+     THEN 0 \
+     ELSE (SELECT COUNT(*) FROM \
+     (SELECT 1 FROM instances WHERE organization_id = $1 LIMIT $2) AS capped) \
+     END";
+
 /// A new instance row, ready to insert: id drawn, secrets sealed.
 pub(crate) struct InstanceRow {
     pub id: i64,
@@ -144,6 +156,9 @@ pub(crate) struct InstanceRow {
     pub tokens: SealedTokens,
     /// Unix milliseconds.
     pub now: i64,
+    /// Refuse the row ([`Inserted::AtCap`]) if its organization already
+    /// holds this many instances when it is written; `None`: no check.
+    pub cap: Option<i64>,
 }
 
 /// Binds an [`InstanceRow`]'s 14 parameters onto `$query`, in the order
@@ -179,6 +194,9 @@ pub(crate) enum Inserted {
     Done,
     /// The random id is already taken: draw another, seal again, resend.
     IdTaken,
+    /// Not written: the organization holds its cap of instances
+    /// ([`InstanceRow::cap`]).
+    AtCap,
 }
 
 /// The outcome of a single-row instance insert, on either engine: a taken id

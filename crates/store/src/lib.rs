@@ -82,6 +82,10 @@ pub enum StoreError {
     /// The encryption key configuration is unusable (never echoes a key).
     #[error("invalid encryption key: {0}")]
     Key(String),
+    /// [`Store::create_instance_capped`]: the organization already holds
+    /// its cap of instances; nothing was written.
+    #[error("the organization already holds its maximum number of instances")]
+    InstanceCap,
 }
 
 /// Shorthand.
@@ -601,22 +605,14 @@ pub trait Store: Send + Sync + 'static {
     // ---- speed (issue 19) ----
 
     /// Whether the organization holds at least `cap` instances (the
-    /// `max_instances_per_organization` check of every new instance). The
+    /// `max_instances_per_organization` check of a new instance before a
+    /// provider call; [`Store::create_instance_capped`] checks at the
+    /// insert). The
     /// default counts them all; the SQL store does not count while it can
     /// avoid it (see its implementation), so the check does not grow with
     /// the organization.
     async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
         Ok(self.count_instances(organization_id).await? >= cap)
-    }
-
-    /// What `POST /instances` checks before inserting, in one round trip
-    /// where the engine allows it: [`Store::has_at_least_instances`] and
-    /// [`Store::callback_urls`] of the organization. The default asks both.
-    async fn creation_checks(&self, organization_id: i64, cap: u64) -> Result<CreationChecks> {
-        Ok(CreationChecks {
-            at_cap: self.has_at_least_instances(organization_id, cap).await?,
-            callback_urls: self.callback_urls(organization_id).await?,
-        })
     }
 
     /// [`Store::create_instance`] for a caller that knows the creating
@@ -629,6 +625,33 @@ pub trait Store: Send + Sync + 'static {
         let _ = creator;
         self.create_instance(new).await
     }
+
+    /// Stores a new instance (as [`Store::create_instance_by`] with
+    /// `creator`, else as [`Store::create_instance`]) unless the
+    /// organization already holds `cap` instances: then
+    /// [`StoreError::InstanceCap`] and nothing is written. The SQL store
+    /// checks inside the insert's own transaction (on SQLite the
+    /// group-commit writer's, which serializes every insert, so the cap is
+    /// exact and the check costs one statement per organization per batch
+    /// instead of a round trip per request); the default checks with
+    /// [`Store::has_at_least_instances`] first, then inserts.
+    async fn create_instance_capped(
+        &self,
+        new: NewInstance,
+        creator: Option<&User>,
+        cap: u64,
+    ) -> Result<Instance> {
+        if self
+            .has_at_least_instances(new.organization_id, cap)
+            .await?
+        {
+            return Err(StoreError::InstanceCap);
+        }
+        match creator {
+            Some(user) => self.create_instance_by(new, user).await,
+            None => self.create_instance(new).await,
+        }
+    }
     // --- cache (issue 19) ---
     /// Registers `hook`, told of every change made through this store (in
     /// this process) as soon as the write returned. Other processes learn of
@@ -636,16 +659,6 @@ pub trait Store: Send + Sync + 'static {
     fn on_change(&self, hook: notify::ChangeHook) {
         let _ = hook;
     }
-}
-
-/// What [`Store::creation_checks`] found.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CreationChecks {
-    /// The organization holds at least the cap of instances.
-    pub at_cap: bool,
-    /// The organization's allow-list of callback URLs (empty: no list), in
-    /// no particular order.
-    pub callback_urls: Vec<String>,
 }
 
 /// A sealed value outside the instances table (health: rewrap coverage).

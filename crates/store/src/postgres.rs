@@ -67,6 +67,19 @@ impl Postgres {
         );
         // One transaction: the row and its `instance.created` event (issue 16).
         let mut tx = self.pool.begin().await.map_err(db_err)?;
+        if let Some(cap) = row.cap {
+            // In the insert's transaction; as before this change, two
+            // concurrent inserts at `cap - 1` may both pass (READ COMMITTED).
+            let held: i64 = sqlx::query_scalar(crate::common::HELD_UP_TO_CAP)
+                .bind(row.organization_id)
+                .bind(cap)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            if held >= cap {
+                return Ok(Inserted::AtCap);
+            }
+        }
         let inserted = bind_instance_row!(query, row)
             .execute(&mut *tx)
             .await

@@ -42,8 +42,8 @@ use tracing::instrument;
 
 use crate::common::{
     conflict, db_err, has_tags, random_id, seal_configuration, seal_tokens, tags_json,
-    unique_violation, Inserted, InstanceRow, RawInstance, ID_ATTEMPTS, INSTANCE_COLUMNS,
-    INSTANCE_FROM,
+    unique_violation, Inserted, InstanceRow, RawInstance, HELD_UP_TO_CAP, ID_ATTEMPTS,
+    INSTANCE_COLUMNS, INSTANCE_FROM,
 };
 use crate::events::{
     CheckOutcome, DeliveryClaim, DeliveryResult, DeliveryState, EventFilter, EventKind,
@@ -52,9 +52,9 @@ use crate::events::{
 use elements_core::Secret;
 
 use crate::{
-    now_millis, postgres, sqlite, CreationChecks, Durability, Instance, InstanceList,
-    InstancePatch, Keyring, NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob,
-    Result, SealedRow, SecretHash, Store, StoreError, Unreadable, User,
+    now_millis, postgres, sqlite, Durability, Instance, InstanceList, InstancePatch, Keyring,
+    NewAccount, NewInstance, Principal, RefreshDecision, RefreshJob, Result, SealedRow, SecretHash,
+    Store, StoreError, Unreadable, User,
 };
 
 /// The engine a store runs on, with what only that engine needs.
@@ -266,8 +266,16 @@ impl SqlStore {
     /// belongs to the organization, and every other column is a value bound
     /// to it or a constant of the `INSERT` (`valid`, `disabled`,
     /// `token_version`, no health failures). Without it the row is read back.
-    async fn insert_instance(&self, new: NewInstance, creator: Option<&User>) -> Result<Instance> {
+    /// With `cap`, the engine refuses the row if the organization already
+    /// holds that many instances ([`StoreError::InstanceCap`]).
+    async fn insert_instance(
+        &self,
+        new: NewInstance,
+        creator: Option<&User>,
+        cap: Option<u64>,
+    ) -> Result<Instance> {
         let tags = tags_json(&new.tags);
+        let cap = cap.map(|c| i64::try_from(c).unwrap_or(i64::MAX));
         for _ in 0..ID_ATTEMPTS {
             // The id is the associated data of the ciphertexts: draw it and
             // encrypt here, in the caller's task; the engine only does SQL.
@@ -285,6 +293,7 @@ impl SqlStore {
                 token_hash: new.token_hash.to_vec(),
                 tokens: seal_tokens(&self.keyring, id, &new.tokens),
                 now,
+                cap,
             };
             let inserted = match &self.db {
                 Db::Sqlite(engine) => engine.writer.insert(row).await?,
@@ -298,6 +307,7 @@ impl SqlStore {
                     });
                 }
                 (Inserted::IdTaken, _) => continue,
+                (Inserted::AtCap, _) => return Err(StoreError::InstanceCap),
             }
         }
         Err(StoreError::Database(
@@ -479,7 +489,7 @@ impl Store for SqlStore {
     #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_instance",
         fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_instance"))]
     async fn create_instance(&self, new: NewInstance) -> Result<Instance> {
-        self.insert_instance(new, None).await
+        self.insert_instance(new, None, None).await
     }
 
     #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.instance",
@@ -2138,19 +2148,12 @@ impl Store for SqlStore {
         fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "has_at_least_instances"))]
     async fn has_at_least_instances(&self, organization_id: i64, cap: u64) -> Result<bool> {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let n: i64 = on_pool!(&self.db, |pool| sqlx::query(
-            "SELECT CASE \
-             WHEN COALESCE((SELECT MAX(seq) FROM instances WHERE organization_id = $1), 0) < $2 \
-             THEN 0 \
-             ELSE (SELECT COUNT(*) FROM \
-             (SELECT 1 FROM instances WHERE organization_id = $1 LIMIT $2) AS capped) \
-             END"
-        )
-        .bind(organization_id)
-        .bind(cap)
-        .fetch_one(pool)
-        .await
-        .and_then(|r| r.try_get(0)))
+        let n: i64 = on_pool!(&self.db, |pool| sqlx::query(HELD_UP_TO_CAP)
+            .bind(organization_id)
+            .bind(cap)
+            .fetch_one(pool)
+            .await
+            .and_then(|r| r.try_get(0)))
         .map_err(db_err)?;
         Ok(n >= cap)
     }
@@ -2159,39 +2162,19 @@ impl Store for SqlStore {
         fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_instance"))]
     async fn create_instance_by(&self, new: NewInstance, creator: &User) -> Result<Instance> {
         let creator = (creator.id == new.user_id).then_some(creator);
-        self.insert_instance(new, creator).await
+        self.insert_instance(new, creator, None).await
     }
 
-    /// One statement: the cap check of [`Store::has_at_least_instances`]
-    /// (a row with no URL) and the allow-list's rows (no count).
-    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.creation_checks",
-        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "creation_checks"))]
-    async fn creation_checks(&self, organization_id: i64, cap: u64) -> Result<CreationChecks> {
-        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let rows: Vec<(Option<String>, Option<i64>)> = on_pool!(&self.db, |pool| sqlx::query_as(
-            "SELECT CAST(NULL AS TEXT), CASE \
-             WHEN COALESCE((SELECT MAX(seq) FROM instances WHERE organization_id = $1), 0) < $2 \
-             THEN 0 \
-             ELSE (SELECT COUNT(*) FROM \
-             (SELECT 1 FROM instances WHERE organization_id = $1 LIMIT $2) AS capped) \
-             END \
-             UNION ALL \
-             SELECT url, NULL FROM organization_callbacks WHERE organization_id = $1"
-        )
-        .bind(organization_id)
-        .bind(cap)
-        .fetch_all(pool)
-        .await)
-        .map_err(db_err)?;
-        let mut checks = CreationChecks::default();
-        for (url, count) in rows {
-            match (url, count) {
-                (Some(url), _) => checks.callback_urls.push(url),
-                (None, Some(n)) => checks.at_cap = n >= cap,
-                (None, None) => {}
-            }
-        }
-        Ok(checks)
+    #[instrument(skip_all, level = "trace", target = "elements::otel", name = "store.create_instance",
+        fields(otel.kind = "client", db.system = self.db.system(), db.operation.name = "create_instance"))]
+    async fn create_instance_capped(
+        &self,
+        new: NewInstance,
+        creator: Option<&User>,
+        cap: u64,
+    ) -> Result<Instance> {
+        let creator = creator.filter(|c| c.id == new.user_id);
+        self.insert_instance(new, creator, Some(cap)).await
     }
 
     // --- cache (issue 19) ---

@@ -3,8 +3,7 @@
 
 use elements_core::{Configuration, Secret};
 use elements_store::{
-    connect, hash_secret, rewrap, CreationChecks, Keyring, NewAccount, NewInstance, StoreError,
-    Tokens,
+    connect, hash_secret, rewrap, Keyring, NewAccount, NewInstance, StoreError, Tokens,
 };
 use elements_testkit::pg::PgCluster;
 
@@ -48,26 +47,6 @@ async fn story(url: &str) {
         .await
         .unwrap()
         .is_empty());
-    // Issue 19: the checks of a new instance, in one query: the same list
-    // (in any order) and the cap check.
-    let mut checks = store.creation_checks(a.organization_id, 1).await.unwrap();
-    assert!(!checks.at_cap, "no instances yet");
-    checks.callback_urls.sort();
-    assert_eq!(
-        checks.callback_urls,
-        ["https://a.test/cb", "https://z.test/cb"]
-    );
-    assert!(
-        store
-            .creation_checks(a.organization_id, 0)
-            .await
-            .unwrap()
-            .at_cap
-    );
-    assert_eq!(
-        store.creation_checks(b.organization_id, 1).await.unwrap(),
-        CreationChecks::default()
-    );
     store
         .set_callback_urls(a.organization_id, &[])
         .await
@@ -103,16 +82,59 @@ async fn story(url: &str) {
             .unwrap();
         ids.push(created.id);
     }
-    for (cap, at_cap) in [(1, true), (2, true), (3, false)] {
-        assert_eq!(
-            store.creation_checks(a.organization_id, cap).await.unwrap(),
-            CreationChecks {
-                at_cap,
-                callback_urls: vec![]
-            },
+    // The cap checked by the insert itself (issue 19): two held, so a
+    // third fits under 3 and not under 2; a refusal writes nothing.
+    let capped = |n: usize| NewInstance {
+        organization_id: a.organization_id,
+        user_id: a.user.id,
+        element_key: "hubspot".into(),
+        element_id: 43,
+        name: format!("capped-{n}"),
+        tags: vec![],
+        configuration: config.clone(),
+        token_hash: hash_secret(&format!("capped-token-{n}")),
+        tokens: Tokens::default(),
+    };
+    for cap in [0, 1, 2] {
+        assert!(
+            matches!(
+                store
+                    .create_instance_capped(capped(cap), Some(&a.user), cap as u64)
+                    .await,
+                Err(StoreError::InstanceCap)
+            ),
             "cap {cap}"
         );
     }
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 2);
+    let third = store
+        .create_instance_capped(capped(3), Some(&a.user), 3)
+        .await
+        .unwrap();
+    assert_eq!(third.name, "capped-3");
+    assert_eq!(third.user, a.user);
+    assert!(matches!(
+        store.create_instance_capped(capped(4), None, 3).await,
+        Err(StoreError::InstanceCap)
+    ));
+    // Another organization's instances do not count.
+    let other = NewInstance {
+        organization_id: b.organization_id,
+        user_id: b.user.id,
+        ..capped(5)
+    };
+    let other = store.create_instance_capped(other, None, 1).await.unwrap();
+    assert_eq!(other.organization_id, b.organization_id);
+    // (The rotation below counts the first two only.)
+    assert!(store
+        .delete_instance(b.organization_id, other.id)
+        .await
+        .unwrap());
+    assert!(store
+        .delete_instance(a.organization_id, third.id)
+        .await
+        .unwrap());
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 2);
     drop(store);
 
     // Rotation: new key first; rewrap; then the old key can go.

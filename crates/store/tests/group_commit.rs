@@ -219,16 +219,6 @@ async fn the_instance_cap_check_agrees_with_the_count() {
             expected,
             "cap {cap}"
         );
-        // The same check among `POST /instances`'s others (one query).
-        assert_eq!(
-            store
-                .creation_checks(a.organization_id, cap)
-                .await
-                .unwrap()
-                .at_cap,
-            expected,
-            "creation_checks, cap {cap}"
-        );
     }
     assert!(store
         .has_at_least_instances(b.organization_id, 3)
@@ -255,22 +245,82 @@ async fn the_instance_cap_check_agrees_with_the_count() {
         .has_at_least_instances(a.organization_id, 36)
         .await
         .unwrap());
-    assert!(
-        store
-            .creation_checks(a.organization_id, 35)
-            .await
-            .unwrap()
-            .at_cap
-    );
-    assert!(
-        !store
-            .creation_checks(a.organization_id, 36)
-            .await
-            .unwrap()
-            .at_cap
-    );
     assert!(!store
         .has_at_least_instances(a.organization_id, 40)
         .await
         .unwrap());
+}
+
+/// Issue 19: the cap checked by the writer itself. Concurrent capped
+/// creations share transactions, yet exactly as many fit as the cap leaves
+/// room for, whatever the batching; rows of another organization in the
+/// same batches are unaffected; deleting makes room again although the
+/// organization's highest `seq` stays where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writer_holds_the_instance_cap_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("capped.db").display());
+    let store = connect(&url, Keyring::new(vec![Keyring::generate_key()]).unwrap())
+        .await
+        .unwrap();
+    let a = store.create_account(account("capped-a")).await.unwrap();
+    let b = store.create_account(account("capped-b")).await.unwrap();
+    let create = |owner: &Principal, from: usize, to: usize, cap: u64| {
+        let tasks: Vec<_> = (from..to)
+            .map(|n| {
+                let (store, owner) = (store.clone(), owner.clone());
+                tokio::spawn(async move {
+                    let new =
+                        new_instance(&owner, n, &format!("capped-{}-{n}", owner.organization_id));
+                    store
+                        .create_instance_capped(new, Some(&owner.user), cap)
+                        .await
+                })
+            })
+            .collect();
+        async move {
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            results
+        }
+    };
+    let tally = |results: &[Result<Instance, StoreError>]| {
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        let capped = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::InstanceCap)))
+            .count();
+        assert_eq!(
+            ok + capped,
+            results.len(),
+            "only successes and cap refusals"
+        );
+        (ok, capped)
+    };
+
+    // 60 requests at a cap of 25 while another organization's 20 (cap 100)
+    // go through the same writer.
+    let (in_a, in_b) = tokio::join!(create(&a, 0, 60, 25), create(&b, 0, 20, 100));
+    assert_eq!(tally(&in_a), (25, 35));
+    assert_eq!(tally(&in_b), (20, 0));
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 25);
+    assert_eq!(store.count_instances(b.organization_id).await.unwrap(), 20);
+
+    // Full: nothing more fits, one request or many.
+    assert_eq!(tally(&create(&a, 60, 61, 25).await), (0, 1));
+    // Three deleted: exactly three of ten fit, though `seq` is still 25.
+    let mine = store.instances(a.organization_id, &[]).await.unwrap();
+    for instance in &mine[..3] {
+        assert!(store
+            .delete_instance(a.organization_id, instance.id)
+            .await
+            .unwrap());
+    }
+    assert_eq!(tally(&create(&a, 61, 71, 25).await), (3, 7));
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 25);
+    // A larger cap makes room at once.
+    assert_eq!(tally(&create(&a, 71, 81, 30).await), (5, 5));
+    assert_eq!(store.count_instances(a.organization_id).await.unwrap(), 30);
 }

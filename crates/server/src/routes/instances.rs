@@ -138,12 +138,12 @@ pub(crate) async fn create(
     body.tags = body
         .tags
         .map(|tags| tags.iter().map(|t| crate::markup::strip(t)).collect());
-    let org = principal.organization_id;
+    // The organization's catalog (cached): its elements and its callback
+    // allow-list, as `oauth/url` reads them.
+    let catalog = crate::private_elements::catalog(&state, principal.organization_id).await?;
     let element: &dyn Element = &*match (&body.element.key, body.element.id) {
-        (Some(key), _) => crate::private_elements::lookup_usable(&state, org, key).await?,
-        (None, Some(id)) => {
-            crate::private_elements::lookup_usable(&state, org, &id.to_string()).await?
-        }
+        (Some(key), _) => crate::private_elements::usable_in(&state, &catalog, key)?,
+        (None, Some(id)) => crate::private_elements::usable_in(&state, &catalog, &id.to_string())?,
         (None, None) => {
             return Err(ApiError::BadRequest(
                 "`element.key` is required (or `element.id`)".into(),
@@ -186,18 +186,8 @@ pub(crate) async fn create(
     element
         .validate_configuration(&configuration)
         .map_err(|m| ApiError::MissingConfiguration(m.keys))?;
-    // speed (issue 19): the allow-list and the instance cap in one query;
-    // the cap is still refused where `provision` checks it, after the
-    // checks of the body below.
-    let checks = state
-        .store
-        .creation_checks(
-            principal.organization_id,
-            limits.max_instances_per_organization,
-        )
-        .await?;
     if let Some(callback) = configuration.get(elements_core::keys::CALLBACK_URL) {
-        super::organizations::allowed(&checks.callback_urls, callback)?;
+        super::organizations::allowed(&catalog.callback_urls, callback)?;
     }
 
     let provider_data = body.provider_data.unwrap_or_default();
@@ -222,7 +212,6 @@ pub(crate) async fn create(
             organization_id: principal.organization_id,
             user_id: principal.user.id,
             user: Some(&principal.user),
-            at_cap: Some(checks.at_cap),
         },
         element,
         (body.name, tags),
@@ -261,7 +250,6 @@ pub(crate) async fn provision_instance(
         organization_id,
         user_id,
         user: None,
-        at_cap: None,
     };
     provision_for(
         state,
@@ -278,13 +266,11 @@ pub(crate) async fn provision_instance(
 /// Who a new instance is for: the organization, the creating user's id
 /// and, when the caller has them (an authenticated principal), the user's
 /// details, so that the store answers the new instance without reading it
-/// back; and whether the organization is at its instance cap, if the
-/// caller already asked (`Store::creation_checks`).
+/// back.
 struct Owner<'a> {
     organization_id: i64,
     user_id: i64,
     user: Option<&'a elements_store::User>,
-    at_cap: Option<bool>,
 }
 
 /// [`provision_instance`] for an [`Owner`].
@@ -294,7 +280,6 @@ async fn provision_for(
         organization_id,
         user_id,
         user,
-        at_cap,
     }: Owner<'_>,
     element: &dyn Element,
     (name, tags): (String, Vec<String>),
@@ -302,25 +287,25 @@ async fn provision_for(
     provision: crate::credentials::Provision,
     verify: bool,
 ) -> Result<(Instance, String), ApiError> {
-    let limits = &state.limits;
-    let cap = limits.max_instances_per_organization;
-    let at_cap = match at_cap {
-        Some(known) => known,
-        None => {
-            state
-                .store
-                .has_at_least_instances(organization_id, cap)
-                .await?
-        }
-    };
-    if at_cap {
-        // Counted exactly only for the refusal.
-        let count = state.store.count_instances(organization_id).await?;
-        return Err(ApiError::Forbidden(format!(
-            "the organization already has {count} instances, the most allowed \
-             (max_instances_per_organization = {}); delete one first",
-            limits.max_instances_per_organization
-        )));
+    let cap = state.limits.max_instances_per_organization;
+    let checker = (verify && element.spec().verify.is_some()).then(|| state.health_check.clone());
+    // The cap: checked before any provider call (a code is spent once, a
+    // verify request is wasted) and, for stored tokens and configuration,
+    // only by the store's insert (one statement per batch of inserts on
+    // SQLite instead of a round trip per request).
+    let calls_provider = checker.is_some()
+        || matches!(
+            provision,
+            crate::credentials::Provision::Code(..)
+                | crate::credentials::Provision::ClientCredentials
+        );
+    if calls_provider
+        && state
+            .store
+            .has_at_least_instances(organization_id, cap)
+            .await?
+    {
+        return Err(at_cap(state, organization_id).await);
     }
     let tokens = match &provision {
         crate::credentials::Provision::Tokens(tokens) => tokens.clone(),
@@ -338,7 +323,6 @@ async fn provision_for(
         token_hash: hash_secret(&token),
         tokens,
     };
-    let checker = (verify && element.spec().verify.is_some()).then(|| state.health_check.clone());
     let instance = match provision {
         // Exchange and insert finish even if the client hangs up: the code
         // is spent at the provider, the instance exists (see tokens.rs).
@@ -364,9 +348,11 @@ async fn provision_for(
                 )
                 .await?;
             }
-            match user {
-                Some(user) => state.store.create_instance_by(new, user).await?,
-                None => state.store.create_instance(new).await?,
+            match state.store.create_instance_capped(new, user, cap).await {
+                Err(elements_store::StoreError::InstanceCap) => {
+                    return Err(at_cap(state, organization_id).await)
+                }
+                other => other?,
             }
         }
     };
@@ -376,6 +362,19 @@ async fn provision_for(
         "instance provisioned"
     );
     Ok((instance, token))
+}
+
+/// The refusal of a new instance at the organization's cap (counted
+/// exactly only for the message).
+async fn at_cap(state: &AppState, organization_id: i64) -> ApiError {
+    let cap = state.limits.max_instances_per_organization;
+    match state.store.count_instances(organization_id).await {
+        Ok(count) => ApiError::Forbidden(format!(
+            "the organization already has {count} instances, the most allowed \
+             (max_instances_per_organization = {cap}); delete one first"
+        )),
+        Err(e) => e.into(),
+    }
 }
 
 pub(crate) async fn owned(

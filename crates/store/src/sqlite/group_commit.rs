@@ -14,6 +14,14 @@
 //! statements): every statement is a round trip to SQLx's connection thread,
 //! and those wake-ups, not SQLite, were most of a batch's CPU time.
 //!
+//! **Instance caps.** A row may carry its organization's cap
+//! ([`InstanceRow::cap`](crate::common::InstanceRow)): right after `BEGIN
+//! IMMEDIATE` the writer checks each organization of the batch once (see
+//! `over_cap`), under the write lock, so the cap is exact however many
+//! requests race, and `POST /instances` needs no round trip of its own to
+//! check it. A row over the cap is not written; its caller gets
+//! `Inserted::AtCap`.
+//!
 //! Each caller gets its own result:
 //! - A constraint violation (a taken id or instance token, a user of another
 //!   organization) aborts only its own statement, never the transaction
@@ -289,19 +297,35 @@ async fn attempt(
             }
         }
     };
-    let mut done = Vec::with_capacity(pending.len());
+    // The instance caps, under the write lock: exact.
+    let admitted = match over_cap(&mut tx, rows, pending).await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            let clean = tx.rollback().await.is_ok();
+            return Attempt::BatchFailed { error, clean };
+        }
+    };
+    // Positions in `pending` of the rows to write.
+    let todo: Vec<usize> = (0..pending.len()).filter(|&p| admitted[p]).collect();
+    let mut done: Vec<Result<Inserted>> = admitted
+        .iter()
+        .map(|&ok| Ok(if ok { Inserted::Done } else { Inserted::AtCap }))
+        .collect();
     let mut at = 0;
-    while at < pending.len() {
+    while at < todo.len() {
         let len = if one_by_one {
             1
         } else {
-            chunk_len(pending.len() - at)
+            chunk_len(todo.len() - at)
         };
         if len > 1 {
-            let chunk: Vec<&InstanceRow> = pending[at..at + len].iter().map(|&i| rows[i]).collect();
+            let chunk: Vec<&InstanceRow> = todo[at..at + len]
+                .iter()
+                .map(|&p| rows[pending[p]])
+                .collect();
             match insert_many(&mut tx, &chunk).await {
+                // `done` already says `Done` for these.
                 Ok(true) => {
-                    done.extend((0..len).map(|_| Ok(Inserted::Done)));
                     at += len;
                     continue;
                 }
@@ -315,11 +339,16 @@ async fn attempt(
             }
         }
         for _ in 0..len {
-            match insert(&mut tx, rows[pending[at]]).await {
-                Ok(outcome) => done.push(outcome),
+            let p = todo[at];
+            match insert(&mut tx, rows[pending[p]]).await {
+                Ok(outcome) => done[p] = outcome,
                 Err(error) => {
                     let clean = tx.rollback().await.is_ok();
-                    return Attempt::RowFailed { at, error, clean };
+                    return Attempt::RowFailed {
+                        at: p,
+                        error,
+                        clean,
+                    };
                 }
             }
             at += 1;
@@ -346,6 +375,65 @@ async fn attempt(
             clean: false,
         },
     }
+}
+
+/// Which pending rows fit under their organization's cap
+/// ([`InstanceRow::cap`]), in batch order: one statement per organization
+/// with capped rows in the batch. `seq` values are distinct and positive
+/// within an organization, so it holds at most `MAX(seq)` instances: while
+/// that bound plus the batch's rows stays within the cap, nothing is
+/// counted (the usual case); otherwise its instances are counted, up to the
+/// cap, and rows are admitted in order while the count stays below.
+/// (A row admitted here that then fails on a constraint still took a
+/// place: at the cap's edge, a later row of the same batch may be refused
+/// although it would have fit. Conservative, and rare.)
+async fn over_cap(
+    conn: &mut SqliteConnection,
+    rows: &[&InstanceRow],
+    pending: &[usize],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let mut admitted = vec![true; pending.len()];
+    // organization -> (capped rows, smallest cap, largest cap)
+    let mut orgs: std::collections::BTreeMap<i64, (i64, i64, i64)> = Default::default();
+    for row in pending.iter().map(|&i| rows[i]) {
+        if let Some(cap) = row.cap {
+            let e = orgs.entry(row.organization_id).or_insert((0, cap, cap));
+            *e = (e.0 + 1, e.1.min(cap), e.2.max(cap));
+        }
+    }
+    for (org, (n, min_cap, max_cap)) in orgs {
+        // -1: every row fits without counting.
+        let mut held: i64 = sqlx::query_scalar(
+            "SELECT CASE \
+             WHEN COALESCE((SELECT MAX(seq) FROM instances WHERE organization_id = ?1), 0) \
+             + ?2 <= ?3 THEN -1 \
+             ELSE (SELECT COUNT(*) FROM \
+             (SELECT 1 FROM instances WHERE organization_id = ?1 LIMIT ?4)) \
+             END",
+        )
+        .bind(org)
+        .bind(n)
+        .bind(min_cap)
+        .bind(max_cap)
+        .fetch_one(&mut *conn)
+        .await?;
+        if held < 0 {
+            continue;
+        }
+        for (p, row) in pending.iter().map(|&i| rows[i]).enumerate() {
+            match row.cap {
+                Some(cap) if row.organization_id == org => {
+                    if held < cap {
+                        held += 1;
+                    } else {
+                        admitted[p] = false;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(admitted)
 }
 
 /// One row's insert, inside the batch's transaction. `Err` only for an
@@ -481,6 +569,7 @@ mod tests {
                 expires_at: None,
             },
             now: 1,
+            cap: None,
         }
     }
 
