@@ -171,7 +171,8 @@ pub struct NewInstance {
 /// A stored instance, decrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
-    /// Id (a random positive integer below 2^53, safe in JSON).
+    /// Id (a positive integer below 2^53, safe in JSON: creation time in
+    /// milliseconds above 12 random bits).
     pub id: i64,
     /// Owning organization.
     pub organization_id: i64,

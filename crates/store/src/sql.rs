@@ -41,7 +41,7 @@ use subtle::ConstantTimeEq as _;
 use tracing::instrument;
 
 use crate::common::{
-    conflict, db_err, has_tags, random_id, seal_configuration, seal_tokens, tags_json,
+    conflict, db_err, has_tags, instance_id, random_id, seal_configuration, seal_tokens, tags_json,
     unique_violation, Inserted, InstanceRow, RawInstance, HELD_UP_TO_CAP, ID_ATTEMPTS,
     INSTANCE_COLUMNS, INSTANCE_FROM,
 };
@@ -279,8 +279,8 @@ impl SqlStore {
         for _ in 0..ID_ATTEMPTS {
             // The id is the associated data of the ciphertexts: draw it and
             // encrypt here, in the caller's task; the engine only does SQL.
-            let id = random_id();
             let now = now_millis();
+            let id = instance_id(now);
             let row = InstanceRow {
                 id,
                 organization_id: new.organization_id,
