@@ -299,6 +299,12 @@ pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
 /// Counts and times one answered request by route template (`None`: no
 /// route took the path, `unmatched`), method and status; called by the
 /// per-request layer ([`crate::request_id::Layer`]).
+///
+/// Each thread keeps the series it used (at most [`MAX_CACHED_SERIES`]):
+/// `with_label_values` hashes the labels, takes the vector's lock and
+/// clones the series' `Arc` on every call, and with requests spread over
+/// the serving threads that lock and those counts are shared memory every
+/// request writes (issue 19).
 pub fn http_request(
     route: Option<&str>,
     method: &axum::http::Method,
@@ -307,13 +313,83 @@ pub fn http_request(
 ) {
     let route = route.unwrap_or("unmatched");
     let method = method_label(method);
-    let m = metrics();
-    m.http_requests
-        .with_label_values(&[route, method, status.as_str()])
-        .inc();
-    m.http_duration
-        .with_label_values(&[route, method])
-        .observe(elapsed.as_secs_f64());
+    let seconds = elapsed.as_secs_f64();
+    HTTP_SERIES.with_borrow_mut(|series| {
+        let key = (route, method, status.as_u16());
+        if let Some(s) = series.get(&key as &dyn SeriesKey) {
+            s.count.inc();
+            s.duration.observe(seconds);
+            return;
+        }
+        let m = metrics();
+        let count = m
+            .http_requests
+            .with_label_values(&[route, method, status.as_str()]);
+        let duration = m.http_duration.with_label_values(&[route, method]);
+        count.inc();
+        duration.observe(seconds);
+        if series.len() < MAX_CACHED_SERIES {
+            series.insert(
+                (route.into(), method, status.as_u16()),
+                HttpSeries { count, duration },
+            );
+        }
+    });
+}
+
+/// The most HTTP series a thread keeps (routes x methods x statuses is
+/// bounded, and far below this; past it, lookups go to the vectors).
+const MAX_CACHED_SERIES: usize = 4096;
+
+/// One HTTP series' handles.
+struct HttpSeries {
+    count: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+}
+
+/// A thread's series: (route, method, status) to handles.
+type SeriesMap = std::collections::HashMap<(Box<str>, &'static str, u16), HttpSeries>;
+
+thread_local! {
+    static HTTP_SERIES: std::cell::RefCell<SeriesMap> = std::cell::RefCell::new(SeriesMap::new());
+}
+
+/// Looks up `(Box<str>, &str, u16)` keys with a borrowed `(&str, &str,
+/// u16)`, without allocating.
+trait SeriesKey {
+    fn parts(&self) -> (&str, &str, u16);
+}
+
+impl SeriesKey for (Box<str>, &'static str, u16) {
+    fn parts(&self) -> (&str, &str, u16) {
+        (&self.0, self.1, self.2)
+    }
+}
+
+impl SeriesKey for (&str, &'static str, u16) {
+    fn parts(&self) -> (&str, &str, u16) {
+        (self.0, self.1, self.2)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn SeriesKey + 'a> for (Box<str>, &'static str, u16) {
+    fn borrow(&self) -> &(dyn SeriesKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn SeriesKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn SeriesKey + '_ {}
+
+impl std::hash::Hash for dyn SeriesKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state)
+    }
 }
 
 /// `GET /metrics`.
