@@ -81,6 +81,13 @@ impl AppState {
     pub fn new(inner: AppStateInner) -> Self {
         AppState(Arc::new(inner))
     }
+
+    /// The same parts under a reference count of its own: each serving
+    /// thread's router holds one, so the clones and drops of every request
+    /// do not all write one counter shared by the threads (issue 19).
+    pub fn replica(&self) -> Self {
+        AppState::new((*self.0).clone())
+    }
 }
 
 impl std::ops::Deref for AppState {
@@ -91,6 +98,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// The parts of [`AppState`].
+#[derive(Clone)]
 pub struct AppStateInner {
     /// The element catalog.
     pub registry: Arc<Registry>,

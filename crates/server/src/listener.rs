@@ -150,6 +150,11 @@ pub async fn serve_on(
                 continue;
             }
         };
+        let (thread, own_router) = threads.next();
+        let mut connection = connection;
+        if let Some(own) = own_router {
+            connection.router = own.clone();
+        }
         connections.spawn_on(
             async move {
                 match TcpStream::from_std(moved) {
@@ -158,7 +163,7 @@ pub async fn serve_on(
                 }
                 drop(permit);
             },
-            threads.next(),
+            thread,
         );
     }
     drop(listener);

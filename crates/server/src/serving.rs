@@ -26,6 +26,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
+use axum::Router;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 
@@ -33,6 +34,8 @@ use tokio::sync::watch;
 /// still on them are dropped).
 pub struct ServingThreads {
     handles: Vec<Handle>,
+    /// Each thread's own router ([`ServingThreads::with_routers`]).
+    routers: Vec<Router>,
     next: AtomicUsize,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
@@ -63,6 +66,7 @@ impl ServingThreads {
         }
         Ok(ServingThreads {
             handles,
+            routers: Vec::new(),
             next: AtomicUsize::new(0),
             stop,
             threads,
@@ -79,10 +83,20 @@ impl ServingThreads {
         ))
     }
 
-    /// The runtime of the next connection (round robin).
-    pub fn next(&self) -> &Handle {
+    /// Gives each thread a router of its own, made by `make` (over
+    /// [`crate::AppState::replica`]): the route table, the state and
+    /// the reference counts a request clones and drops then stay with one
+    /// thread instead of being memory both threads write (issue 19).
+    pub fn with_routers(mut self, make: impl Fn() -> Router) -> Self {
+        self.routers = self.handles.iter().map(|_| make()).collect();
+        self
+    }
+
+    /// The runtime of the next connection (round robin), and its thread's
+    /// router if [`ServingThreads::with_routers`] gave it one.
+    pub fn next(&self) -> (&Handle, Option<&Router>) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        &self.handles[i]
+        (&self.handles[i], self.routers.get(i))
     }
 }
 
@@ -123,7 +137,7 @@ mod tests {
         let names: Vec<String> = (0..4)
             .map(|_| {
                 let (tx, rx) = std::sync::mpsc::channel();
-                threads.next().spawn(async move {
+                threads.next().0.spawn(async move {
                     let _ = tx.send(std::thread::current().name().map(str::to_owned));
                 });
                 rx.recv().unwrap().unwrap()

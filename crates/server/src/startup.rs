@@ -446,18 +446,19 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         crate::webhooks::spawn(store.clone(), config.webhooks.clone(), stop_tx.subscribe());
     let health_check = crate::health_check::spawn(state.clone(), stop_tx.subscribe());
     let limits = state.limits.clone();
-    let router = crate::router_full(
-        state,
-        crate::console::Settings {
-            secret: Some(console_key.to_vec()),
-            session_seconds: config.console_session_seconds,
-            ..crate::console::Settings::default()
-        },
-        config.metrics_listen.is_none(),
-    );
-    // Requests are served on one single-threaded runtime per core
-    // (serving.rs); they stop last, after the refreshes drained below.
-    let serving = crate::serving::ServingThreads::per_core().context("serving threads")?;
+    let console = crate::console::Settings {
+        secret: Some(console_key.to_vec()),
+        session_seconds: config.console_session_seconds,
+        ..crate::console::Settings::default()
+    };
+    let with_metrics = config.metrics_listen.is_none();
+    let router = crate::router_full(state.clone(), console.clone(), with_metrics);
+    // Requests are served on one single-threaded runtime per core, each
+    // with its own router (serving.rs); they stop last, after the
+    // refreshes drained below.
+    let serving = crate::serving::ServingThreads::per_core()
+        .context("serving threads")?
+        .with_routers(|| crate::router_full(state.replica(), console.clone(), with_metrics));
     crate::listener::serve_on(
         listener,
         router,

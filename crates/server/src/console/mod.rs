@@ -39,7 +39,9 @@ pub mod session;
 
 use session::{Sealer, Session, COOKIE as SESSION_COOKIE};
 
-/// How the console runs.
+/// How the console runs. (Cloned for each serving thread's router: give
+/// a `secret`, or each router draws its own session key.)
+#[derive(Clone)]
 pub struct Settings {
     /// Input keying material for the session key (HKDF-SHA256); replicas
     /// sharing it accept each other's cookies. `None`: a random key per
