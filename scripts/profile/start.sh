@@ -2,7 +2,8 @@
 # Starts a release server with a fresh data directory on 127.0.0.1:18080,
 # provisions one HubSpot instance and writes its id and token (and the
 # account's secrets) to $PROF_DIR/vars.sh.
-# usage: scripts/profile/start.sh [BINARY]   (LOG=info|warn, PROF_DIR=/tmp/elements-prof)
+# usage: scripts/profile/start.sh [BINARY]   (LOG=info|warn, PROF_DIR=/tmp/elements-prof,
+#        CONFIG=a configuration file for --config)
 set -euo pipefail
 BIN=${1:-target/release/elements}
 D=${PROF_DIR:-/tmp/elements-prof}
