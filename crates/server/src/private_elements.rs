@@ -31,6 +31,7 @@
 //! `--allowed-custom-hosts` when set).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -155,9 +156,47 @@ fn parse_id(key_or_id: &str) -> Option<u64> {
 }
 
 /// The per-replica cache of organizations' private catalogs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Cache {
     entries: Mutex<HashMap<i64, (Instant, Arc<OrgCatalog>)>>,
+    /// Bumped by every invalidation, after the removal: the validity of
+    /// each thread's first level ([`FIRST`]).
+    epoch: AtomicU64,
+    /// This cache among the process's (the first level's key).
+    id: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            entries: Mutex::default(),
+            epoch: AtomicU64::new(0),
+            id: CACHE_IDS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Numbers the caches of the process (from 1: 0 is none).
+static CACHE_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// How many organizations a thread keeps in its first level.
+const FIRST_SIZE: usize = 8;
+
+/// Each thread's first level in front of the shared map: the catalogs it
+/// found there last, valid while the cache's epoch is the one they were
+/// found at and they are younger than [`MAX_AGE`]. A hit takes no lock
+/// (every authenticated element lookup asks, on every serving thread:
+/// issue 19).
+struct First {
+    cache: u64,
+    epoch: u64,
+    entries: Vec<(i64, Instant, Arc<OrgCatalog>)>,
+}
+
+thread_local! {
+    static FIRST: std::cell::RefCell<First> = const {
+        std::cell::RefCell::new(First { cache: 0, epoch: 0, entries: Vec::new() })
+    };
 }
 
 impl Cache {
@@ -170,7 +209,11 @@ impl Cache {
     /// (every write calls it; a change notification from another replica
     /// should call it too).
     pub fn invalidate(&self, organization_id: i64) {
-        self.lock().remove(&organization_id);
+        let mut map = self.lock();
+        map.remove(&organization_id);
+        // After the removal: a reader that read the old epoch may have
+        // found the old entry, and a reader that reads the new one cannot.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (Instant, Arc<OrgCatalog>)>> {
@@ -179,10 +222,39 @@ impl Cache {
     }
 
     fn fresh(&self, organization_id: i64) -> Option<Arc<OrgCatalog>> {
-        let map = self.lock();
-        map.get(&organization_id)
-            .filter(|(at, _)| at.elapsed() < MAX_AGE)
-            .map(|(_, c)| c.clone())
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let first = FIRST.with_borrow_mut(|first| {
+            if first.cache != self.id || first.epoch != epoch {
+                first.cache = self.id;
+                first.epoch = epoch;
+                first.entries.clear();
+                return None;
+            }
+            first
+                .entries
+                .iter()
+                .find(|(org, at, _)| *org == organization_id && at.elapsed() < MAX_AGE)
+                .map(|(_, _, c)| c.clone())
+        });
+        if first.is_some() {
+            return first;
+        }
+        let (at, catalog) = {
+            let map = self.lock();
+            map.get(&organization_id)
+                .filter(|(at, _)| at.elapsed() < MAX_AGE)
+                .map(|(at, c)| (*at, c.clone()))?
+        };
+        FIRST.with_borrow_mut(|first| {
+            if first.cache == self.id && first.epoch == epoch {
+                first.entries.retain(|(org, _, _)| *org != organization_id);
+                if first.entries.len() >= FIRST_SIZE {
+                    first.entries.remove(0);
+                }
+                first.entries.push((organization_id, at, catalog.clone()));
+            }
+        });
+        Some(catalog)
     }
 
     fn put(&self, organization_id: i64, at: Instant, catalog: Arc<OrgCatalog>) {
@@ -487,4 +559,50 @@ pub fn instance_element(
         return None;
     }
     state.registry.by_key(&instance.element_key).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(url: &str) -> Arc<OrgCatalog> {
+        Arc::new(OrgCatalog {
+            callback_urls: vec![url.to_owned()],
+            ..OrgCatalog::default()
+        })
+    }
+
+    fn url(c: Option<Arc<OrgCatalog>>) -> Option<String> {
+        c.map(|c| c.callback_urls[0].clone())
+    }
+
+    #[test]
+    fn the_threads_first_level_obeys_every_invalidation_and_its_own_cache() {
+        let cache = Cache::new();
+        cache.put(1, Instant::now(), catalog("https://one.test"));
+        // The second and third reads come from this thread's first level.
+        for _ in 0..3 {
+            assert_eq!(url(cache.fresh(1)).as_deref(), Some("https://one.test"));
+        }
+        assert!(cache.fresh(2).is_none());
+        let other = Cache::new();
+        assert!(other.fresh(1).is_none(), "another cache, same thread");
+        // An invalidation of any organization empties it.
+        cache.invalidate(2);
+        cache.put(1, Instant::now(), catalog("https://two.test"));
+        assert_eq!(url(cache.fresh(1)).as_deref(), Some("https://two.test"));
+        cache.invalidate(1);
+        assert!(cache.fresh(1).is_none());
+        // Past MAX_AGE nothing is served, from either level.
+        cache.put(1, Instant::now() - MAX_AGE, catalog("https://old.test"));
+        assert!(cache.fresh(1).is_none());
+        // Bounded.
+        for org in 0..(FIRST_SIZE as i64 + 4) {
+            cache.put(org, Instant::now(), catalog("https://many.test"));
+        }
+        for org in 0..(FIRST_SIZE as i64 + 4) {
+            assert!(cache.fresh(org).is_some());
+        }
+        FIRST.with_borrow(|first| assert!(first.entries.len() <= FIRST_SIZE));
+    }
 }

@@ -147,7 +147,36 @@ pub struct Cache {
     shm: std::sync::OnceLock<Shm>,
     /// When the cache was made: the clock of `Shm::checked`.
     born: Instant,
+    /// This cache among the process's (the key of the per-thread first
+    /// level, [`FIRST`]).
+    id: u64,
 }
+
+/// How many token lookups a thread keeps in its first level.
+const FIRST_SIZE: usize = 8;
+
+/// Each thread's first level in front of the shared maps for lookups by
+/// `Element` token (the credential read): the entries it found there last,
+/// valid only while the cache's epoch is the one they were found at (every
+/// invalidation bumps it, so any change empties every thread's first level
+/// at its next lookup) and the entry is fresh. A hit takes no lock of the
+/// shared maps: with requests on several serving threads, those locks
+/// were memory every read wrote (issue 19). It holds entries, not copies
+/// (no plaintext is duplicated), at most [`FIRST_SIZE`] of them.
+struct First {
+    cache: u64,
+    epoch: u64,
+    entries: Vec<(SecretHash, Arc<InstanceEntry>)>,
+}
+
+thread_local! {
+    static FIRST: std::cell::RefCell<First> = const {
+        std::cell::RefCell::new(First { cache: 0, epoch: 0, entries: Vec::new() })
+    };
+}
+
+/// Numbers the caches of the process (from 1: 0 is no cache).
+static CACHE_IDS: AtomicU64 = AtomicU64::new(1);
 
 type LocalHook = Arc<dyn Fn(Change) + Send + Sync>;
 
@@ -195,6 +224,7 @@ impl Cache {
             local_hook: std::sync::OnceLock::new(),
             shm: std::sync::OnceLock::new(),
             born: Instant::now(),
+            id: CACHE_IDS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -257,10 +287,40 @@ impl Cache {
         if !self.usable() {
             return None;
         }
+        // Before the lookups: an invalidation after this makes what they
+        // find unusable in the first level.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let first = FIRST.with_borrow_mut(|first| {
+            if first.cache != self.id || first.epoch != epoch {
+                first.cache = self.id;
+                first.epoch = epoch;
+                first.entries.clear();
+                return None;
+            }
+            first
+                .entries
+                .iter()
+                .find(|(h, _)| h == hash)
+                .map(|(_, entry)| entry.clone())
+        });
+        if let Some(entry) = first.filter(|e| self.fresh(e.loaded)) {
+            return Some(SharedInstance(entry));
+        }
         let id = self.tokens.as_ref()?.get(hash)?;
         let entry = self.instances.as_ref()?.get(&id)?;
-        (entry.token_hash.as_ref() == Some(hash) && self.fresh(entry.loaded))
-            .then_some(SharedInstance(entry))
+        if entry.token_hash.as_ref() != Some(hash) || !self.fresh(entry.loaded) {
+            return None;
+        }
+        FIRST.with_borrow_mut(|first| {
+            if first.cache == self.id && first.epoch == epoch {
+                first.entries.retain(|(h, _)| h != hash);
+                if first.entries.len() >= FIRST_SIZE {
+                    first.entries.remove(0);
+                }
+                first.entries.push((*hash, entry.clone()));
+            }
+        });
+        Some(SharedInstance(entry))
     }
 
     /// Instance `id` of organization `organization_id`, if cached.
@@ -638,6 +698,50 @@ mod tests {
         c.instance_changed(5);
         assert!(c.instance_by_token(&hash).is_none());
         assert!(c.instance(10, 5).is_none());
+    }
+
+    #[test]
+    fn the_threads_first_level_obeys_every_invalidation_and_its_own_cache() {
+        let c = cache(Duration::from_secs(60), true);
+        let hash = [9u8; 32];
+        c.put_instance(c.ticket(), instance(5, "at-1"), Some(hash));
+        // The second and third reads come from this thread's first level.
+        for _ in 0..3 {
+            assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-1");
+        }
+        // Another cache in the same thread sees nothing of it.
+        let other = cache(Duration::from_secs(60), true);
+        assert!(other.instance_by_token(&hash).is_none());
+        other.put_instance(other.ticket(), instance(5, "at-other"), Some(hash));
+        assert_eq!(access(&other.instance_by_token(&hash).unwrap()), "at-other");
+        assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-1");
+        // A change to any instance empties it; so does a clear.
+        c.instance_changed(99);
+        c.put_instance(c.ticket(), instance(5, "at-2"), Some(hash));
+        assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-2");
+        c.instance_changed(5);
+        assert!(c.instance_by_token(&hash).is_none());
+        c.put_instance(c.ticket(), instance(5, "at-3"), Some(hash));
+        assert_eq!(access(&c.instance_by_token(&hash).unwrap()), "at-3");
+        c.clear();
+        assert!(c.instance_by_token(&hash).is_none());
+        // Bounded: more tokens than it holds still all answer.
+        for n in 0..(FIRST_SIZE as u8 + 4) {
+            c.put_instance(
+                c.ticket(),
+                instance(100 + i64::from(n), "many"),
+                Some([n; 32]),
+            );
+        }
+        for _ in 0..2 {
+            for n in 0..(FIRST_SIZE as u8 + 4) {
+                assert_eq!(
+                    c.instance_by_token(&[n; 32]).unwrap().id,
+                    100 + i64::from(n)
+                );
+            }
+        }
+        FIRST.with_borrow(|first| assert!(first.entries.len() <= FIRST_SIZE));
     }
 
     #[test]
