@@ -362,6 +362,9 @@ impl Cache {
         // (and removed nothing): undo it, the next read goes to the database.
         if self.epoch.load(Ordering::SeqCst) != ticket.0 || !self.usable() {
             instances.remove(&id);
+            // A lookup may have found it in the meantime and kept it in its
+            // thread's first level: moving the epoch drops it there too.
+            self.epoch.fetch_add(1, Ordering::SeqCst);
         }
         SharedInstance(entry)
     }
@@ -405,10 +408,14 @@ impl Cache {
     /// Instance `id` changed (updated, deleted, enabled or disabled, its
     /// tokens or `Element` token replaced): forget it, at once.
     pub fn instance_changed(&self, id: i64) {
+        // Before the removal, for the readers' tickets (`put_instance`);
+        // after it, for the threads' first levels: a lookup that read the
+        // epoch in between may have found the entry still there.
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(instances) = &self.instances {
             instances.remove(&id);
         }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// An account secret changed (or a user or organization went away):
@@ -422,6 +429,7 @@ impl Cache {
 
     /// Forgets everything.
     pub fn clear(&self) {
+        // Before and after, as in `instance_changed`.
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if let Some(i) = &self.instances {
             i.clear();
@@ -432,6 +440,7 @@ impl Cache {
         if let Some(a) = &self.accounts {
             a.clear();
         }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     /// What the PostgreSQL change listener reports.
