@@ -160,9 +160,9 @@ fn parse_id(key_or_id: &str) -> Option<u64> {
 pub struct Cache {
     entries: Mutex<HashMap<i64, (Instant, Arc<OrgCatalog>)>>,
     /// Bumped by every invalidation, after the removal: the validity of
-    /// each thread's first level ([`FIRST`]).
+    /// each thread's first level ([`crate::cache::first`]).
     epoch: AtomicU64,
-    /// This cache among the process's (the first level's key).
+    /// This cache among the process's (for the first level).
     id: u64,
 }
 
@@ -171,32 +171,17 @@ impl Default for Cache {
         Cache {
             entries: Mutex::default(),
             epoch: AtomicU64::new(0),
-            id: CACHE_IDS.fetch_add(1, Ordering::Relaxed),
+            id: crate::cache::first::cache_id(),
         }
     }
 }
 
-/// Numbers the caches of the process (from 1: 0 is none).
-static CACHE_IDS: AtomicU64 = AtomicU64::new(1);
-
-/// How many organizations a thread keeps in its first level.
-const FIRST_SIZE: usize = 8;
-
-/// Each thread's first level in front of the shared map: the catalogs it
-/// found there last, valid while the cache's epoch is the one they were
-/// found at and they are younger than [`MAX_AGE`]. A hit takes no lock
-/// (every authenticated element lookup asks, on every serving thread:
-/// issue 19).
-struct First {
-    cache: u64,
-    epoch: u64,
-    entries: Vec<(i64, Instant, Arc<OrgCatalog>)>,
-}
-
 thread_local! {
-    static FIRST: std::cell::RefCell<First> = const {
-        std::cell::RefCell::new(First { cache: 0, epoch: 0, entries: Vec::new() })
-    };
+    /// The organization catalogs' per-thread first level
+    /// ([`crate::cache::first`]): every authenticated element lookup asks
+    /// for its organization's catalog.
+    static FIRST: std::cell::RefCell<crate::cache::first::FirstLevel<i64, (Instant, Arc<OrgCatalog>)>> =
+        const { std::cell::RefCell::new(crate::cache::first::FirstLevel::new()) };
 }
 
 impl Cache {
@@ -223,21 +208,13 @@ impl Cache {
 
     fn fresh(&self, organization_id: i64) -> Option<Arc<OrgCatalog>> {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let first = FIRST.with_borrow_mut(|first| {
-            if first.cache != self.id || first.epoch != epoch {
-                first.cache = self.id;
-                first.epoch = epoch;
-                first.entries.clear();
-                return None;
-            }
-            first
-                .entries
-                .iter()
-                .find(|(org, at, _)| *org == organization_id && at.elapsed() < MAX_AGE)
-                .map(|(_, _, c)| c.clone())
+        let found = FIRST.with_borrow_mut(|first| {
+            first.get(self.id, epoch, &organization_id, |(at, _)| {
+                at.elapsed() < MAX_AGE
+            })
         });
-        if first.is_some() {
-            return first;
+        if let Some((_, catalog)) = found {
+            return Some(catalog);
         }
         let (at, catalog) = {
             let map = self.lock();
@@ -246,13 +223,7 @@ impl Cache {
                 .map(|(at, c)| (*at, c.clone()))?
         };
         FIRST.with_borrow_mut(|first| {
-            if first.cache == self.id && first.epoch == epoch {
-                first.entries.retain(|(org, _, _)| *org != organization_id);
-                if first.entries.len() >= FIRST_SIZE {
-                    first.entries.remove(0);
-                }
-                first.entries.push((organization_id, at, catalog.clone()));
-            }
+            first.keep(self.id, epoch, organization_id, (at, catalog.clone()))
         });
         Some(catalog)
     }
@@ -597,12 +568,12 @@ mod tests {
         cache.put(1, Instant::now() - MAX_AGE, catalog("https://old.test"));
         assert!(cache.fresh(1).is_none());
         // Bounded.
-        for org in 0..(FIRST_SIZE as i64 + 4) {
+        for org in 0..(crate::cache::first::SIZE as i64 + 4) {
             cache.put(org, Instant::now(), catalog("https://many.test"));
         }
-        for org in 0..(FIRST_SIZE as i64 + 4) {
+        for org in 0..(crate::cache::first::SIZE as i64 + 4) {
             assert!(cache.fresh(org).is_some());
         }
-        FIRST.with_borrow(|first| assert!(first.entries.len() <= FIRST_SIZE));
+        FIRST.with_borrow(|first| assert!(first.len() <= crate::cache::first::SIZE));
     }
 }

@@ -32,6 +32,8 @@
 //! is dropped (evicted, invalidated, expired) they are overwritten with zeros
 //! ([`zeroize`]) before the memory is freed.
 
+pub(crate) mod first;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -147,36 +149,16 @@ pub struct Cache {
     shm: std::sync::OnceLock<Shm>,
     /// When the cache was made: the clock of `Shm::checked`.
     born: Instant,
-    /// This cache among the process's (the key of the per-thread first
-    /// level, [`FIRST`]).
+    /// This cache among the process's (for the per-thread first level of
+    /// token lookups, [`first`]).
     id: u64,
 }
 
-/// How many token lookups a thread keeps in its first level.
-const FIRST_SIZE: usize = 8;
-
-/// Each thread's first level in front of the shared maps for lookups by
-/// `Element` token (the credential read): the entries it found there last,
-/// valid only while the cache's epoch is the one they were found at (every
-/// invalidation bumps it, so any change empties every thread's first level
-/// at its next lookup) and the entry is fresh. A hit takes no lock of the
-/// shared maps: with requests on several serving threads, those locks
-/// were memory every read wrote (issue 19). It holds entries, not copies
-/// (no plaintext is duplicated), at most [`FIRST_SIZE`] of them.
-struct First {
-    cache: u64,
-    epoch: u64,
-    entries: Vec<(SecretHash, Arc<InstanceEntry>)>,
-}
-
 thread_local! {
-    static FIRST: std::cell::RefCell<First> = const {
-        std::cell::RefCell::new(First { cache: 0, epoch: 0, entries: Vec::new() })
-    };
+    /// Token lookups' first level ([`first`]).
+    static FIRST: std::cell::RefCell<first::FirstLevel<SecretHash, Arc<InstanceEntry>>> =
+        const { std::cell::RefCell::new(first::FirstLevel::new()) };
 }
-
-/// Numbers the caches of the process (from 1: 0 is no cache).
-static CACHE_IDS: AtomicU64 = AtomicU64::new(1);
 
 type LocalHook = Arc<dyn Fn(Change) + Send + Sync>;
 
@@ -224,7 +206,7 @@ impl Cache {
             local_hook: std::sync::OnceLock::new(),
             shm: std::sync::OnceLock::new(),
             born: Instant::now(),
-            id: CACHE_IDS.fetch_add(1, Ordering::Relaxed),
+            id: first::cache_id(),
         }
     }
 
@@ -290,20 +272,9 @@ impl Cache {
         // Before the lookups: an invalidation after this makes what they
         // find unusable in the first level.
         let epoch = self.epoch.load(Ordering::SeqCst);
-        let first = FIRST.with_borrow_mut(|first| {
-            if first.cache != self.id || first.epoch != epoch {
-                first.cache = self.id;
-                first.epoch = epoch;
-                first.entries.clear();
-                return None;
-            }
-            first
-                .entries
-                .iter()
-                .find(|(h, _)| h == hash)
-                .map(|(_, entry)| entry.clone())
-        });
-        if let Some(entry) = first.filter(|e| self.fresh(e.loaded)) {
+        let found = FIRST
+            .with_borrow_mut(|first| first.get(self.id, epoch, hash, |e| self.fresh(e.loaded)));
+        if let Some(entry) = found {
             return Some(SharedInstance(entry));
         }
         let id = self.tokens.as_ref()?.get(hash)?;
@@ -311,15 +282,7 @@ impl Cache {
         if entry.token_hash.as_ref() != Some(hash) || !self.fresh(entry.loaded) {
             return None;
         }
-        FIRST.with_borrow_mut(|first| {
-            if first.cache == self.id && first.epoch == epoch {
-                first.entries.retain(|(h, _)| h != hash);
-                if first.entries.len() >= FIRST_SIZE {
-                    first.entries.remove(0);
-                }
-                first.entries.push((*hash, entry.clone()));
-            }
-        });
+        FIRST.with_borrow_mut(|first| first.keep(self.id, epoch, *hash, entry.clone()));
         Some(SharedInstance(entry))
     }
 
@@ -735,7 +698,7 @@ mod tests {
         c.clear();
         assert!(c.instance_by_token(&hash).is_none());
         // Bounded: more tokens than it holds still all answer.
-        for n in 0..(FIRST_SIZE as u8 + 4) {
+        for n in 0..(first::SIZE as u8 + 4) {
             c.put_instance(
                 c.ticket(),
                 instance(100 + i64::from(n), "many"),
@@ -743,14 +706,14 @@ mod tests {
             );
         }
         for _ in 0..2 {
-            for n in 0..(FIRST_SIZE as u8 + 4) {
+            for n in 0..(first::SIZE as u8 + 4) {
                 assert_eq!(
                     c.instance_by_token(&[n; 32]).unwrap().id,
                     100 + i64::from(n)
                 );
             }
         }
-        FIRST.with_borrow(|first| assert!(first.entries.len() <= FIRST_SIZE));
+        FIRST.with_borrow(|first| assert!(first.len() <= first::SIZE));
     }
 
     #[test]
