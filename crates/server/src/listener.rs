@@ -126,15 +126,20 @@ pub async fn serve_on(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The serving thread, and the router: that thread's own if it has one.
+        let (thread, router) = match threads.map(|t| t.next()) {
+            Some((thread, own)) => (Some(thread), own.unwrap_or(&router).clone()),
+            None => (None, router.clone()),
+        };
         let connection = Connection {
             peer,
-            router: router.clone(),
+            router,
             builder: builder.clone(),
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
         };
         let closing = closing_rx.clone();
-        let Some(threads) = threads else {
+        let Some(thread) = thread else {
             connections.spawn(async move {
                 connection.run(stream, closing).await;
                 drop(permit);
@@ -150,11 +155,6 @@ pub async fn serve_on(
                 continue;
             }
         };
-        let (thread, own_router) = threads.next();
-        let mut connection = connection;
-        if let Some(own) = own_router {
-            connection.router = own.clone();
-        }
         connections.spawn_on(
             async move {
                 match TcpStream::from_std(moved) {

@@ -83,12 +83,16 @@ impl ServingThreads {
         ))
     }
 
-    /// Gives each thread a router of its own, made by `make` (over
-    /// [`crate::AppState::replica`]): the route table, the state and
-    /// the reference counts a request clones and drops then stay with one
-    /// thread instead of being memory both threads write (issue 19).
-    pub fn with_routers(mut self, make: impl Fn() -> Router) -> Self {
-        self.routers = self.handles.iter().map(|_| make()).collect();
+    /// Gives each thread a router of its own: `first` to the first
+    /// thread, one made by `make` (over [`crate::AppState::replica`]) to
+    /// each other. The route table, the state and the reference counts a
+    /// request clones and drops then stay with one thread instead of being
+    /// memory every thread writes (issue 19).
+    pub fn with_routers(mut self, first: Router, make: impl Fn() -> Router) -> Self {
+        let others = self.handles.len().saturating_sub(1);
+        self.routers = std::iter::once(first)
+            .chain((0..others).map(|_| make()))
+            .collect();
         self
     }
 

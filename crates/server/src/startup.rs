@@ -458,7 +458,9 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     // refreshes drained below.
     let serving = crate::serving::ServingThreads::per_core()
         .context("serving threads")?
-        .with_routers(|| crate::router_full(state.replica(), console.clone(), with_metrics));
+        .with_routers(router.clone(), || {
+            crate::router_full(state.replica(), console.clone(), with_metrics)
+        });
     crate::listener::serve_on(
         listener,
         router,
