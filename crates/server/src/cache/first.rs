@@ -30,12 +30,6 @@ pub struct FirstLevel<K, V> {
     entries: Vec<(K, V)>,
 }
 
-impl<K: PartialEq, V: Clone> Default for FirstLevel<K, V> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl<K: PartialEq, V: Clone> FirstLevel<K, V> {
     /// Empty (for `thread_local!`'s `const` initializer).
     pub const fn new() -> Self {
