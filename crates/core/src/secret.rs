@@ -8,6 +8,8 @@ use serde::{Deserialize, Deserializer};
 ///
 /// `Debug` and `Display` print `********`; the value is reached only through
 /// [`Secret::expose`], so every place that uses it is visible in the code.
+/// Dropping it overwrites the value with zeros ([`zeroize`]) before the
+/// memory is freed; [`Secret::into_inner`] hands the value over as it is.
 ///
 /// ```
 /// use elements_core::Secret;
@@ -30,9 +32,16 @@ impl Secret {
         &self.0
     }
 
-    /// Consumes the wrapper, returning the value.
-    pub fn into_inner(self) -> String {
-        self.0
+    /// Consumes the wrapper, returning the value (no longer zeroized on
+    /// drop: that is the caller's business now).
+    pub fn into_inner(mut self) -> String {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
