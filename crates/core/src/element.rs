@@ -286,6 +286,15 @@ pub mod standard {
     /// ));
     /// ```
     pub fn check_callback_url(raw: &str) -> Result<(), OAuthError> {
+        if crate::callback_url::plainly_valid(raw) {
+            return Ok(());
+        }
+        check_callback_url_parsed(raw)
+    }
+
+    /// [`check_callback_url`] by parsing the URL: the whole rule, for what
+    /// the fast path (`callback_url.rs`) does not settle.
+    pub(crate) fn check_callback_url_parsed(raw: &str) -> Result<(), OAuthError> {
         let invalid = |reason: &str| OAuthError::InvalidParameter {
             name: "callbackUrl".into(),
             reason: reason.into(),

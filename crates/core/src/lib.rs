@@ -92,6 +92,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod callback_url;
 mod config;
 mod credential;
 mod element;
