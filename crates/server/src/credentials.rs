@@ -18,7 +18,7 @@
 //! it answers `headers.Authorization`, the signed `OAuth ...` header valid
 //! for exactly that request.
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use elements_core::{
     apply_credential, lenient_seconds, oauth1_authorization, oauth1_consumer, AppliedCredential,
     Authentication, CredentialError, Element, OAuth1Request, Secret,
@@ -235,10 +235,13 @@ pub async fn respond(
             let access = instance.tokens.access_token.as_ref().ok_or_else(|| {
                 ApiError::Internal("refreshed instance has no access token".into())
             })?;
-            let applied = apply_credential(spec, &instance.configuration, Some(access))
+            let applied = instance
+                .applied(&element, || {
+                    apply_credential(spec, &instance.configuration, Some(access))
+                })
                 .map_err(credential_error)?;
             let expires_at = instance.tokens.expires_at;
-            Ok(answer(&Answer {
+            Ok(crate::headers::json_no_store(&Answer {
                 instance_id: id,
                 access_token: Some(access.expose()),
                 token_type: Some(instance.tokens.token_type.as_deref().unwrap_or("bearer")),
@@ -254,12 +257,15 @@ pub async fn respond(
             body.insert("instanceId".into(), Value::from(id));
             body.insert("kind".into(), Value::from(kind.as_str()));
             oauth1(&mut body, &instance, method, url)?;
-            Ok(answer(&body))
+            Ok(crate::headers::json_no_store(&body))
         }
         Authentication::Apikey | Authentication::Basic | Authentication::Custom => {
-            let applied =
-                apply_credential(spec, &instance.configuration, None).map_err(credential_error)?;
-            Ok(answer(&Answer {
+            let applied = instance
+                .applied(&element, || {
+                    apply_credential(spec, &instance.configuration, None)
+                })
+                .map_err(credential_error)?;
+            Ok(crate::headers::json_no_store(&Answer {
                 instance_id: id,
                 access_token: None,
                 token_type: None,
@@ -309,20 +315,6 @@ impl serde::Serialize for Pairs<'_> {
         }
         map.end()
     }
-}
-
-/// `value` as a JSON answer that no cache may keep.
-fn answer<T: serde::Serialize>(value: &T) -> Response {
-    let mut bytes = Vec::with_capacity(384);
-    if let Err(e) = serde_json::to_writer(&mut bytes, value) {
-        return ApiError::Internal(format!("credentials answer: {e}")).into_response();
-    }
-    let mut response = Response::new(axum::body::Body::from(bytes));
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    crate::headers::no_store(response)
 }
 
 /// The `oauth1` answer: the public parts, or one signed request's header.

@@ -2,9 +2,9 @@
 //! every response that carries a token or secret.
 
 use axum::extract::Request;
-use axum::http::header::{CACHE_CONTROL, PRAGMA};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use axum::http::HeaderValue;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 
 /// The largest request head (request target plus every header line)
 /// answered normally: 32 KiB, between nginx's default (8 KiB lines, 32 KiB
@@ -38,4 +38,19 @@ pub fn no_store(mut response: Response) -> Response {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// `value` as a JSON answer that no cache may keep ([`no_store`]),
+/// serialized into one buffer sized for the hot paths' answers (the
+/// credentials, `oauth/url`: no reallocation on the way; issue 19).
+pub fn json_no_store<T: serde::Serialize>(value: &T) -> Response {
+    let mut bytes = Vec::with_capacity(512);
+    if let Err(e) = serde_json::to_writer(&mut bytes, value) {
+        return crate::error::ApiError::Internal(format!("answer: {e}")).into_response();
+    }
+    let mut response = Response::new(axum::body::Body::from(bytes));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(response)
 }

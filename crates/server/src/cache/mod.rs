@@ -32,6 +32,7 @@
 //! is dropped (evicted, invalidated, expired) they are overwritten with zeros
 //! ([`zeroize`]) before the memory is freed.
 
+mod applied;
 pub(crate) mod first;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +69,19 @@ struct InstanceEntry {
     /// The `Element` token hash it was read with, if read by token.
     token_hash: Option<SecretHash>,
     loaded: Instant,
+    /// Its credential as applied, once a read applied it ([`applied`]).
+    applied: std::sync::OnceLock<applied::Applied>,
+}
+
+impl InstanceEntry {
+    fn new(instance: Instance, token_hash: Option<SecretHash>) -> Self {
+        InstanceEntry {
+            instance,
+            token_hash,
+            loaded: Instant::now(),
+            applied: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 impl Drop for InstanceEntry {
@@ -112,11 +126,7 @@ impl SharedInstance {
 
 impl From<Instance> for SharedInstance {
     fn from(instance: Instance) -> Self {
-        SharedInstance(Arc::new(InstanceEntry {
-            instance,
-            token_hash: None,
-            loaded: Instant::now(),
-        }))
+        SharedInstance(Arc::new(InstanceEntry::new(instance, None)))
     }
 }
 
@@ -306,11 +316,7 @@ impl Cache {
         token_hash: Option<SecretHash>,
     ) -> SharedInstance {
         let id = instance.id;
-        let entry = Arc::new(InstanceEntry {
-            instance,
-            token_hash,
-            loaded: Instant::now(),
-        });
+        let entry = Arc::new(InstanceEntry::new(instance, token_hash));
         let (Some(instances), Some(tokens)) = (&self.instances, &self.tokens) else {
             return SharedInstance(entry);
         };
@@ -568,7 +574,7 @@ mod tests {
         }
     }
 
-    fn instance(id: i64, access: &str) -> Instance {
+    pub(super) fn instance(id: i64, access: &str) -> Instance {
         let mut configuration = Configuration::new();
         configuration.insert("oauth.api.secret", "s3cret");
         Instance {
