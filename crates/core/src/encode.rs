@@ -50,8 +50,12 @@ pub struct QueryBuilder {
 impl QueryBuilder {
     /// Starts from `base`, which is copied verbatim.
     pub fn new(base: &str) -> Self {
+        // Room for a few parameters: the seed's URL is built without a
+        // reallocation.
+        let mut url = String::with_capacity(base.len() + 192);
+        url.push_str(base);
         QueryBuilder {
-            url: base.to_owned(),
+            url,
             has_query: base.contains('?'),
         }
     }

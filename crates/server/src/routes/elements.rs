@@ -163,27 +163,31 @@ const MAX_PARAM: usize = 2048;
 pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest, ApiError> {
     let shown =
         |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(64).collect() };
-    let mut request = OAuthUrlRequest::default();
+    // Checked in order first, the names borrowed (no copy of each name).
     let mut seen = BTreeSet::new();
-    for (name, value) in pairs {
+    for (name, value) in &pairs {
         if value.len() > MAX_PARAM || name.len() > 256 {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` is too long",
-                shown(&name)
+                shown(name)
             )));
         }
         if value.chars().chain(name.chars()).any(char::is_control) {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` must not contain control characters",
-                shown(&name)
+                shown(name)
             )));
         }
-        if !seen.insert(name.clone()) {
+        if !seen.insert(name.as_str()) {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` is given more than once",
-                shown(&name)
+                shown(name)
             )));
         }
+    }
+    drop(seen);
+    let mut request = OAuthUrlRequest::default();
+    for (name, value) in pairs {
         let slot = match name.as_str() {
             "apiKey" => &mut request.api_key,
             "apiSecret" => &mut request.api_secret,
@@ -331,12 +335,9 @@ async fn oauth_url_for(
         None
     };
     // The answer may carry a PKCE verifier: a secret, never cached.
-    Ok(crate::headers::no_store(
-        Json(OAuthUrlResponse {
-            element: element.key(),
-            oauth_url: &url.url,
-            code_verifier: verifier,
-        })
-        .into_response(),
-    ))
+    Ok(crate::headers::json_no_store(&OAuthUrlResponse {
+        element: element.key(),
+        oauth_url: &url.url,
+        code_verifier: verifier,
+    }))
 }

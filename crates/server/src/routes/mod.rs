@@ -49,6 +49,10 @@ pub struct QueryPairs(pub Vec<(String, String)>);
 /// Decodes a raw query string strictly.
 pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
     let decode = |s: &str| {
+        // Most names and values have nothing to decode: one copy (issue 19).
+        if !s.contains(['+', '%']) {
+            return Ok(s.to_owned());
+        }
         let spaced = s.replace('+', " ");
         percent_encoding::percent_decode_str(&spaced)
             .decode_utf8()
@@ -82,4 +86,29 @@ pub fn instance_id(raw: &str) -> Result<i64, ApiError> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or_else(|| ApiError::BadRequest("instance id must be a positive integer".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_query;
+
+    #[test]
+    fn query_pairs_are_decoded_only_where_needed() {
+        let pairs = |raw: &str| parse_query(raw).unwrap();
+        assert_eq!(
+            pairs("apiKey=abc&scope=contacts-rw%20offline&x=a+b&&empty=&bare"),
+            [
+                ("apiKey".into(), "abc".into()),
+                ("scope".into(), "contacts-rw offline".into()),
+                ("x".into(), "a b".into()),
+                ("empty".into(), String::new()),
+                ("bare".into(), String::new()),
+            ]
+        );
+        assert_eq!(
+            pairs("n%61me=%E6%9D%B1%2B"),
+            [("name".into(), "東+".into())]
+        );
+        assert!(parse_query("bad=%FF").is_err());
+    }
 }
