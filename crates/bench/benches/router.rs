@@ -6,6 +6,7 @@
 //! of this is hyper, the sockets and the scheduler; this part is what our
 //! code changes move, with a far smaller spread than a loaded 2-core VM.
 //! No log subscriber is installed, so the access line is not formatted.
+//! The reference router of the HTTP scenarios is measured the same way.
 //!
 //! `cargo bench -p elements-bench --bench router`
 
@@ -103,6 +104,16 @@ fn requests(c: &mut Criterion) {
         b.iter(|| {
             let request = Request::get(&oauth_url).body(Body::empty()).unwrap();
             runtime.block_on(call(&mut s.router, request));
+        })
+    });
+    // The reference of the HTTP scenarios (a bare axum handler answering
+    // the seed's body), in-process the same way.
+    let mut reference = elements_bench::reference::router();
+    let reference_path = format!("/elements/api-v2/instances/{}/credentials", s.instance);
+    group.bench_function("reference (bare axum handler)", |b| {
+        b.iter(|| {
+            let request = Request::get(&reference_path).body(Body::empty()).unwrap();
+            runtime.block_on(call(&mut reference, request));
         })
     });
     group.bench_function("GET /healthz", |b| {

@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release -p elements-bench -- all` runs everything (see
 //! `BENCHMARKS.md` at the repository root); criterion micro-benchmarks are in
-//! `benches/micro.rs` (`cargo bench -p elements-bench`).
+//! `benches/micro.rs` and one request through the full router, in-process,
+//! in `benches/router.rs` (`cargo bench -p elements-bench`).
 #![forbid(unsafe_code)]
 
 pub mod cli;
