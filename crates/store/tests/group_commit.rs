@@ -10,6 +10,30 @@ use elements_store::{
     Tokens,
 };
 
+/// A store on a new SQLite file: the directory (kept while the test runs),
+/// the URL and the key that reopen it, and the store.
+struct Fresh {
+    _dir: tempfile::TempDir,
+    url: String,
+    key: [u8; 32],
+    store: Arc<dyn Store>,
+}
+
+async fn fresh_sqlite(file: &str) -> Fresh {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join(file).display());
+    let key = Keyring::generate_key();
+    let store = connect(&url, Keyring::new(vec![key]).unwrap())
+        .await
+        .unwrap();
+    Fresh {
+        _dir: dir,
+        url,
+        key,
+        store,
+    }
+}
+
 fn account(tag: &str) -> NewAccount {
     NewAccount {
         organization_name: format!("Org {tag}"),
@@ -67,12 +91,12 @@ async fn create_all(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creations_all_commit_and_survive_a_reconnect() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
-    let key = Keyring::generate_key();
-    let store = connect(&url, Keyring::new(vec![key]).unwrap())
-        .await
-        .unwrap();
+    let Fresh {
+        _dir,
+        url,
+        key,
+        store,
+    } = fresh_sqlite("gc.db").await;
     let owner = store.create_account(account("a")).await.unwrap();
 
     let news = (0..200)
@@ -116,11 +140,7 @@ async fn concurrent_creations_all_commit_and_survive_a_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_row_does_not_fail_its_neighbours() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("gc.db").display());
-    let store = connect(&url, Keyring::new(vec![Keyring::generate_key()]).unwrap())
-        .await
-        .unwrap();
+    let Fresh { _dir, store, .. } = fresh_sqlite("gc.db").await;
     let owner = store.create_account(account("a")).await.unwrap();
     let other = store.create_account(account("b")).await.unwrap();
 
@@ -171,12 +191,7 @@ async fn a_failing_row_does_not_fail_its_neighbours() {
 /// batches, deletions and other organizations included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_instance_cap_check_agrees_with_the_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("cap.db").display());
-    let key = Keyring::generate_key();
-    let store = connect(&url, Keyring::new(vec![key]).unwrap())
-        .await
-        .unwrap();
+    let Fresh { _dir, store, .. } = fresh_sqlite("cap.db").await;
     let a = store.create_account(account("cap-a")).await.unwrap();
     let b = store.create_account(account("cap-b")).await.unwrap();
     assert!(!store
@@ -258,11 +273,7 @@ async fn the_instance_cap_check_agrees_with_the_count() {
 /// organization's highest `seq` stays where it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_writer_holds_the_instance_cap_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("capped.db").display());
-    let store = connect(&url, Keyring::new(vec![Keyring::generate_key()]).unwrap())
-        .await
-        .unwrap();
+    let Fresh { _dir, store, .. } = fresh_sqlite("capped.db").await;
     let a = store.create_account(account("capped-a")).await.unwrap();
     let b = store.create_account(account("capped-b")).await.unwrap();
     let create = |owner: &Principal, from: usize, to: usize, cap: u64| {
