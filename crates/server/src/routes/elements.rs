@@ -185,7 +185,6 @@ pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest
             )));
         }
     }
-    drop(seen);
     let mut request = OAuthUrlRequest::default();
     for (name, value) in pairs {
         let slot = match name.as_str() {
