@@ -8,8 +8,14 @@
 //! No log subscriber is installed, so the access line is not formatted.
 //! The reference router of the HTTP scenarios is measured the same way.
 //!
+//! Before the timings it prints the allocations each request makes (a
+//! counting global allocator; the request is built before counting): a
+//! figure that does not drift with the machine.
+//!
 //! `cargo bench -p elements-bench --bench router`
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -22,6 +28,53 @@ use http_body_util::BodyExt as _;
 use tower_service::Service as _;
 
 const SEED_QUERY: &str = "apiKey=123456789d-1234-12e4-bda9-12345b8bf20&apiSecret=123456&scope=contacts-rw%20offline&callbackUrl=http://demonstrab.ly";
+
+/// The system allocator, counting allocations (and reallocations).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Prints the allocations per request of `make`'s requests through `router`
+/// (1,000 of them, built before counting).
+fn print_allocations(
+    runtime: &tokio::runtime::Runtime,
+    router: &mut Router,
+    label: &str,
+    make: impl Fn() -> Request<Body>,
+) {
+    const N: u64 = 1000;
+    let requests: Vec<_> = (0..N).map(|_| make()).collect();
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for request in requests {
+        runtime.block_on(call(router, request));
+    }
+    let made = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    eprintln!(
+        "router/{label}: {:.1} allocations per request",
+        made as f64 / N as f64
+    );
+}
 
 struct Setup {
     router: Router,
@@ -90,6 +143,25 @@ fn requests(c: &mut Criterion) {
     let credentials = format!("/elements/api-v2/instances/{}/credentials", s.instance);
     let authorization = format!("Element {}", s.token);
     let oauth_url = format!("/elements/api-v2/elements/hubspot/oauth/url?{SEED_QUERY}");
+    let mut reference = elements_bench::reference::router();
+    let reference_path = format!("/elements/api-v2/instances/{}/credentials", s.instance);
+    let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    print_allocations(&runtime, &mut s.router, "GET /credentials", || {
+        Request::get(&credentials)
+            .header("authorization", &authorization)
+            .body(Body::empty())
+            .unwrap()
+    });
+    print_allocations(&runtime, &mut s.router, "GET oauth/url (seed)", || {
+        get(&oauth_url)
+    });
+    print_allocations(
+        &runtime,
+        &mut reference,
+        "reference (bare axum handler)",
+        || get(&reference_path),
+    );
+    print_allocations(&runtime, &mut s.router, "GET /healthz", || get("/healthz"));
     let mut group = c.benchmark_group("router");
     group.bench_function("GET /credentials", |b| {
         b.iter(|| {
@@ -108,8 +180,6 @@ fn requests(c: &mut Criterion) {
     });
     // The reference of the HTTP scenarios (a bare axum handler answering
     // the seed's body), in-process the same way.
-    let mut reference = elements_bench::reference::router();
-    let reference_path = format!("/elements/api-v2/instances/{}/credentials", s.instance);
     group.bench_function("reference (bare axum handler)", |b| {
         b.iter(|| {
             let request = Request::get(&reference_path).body(Body::empty()).unwrap();
