@@ -161,10 +161,14 @@ pub fn router_full(state: AppState, console: console::Settings, with_metrics: bo
         .merge(ops)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(DefaultBodyLimit::max(body::MAX_BODY))
         // One layer for request id, head cap, auth limiter, metrics and the
-        // log line (request_id.rs says why one).
-        .layer(request_id::Layer::new(state.clone()))
+        // log line (request_id.rs says why one), around the body limit: one
+        // `Router::layer` call, as each wraps every route in a boxed service
+        // of its own (two allocations per request each).
+        .layer(tower_layer::Stack::new(
+            DefaultBodyLimit::max(body::MAX_BODY),
+            request_id::Layer::new(state.clone()),
+        ))
         .with_state(state.clone())
         .apply_cors(&state.limits.cors_allowed_origins)
 }

@@ -116,19 +116,20 @@ impl Settings {
 }
 
 /// `path` for the request log: a connect session token in it (a bearer
-/// secret until used) is replaced by `[token]`.
-pub fn loggable_path(path: &str) -> String {
+/// secret until used) is replaced by `[token]`. Any other path is
+/// borrowed as it is (no copy per request).
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     const PREFIX: &str = "/elements/api-v2/connect/";
     match path.strip_prefix(PREFIX) {
         Some(rest) if rest != "sessions" && rest != "popup.js" => {
             let tail = rest.split_once('/').map_or("", |(_, t)| t);
             if tail.is_empty() {
-                format!("{PREFIX}[token]")
+                format!("{PREFIX}[token]").into()
             } else {
-                format!("{PREFIX}[token]/{tail}")
+                format!("{PREFIX}[token]/{tail}").into()
             }
         }
-        _ => path.to_owned(),
+        _ => path.into(),
     }
 }
 
