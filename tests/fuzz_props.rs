@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use elements_core::{ElementSpec, OAuthUrlRequest, Registry};
 use elements_server::auth::parse_authorization;
 use elements_server::body::parse;
-use elements_server::routes::elements::oauth_url_request;
+use elements_server::routes::elements::{oauth_url_request, oauth_url_request_from_query};
 use elements_server::routes::parse_query;
 use elements_server::wire::{CreateInstance, PatchInstance};
 use proptest::prelude::*;
@@ -61,6 +61,23 @@ proptest! {
     }
 
     #[test]
+    fn the_one_pass_query_reading_is_the_two_pass_one(raw in prop_oneof![
+        grammar("apiKeySecretscopecallbackUrlstatecodeVerifier=&%0aAdDfF+:/.#@ "),
+        query_of_known_names(),
+    ]) {
+        // GET oauth/url reads its query in one pass; it must give exactly
+        // what decoding every pair, then checking them, gives, and refuse
+        // with the same message when that refuses.
+        let two_pass = parse_query(&raw).and_then(oauth_url_request);
+        let one_pass = oauth_url_request_from_query(&raw).and_then(|request| request);
+        match (two_pass, one_pass) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(a), Err(b)) => prop_assert_eq!(format!("{a:?}"), format!("{b:?}")),
+            (a, b) => prop_assert!(false, "{raw:?}: two-pass {:?}, one-pass {:?}", a.is_ok(), b.is_ok()),
+        }
+    }
+
+    #[test]
     fn instance_bodies_never_panic(bytes in prop_oneof![
         any::<Vec<u8>>(),
         grammar("{}[]\",:namelemtkyhubspotconfigurationproviderDatatags0123456789.-e\\u ").prop_map(String::into_bytes),
@@ -68,6 +85,48 @@ proptest! {
         let _ = parse::<CreateInstance>(&bytes);
         let _ = parse::<PatchInstance>(&bytes);
     }
+}
+
+/// Queries made of the names `oauth/url` knows (some encoded, some
+/// repeated), other names, and values at the rules' edges (control
+/// characters, bad UTF-8, the length limit, `+` and `%20`).
+fn query_of_known_names() -> impl Strategy<Value = String> {
+    let names = proptest::sample::select(vec![
+        "apiKey",
+        "apiSecret",
+        "scope",
+        "callbackUrl",
+        "state",
+        "codeVerifier",
+        "oauth.flow",
+        "x",
+        "%61piKey",
+        "api+Key",
+        "sc%0aope",
+        "",
+        "st%FFate",
+    ]);
+    let values = prop_oneof![
+        Just(String::new()),
+        Just("k".to_owned()),
+        Just("contacts-rw%20offline+x".to_owned()),
+        Just("a%0d%0aX:1".to_owned()),
+        Just("%C3%A9%FF".to_owned()),
+        Just("v".repeat(2048)),
+        Just("v".repeat(2049)),
+        Just("%41".repeat(2049)),
+        "[a-z%+=]{0,12}",
+    ];
+    proptest::collection::vec((names, proptest::option::of(values)), 0..8).prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(name, value)| match value {
+                Some(value) => format!("{name}={value}"),
+                None => name.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    })
 }
 
 #[test]

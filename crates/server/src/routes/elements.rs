@@ -1,9 +1,10 @@
 //! The catalog: `/elements...`. No credentials needed.
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -157,51 +158,126 @@ async fn configuration(
 /// The largest query parameter value accepted.
 const MAX_PARAM: usize = 2048;
 
-/// The `oauth/url` query as a request: known names to their fields, any
-/// other name to `params`. Refuses repeated names, oversized values and
-/// control characters (nothing raw is ever reflected).
+/// The `oauth/url` parameters as a request: known names to their fields,
+/// any other name to `params`. Refuses repeated names, oversized values
+/// and control characters (nothing raw is ever reflected).
 pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest, ApiError> {
-    let shown =
-        |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(64).collect() };
-    // Checked in order first, the names borrowed (no copy of each name).
-    let mut seen = BTreeSet::new();
-    for (name, value) in &pairs {
+    let mut request = RequestBuilder::default();
+    for (name, value) in pairs {
+        request.add(&name, value.into())?;
+    }
+    Ok(request.request)
+}
+
+/// [`oauth_url_request`] of a raw query string, decoded pair by pair
+/// without copying the names (issue 19): exactly what `parse_query` then
+/// `oauth_url_request` give, the same refusal included (a property test
+/// holds the two together). The outer error is a pair that does not
+/// decode (the query's own 400, which comes first); the inner one what
+/// the parameters break.
+pub fn oauth_url_request_from_query(
+    raw: &str,
+) -> Result<Result<OAuthUrlRequest, ApiError>, ApiError> {
+    let mut request = RequestBuilder::default();
+    let mut refused = None;
+    for (name, value) in super::raw_pairs(raw) {
+        let (name, value) = (
+            super::decode_component(name)?,
+            super::decode_component(value)?,
+        );
+        // Past a refusal, the rest is only checked to decode.
+        if refused.is_none() {
+            refused = request.add(&name, value).err();
+        }
+    }
+    Ok(match refused {
+        Some(refusal) => Err(refusal),
+        None => Ok(request.request),
+    })
+}
+
+/// Builds an [`OAuthUrlRequest`] one parameter at a time, in query order.
+#[derive(Default)]
+struct RequestBuilder {
+    request: OAuthUrlRequest,
+    /// Which known names were given (bit per slot), for the repeat check.
+    given: u8,
+}
+
+impl RequestBuilder {
+    fn add(&mut self, name: &str, value: Cow<'_, str>) -> Result<(), ApiError> {
+        let shown =
+            |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(64).collect() };
         if value.len() > MAX_PARAM || name.len() > 256 {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` is too long",
                 shown(name)
             )));
         }
-        if value.chars().chain(name.chars()).any(char::is_control) {
+        if has_control(&value) || has_control(name) {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` must not contain control characters",
                 shown(name)
             )));
         }
-        if !seen.insert(name.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "query parameter `{}` is given more than once",
-                shown(name)
-            )));
-        }
-    }
-    let mut request = OAuthUrlRequest::default();
-    for (name, value) in pairs {
-        let slot = match name.as_str() {
-            "apiKey" => &mut request.api_key,
-            "apiSecret" => &mut request.api_secret,
-            "scope" => &mut request.scope,
-            "callbackUrl" => &mut request.callback_url,
-            "state" => &mut request.state,
-            "codeVerifier" => &mut request.code_verifier,
+        let request = &mut self.request;
+        let (bit, slot) = match name {
+            "apiKey" => (0, &mut request.api_key),
+            "apiSecret" => (1, &mut request.api_secret),
+            "scope" => (2, &mut request.scope),
+            "callbackUrl" => (3, &mut request.callback_url),
+            "state" => (4, &mut request.state),
+            "codeVerifier" => (5, &mut request.code_verifier),
             _ => {
-                request.params.insert(name, value);
-                continue;
+                if request.params.contains_key(name) {
+                    return Err(repeated(&shown(name)));
+                }
+                request.params.insert(name.to_owned(), value.into_owned());
+                return Ok(());
             }
         };
-        *slot = Some(value);
+        if self.given & (1 << bit) != 0 {
+            return Err(repeated(name));
+        }
+        self.given |= 1 << bit;
+        *slot = Some(value.into_owned());
+        Ok(())
     }
-    Ok(request)
+}
+
+/// Whether `text` has a control character (C0, DEL or C1); ASCII text is
+/// checked byte by byte, without decoding characters.
+fn has_control(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes().any(|b| b.is_ascii_control())
+    } else {
+        text.chars().any(char::is_control)
+    }
+}
+
+fn repeated(shown: &str) -> ApiError {
+    ApiError::BadRequest(format!("query parameter `{shown}` is given more than once"))
+}
+
+/// The query of `GET .../oauth/url`, read as a request. A query that does
+/// not decode is refused at once (as every route's query is); what its
+/// parameters break is refused after the element is looked up.
+pub struct OAuthQuery(Result<OAuthUrlRequest, ApiError>);
+
+impl<S: Send + Sync> FromRequestParts<S> for OAuthQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        oauth_url_request_from_query(parts.uri.query().unwrap_or("")).map(OAuthQuery)
+    }
+}
+
+/// Where `oauth/url`'s parameters come from.
+enum Parameters {
+    /// `GET`: the query, read.
+    Query(Result<OAuthUrlRequest, ApiError>),
+    /// `POST`: the JSON body's pairs.
+    Pairs(Vec<(String, String)>),
 }
 
 /// The provider's authorization URL (the seed's step 1). Credentials are optional: a
@@ -231,10 +307,10 @@ pub fn oauth_url_request(pairs: Vec<(String, String)>) -> Result<OAuthUrlRequest
 async fn oauth_url(
     State(state): State<AppState>,
     PathParam(key_or_id): PathParam<String>,
-    QueryPairs(pairs): QueryPairs,
+    OAuthQuery(query): OAuthQuery,
     caller: OptionalAccount,
 ) -> Result<Response, ApiError> {
-    oauth_url_for(&state, &key_or_id, pairs, caller).await
+    oauth_url_for(&state, &key_or_id, Parameters::Query(query), caller).await
 }
 
 /// compat: `POST .../oauth/url` with the parameters as a JSON object
@@ -293,20 +369,23 @@ async fn oauth_url_post(
         };
         pairs.push((name, text));
     }
-    oauth_url_for(&state, &key_or_id, pairs, caller).await
+    oauth_url_for(&state, &key_or_id, Parameters::Pairs(pairs), caller).await
 }
 
 async fn oauth_url_for(
     state: &AppState,
     key_or_id: &str,
-    pairs: Vec<(String, String)>,
+    parameters: Parameters,
     caller: OptionalAccount,
 ) -> Result<Response, ApiError> {
     // The seed's call has no credentials; a caller that sends them gets its
     // organization's callback allow-list enforced.
     let organization = caller.0.map(|p| p.organization_id);
     let element = crate::private_elements::find_usable(state, organization, key_or_id).await?;
-    let mut request = oauth_url_request(pairs)?;
+    let mut request = match parameters {
+        Parameters::Query(query) => query?,
+        Parameters::Pairs(pairs) => oauth_url_request(pairs)?,
+    };
     if element.spec().oauth.is_none() {
         return Err(ApiError::BadRequest(format!(
             "element `{}` does not use OAuth",
@@ -339,4 +418,19 @@ async fn oauth_url_for(
         oauth_url: &url.url,
         code_verifier: verifier,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control;
+
+    #[test]
+    fn control_characters_are_found_in_ascii_and_beyond() {
+        for text in ["a\u{0}", "\u{1f}b", "x\u{7f}", "é\u{85}", "\u{9f}", "é\n"] {
+            assert!(has_control(text), "{text:?}");
+        }
+        for text in ["", "plain ascii ~", "é", "東京", "\u{a0}"] {
+            assert!(!has_control(text), "{text:?}");
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Route modules, each with its own `router()`, and the shared fallbacks and
 //! extractors.
 
+use std::borrow::Cow;
+
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
@@ -46,28 +48,43 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
 /// never silently replaced.
 pub struct QueryPairs(pub Vec<(String, String)>);
 
-/// Decodes a raw query string strictly.
-pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let decode = |s: &str| {
-        // Most names and values have nothing to decode: one copy (issue 19).
-        if !s.contains(['+', '%']) {
-            return Ok(s.to_owned());
-        }
-        let spaced = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&spaced)
-            .decode_utf8()
-            .map(|c| c.into_owned())
-            .map_err(|_| {
-                ApiError::BadRequest(
-                    "invalid query string: it must be valid UTF-8 after percent-decoding".into(),
-                )
-            })
+/// Decodes one name or value of a query string (`+` is a space); borrowed
+/// when there is nothing to decode (most names and values: issue 19).
+pub fn decode_component(s: &str) -> Result<Cow<'_, str>, ApiError> {
+    if !s.contains(['+', '%']) {
+        return Ok(s.into());
+    }
+    let spaced: Cow<'_, str> = if s.contains('+') {
+        s.replace('+', " ").into()
+    } else {
+        s.into()
     };
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|c| Cow::Owned(c.into_owned()))
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "invalid query string: it must be valid UTF-8 after percent-decoding".into(),
+            )
+        })
+}
+
+/// The raw `name=value` pairs of a query string, in order (empty pairs
+/// skipped, a bare name has an empty value), not decoded.
+pub fn raw_pairs(raw: &str) -> impl Iterator<Item = (&str, &str)> {
     raw.split('&')
         .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(name)?, decode(value)?))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// Decodes a raw query string strictly.
+pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, ApiError> {
+    raw_pairs(raw)
+        .map(|(name, value)| {
+            Ok((
+                decode_component(name)?.into_owned(),
+                decode_component(value)?.into_owned(),
+            ))
         })
         .collect()
 }
