@@ -9,7 +9,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use elements_core::Secret;
-use elements_store::{hash_secret, Principal};
+use elements_store::{hash_secret, Principal, SecretHash};
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -32,10 +32,28 @@ const MAX_HEADER: usize = 1024;
 /// repeated scheme, an empty or oversized value, white space or control
 /// characters inside a secret.
 pub fn parse_authorization(header: &str) -> Option<Credentials> {
+    let parts = parse_parts(header)?;
+    Some(Credentials {
+        user: parts.user.map(Secret::new),
+        organization: parts.organization.map(Secret::new),
+        element: parts.element.map(Secret::new),
+    })
+}
+
+/// [`Credentials`], borrowed from the header: the request paths hash the
+/// secrets where they lie, without copying them (issue 19).
+#[derive(Default)]
+struct HeaderSecrets<'a> {
+    user: Option<&'a str>,
+    organization: Option<&'a str>,
+    element: Option<&'a str>,
+}
+
+fn parse_parts(header: &str) -> Option<HeaderSecrets<'_>> {
     if header.len() > MAX_HEADER {
         return None;
     }
-    let mut creds = Credentials::default();
+    let mut creds = HeaderSecrets::default();
     for part in header.split(',') {
         let (scheme, value) = part.trim().split_once(' ')?;
         let value = value.trim();
@@ -55,22 +73,22 @@ pub fn parse_authorization(header: &str) -> Option<Credentials> {
         if slot.is_some() {
             return None;
         }
-        *slot = Some(Secret::new(value));
+        *slot = Some(value);
     }
     Some(creds)
 }
 
-fn credentials(parts: &Parts) -> Result<Credentials, ApiError> {
+fn credentials(parts: &Parts) -> Result<HeaderSecrets<'_>, ApiError> {
     credentials_of(&parts.headers)
 }
 
-fn credentials_of(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+fn credentials_of(headers: &HeaderMap) -> Result<HeaderSecrets<'_>, ApiError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(ApiError::Unauthorized);
     };
     let text = value.to_str().map_err(|_| ApiError::Unauthorized)?;
-    parse_authorization(text).ok_or(ApiError::Unauthorized)
+    parse_parts(text).ok_or(ApiError::Unauthorized)
 }
 
 /// A caller authenticated as a user of an organization; any `Element` token
@@ -82,11 +100,11 @@ pub struct Account {
 }
 
 /// Authenticates `User` + `Organization`.
-async fn account(state: &AppState, creds: &Credentials) -> Result<Principal, ApiError> {
-    let (Some(user), Some(org)) = (&creds.user, &creds.organization) else {
+async fn account(state: &AppState, creds: &HeaderSecrets<'_>) -> Result<Principal, ApiError> {
+    let (Some(user), Some(org)) = (creds.user, creds.organization) else {
         return Err(ApiError::Unauthorized);
     };
-    let (user, org) = (hash_secret(user.expose()), hash_secret(org.expose()));
+    let (user, org) = (hash_secret(user), hash_secret(org));
     // cache (issue 19): a known account without a database round trip.
     if let Some(principal) = state.cache.account(&user, &org) {
         return Ok(principal);
@@ -146,8 +164,10 @@ impl FromRequestParts<AppState> for Account {
 pub struct AccountOrInstance {
     /// The account, when `User` and `Organization` were given.
     pub principal: Option<Principal>,
-    /// The instance token, when `Element` was given.
-    pub element_token: Option<Secret>,
+    /// The hash of the instance token, when `Element` was given (all a
+    /// route needs: instances are found by it; the token itself is not
+    /// copied out of the header).
+    pub element_token: Option<SecretHash>,
 }
 
 impl FromRequestParts<AppState> for AccountOrInstance {
@@ -165,7 +185,7 @@ impl FromRequestParts<AppState> for AccountOrInstance {
         }
         Ok(AccountOrInstance {
             principal,
-            element_token: creds.element,
+            element_token: creds.element.map(hash_secret),
         })
     }
 }

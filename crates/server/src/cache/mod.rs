@@ -525,13 +525,13 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The instance whose `Element` token is `token`, through the cache; a 401
-/// when there is none.
+/// The instance whose `Element` token hashes to `hash`, through the cache;
+/// a 401 when there is none.
 pub async fn instance_by_token(
     state: &crate::AppState,
-    token: &elements_core::Secret,
+    hash: &SecretHash,
 ) -> Result<SharedInstance, crate::error::ApiError> {
-    let hash = elements_store::hash_secret(token.expose());
+    let hash = *hash;
     if let Some(instance) = state.cache.instance_by_token(&hash) {
         return Ok(instance);
     }

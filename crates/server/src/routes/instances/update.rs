@@ -9,7 +9,7 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use elements_core::{lenient_seconds, Configuration, Element};
-use elements_store::{hash_secret, Instance, ReplaceInstance, Tokens};
+use elements_store::{Instance, ReplaceInstance, Tokens};
 use serde::Deserialize;
 
 use super::{
@@ -296,7 +296,7 @@ pub async fn by_token(state: &AppState, caller: &AccountOrInstance) -> Result<In
     })?;
     let instance = state
         .store
-        .instance_by_token(&hash_secret(token.expose()))
+        .instance_by_token(token)
         .await?
         .ok_or(ApiError::Unauthorized)?;
     if caller
