@@ -167,7 +167,7 @@ pub struct AccountOrInstance {
     /// The hash of the instance token, when `Element` was given (all a
     /// route needs: instances are found by it; the token itself is not
     /// copied out of the header).
-    pub element_token: Option<SecretHash>,
+    pub element_token_hash: Option<SecretHash>,
 }
 
 impl FromRequestParts<AppState> for AccountOrInstance {
@@ -185,7 +185,7 @@ impl FromRequestParts<AppState> for AccountOrInstance {
         }
         Ok(AccountOrInstance {
             principal,
-            element_token: creds.element.map(hash_secret),
+            element_token_hash: creds.element.map(hash_secret),
         })
     }
 }

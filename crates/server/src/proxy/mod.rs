@@ -300,7 +300,7 @@ async fn hub_proxy(
     let (head, tail) = tail_of(&request, 2);
     let result = async {
         let hub = head.get(1).map(String::as_str).unwrap_or("");
-        if caller.element_token.is_none() {
+        if caller.element_token_hash.is_none() {
             return Err(ApiError::BadRequest(
                 "the hub API needs the instance's token: `Authorization: User <secret>, \
                  Organization <secret>, Element <token>`"
@@ -338,7 +338,7 @@ async fn resolve(
     id: Option<i64>,
 ) -> Result<crate::cache::SharedInstance, ApiError> {
     let not_found = |id: i64| ApiError::NotFound(format!("no instance with id {id}"));
-    let instance = match (&caller.principal, &caller.element_token, id) {
+    let instance = match (&caller.principal, &caller.element_token_hash, id) {
         (_, Some(token), _) => {
             // cache (issue 19): the same read path as `/credentials`.
             let instance = crate::cache::instance_by_token(state, token).await?;

@@ -272,14 +272,6 @@ impl<S: Send + Sync> FromRequestParts<S> for OAuthQuery {
     }
 }
 
-/// Where `oauth/url`'s parameters come from.
-enum Parameters {
-    /// `GET`: the query, read.
-    Query(Result<OAuthUrlRequest, ApiError>),
-    /// `POST`: the JSON body's pairs.
-    Pairs(Vec<(String, String)>),
-}
-
 /// The provider's authorization URL (the seed's step 1). Credentials are optional: a
 /// caller that sends them gets its organization's callback allow-list enforced.
 #[utoipa::path(
@@ -310,7 +302,7 @@ async fn oauth_url(
     OAuthQuery(query): OAuthQuery,
     caller: OptionalAccount,
 ) -> Result<Response, ApiError> {
-    oauth_url_for(&state, &key_or_id, Parameters::Query(query), caller).await
+    oauth_url_for(&state, &key_or_id, query, caller).await
 }
 
 /// compat: `POST .../oauth/url` with the parameters as a JSON object
@@ -369,23 +361,21 @@ async fn oauth_url_post(
         };
         pairs.push((name, text));
     }
-    oauth_url_for(&state, &key_or_id, Parameters::Pairs(pairs), caller).await
+    oauth_url_for(&state, &key_or_id, oauth_url_request(pairs), caller).await
 }
 
 async fn oauth_url_for(
     state: &AppState,
     key_or_id: &str,
-    parameters: Parameters,
+    request: Result<OAuthUrlRequest, ApiError>,
     caller: OptionalAccount,
 ) -> Result<Response, ApiError> {
     // The seed's call has no credentials; a caller that sends them gets its
     // organization's callback allow-list enforced.
     let organization = caller.0.map(|p| p.organization_id);
     let element = crate::private_elements::find_usable(state, organization, key_or_id).await?;
-    let mut request = match parameters {
-        Parameters::Query(query) => query?,
-        Parameters::Pairs(pairs) => oauth_url_request(pairs)?,
-    };
+    // The parameters' refusal comes after the element's 404.
+    let mut request = request?;
     if element.spec().oauth.is_none() {
         return Err(ApiError::BadRequest(format!(
             "element `{}` does not use OAuth",

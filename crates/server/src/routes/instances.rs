@@ -580,7 +580,7 @@ async fn credentials(
 ) -> Result<Response, ApiError> {
     let id = instance_id(&id)?;
     let not_found = || ApiError::NotFound(format!("no instance with id {id}"));
-    let instance = match (&caller.principal, &caller.element_token) {
+    let instance = match (&caller.principal, &caller.element_token_hash) {
         (_, Some(token)) => {
             let instance = crate::cache::instance_by_token(&state, token).await?;
             let same_org = caller

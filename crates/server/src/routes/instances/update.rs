@@ -288,7 +288,7 @@ pub async fn patch(
 /// The instance of the `Element` token (with an account too, of the same
 /// organization). A token of no instance (a deleted one) is a 401.
 pub async fn by_token(state: &AppState, caller: &AccountOrInstance) -> Result<Instance, ApiError> {
-    let token = caller.element_token.as_ref().ok_or_else(|| {
+    let token = caller.element_token_hash.as_ref().ok_or_else(|| {
         ApiError::BadRequest(
             "this route takes the instance from the `Element` token of the Authorization header"
                 .into(),
