@@ -440,6 +440,16 @@ pub(super) fn cases(account: &Account, non_oauth: Option<NonOAuth>) -> Vec<Case>
         ));
     }
 
+    // An `expires_in` nothing uses (a code to exchange) is checked too.
+    let mut coded = seed();
+    coded["providerData"] = json!({"code": "c", "expires_in": 1.5});
+    c.push(post(
+        "expires_in beside a code",
+        serde_json::to_vec(&coded).unwrap(),
+        400,
+        &["`providerData.expires_in` must be a whole number of seconds from 0 to 315360000"],
+    ));
+
     // NUL bytes, control characters, invalid UTF-8.
     c.push(post(
         "NUL in name",

@@ -157,6 +157,21 @@ pub(super) fn compat_cases(id: i64, other: &str) -> Vec<Case> {
         400,
         &["`providerData.expires_in` must be a whole number of seconds"],
     ));
+    // Schemathesis found this one: an `expires_in` no token uses was let
+    // through; it is checked wherever it is given.
+    for body in [
+        r#"{"providerData":{"expires_in":2.0881897032341993e-213}}"#,
+        r#"{"providerData":{"other":1,"expires_in":[]}}"#,
+    ] {
+        c.push(json(
+            "PATCH expires_in without a token",
+            Method::PATCH,
+            format!("/instances/{id}"),
+            body,
+            400,
+            &["`providerData.expires_in` must be a whole number of seconds from 0 to 315360000"],
+        ));
+    }
     c.push(json(
         "PATCH configuration NUL",
         Method::PATCH,

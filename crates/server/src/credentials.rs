@@ -46,6 +46,24 @@ pub enum Provision {
     Configuration,
 }
 
+/// `providerData.expires_in` in seconds (`None` when absent or null); a
+/// 400 for anything but a whole number of seconds from 0 to ten years, as
+/// a number or a numeric string. Checked wherever it is given, used or not
+/// (the API description allows nothing else).
+pub fn expires_in(data: &ProviderData) -> Result<Option<i64>, ApiError> {
+    match &data.expires_in {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => lenient_seconds(v)
+            .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
+                ))
+            }),
+    }
+}
+
 fn nonempty(s: &Option<Secret>) -> bool {
     s.as_ref().is_some_and(|s| !s.expose().is_empty())
 }
@@ -59,6 +77,7 @@ pub fn provision(
 ) -> Result<Provision, ApiError> {
     let kind = element.spec().authentication;
     let key = element.key();
+    expires_in(&data)?;
     let oauth2_fields = [
         ("code", nonempty(&data.code)),
         ("access_token", nonempty(&data.access_token)),
@@ -129,6 +148,7 @@ pub fn provision(
 
 /// `providerData` of an authorization-code element, as before kinds.
 fn oauth2_provision(state: &AppState, data: ProviderData) -> Result<Provision, ApiError> {
+    let expires_in = expires_in(&data)?;
     if let Some(code) = data.code.filter(|c| !c.expose().is_empty()) {
         return Ok(Provision::Code(code, data.code_verifier));
     }
@@ -136,18 +156,6 @@ fn oauth2_provision(state: &AppState, data: ProviderData) -> Result<Provision, A
         return Err(ApiError::BadRequest(
             "`providerData` must contain `code` (to exchange) or `access_token`".into(),
         ));
-    };
-    let expires_in = match &data.expires_in {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            lenient_seconds(v)
-                .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
-                    ))
-                })?,
-        ),
     };
     Ok(Provision::Tokens(Tokens {
         access_token: Some(access_token),

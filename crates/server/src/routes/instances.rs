@@ -59,8 +59,6 @@ const MAX_TAG: usize = 100;
 const MAX_TAGS: usize = 50;
 pub(crate) const MAX_CONFIG_KEY: usize = 200;
 pub(crate) const MAX_CONFIG_VALUE: usize = 8192;
-/// Ten years: a longer `providerData.expires_in` is refused.
-pub(crate) const MAX_EXPIRES_IN: i64 = 10 * 365 * 24 * 3600;
 
 pub(crate) fn spec_of(
     state: &AppState,

@@ -8,13 +8,11 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use elements_core::{lenient_seconds, Configuration, Element};
+use elements_core::{Configuration, Element};
 use elements_store::{Instance, ReplaceInstance, Tokens};
 use serde::Deserialize;
 
-use super::{
-    check_name, check_tags, owned, spec_of, MAX_CONFIG_KEY, MAX_CONFIG_VALUE, MAX_EXPIRES_IN,
-};
+use super::{check_name, check_tags, owned, spec_of, MAX_CONFIG_KEY, MAX_CONFIG_VALUE};
 use crate::auth::{Account, AccountOrInstance};
 use crate::body::{check_text, JsonObject, UniqueMap};
 use crate::error::ApiError;
@@ -107,6 +105,7 @@ async fn reprovision(
     configuration: &Configuration,
     data: ProviderData,
 ) -> Result<Option<Tokens>, ApiError> {
+    let expires_in = crate::credentials::expires_in(&data)?;
     if let Some(verifier) = &data.code_verifier {
         crate::pkce::check_code_verifier(verifier.expose(), "providerData.code_verifier")?;
     }
@@ -126,18 +125,6 @@ async fn reprovision(
     }
     let Some(access_token) = data.access_token.filter(|t| !t.expose().is_empty()) else {
         return Ok(None);
-    };
-    let expires_in = match &data.expires_in {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(
-            lenient_seconds(v)
-                .filter(|s| (0..=MAX_EXPIRES_IN).contains(s))
-                .ok_or_else(|| {
-                    ApiError::BadRequest(format!(
-                        "`providerData.expires_in` must be a whole number of seconds from 0 to {MAX_EXPIRES_IN}"
-                    ))
-                })?,
-        ),
     };
     Ok(Some(Tokens {
         access_token: Some(access_token),
