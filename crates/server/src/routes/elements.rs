@@ -206,8 +206,6 @@ struct RequestBuilder {
 
 impl RequestBuilder {
     fn add(&mut self, name: &str, value: Cow<'_, str>) -> Result<(), ApiError> {
-        let shown =
-            |name: &str| -> String { name.chars().filter(|c| !c.is_control()).take(64).collect() };
         if value.len() > MAX_PARAM || name.len() > 256 {
             return Err(ApiError::BadRequest(format!(
                 "query parameter `{}` is too long",
@@ -230,7 +228,7 @@ impl RequestBuilder {
             "codeVerifier" => (5, &mut request.code_verifier),
             _ => {
                 if request.params.contains_key(name) {
-                    return Err(repeated(&shown(name)));
+                    return Err(repeated(name));
                 }
                 request.params.insert(name.to_owned(), value.into_owned());
                 return Ok(());
@@ -255,8 +253,17 @@ fn has_control(text: &str) -> bool {
     }
 }
 
-fn repeated(shown: &str) -> ApiError {
-    ApiError::BadRequest(format!("query parameter `{shown}` is given more than once"))
+fn repeated(name: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "query parameter `{}` is given more than once",
+        shown(name)
+    ))
+}
+
+/// A parameter name as an error message shows it: control characters
+/// dropped, at most 64 characters.
+fn shown(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 /// The query of `GET .../oauth/url`, read as a request. A query that does
@@ -336,10 +343,7 @@ async fn oauth_url_post(
     if let Some((name, _)) = query.first() {
         return Err(ApiError::BadRequest(format!(
             "query parameter `{}`: `POST .../oauth/url` takes its parameters in the JSON body",
-            name.chars()
-                .filter(|c| !c.is_control())
-                .take(64)
-                .collect::<String>()
+            shown(name)
         )));
     }
     let mut pairs = Vec::with_capacity(body.0.len());
@@ -352,10 +356,7 @@ async fn oauth_url_post(
             _ => {
                 return Err(ApiError::BadRequest(format!(
                     "`{}` must be a string, a number or a boolean",
-                    name.chars()
-                        .filter(|c| !c.is_control())
-                        .take(64)
-                        .collect::<String>()
+                    shown(&name)
                 )))
             }
         };
