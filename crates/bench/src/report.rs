@@ -7,6 +7,9 @@ pub enum Target {
     Report,
     /// figure / reference must be at least this.
     RatioAtLeast(f64),
+    /// figure / reference must be at most this (a cost against the
+    /// reference's: CPU per request, a latency).
+    RatioAtMost(f64),
     /// The figure must be at most this.
     AtMost(f64),
     /// The figure must be exactly this.
@@ -44,6 +47,7 @@ impl Row {
         match self.target {
             Target::Report => None,
             Target::RatioAtLeast(min) => Some(self.ratio().is_some_and(|r| r >= min)),
+            Target::RatioAtMost(max) => Some(self.ratio().is_some_and(|r| r <= max)),
             Target::AtMost(max) => Some(self.value <= max),
             Target::Exactly(v) => Some(self.value == v),
         }
@@ -53,6 +57,7 @@ impl Row {
         match self.target {
             Target::Report => "report".into(),
             Target::RatioAtLeast(min) => format!(">= {min}x"),
+            Target::RatioAtMost(max) => format!("<= {max}x"),
             Target::AtMost(max) => format!("<= {} {}", number(max), self.unit),
             Target::Exactly(v) => format!("= {}", number(v)),
         }
@@ -151,5 +156,30 @@ mod tests {
             ..row
         };
         assert_eq!(row.met(), Some(false));
+        // 1.6 / 1.0 is above 1.5x; 1.5 / 1.0 is not.
+        let row = Row {
+            target: Target::RatioAtMost(1.5),
+            value: 1.6,
+            reference: Some((1.0, "ref".into())),
+            ..row
+        };
+        assert_eq!(row.met(), Some(false));
+        assert_eq!(
+            Row {
+                value: 1.5,
+                ..row.clone()
+            }
+            .met(),
+            Some(true)
+        );
+        // No reference: not met.
+        assert_eq!(
+            Row {
+                reference: None,
+                ..row
+            }
+            .met(),
+            Some(false)
+        );
     }
 }

@@ -45,20 +45,23 @@ impl Bench {
         self.note_rounds(&s, &bases, &results);
         let r = self.row(&s, "requests/s", result.ok_rps(), "req/s");
         r.reference = Some((base.ok_rps(), "bare axum".into()));
-        r.target = Target::RatioAtLeast(0.5);
+        // Issue 19's targets: throughput, CPU per request, and the
+        // unqueued p99 (the 32-connection p99 is queueing: reported).
+        r.target = Target::RatioAtLeast(0.75);
         let r = self.row(&s, "p50 latency", result.p50_ms, "ms");
         r.reference = Some((base.p50_ms, "bare axum".into()));
         let r = self.row(&s, "p99 latency", result.p99_ms, "ms");
         r.reference = Some((base.p99_ms, "bare axum".into()));
-        r.target = Target::AtMost(2.0);
         let r = self.row(&s, "server CPU per request", result.server_cpu_us, "µs");
         r.reference = Some((base.server_cpu_us, "bare axum".into()));
+        r.target = Target::RatioAtMost(1.5);
         let s = "GET credentials (1 connection, no queueing)";
         self.note_failures(s, &one);
         let r = self.row(s, "requests/s", one.ok_rps(), "req/s");
         r.reference = Some((base_one.ok_rps(), "bare axum".into()));
         let r = self.row(s, "p99 latency", one.p99_ms, "ms");
         r.reference = Some((base_one.p99_ms, "bare axum".into()));
+        r.target = Target::RatioAtMost(1.5);
         Ok(())
     }
 
@@ -122,10 +125,12 @@ impl Bench {
         ));
         let r = self.row(&s, "instances/s", result.ok_rps(), "/s");
         r.reference = Some((baseline, "1 fsync per insert, sqlx, WAL+FULL".into()));
-        r.target = Target::RatioAtLeast(3.0);
         self.row(&s, "p50 latency", result.p50_ms, "ms");
         self.row(&s, "p99 latency", result.p99_ms, "ms");
-        self.row(&s, "server CPU per instance", result.server_cpu_us, "µs");
+        // Issue 19's target is the CPU per instance; the rate and its
+        // ratio to one fsync per insert are reported.
+        let r = self.row(&s, "server CPU per instance", result.server_cpu_us, "µs");
+        r.target = Target::AtMost(150.0);
         self.row(
             "disk (same file system)",
             "overwrite 4 KiB in place + fdatasync, sequential",
