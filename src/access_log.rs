@@ -15,10 +15,15 @@
 //! from 765 to 315 ns in text and from 1,325 to 405 ns in JSON; its share
 //! of a `GET /credentials` profile from 7.5% to 4.3% of the samples.
 //!
-//! Why a formatter and not a line that bypasses `tracing`: the formatting
-//! was 6.0 of those 7.5%, dispatch and filtering well under 1%, so a bypass
-//! would save little more and would lose every subscriber's view of the
-//! line (tests, the OpenTelemetry setup, `ELEMENTS_LOG` directives).
+//! Every event goes through these formatters. The access line itself now
+//! skips the event in the binary ([`Direct`], an
+//! `elements_server::access_line::Sink`): handing its six values one by one
+//! through `Visit` was most of what was left of its cost; written
+//! directly it went from 5.1% to 3.3% of an `oauth/url` profile (~0.55 to
+//! ~0.32 µs, issue 19, BENCHMARKS.md). The event stays the default for
+//! anyone embedding the server crate, `ELEMENTS_LOG` directives still
+//! decide (`tracing::enabled!`), and the bytes are the same
+//! (`tests::direct_*`).
 //!
 //! **The output does not change**: what operators' log parsers see is the
 //! default layout, byte for byte (`tests::identity_*` format the same
@@ -29,9 +34,11 @@
 //! any string that needs escaping is escaped by the code the default
 //! formatter uses (`{:?}` of a `str`, `serde_json`).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use elements_server::access_line::{self, AccessLine};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -152,6 +159,83 @@ where
         json_string(&mut writer, meta.target())?;
         writer.write_str("}\n")
     }
+}
+
+/// The access line written straight into the log buffer: the server's
+/// [`access_line::Sink`], installed by the binary when its output has no
+/// colours. The line is byte for byte what [`Text`] or [`Json`] write for
+/// the `tracing` event it replaces (`tests::direct_*` compare them), minus
+/// the event's dispatch and the field-by-field `Visit` (issue 19).
+pub struct Direct<W: std::io::Write + Send + 'static> {
+    writer: crate::log_writer::LogWriter<W>,
+    json: bool,
+}
+
+impl<W: std::io::Write + Send + 'static> Direct<W> {
+    /// Lines in the JSON layout when `json`, else in the text one.
+    pub fn new(writer: crate::log_writer::LogWriter<W>, json: bool) -> Self {
+        Direct { writer, json }
+    }
+}
+
+thread_local! {
+    /// The line being written on this thread (its capacity is kept).
+    static LINE: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+impl<W: std::io::Write + Send + 'static> access_line::Sink for Direct<W> {
+    fn write(&self, line: &AccessLine<'_>) {
+        use std::io::Write as _;
+        use tracing_subscriber::fmt::MakeWriter as _;
+        LINE.with_borrow_mut(|buffer| {
+            buffer.clear();
+            let mut writer = Writer::new(buffer);
+            let written = if self.json {
+                json_line(&mut writer, line)
+            } else {
+                text_line(&mut writer, line)
+            };
+            if written.is_ok() {
+                // The log buffer takes the line whole, or writes it out.
+                let _ = self.writer.make_writer().write_all(buffer.as_bytes());
+            }
+        });
+    }
+}
+
+/// The access line in [`Text`]'s layout.
+fn text_line(writer: &mut Writer<'_>, line: &AccessLine<'_>) -> fmt::Result {
+    timestamp(writer)?;
+    writer.write_str("  INFO elements::http: request request_id=")?;
+    debug_str(writer, line.request_id)?;
+    // `%method`: its `Display`, a token (no character to escape).
+    writer.write_str(" method=")?;
+    writer.write_str(line.method.as_str())?;
+    writer.write_str(" path=")?;
+    debug_str(writer, line.path)?;
+    writer.write_str(" status=")?;
+    writer.write_str(itoa::Buffer::new().format(line.status))?;
+    writer.write_str(" latency_us=")?;
+    writer.write_str(itoa::Buffer::new().format(line.latency_us))?;
+    writer.write_str("\n")
+}
+
+/// The access line in [`Json`]'s layout.
+fn json_line(writer: &mut Writer<'_>, line: &AccessLine<'_>) -> fmt::Result {
+    writer.write_str("{\"timestamp\":\"")?;
+    timestamp(writer)?;
+    writer
+        .write_str("\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"request_id\":")?;
+    json_string(writer, line.request_id)?;
+    writer.write_str(",\"method\":")?;
+    json_string(writer, line.method.as_str())?;
+    writer.write_str(",\"path\":")?;
+    json_string(writer, line.path)?;
+    writer.write_str(",\"status\":")?;
+    writer.write_str(itoa::Buffer::new().format(line.status))?;
+    writer.write_str(",\"latency_us\":")?;
+    writer.write_str(itoa::Buffer::new().format(line.latency_us))?;
+    writer.write_str("},\"target\":\"elements::http\"}\n")
 }
 
 /// An event of the `log` crate (through `tracing-log`): the default
@@ -640,6 +724,94 @@ mod tests {
             assert_eq!(d, f);
         }
         assert_eq!(default, fast);
+    }
+
+    /// The access lines the direct tests write: plain, and paths that
+    /// need escaping in either layout.
+    fn access_lines() -> Vec<AccessLine<'static>> {
+        static METHODS: [axum::http::Method; 3] = [
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ];
+        [
+            "/elements/api-v2/instances/42/credentials",
+            "/a \"quoted\" \\ back\\slash\nnew line\ttab\r",
+            "/non-ascii/é/東京/😀/combining\u{301}/zero\u{200b}width",
+            "/controls/\u{1b}[31m/\u{7}/\u{7f}/\u{85}/\u{9b}/\u{0}",
+            "",
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| AccessLine {
+            request_id: "AbCdEfGhIjKl-_Op",
+            method: &METHODS[i % 3],
+            path,
+            status: [200, 404, 500][i % 3],
+            latency_us: [0, 1234, u64::MAX][i % 3],
+        })
+        .collect()
+    }
+
+    /// Each access line through the `tracing` event (no sink is set in
+    /// this process: `access_line::log` logs the event) and the default
+    /// formatter, and written directly: the same bytes.
+    fn direct_matches_the_default(json: bool) {
+        let default = Buffer::default();
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(false)
+            .with_writer(default.clone());
+        let lines = access_lines();
+        let log_all = || lines.iter().for_each(access_line::log);
+        if json {
+            tracing::subscriber::with_default(builder.json().finish(), log_all);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), log_all);
+        }
+        let mut direct = String::new();
+        for line in &lines {
+            let mut writer = Writer::new(&mut direct);
+            if json {
+                json_line(&mut writer, line).unwrap();
+            } else {
+                text_line(&mut writer, line).unwrap();
+            }
+        }
+        let (default, count) = normalised(&default.text(), json);
+        let (direct, direct_count) = normalised(&direct, json);
+        assert_eq!((count, direct_count), (lines.len(), lines.len()));
+        for (d, f) in default.iter().zip(&direct) {
+            assert_eq!(d, f);
+        }
+        assert_eq!(default, direct);
+    }
+
+    #[test]
+    fn direct_text_is_the_default_layout() {
+        direct_matches_the_default(false);
+    }
+
+    #[test]
+    fn direct_json_is_the_default_layout() {
+        direct_matches_the_default(true);
+    }
+
+    #[test]
+    fn the_direct_sink_writes_whole_lines_to_the_log_writer() {
+        use access_line::Sink as _;
+        let out = Buffer::default();
+        let (writer, guard) = crate::log_writer::new(out.clone());
+        let sink = Direct::new(writer, false);
+        for line in access_lines() {
+            sink.write(&line);
+        }
+        drop(guard);
+        let mut expected = String::new();
+        for line in access_lines() {
+            text_line(&mut Writer::new(&mut expected), &line).unwrap();
+        }
+        assert_eq!(normalised(&out.text(), false), normalised(&expected, false));
     }
 
     #[test]

@@ -541,15 +541,24 @@ fn log_filter() -> tracing_subscriber::EnvFilter {
 
 /// Logs go to standard error through [`crate::log_writer`]: one shared
 /// buffer a writer thread empties every 50 ms, so a request never waits on
-/// a `write(2)` nor wakes a thread; colours only on a terminal. Keep the
+/// a `write(2)` nor wakes a thread; colours only on a terminal. Without
+/// colours the access line is written directly
+/// ([`crate::access_log::Direct`]), in the same layout. Keep the
 /// guard alive: dropping it writes what is left.
 fn init_logging(format: &str) -> crate::log_writer::Guard {
     use std::io::IsTerminal as _;
     let filter = log_filter();
     let (writer, guard) = crate::log_writer::new(std::io::stderr());
+    let ansi = std::io::stderr().is_terminal();
+    if !ansi || format == "json" {
+        // The access line straight into the buffer, in the same layout
+        // (`access_log::Direct`); with colours it stays an event.
+        let direct = crate::access_log::Direct::new(writer.clone(), format == "json");
+        let _ = elements_server::access_line::set_sink(Box::new(direct));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
         .with_writer(writer);
     // The default layouts, written faster (`crate::access_log`).
     if format == "json" {

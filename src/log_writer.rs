@@ -46,10 +46,19 @@ impl Shared {
 }
 
 /// Hands out writers into the shared buffer (a `MakeWriter`).
-#[derive(Clone)]
 pub struct LogWriter<W: Write + Send + 'static> {
     shared: Arc<Shared>,
     out: Arc<Mutex<W>>,
+}
+
+// Not derived: that would ask `W: Clone` (standard error is not).
+impl<W: Write + Send + 'static> Clone for LogWriter<W> {
+    fn clone(&self) -> Self {
+        LogWriter {
+            shared: self.shared.clone(),
+            out: self.out.clone(),
+        }
+    }
 }
 
 /// Stops the writer thread and writes what is buffered when dropped.

@@ -14,13 +14,18 @@ use common::Binary;
 /// character, with a secret in its query string; the server's log after a
 /// graceful stop.
 fn log_of_one_request(format: &str) -> String {
+    log_of_one_request_with(format, "info")
+}
+
+/// [`log_of_one_request`] with `ELEMENTS_LOG` set to `filter`.
+fn log_of_one_request_with(format: &str, filter: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let data = dir.path().join("data");
     let mut server = Binary::serve_logging_to(
         &["--data-dir", data.to_str().unwrap()],
-        &[("ELEMENTS_LOG", "info"), ("ELEMENTS_LOG_FORMAT", format)],
+        &[("ELEMENTS_LOG", filter), ("ELEMENTS_LOG_FORMAT", format)],
         log,
     );
     let address = server.base.trim_start_matches("http://").to_owned();
@@ -79,4 +84,22 @@ fn the_json_access_line_is_the_default_layout() {
         value["fields"]["path"],
         "/elements/api-v2/elements/a\"b\\cé"
     );
+}
+
+#[test]
+fn log_directives_turn_the_access_line_off() {
+    // The binary writes the line itself (no `tracing` event): the
+    // directives must still decide.
+    for (format, filter) in [
+        ("text", "warn"),
+        ("json", "warn"),
+        ("text", "info,elements::http=warn"),
+    ] {
+        let log = log_of_one_request_with(format, filter);
+        assert!(!log.contains("elements::http"), "{format} {filter}: {log}");
+    }
+    // The start-up lines are still there: the log was written.
+    let log = log_of_one_request_with("text", "info,elements::http=off");
+    assert!(!log.contains("elements::http"), "{log}");
+    assert!(log.contains(" INFO "), "{log}");
 }

@@ -32,6 +32,7 @@ macro_rules! api {
     };
 }
 
+pub mod access_line;
 pub mod auth;
 pub mod auth_limit;
 pub mod body;

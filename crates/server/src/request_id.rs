@@ -309,17 +309,13 @@ fn finish(
         X_CONTENT_TYPE_OPTIONS.clone(),
         HeaderValue::from_static("nosniff"),
     );
-    // The message as a `&str` field, not a format string: the same line
-    // (`request request_id=...`), written without a `core::fmt` call.
-    tracing::info!(
-        target: "elements::http",
-        message = "request",
-        request_id = id.as_str(),
-        %method,
-        path = prefix_chars(path, 200),
-        status = status.as_u16(),
-        latency_us = elapsed.as_micros() as u64,
-    );
+    crate::access_line::log(&crate::access_line::AccessLine {
+        request_id: id.as_str(),
+        method,
+        path: prefix_chars(path, 200),
+        status: status.as_u16(),
+        latency_us: elapsed.as_micros() as u64,
+    });
     response
 }
 
