@@ -64,6 +64,18 @@ impl Row {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count;
+/// 0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// A number with sensible precision and thousands separators.
 pub fn number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
@@ -137,6 +149,14 @@ mod tests {
         assert_eq!(number(1.234), "1.23");
         assert_eq!(number(12.34), "12.3");
         assert_eq!(number(0.0), "0");
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[3.0]), 3.0);
+        assert_eq!(median(&[109_447.0, 96_556.0]), 103_001.5);
+        assert_eq!(median(&[5.0, 1.0, 3.0]), 3.0);
     }
 
     #[test]

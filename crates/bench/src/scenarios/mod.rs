@@ -357,8 +357,19 @@ impl Bench {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // Some figures are bimodal (a fast scheduling regime now and then,
+        // BENCHMARKS.md): the medians say what a typical round gives.
+        let median_of = |v: &[LoadResult]| {
+            crate::report::median(&v.iter().map(LoadResult::ok_rps).collect::<Vec<_>>())
+        };
+        let (m, r) = (median_of(measured), median_of(reference));
+        let medians = if r > 0.0 {
+            format!("; medians {m:.0} / {r:.0} = {:.2}x", m / r)
+        } else {
+            String::new()
+        };
         self.notes.push(format!(
-            "{what}: rounds (req/s) measured {} / reference {}; the best of each is in the table",
+            "{what}: rounds (req/s) measured {} / reference {}; the best of each is in the table{medians}",
             list(measured),
             list(reference)
         ));
