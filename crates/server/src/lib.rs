@@ -54,6 +54,7 @@ pub mod markup;
 pub mod metrics;
 pub mod openapi;
 pub mod pkce;
+pub mod placement;
 pub mod private_elements;
 pub mod provider;
 pub mod proxy;

@@ -127,9 +127,14 @@ pub async fn serve_on(
         };
         let _ = stream.set_nodelay(true);
         // The serving thread, and the router: that thread's own if it has one.
-        let (thread, router) = match threads.map(|t| t.next()) {
-            Some((thread, own)) => (Some(thread), own.unwrap_or(&router).clone()),
-            None => (None, router.clone()),
+        let placement = threads.map(|t| t.place(incoming_cpu(&stream)));
+        let (thread, router, seat) = match placement {
+            Some(p) => (
+                Some(p.handle),
+                p.router.unwrap_or(&router).clone(),
+                Some(p.seat),
+            ),
+            None => (None, router.clone(), None),
         };
         let connection = Connection {
             peer,
@@ -161,6 +166,7 @@ pub async fn serve_on(
                     Ok(stream) => connection.run(stream, closing).await,
                     Err(e) => tracing::warn!(error = %e, "cannot serve a connection"),
                 }
+                drop(seat);
                 drop(permit);
             },
             thread,
@@ -182,6 +188,24 @@ pub async fn serve_on(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// The CPU the connection's packets arrive on (`SO_INCOMING_CPU`), where
+/// the kernel knows it (it answers -1 for a socket that has received
+/// nothing yet).
+fn incoming_cpu(stream: &TcpStream) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        socket2::SockRef::from(stream)
+            .cpu_affinity()
+            .ok()
+            .filter(|cpu| i32::try_from(*cpu).is_ok())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = stream;
+        None
+    }
 }
 
 /// Errors of one failed handshake, not of the listener.

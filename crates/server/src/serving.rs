@@ -5,7 +5,8 @@
 //! each other to steal tasks: measured on 2 cores, one worker instead of
 //! two cost 19% less CPU per `GET /credentials` (BENCHMARKS.md, sixth
 //! session). Here each accepted connection is moved to one serving thread
-//! (round robin) and stays there: its requests never change threads, and a
+//! (the one of the CPU its packets arrive on, within limits:
+//! [`crate::placement`]) and stays there: its requests never change threads, and a
 //! thread with nothing to do sleeps in `epoll_wait` until one of its own
 //! connections has bytes. The accept loop, the background tasks (refresh,
 //! webhooks, health checks) and the store's pools stay on the main
@@ -24,6 +25,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use axum::Router;
@@ -36,7 +38,10 @@ pub struct ServingThreads {
     handles: Vec<Handle>,
     /// Each thread's own router ([`ServingThreads::with_routers`]).
     routers: Vec<Router>,
-    next: AtomicUsize,
+    /// Which thread takes the next connection.
+    policy: parking_lot::Mutex<crate::placement::Policy>,
+    /// Connections open on each thread ([`Seat`]s not yet dropped).
+    open: Arc<[AtomicUsize]>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -64,10 +69,13 @@ impl ServingThreads {
                     })?,
             );
         }
+        let open = handles.iter().map(|_| AtomicUsize::new(0)).collect();
+        let policy = parking_lot::Mutex::new(crate::placement::Policy::new(handles.len()));
         Ok(ServingThreads {
             handles,
             routers: Vec::new(),
-            next: AtomicUsize::new(0),
+            policy,
+            open,
             stop,
             threads,
         })
@@ -96,11 +104,49 @@ impl ServingThreads {
         self
     }
 
-    /// The runtime of the next connection (round robin), and its thread's
-    /// router if [`ServingThreads::with_routers`] gave it one.
-    pub fn next(&self) -> (&Handle, Option<&Router>) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
-        (&self.handles[i], self.routers.get(i))
+    /// Where a new connection is served: the thread
+    /// [`crate::placement::Policy`] picks for the CPU its packets arrive on
+    /// (`incoming_cpu`, the socket's `SO_INCOMING_CPU`; round robin when not
+    /// known), given each thread's open connections. The [`Seat`] counts the
+    /// connection on its thread until dropped.
+    pub fn place(&self, incoming_cpu: Option<usize>) -> Placement<'_> {
+        let open: Vec<usize> = self
+            .open
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .collect();
+        let i = self.policy.lock().choose(incoming_cpu, &open);
+        self.open[i].fetch_add(1, Ordering::Relaxed);
+        Placement {
+            handle: &self.handles[i],
+            router: self.routers.get(i),
+            seat: Seat {
+                open: self.open.clone(),
+                index: i,
+            },
+        }
+    }
+}
+
+/// A connection's thread ([`ServingThreads::place`]).
+pub struct Placement<'a> {
+    /// The thread's runtime.
+    pub handle: &'a Handle,
+    /// Its router, if [`ServingThreads::with_routers`] gave it one.
+    pub router: Option<&'a Router>,
+    /// Counts the connection on the thread while it lives.
+    pub seat: Seat,
+}
+
+/// One open connection on a serving thread; dropping it frees the seat.
+pub struct Seat {
+    open: Arc<[AtomicUsize]>,
+    index: usize,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.open[self.index].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -141,7 +187,7 @@ mod tests {
         let names: Vec<String> = (0..4)
             .map(|_| {
                 let (tx, rx) = std::sync::mpsc::channel();
-                threads.next().0.spawn(async move {
+                threads.place(None).handle.spawn(async move {
                     let _ = tx.send(std::thread::current().name().map(str::to_owned));
                 });
                 rx.recv().unwrap().unwrap()
@@ -157,5 +203,18 @@ mod tests {
             ]
         );
         drop(threads);
+    }
+
+    #[test]
+    fn seats_count_open_connections_per_thread_until_dropped() {
+        let threads = ServingThreads::start(2).unwrap();
+        let counts = |t: &ServingThreads| -> Vec<usize> {
+            t.open.iter().map(|o| o.load(Ordering::Relaxed)).collect()
+        };
+        // Packets on CPU 3: thread 1 (3 % 2), while within the slack.
+        let seats: Vec<Seat> = (0..3).map(|_| threads.place(Some(3)).seat).collect();
+        assert_eq!(counts(&threads), [0, 3]);
+        drop(seats);
+        assert_eq!(counts(&threads), [0, 0]);
     }
 }
