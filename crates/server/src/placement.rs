@@ -12,7 +12,8 @@
 //!
 //! So a connection goes to the thread of the CPU its packets arrive on (the
 //! socket's `SO_INCOMING_CPU`, which Linux sets from the CPU that processed
-//! its handshake: CPU `c` maps to thread `c % threads`), the locality that
+//! its latest packet: at accept, its handshake's or its first request's;
+//! CPU `c` maps to thread `c % threads`), the locality that
 //! servers reading RSS/RPS receive queues use, with two guards:
 //!
 //! - **Balance.** A thread takes its CPU's connection only while it holds
