@@ -434,6 +434,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         elements = state.registry.len(),
         "elements is serving /elements/api-v2"
     );
+    let signals = ShutdownSignals::catch();
     println!("listening on http://{addr}");
 
     let tokens = state.tokens.clone();
@@ -466,7 +467,7 @@ pub async fn run(config: ServerConfig) -> Result<()> {
         router,
         &limits,
         async move {
-            shutdown_signal().await;
+            signals.received().await;
             tracing::info!("shutting down");
         },
         Some(&serving),
@@ -486,25 +487,57 @@ pub async fn run(config: ServerConfig) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The signals that stop the server gracefully (SIGINT, SIGTERM), caught
+/// from the moment this is made. [`run`] makes it before printing its
+/// address: a supervisor or a test that signals as soon as it reads the
+/// address must get the graceful stop, not the signal's default action
+/// (the process killed). Caught only once the shutdown future was first
+/// polled, a SIGTERM sent right after the first request could still kill
+/// the server (a CI failure of `tests/access_log.rs`).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    /// Starts catching the signals (inside the runtime).
+    fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// Completes when one of the signals arrives.
+    async fn received(self) {
+        #[cfg(unix)]
+        {
+            async fn one(signal: Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = one(self.interrupt) => {}
+                _ = one(self.terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
