@@ -19,16 +19,9 @@ fn log_of_one_request(format: &str) -> String {
 
 /// [`log_of_one_request`] with `ELEMENTS_LOG` set to `filter`.
 fn log_of_one_request_with(format: &str, filter: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let data = dir.path().join("data");
-    let mut server = Binary::serve_logging_to(
-        &["--data-dir", data.to_str().unwrap()],
-        &[("ELEMENTS_LOG", filter), ("ELEMENTS_LOG_FORMAT", format)],
-        log,
-    );
-    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut logged =
+        Binary::serve_with_log_file(&[("ELEMENTS_LOG", filter), ("ELEMENTS_LOG_FORMAT", format)]);
+    let address = logged.server.base.trim_start_matches("http://").to_owned();
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .write_all(
@@ -44,8 +37,8 @@ fn log_of_one_request_with(format: &str, filter: &str) -> String {
         "{}",
         String::from_utf8_lossy(&response)
     );
-    assert!(server.terminate().success());
-    std::fs::read_to_string(&log_path).unwrap()
+    assert!(logged.server.terminate().success());
+    logged.log()
 }
 
 fn access_line(log: &str) -> &str {

@@ -844,17 +844,9 @@ fn derived_keys_are_stable_per_master_key_and_distinct_per_label() {
 #[test]
 fn a_sigterm_as_soon_as_the_address_is_printed_stops_gracefully() {
     for _ in 0..3 {
-        let dir = tempfile::tempdir().unwrap();
-        let log_path = dir.path().join("server.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let data = dir.path().join("data");
-        let mut server = Binary::serve_logging_to(
-            &["--data-dir", data.to_str().unwrap()],
-            &[("ELEMENTS_LOG", "info")],
-            log,
-        );
-        let status = server.terminate();
-        let log = std::fs::read_to_string(&log_path).unwrap();
+        let mut logged = Binary::serve_with_log_file(&[("ELEMENTS_LOG", "info")]);
+        let status = logged.server.terminate();
+        let log = logged.log();
         assert!(status.success(), "{status}: {log}");
         assert!(log.contains("shutting down"), "{log}");
     }

@@ -313,6 +313,21 @@ impl Binary {
         self.child.wait().expect("wait for elements serve")
     }
 
+    /// `elements serve` on a fresh data directory, its log (standard
+    /// error) in a file next to it; `envs` as for [`Binary::serve`].
+    pub fn serve_with_log_file(envs: &[(&str, &str)]) -> LoggedBinary {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let data = dir.path().join("data");
+        let server = Binary::serve_logging_to(&["--data-dir", data.to_str().unwrap()], envs, log);
+        LoggedBinary {
+            server,
+            log_path,
+            _dir: dir,
+        }
+    }
+
     /// SIGKILL, and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -567,4 +582,18 @@ pub fn otlp_spans(received: &OtlpReceived) -> Vec<opentelemetry_proto::tonic::tr
         }
     }
     spans
+}
+
+/// A server from [`Binary::serve_with_log_file`].
+pub struct LoggedBinary {
+    pub server: Binary,
+    pub log_path: PathBuf,
+    pub _dir: tempfile::TempDir,
+}
+
+impl LoggedBinary {
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).expect("read the server log")
+    }
 }
