@@ -61,5 +61,5 @@ if ! "$PY_VENV/bin/python" -c 'import schemathesis, openapi_spec_validator' >/de
     apt_install python3-venv
     python3 -m venv "$PY_VENV"
   fi
-  "$PY_VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
+  "$PY_VENV/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check "${PY_REQUIREMENTS[@]}"
 fi
