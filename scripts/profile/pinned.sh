@@ -8,15 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 D_SECONDS=${D:-4}
-PROF=${PROF_DIR:-/tmp/elements-prof}
-mkdir -p "$PROF"
+. scripts/profile/common.sh
 REF_OUT="$PROF/pinned-ref.out"
 TOKIO_WORKER_THREADS=1 taskset -c 0 target/release/elements-bench reference-server > "$REF_OUT" 2>&1 &
 REFPID=$!
 trap 'kill $REFPID 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q http "$REF_OUT" 2>/dev/null && break; sleep 0.1; done
 REF=$(grep -o 'http://[0-9.:]*' "$REF_OUT")
-Q='apiKey=123456789d-1234-12e4-bda9-12345b8bf20&apiSecret=123456&scope=contacts-rw%20offline&callbackUrl=http://demonstrab.ly'
 run() { # PID URL [wrk args]
   local pid=$1 url=$2; shift 2
   local t0 t1 n rps

@@ -11,9 +11,7 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${1:-10}
 BIN=${2:-target/release/elements}
 D_SECONDS=${D:-5}
-PROF=${PROF_DIR:-/tmp/elements-prof}
-mkdir -p "$PROF"
-Q='apiKey=123456789d-1234-12e4-bda9-12345b8bf20&apiSecret=123456&scope=contacts-rw%20offline&callbackUrl=http://demonstrab.ly'
+. scripts/profile/common.sh
 if [ "${REFERENCE:-0}" = 1 ]; then
   target/release/elements-bench reference-server > "$PROF/rounds-ref.out" 2>&1 &
   P=$!
